@@ -1,0 +1,1 @@
+"""Layers: one file per family (dense, conv, pooling, normalization, ...)."""

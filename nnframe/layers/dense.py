@@ -1,0 +1,105 @@
+"""Dense (fully connected) layer."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import sparse
+
+from nnframe.errors import as_float_input, check_features, check_hyper
+from nnframe.init import default_uniform, make_weight
+from nnframe.module import Module
+from nnframe.parameter import Parameter
+from nnframe.random import get_rng
+
+
+class Dense(Module):
+    """Fully connected layer: ``y = x @ weight.T + bias`` (PyTorch's ``Linear``).
+
+    Args:
+        in_features: size of each input sample's last dimension.
+        out_features: size of each output sample's last dimension.
+        bias: learn an additive bias.
+        rng: Generator or seed for the initial weights (None: nnframe's default generator).
+        dtype: parameter dtype (float32).
+        init: weight initializer: a name from ``nnframe.init.INITIALIZERS`` or a callable
+            ``(shape, rng, dtype) -> array``. The default is PyTorch's:
+            U(-1/sqrt(in_features), 1/sqrt(in_features)) for weight and bias.
+
+    Shape:
+        input: (N, *, in_features), or a scipy.sparse matrix (N, in_features).
+        output: (N, *, out_features).
+
+    With a sparse input the forward product and the weight gradient are sparse products (the
+    input is never densified) and ``backward`` returns None: sparse inputs are data.
+
+    Example:
+        >>> import numpy as np, nnframe as nf
+        >>> layer = nf.Dense(3, 2, rng=0)
+        >>> layer.weight.shape
+        (2, 3)
+        >>> layer(np.ones((5, 3), dtype=np.float32)).shape
+        (5, 2)
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        rng=None,
+        dtype=np.float32,
+        init="default",
+    ):
+        super().__init__()
+        who = "Dense"
+        check_hyper(who, "in_features", in_features, in_features > 0, "must be > 0")
+        check_hyper(who, "out_features", out_features, out_features > 0, "must be > 0")
+        self.in_features = int(in_features)
+        self.out_features = int(out_features)
+        rng = get_rng(rng)
+        self.weight = Parameter(make_weight(init, (out_features, in_features), rng, dtype))
+        self.bias = (
+            Parameter(default_uniform((out_features,), rng=rng, dtype=dtype, fan_in=in_features))
+            if bias
+            else None
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None}"
+        )
+
+    def forward(self, x):
+        w = self.weight.data
+        if sparse.issparse(x):
+            check_features(self, x, self.in_features, ndim=2)
+            x = sparse.csr_matrix(x, dtype=w.dtype) if x.dtype != w.dtype else x.tocsr()
+            y = np.asarray(x @ w.T)  # (N, D_in) sparse @ (D_in, D_out) dense -> dense
+        else:
+            x = as_float_input(self, x, w.dtype)
+            check_features(self, x, self.in_features)
+            y = x @ w.T  # the transposed view costs no copy; BLAS reads it as is
+        if self.bias is not None:
+            y += self.bias.data  # in place: no second output array
+        self.save_for_backward(x)
+        return y
+
+    def backward(self, grad_output):
+        (x,) = self.saved
+        w = self.weight
+        g2 = grad_output.reshape(-1, self.out_features)  # (N*, D_out)
+        if sparse.issparse(x):
+            if w.requires_grad:
+                # dL/dW = (x^T @ g)^T: a sparse (D_in, N) @ dense (N, D_out) product
+                w.grad += np.asarray(x.T @ g2).T
+            if self.bias is not None and self.bias.requires_grad:
+                self.bias.grad += g2.sum(axis=0)
+            return None
+        if w.requires_grad:
+            # dL/dW = g^T @ x: (D_out, N*) @ (N*, D_in)
+            w.grad += g2.T @ x.reshape(-1, self.in_features)
+        if self.bias is not None and self.bias.requires_grad:
+            self.bias.grad += g2.sum(axis=0)  # dL/db: summed over the batch
+        return grad_output @ w.data  # dL/dx: (N*, D_out) @ (D_out, D_in)

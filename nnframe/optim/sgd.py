@@ -1,0 +1,117 @@
+"""Stochastic gradient descent with momentum, dampening, Nesterov and weight decay."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nnframe.errors import check_hyper
+from nnframe.optim.optimizer import Optimizer
+
+
+def sgd_update(
+    param: np.ndarray,
+    grad: np.ndarray,
+    buf: np.ndarray | None,
+    *,
+    lr: float,
+    momentum: float,
+    dampening: float,
+    nesterov: bool,
+    weight_decay: float,
+    maximize: bool,
+    first_step: bool,
+) -> None:
+    """One SGD step in place (PyTorch's algorithm):
+
+    g = -grad if maximize else grad;  g += weight_decay * param
+    if momentum: buf = g on the first step, else buf = momentum * buf + (1 - dampening) * g;
+                 g = g + momentum * buf if nesterov else buf
+    param -= lr * g
+    """
+    g = -grad if maximize else grad
+    if weight_decay:
+        g = g + weight_decay * param
+    if momentum:
+        if first_step:
+            buf[...] = g
+        else:
+            buf *= momentum
+            buf += (1 - dampening) * g
+        g = g + momentum * buf if nesterov else buf
+    param -= np.asarray(lr, dtype=param.dtype) * g
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent (optionally with momentum), as PyTorch's ``torch.optim.SGD``.
+
+    Args:
+        params: parameters or parameter groups.
+        lr: learning rate.
+        momentum: momentum factor (0 disables it).
+        dampening: dampening of the momentum.
+        weight_decay: L2 penalty added to the gradient.
+        nesterov: Nesterov momentum (needs momentum > 0 and dampening 0).
+        maximize: ascend instead of descend.
+        clip_norm, clip_value: gradient clipping applied before each step.
+
+    Example:
+        >>> import numpy as np, nnframe as nf
+        >>> p = nf.Parameter(np.array([1.0], dtype=np.float32)); p.grad[:] = 2.0
+        >>> nf.optim.SGD([p], lr=0.1).step(); p.data
+        array([0.8], dtype=float32)
+    """
+
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+        *,
+        maximize: bool = False,
+        clip_norm: float | None = None,
+        clip_value: float | None = None,
+    ):
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            dampening=dampening,
+            weight_decay=weight_decay,
+            nesterov=nesterov,
+            maximize=maximize,
+        )
+        super().__init__(params, defaults, clip_norm=clip_norm, clip_value=clip_value)
+
+    def validate(self, group: dict) -> None:
+        super().validate(group)
+        name = type(self).__name__
+        check_hyper(name, "momentum", group["momentum"], group["momentum"] >= 0, "must be >= 0")
+        if group["nesterov"]:
+            check_hyper(
+                name,
+                "nesterov",
+                True,
+                group["momentum"] > 0 and group["dampening"] == 0,
+                "needs momentum > 0 and dampening = 0",
+            )
+
+    def init_state(self, p, group) -> dict:
+        buf = np.zeros_like(p.data) if group["momentum"] else None
+        return {"momentum_buffer": buf, "step": 0}
+
+    def update(self, p, state, group) -> None:
+        sgd_update(
+            p.data,
+            p.grad,
+            state["momentum_buffer"],
+            lr=group["lr"],
+            momentum=group["momentum"],
+            dampening=group["dampening"],
+            nesterov=group["nesterov"],
+            weight_decay=group["weight_decay"],
+            maximize=group["maximize"],
+            first_step=state["step"] == 0,
+        )
+        state["step"] += 1

@@ -1,0 +1,32 @@
+"""Test configuration: hypothesis profiles and shared fixtures.
+
+Profiles: ``dev`` (quick, the default) and ``ci`` (more examples, derandomized, no deadline),
+chosen by ``HYPOTHESIS_PROFILE`` or, when unset, by ``CI=true``.
+"""
+
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "dev", max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "ci",
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") == "true" else "dev")
+)
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    """A fixed-seed generator: tests never touch numpy's global RNG."""
+    return np.random.default_rng(1234)
