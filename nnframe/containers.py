@@ -102,6 +102,8 @@ class Sequential(Module):
 
     def backward(self, grad_output):
         shapes, snapshots = self.saved
+        if self._layers and 0 not in snapshots:  # (a shared first layer keeps its own flag)
+            self._layers[0].needs_input_grad = self.needs_input_grad
         grad = grad_output
         for i in range(len(self._layers) - 1, -1, -1):
             layer = self._layers[i]
@@ -112,7 +114,7 @@ class Sequential(Module):
             except Exception as error:
                 reraise_with_prefix(error, f"Sequential[{i}] ")
             if grad is None and i == 0:
-                return None  # the first layer took data that has no gradient (sparse input)
+                return None  # the input is data (sparse, or needs_input_grad is False)
             if getattr(grad, "shape", None) != shapes[i]:
                 got = fmt_shape(grad.shape) if hasattr(grad, "shape") else type(grad).__name__
                 raise ShapeError(

@@ -43,6 +43,11 @@ class Module:
         ['gamma']
     """
 
+    #: When False, ``backward`` may skip the input's gradient and return None: the input is data
+    #: (the first layer of a model). Sequential passes its own flag to its first child, so
+    #: ``model.needs_input_grad = False`` saves the first layer's input-gradient product.
+    needs_input_grad: bool = True
+
     def __init__(self) -> None:
         self.training = True
         self._buffer_names: dict[str, None] = {}

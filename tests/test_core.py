@@ -352,3 +352,20 @@ def test_public_api_is_pinned():
     for name in nf.__all__:
         assert hasattr(nf, name), name
     assert len(set(nf.__all__)) == len(nf.__all__)
+
+
+def test_needs_input_grad_false_skips_first_layer_input_gradient(rng):
+    model = nf.Sequential(nf.Dense(3, 4, rng=0), nf.Tanh(), nf.Dense(4, 2, rng=1))
+    reference = nf.Sequential(nf.Dense(3, 4, rng=0), nf.Tanh(), nf.Dense(4, 2, rng=1))
+    x = rng.normal(size=(5, 3)).astype(np.float32)
+    g = rng.normal(size=(5, 2)).astype(np.float32)
+    model.needs_input_grad = False
+    model(x)
+    assert model.backward(g) is None
+    reference(x)
+    assert reference.backward(g).shape == (5, 3)
+    for p, q in zip(model.parameters(), reference.parameters()):
+        np.testing.assert_array_equal(p.grad, q.grad)
+    model.needs_input_grad = True  # switching back restores the input gradient
+    model(x)
+    assert model.backward(g).shape == (5, 3)

@@ -102,4 +102,6 @@ class Dense(Module):
             w.grad += g2.T @ x.reshape(-1, self.in_features)
         if self.bias is not None and self.bias.requires_grad:
             self.bias.grad += g2.sum(axis=0)  # dL/db: summed over the batch
+        if not self.needs_input_grad:
+            return None  # the input is data: skip a (N, D_out) @ (D_out, D_in) product
         return grad_output @ w.data  # dL/dx: (N*, D_out) @ (D_out, D_in)

@@ -1,0 +1,1 @@
+"""nnframe's benchmark suite: ``python -m benchmarks --help``."""
