@@ -16,12 +16,71 @@ from nnframe.parameter import Parameter
 from nnframe.random import default_rng, manual_seed
 
 # --- activations: imports ---
+# isort: split
+from nnframe.activations import (
+    CELU,
+    ELU,
+    GELU,
+    SELU,
+    Hardsigmoid,
+    Hardswish,
+    Hardtanh,
+    LeakyReLU,
+    LogSigmoid,
+    LogSoftmax,
+    Mish,
+    PReLU,
+    ReLU6,
+    SiLU,
+    Softmax,
+    Softplus,
+    Softsign,
+)
+
 # --- losses: imports ---
+# isort: split
+from nnframe.losses import (
+    BCELoss,
+    BCEWithLogitsLoss,
+    CosineEmbeddingLoss,
+    HingeEmbeddingLoss,
+    HuberLoss,
+    KLDivLoss,
+    L1Loss,
+    MarginRankingLoss,
+    MultiMarginLoss,
+    NLLLoss,
+    PoissonNLLLoss,
+    SmoothL1Loss,
+)
+
 # --- conv: imports ---
 # --- normalization: imports ---
+# isort: split
+from nnframe.containers import Add, Concat, ModuleDict, ModuleList, Residual
+from nnframe.layers.dropout import AlphaDropout, Dropout, Dropout1d, Dropout2d
+from nnframe.layers.embedding import Embedding, EmbeddingBag
+from nnframe.layers.normalization import (
+    BatchNorm1d,
+    BatchNorm2d,
+    BatchNorm3d,
+    GroupNorm,
+    InstanceNorm1d,
+    InstanceNorm2d,
+    LayerNorm,
+    RMSNorm,
+)
+
 # --- recurrent: imports ---
+# isort: split
+from nnframe.layers.recurrent import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 # --- training: imports ---
 # --- serialization: imports ---
+from nnframe import anomaly, serialization
+from nnframe.anomaly import detect_anomaly, set_detect_anomaly
+from nnframe.config import from_config, get_config, register_layer
+from nnframe.errors import AnomalyError, ModelFormatError
+from nnframe.serialization import load, load_weights, save, save_weights
 # --- distributed: imports ---
 
 __version__ = "0.1.0"
@@ -49,15 +108,82 @@ __all__ = [
     "Tanh",
     "Identity",
     # --- activations: names ---
+    "LeakyReLU",
+    "PReLU",
+    "ELU",
+    "CELU",
+    "SELU",
+    "GELU",
+    "SiLU",
+    "Mish",
+    "Softplus",
+    "Softsign",
+    "LogSigmoid",
+    "Hardtanh",
+    "Hardsigmoid",
+    "Hardswish",
+    "ReLU6",
+    "Softmax",
+    "LogSoftmax",
     # losses
     "Loss",
     "MSELoss",
     "CrossEntropyLoss",
     # --- losses: names ---
+    "L1Loss",
+    "HuberLoss",
+    "SmoothL1Loss",
+    "BCELoss",
+    "BCEWithLogitsLoss",
+    "NLLLoss",
+    "KLDivLoss",
+    "PoissonNLLLoss",
+    "HingeEmbeddingLoss",
+    "MultiMarginLoss",
+    "CosineEmbeddingLoss",
+    "MarginRankingLoss",
     # --- conv: names ---
     # --- normalization: names ---
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "BatchNorm3d",
+    "LayerNorm",
+    "GroupNorm",
+    "InstanceNorm1d",
+    "InstanceNorm2d",
+    "RMSNorm",
+    "Dropout",
+    "Dropout1d",
+    "Dropout2d",
+    "AlphaDropout",
+    "Embedding",
+    "EmbeddingBag",
+    "Residual",
+    "Concat",
+    "Add",
+    "ModuleList",
+    "ModuleDict",
     # --- recurrent: names ---
+    "RNN",
+    "LSTM",
+    "GRU",
+    "RNNCell",
+    "LSTMCell",
+    "GRUCell",
     # --- training: names ---
     # --- serialization: names ---
+    "save",
+    "load",
+    "save_weights",
+    "load_weights",
+    "get_config",
+    "from_config",
+    "register_layer",
+    "ModelFormatError",
+    "AnomalyError",
+    "detect_anomaly",
+    "set_detect_anomaly",
+    "anomaly",
+    "serialization",
     # --- distributed: names ---
 ]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
+
 from nnframe.errors import ShapeError, fmt_shape
 from nnframe.module import Module
 
@@ -127,3 +129,376 @@ class Sequential(Module):
 def _check_module(layer, index: int) -> None:
     if not isinstance(layer, Module):
         raise TypeError(f"Sequential[{index}]: expected a Module, got {type(layer).__name__}")
+
+
+# ---------------------------------------------------------------------- branch and merge containers
+
+
+def _sum_gradients(grads: list) -> object:
+    """Sum of the input gradients of several branches; None ones (data inputs) are left out."""
+    total = None
+    for g in grads:
+        if g is None:
+            continue
+        if total is None:
+            total = g.copy()
+        else:
+            total += g
+    return total
+
+
+class _Branches(Module):
+    """Runs several modules on the same input. After each branch's forward it snapshots what the
+    branch's modules saved and restores it before that branch's backward, so a module used in
+    two branches (or in two containers) backpropagates through each use and accumulates both."""
+
+    _name = ""
+
+    def __init__(self, *branches: Module):
+        super().__init__()
+        for i, branch in enumerate(branches):
+            if not isinstance(branch, Module):
+                raise TypeError(
+                    f"{type(self).__name__}[{i}]: expected a Module, got {type(branch).__name__}"
+                )
+        self._branches: list[Module] = list(branches)
+
+    def named_children(self) -> Iterator[tuple[str, Module]]:
+        for i, branch in enumerate(self._branches):
+            yield str(i), branch
+
+    def __len__(self) -> int:
+        return len(self._branches)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self._branches)
+
+    def __getitem__(self, index: int) -> Module:
+        return self._branches[index]
+
+    def _run_branches(self, x) -> tuple[list, list]:
+        outputs, snapshots = [], []
+        for i, branch in enumerate(self._branches):
+            try:
+                outputs.append(branch(x))
+            except Exception as error:
+                reraise_with_prefix(error, f"{type(self).__name__}[{i}] ")
+            snapshots.append(snapshot_saved(branch))
+        return outputs, snapshots
+
+    def _backward_branches(self, grads: list, snapshots: list, shape) -> object:
+        grads_in = []
+        for i in range(len(self._branches) - 1, -1, -1):
+            branch = self._branches[i]
+            restore_saved(snapshots[i])
+            try:
+                g = branch.backward(grads[i])
+            except Exception as error:
+                reraise_with_prefix(error, f"{type(self).__name__}[{i}] ")
+            _check_gradient(f"{type(self).__name__}[{i}] {branch!r}", g, shape)
+            grads_in.append(g)
+        return _sum_gradients(grads_in)
+
+
+def _check_gradient(who: str, grad, shape) -> None:
+    if grad is not None and getattr(grad, "shape", None) != shape:
+        got = fmt_shape(grad.shape) if hasattr(grad, "shape") else type(grad).__name__
+        raise ShapeError(
+            f"{who}: expected backward to return a gradient of the input's shape "
+            f"{fmt_shape(shape)}, got {got}"
+        )
+
+
+class Concat(_Branches):
+    """Feeds the same input to every branch and concatenates their outputs along ``axis``
+    (Keras's ``Concatenate`` of parallel branches; Inception-style blocks, wide-and-deep models).
+
+    Backward splits the output gradient along ``axis`` and sums the branches' input gradients.
+
+    Args:
+        *branches: the modules, each applied to the same input.
+        axis: the axis along which the outputs are joined (default -1, the features of (N, D)
+            and (N, T, F) inputs; use 1 for the channels of (N, C, H, W) feature maps).
+
+    Shape:
+        input: whatever every branch takes.
+        output: the branches' outputs joined along ``axis`` (equal along every other axis).
+
+    Example:
+        >>> import numpy as np, nnframe as nf
+        >>> block = nf.Concat(nf.Dense(4, 3, rng=0), nf.Dense(4, 5, rng=1))
+        >>> block(np.ones((2, 4), dtype=np.float32)).shape
+        (2, 8)
+    """
+
+    def __init__(self, *branches: Module, axis: int = -1):
+        super().__init__(*branches)
+        if not branches:
+            raise ValueError("Concat: expected at least one branch, got none")
+        self.axis = int(axis)
+
+    def extra_repr(self) -> str:
+        return f"axis={self.axis}"
+
+    def forward(self, x):
+        outputs, snapshots = self._run_branches(x)
+        try:
+            y = np.concatenate(outputs, axis=self.axis)
+        except ValueError as error:  # numpy's AxisError is a ValueError too
+            shapes = ", ".join(fmt_shape(o.shape) for o in outputs)
+            raise ShapeError(
+                f"Concat(axis={self.axis}): expected branch outputs that agree on every axis but "
+                f"{self.axis}, got {shapes}"
+            ) from error
+        sizes = [o.shape[self.axis] for o in outputs]
+        self.save_for_backward(getattr(x, "shape", None), sizes, snapshots)
+        return y
+
+    def backward(self, grad_output):
+        shape, sizes, snapshots = self.saved
+        grads = np.split(grad_output, np.cumsum(sizes)[:-1], axis=self.axis)
+        return self._backward_branches(grads, snapshots, shape)
+
+
+class Add(_Branches):
+    """Feeds the same input to every branch and sums their outputs (which must share a shape).
+
+    Backward gives every branch the whole output gradient and sums their input gradients.
+
+    Args:
+        *branches: the modules, each applied to the same input.
+
+    Shape:
+        input: whatever every branch takes.    output: the common shape of the branches' outputs.
+
+    Example:
+        >>> import numpy as np, nnframe as nf
+        >>> block = nf.Add(nf.Dense(4, 3, rng=0), nf.Dense(4, 3, rng=1))
+        >>> block(np.ones((2, 4), dtype=np.float32)).shape
+        (2, 3)
+    """
+
+    def __init__(self, *branches: Module):
+        super().__init__(*branches)
+        if not branches:
+            raise ValueError("Add: expected at least one branch, got none")
+
+    def forward(self, x):
+        outputs, snapshots = self._run_branches(x)
+        shapes = [o.shape for o in outputs]
+        if any(s != shapes[0] for s in shapes):
+            raise ShapeError(
+                "Add: expected branch outputs of one shape, got "
+                + ", ".join(fmt_shape(s) for s in shapes)
+            )
+        y = outputs[0].copy()
+        for o in outputs[1:]:
+            y += o
+        self.save_for_backward(getattr(x, "shape", None), snapshots)
+        return y
+
+    def backward(self, grad_output):
+        shape, snapshots = self.saved
+        grads = [grad_output] * len(self._branches)
+        return self._backward_branches(grads, snapshots, shape)
+
+
+class Residual(_Branches):
+    """A skip connection: ``y = x + module(x)``, or ``y = projection(x) + module(x)`` when the
+    module changes the shape (a Dense or 1x1 convolution as ``projection``).
+
+    The skip path carries the output gradient back unchanged, so the gradient reaching the
+    input is ``grad_output + module.backward(grad_output)``: however small the module's share,
+    the identity share gets through. That is why deep residual networks train.
+
+    Args:
+        module: the residual branch f.
+        projection: optional module applied to the skip path.
+
+    Shape:
+        input: whatever ``module`` takes.    output: module's output, of the skip path's shape.
+
+    Example:
+        >>> import numpy as np, nnframe as nf
+        >>> block = nf.Residual(nf.Sequential(nf.Dense(4, 4, rng=0), nf.Tanh()))
+        >>> block(np.ones((2, 4), dtype=np.float32)).shape
+        (2, 4)
+    """
+
+    def __init__(self, module: Module, projection: Module | None = None):
+        branches = (module,) if projection is None else (module, projection)
+        super().__init__(*branches)
+        self.module = module
+        self.projection = projection
+
+    def named_children(self) -> Iterator[tuple[str, Module]]:
+        yield "module", self.module
+        if self.projection is not None:
+            yield "projection", self.projection
+
+    def forward(self, x):
+        outputs, snapshots = self._run_branches(x)
+        skip = x if self.projection is None else outputs[1]
+        if outputs[0].shape != np.shape(skip):
+            what = "x" if self.projection is None else "projection(x)"
+            raise ShapeError(
+                f"Residual: expected module(x) of the shape of {what} "
+                f"{fmt_shape(np.shape(skip))}, got {fmt_shape(outputs[0].shape)}"
+                + ("" if self.projection else ". Pass a projection to change the shape")
+            )
+        y = outputs[0] + skip
+        self.save_for_backward(getattr(x, "shape", None), snapshots)
+        return y
+
+    def backward(self, grad_output):
+        shape, snapshots = self.saved
+        grads = [grad_output] * len(self._branches)
+        grad = self._backward_branches(grads, snapshots, shape)
+        if self.projection is not None:
+            return grad
+        return grad_output.copy() if grad is None else grad + grad_output
+
+
+class ModuleList(Module):
+    """A list of modules, registered as children ``"0"``, ``"1"``, ... (PyTorch's ModuleList).
+
+    It holds modules for your own ``forward``; it has no forward of its own.
+
+    Args:
+        modules: an iterable of modules.
+
+    Example:
+        >>> import nnframe as nf
+        >>> blocks = nf.ModuleList(nf.Dense(4, 4, rng=i) for i in range(3))
+        >>> len(blocks), [name for name, _ in blocks.named_parameters()][:2]
+        (3, ['0.weight', '0.bias'])
+    """
+
+    def __init__(self, modules=None):
+        super().__init__()
+        self._modules: list[Module] = []
+        if modules is not None:
+            self.extend(modules)
+
+    def _checked(self, module, where) -> Module:
+        if not isinstance(module, Module):
+            raise TypeError(f"ModuleList[{where}]: expected a Module, got {type(module).__name__}")
+        return module
+
+    def named_children(self) -> Iterator[tuple[str, Module]]:
+        for i, module in enumerate(self._modules):
+            yield str(i), module
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self._modules)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return ModuleList(self._modules[index])
+        return self._modules[index]
+
+    def __setitem__(self, index: int, module: Module) -> None:
+        self._modules[index] = self._checked(module, index)
+
+    def __delitem__(self, index) -> None:
+        del self._modules[index]
+
+    def append(self, module: Module) -> ModuleList:
+        """Adds a module at the end; returns self."""
+        self._modules.append(self._checked(module, len(self._modules)))
+        return self
+
+    def extend(self, modules) -> ModuleList:
+        """Adds every module of an iterable at the end; returns self."""
+        for module in modules:
+            self.append(module)
+        return self
+
+    def insert(self, index: int, module: Module) -> None:
+        self._modules.insert(index, self._checked(module, index))
+
+    def forward(self, *args, **kwargs):
+        raise RuntimeError(
+            "ModuleList: expected to be iterated in a forward of your own, got a call (a "
+            "ModuleList has no forward; use Sequential to chain modules)"
+        )
+
+
+class ModuleDict(Module):
+    """An ordered dict of modules, registered as children under their keys (PyTorch's
+    ModuleDict): parameters are named ``"<key>.weight"``.
+
+    Args:
+        modules: a mapping or an iterable of (key, module) pairs.
+
+    Example:
+        >>> import nnframe as nf
+        >>> heads = nf.ModuleDict({"age": nf.Dense(8, 1, rng=0), "kind": nf.Dense(8, 3, rng=1)})
+        >>> list(heads.keys()), heads["kind"].out_features
+        (['age', 'kind'], 3)
+    """
+
+    def __init__(self, modules=None):
+        super().__init__()
+        self._modules: dict[str, Module] = {}
+        if modules is not None:
+            self.update(modules)
+
+    def named_children(self) -> Iterator[tuple[str, Module]]:
+        yield from self._modules.items()
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._modules)
+
+    def __contains__(self, key) -> bool:
+        return key in self._modules
+
+    def __getitem__(self, key: str) -> Module:
+        try:
+            return self._modules[key]
+        except KeyError:
+            raise KeyError(
+                f"ModuleDict: expected one of the keys {list(self._modules)}, got {key!r}"
+            ) from None
+
+    def __setitem__(self, key: str, module: Module) -> None:
+        if not isinstance(key, str) or not key or "." in key:
+            raise KeyError(f"ModuleDict: expected a non-empty str key without '.', got {key!r}")
+        if not isinstance(module, Module):
+            raise TypeError(f"ModuleDict[{key!r}]: expected a Module, got {type(module).__name__}")
+        self._modules[key] = module
+
+    def __delitem__(self, key: str) -> None:
+        del self._modules[key]
+
+    def keys(self):
+        return self._modules.keys()
+
+    def values(self):
+        return self._modules.values()
+
+    def items(self):
+        return self._modules.items()
+
+    def pop(self, key: str) -> Module:
+        module = self[key]
+        del self._modules[key]
+        return module
+
+    def update(self, modules) -> None:
+        """Adds (or replaces) modules from a mapping or an iterable of (key, module) pairs."""
+        pairs = modules.items() if hasattr(modules, "items") else modules
+        for key, module in pairs:
+            self[key] = module
+
+    def forward(self, *args, **kwargs):
+        raise RuntimeError(
+            "ModuleDict: expected to be indexed in a forward of your own, got a call (a "
+            "ModuleDict has no forward)"
+        )
