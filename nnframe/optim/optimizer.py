@@ -1,9 +1,20 @@
-"""Optimizer base: parameter groups, lazily created per-parameter state, clipping, state_dict."""
+"""Optimizer base: parameter groups, lazily created per-parameter state, clipping, state_dict.
+
+Every algorithm lives in its own file as two parts: a small pure function that performs one
+in-place update of one parameter from its gradient and state (``sgd_update``, ``adam_update``,
+...; tested on its own against the published equations), and a thin :class:`Optimizer` subclass
+that validates hyperparameters, creates the state and calls the function.
+
+The update functions take an optional ``work`` pair of scratch arrays of the parameter's shape
+and dtype; the base class lends two views into one flat buffer per dtype (sized for the largest
+parameter), so that a step allocates no new arrays.
+"""
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+import math
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -12,21 +23,65 @@ from nnframe.errors import check_hyper
 from nnframe.parameter import Parameter
 
 
+def effective_grad(
+    param: np.ndarray,
+    grad: np.ndarray,
+    weight_decay: float,
+    maximize: bool,
+    out: np.ndarray,
+) -> np.ndarray:
+    """The gradient an update uses: ``g = -grad if maximize else grad; g += weight_decay * param``.
+
+    Returns ``grad`` itself when neither applies (no copy), else ``out`` holding ``g``.
+    """
+    if weight_decay:
+        np.multiply(param, weight_decay, out=out)
+        # -grad + wd * param == wd * param - grad, exactly
+        return np.subtract(out, grad, out=out) if maximize else np.add(out, grad, out=out)
+    if maximize:
+        return np.negative(grad, out=out)
+    return grad
+
+
+def scratch(param: np.ndarray, work: tuple | None) -> tuple[np.ndarray, np.ndarray]:
+    """The two scratch arrays an update function writes into: ``work`` or new ones."""
+    if work is None:
+        return np.empty_like(param), np.empty_like(param)
+    return work
+
+
+def lerp_(avg: np.ndarray, x: np.ndarray, weight: float, tmp: np.ndarray) -> None:
+    """``avg += weight * (x - avg)`` in place (PyTorch's ``lerp_``): a running average with
+    ``avg = (1 - weight) * avg + weight * x``."""
+    np.subtract(x, avg, out=tmp)
+    tmp *= weight
+    avg += tmp
+
+
+def square_avg_(avg: np.ndarray, x: np.ndarray, decay: float, tmp: np.ndarray) -> None:
+    """``avg = decay * avg + (1 - decay) * x**2`` in place (a running average of squares)."""
+    avg *= decay
+    np.multiply(x, x, out=tmp)
+    tmp *= 1.0 - decay
+    avg += tmp
+
+
 class Optimizer:
     """Base class of optimizers.
 
-    A subclass passes its hyperparameters as ``defaults`` (validated in its constructor) and
-    writes ``init_state(p, group)`` (the per-parameter state, created at the first step) and
-    ``update(p, state, group)`` (one in-place update of ``p.data`` from ``p.grad``).
+    A subclass passes its hyperparameters as ``defaults`` (checked by ``validate``, which it
+    extends) and writes ``init_state(p, group)`` (the per-parameter state, created at the first
+    step) and ``update(p, state, group)`` (one in-place update of ``p.data`` from ``p.grad``).
 
     Args:
         params: an iterable of Parameters, or of dicts ``{"params": [...], "lr": ...}`` (parameter
             groups, each overriding any default).
         defaults: the default value of every option.
-        clip_norm: if set, ``step`` first clips the global gradient norm to this value.
+        clip_norm: if set, ``step`` first clips the global gradient 2-norm to this value
+            (as :func:`nnframe.clip_grad_norm_`); the pre-clip norm is kept in ``last_grad_norm``.
         clip_value: if set, ``step`` first clamps every gradient element to ``[-v, v]``.
 
-    Frozen parameters (``requires_grad=False``) are skipped by ``step``.
+    Frozen parameters (``requires_grad=False``) are skipped by ``step`` (no state, no update).
     """
 
     def __init__(
@@ -38,8 +93,10 @@ class Optimizer:
         clip_value: float | None = None,
     ):
         name = type(self).__name__
-        if isinstance(params, Parameter):
-            raise TypeError(f"{name}: expected an iterable of Parameters, got a single Parameter")
+        if isinstance(params, (Parameter, np.ndarray)):
+            raise TypeError(
+                f"{name}: expected an iterable of Parameters, got a single {type(params).__name__}"
+            )
         params = list(params)
         if not params:
             raise ValueError(f"{name}: expected a non-empty list of parameters, got an empty one")
@@ -53,35 +110,72 @@ class Optimizer:
         self.param_groups: list[dict] = []
         self.state: dict[Parameter, dict] = {}
         self.last_grad_norm: float | None = None
-        groups = params if isinstance(params[0], dict) else [{"params": params}]
+        self._workspace: dict[np.dtype, np.ndarray] = {}
+        is_group = [isinstance(p, dict) for p in params]
+        if any(is_group) and not all(is_group):
+            raise TypeError(
+                f"{name}: expected all Parameters or all parameter-group dicts, got a mix"
+            )
+        groups = params if is_group[0] else [{"params": params}]
         for group in groups:
             self.add_param_group(group)
 
     def add_param_group(self, group: dict) -> None:
         """Adds a group of parameters with its own options (the others from ``defaults``)."""
         name = type(self).__name__
+        if "params" not in group:
+            raise ValueError(
+                f"{name}: expected a parameter group with a 'params' key, got {sorted(group)}"
+            )
         params = group["params"]
         params = [params] if isinstance(params, Parameter) else list(params)
         for p in params:
             if not isinstance(p, Parameter):
                 raise TypeError(f"{name}: expected Parameters, got {type(p).__name__}")
+        if len({id(p) for p in params}) != len(params):
+            raise ValueError(f"{name}: a parameter appears more than once in a parameter group")
         seen = {id(p) for g in self.param_groups for p in g["params"]}
         if any(id(p) in seen for p in params):
             raise ValueError(f"{name}: a parameter appears in more than one parameter group")
         unknown = set(group) - set(self.defaults) - {"params"}
         if unknown:
-            raise ValueError(f"{name}: unknown option(s) {sorted(unknown)} in a parameter group")
+            raise ValueError(
+                f"{name}: expected options among {sorted(self.defaults)}, got unknown "
+                f"{sorted(unknown)} in a parameter group"
+            )
         full = {**self.defaults, **group, "params": params}
         self.validate(full)
         self.param_groups.append(full)
+        self._workspace.clear()  # resized for the new largest parameter at the next step
 
+    # ------------------------------------------------------------------ validation helpers
     def validate(self, group: dict) -> None:
         """Checks one group's hyperparameters; subclasses extend it (call super)."""
-        lr = group.get("lr", 0.0)
-        check_hyper(type(self).__name__, "lr", lr, lr >= 0, "must be >= 0")
-        wd = group.get("weight_decay", 0.0)
-        check_hyper(type(self).__name__, "weight_decay", wd, wd >= 0, "must be >= 0")
+        self.check_nonnegative(group, "lr", "weight_decay", "eps")
 
+    def check_nonnegative(self, group: dict, *names: str) -> None:
+        for key in names:
+            if key in group:
+                v = group[key]
+                check_hyper(type(self).__name__, key, v, _is_real(v) and v >= 0, "must be >= 0")
+
+    def check_betas(self, group: dict) -> None:
+        betas = group["betas"]
+        ok = (
+            isinstance(betas, (tuple, list))
+            and len(betas) == 2
+            and all(_is_real(b) and 0 <= b < 1 for b in betas)
+        )
+        check_hyper(type(self).__name__, "betas", betas, ok, "expected two values in [0, 1)")
+
+    def check_unit(self, group: dict, key: str, closed: bool = True) -> None:
+        v = group[key]
+        ok = _is_real(v) and 0 <= v and (v <= 1 if closed else v < 1)
+        check_hyper(
+            type(self).__name__, key, v, ok, "must be in [0, 1]" if closed else "must be in [0, 1)"
+        )
+
+    # ------------------------------------------------------------------ stepping
     def parameters(self) -> list[Parameter]:
         return [p for g in self.param_groups for p in g["params"]]
 
@@ -101,8 +195,14 @@ class Optimizer:
             return self.last_grad_norm
         return None
 
-    def step(self) -> None:
-        """Clips (if asked), then updates every trainable parameter in place."""
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        """Clips (if asked), then updates every trainable parameter in place.
+
+        Args:
+            closure: optional function that recomputes the loss (and the gradients); it is
+                called first and its value is returned, as in PyTorch.
+        """
+        loss = closure() if closure is not None else None
         if self.clip_value is not None or self.clip_norm is not None:
             self.clip_gradients()
         state = self.state
@@ -114,6 +214,20 @@ class Optimizer:
                 if s is None:
                     s = state[p] = self.init_state(p, group)
                 self.update(p, s, group)
+        return loss
+
+    def work(self, p: Parameter) -> tuple[np.ndarray, np.ndarray]:
+        """Two scratch arrays of ``p``'s shape and dtype: views into a buffer shared by every
+        parameter (updates run one at a time), so a step allocates nothing new."""
+        data = p.data
+        buf = self._workspace.get(data.dtype)
+        if buf is None or buf.shape[1] < data.size:
+            largest = max(
+                [q.data.size for q in self.parameters() if q.data.dtype == data.dtype] + [data.size]
+            )
+            buf = self._workspace[data.dtype] = np.empty((2, largest), dtype=data.dtype)
+        n = data.size
+        return buf[0, :n].reshape(data.shape), buf[1, :n].reshape(data.shape)
 
     def init_state(self, p: Parameter, group: dict) -> dict:
         return {}
@@ -127,7 +241,7 @@ class Optimizer:
         index = {id(p): i for i, p in enumerate(self.parameters())}
         groups = [
             {
-                **{k: v for k, v in g.items() if k != "params"},
+                **{k: copy.deepcopy(v) for k, v in g.items() if k != "params"},
                 "params": [index[id(p)] for p in g["params"]],
             }
             for g in self.param_groups
@@ -136,7 +250,8 @@ class Optimizer:
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        """Restores options and per-parameter state saved by ``state_dict``."""
+        """Restores options and per-parameter state saved by ``state_dict`` (arrays are copied
+        and cast to each parameter's dtype; their shapes must match the parameters')."""
         name = type(self).__name__
         groups = state_dict["param_groups"]
         if len(groups) != len(self.param_groups) or any(
@@ -148,19 +263,34 @@ class Optimizer:
                 f"{[len(g['params']) for g in groups]}"
             )
         params = self.parameters()
-        for g, own in zip(groups, self.param_groups):
-            own.update({k: v for k, v in g.items() if k != "params"})
-        self.state = {}
+        new_state: dict[Parameter, dict] = {}
+        problems = []
         for i, s in state_dict["state"].items():
-            p = params[int(i)]
-            self.state[p] = {
-                k: (
-                    np.array(v, dtype=p.data.dtype)
-                    if isinstance(v, np.ndarray) and v.dtype.kind == "f"
-                    else copy.deepcopy(v)
-                )
-                for k, v in s.items()
-            }
+            i = int(i)
+            if not 0 <= i < len(params):
+                problems.append(f"state for parameter index {i} (only {len(params)} parameters)")
+                continue
+            p = params[i]
+            entry = {}
+            for k, v in s.items():
+                if isinstance(v, np.ndarray) and v.dtype.kind == "f":
+                    if v.ndim and v.shape != p.data.shape:
+                        problems.append(
+                            f"state[{i}][{k!r}] of shape {v.shape} for a parameter of shape {p.data.shape}"
+                        )
+                    v = np.array(v, dtype=p.data.dtype)
+                else:
+                    v = copy.deepcopy(v)
+                entry[k] = v
+            new_state[p] = entry
+        if problems:
+            raise ValueError(
+                f"{name}.load_state_dict: expected state matching the parameters, got "
+                + "; ".join(problems)
+            )
+        for g, own in zip(groups, self.param_groups):
+            own.update({k: copy.deepcopy(v) for k, v in g.items() if k != "params"})
+        self.state = new_state
 
     def __repr__(self) -> str:
         lines = [f"{type(self).__name__} ("]
@@ -170,3 +300,11 @@ class Optimizer:
                 if k != "params":
                     lines.append(f"    {k}: {g[k]}")
         return "\n".join(lines) + "\n)"
+
+
+def _is_real(v) -> bool:
+    return (
+        isinstance(v, (int, float, np.integer, np.floating))
+        and not isinstance(v, bool)
+        and not math.isnan(v)
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from nnframe.errors import check_hyper
-from nnframe.optim.optimizer import Optimizer
+from nnframe.optim.optimizer import Optimizer, effective_grad, scratch
 
 
 def sgd_update(
@@ -20,6 +20,7 @@ def sgd_update(
     weight_decay: float,
     maximize: bool,
     first_step: bool,
+    work: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> None:
     """One SGD step in place (PyTorch's algorithm):
 
@@ -27,18 +28,28 @@ def sgd_update(
     if momentum: buf = g on the first step, else buf = momentum * buf + (1 - dampening) * g;
                  g = g + momentum * buf if nesterov else buf
     param -= lr * g
+
+    ``buf`` (the momentum buffer) is updated in place; ``work`` holds two scratch arrays.
     """
-    g = -grad if maximize else grad
-    if weight_decay:
-        g = g + weight_decay * param
+    w0, w1 = scratch(param, work)
+    g = effective_grad(param, grad, weight_decay, maximize, w0)
     if momentum:
         if first_step:
-            buf[...] = g
+            np.copyto(buf, g)
         else:
             buf *= momentum
-            buf += (1 - dampening) * g
-        g = g + momentum * buf if nesterov else buf
-    param -= np.asarray(lr, dtype=param.dtype) * g
+            if dampening:
+                np.multiply(g, 1.0 - dampening, out=w1)
+                buf += w1
+            else:
+                buf += g
+        if nesterov:
+            np.multiply(buf, momentum, out=w1)
+            g = np.add(w1, g, out=w1)
+        else:
+            g = buf
+    np.multiply(g, lr, out=w1)
+    param -= w1
 
 
 class SGD(Optimizer):
@@ -86,11 +97,10 @@ class SGD(Optimizer):
 
     def validate(self, group: dict) -> None:
         super().validate(group)
-        name = type(self).__name__
-        check_hyper(name, "momentum", group["momentum"], group["momentum"] >= 0, "must be >= 0")
+        self.check_nonnegative(group, "momentum", "dampening")
         if group["nesterov"]:
             check_hyper(
-                name,
+                type(self).__name__,
                 "nesterov",
                 True,
                 group["momentum"] > 0 and group["dampening"] == 0,
@@ -102,6 +112,10 @@ class SGD(Optimizer):
         return {"momentum_buffer": buf, "step": 0}
 
     def update(self, p, state, group) -> None:
+        if group["momentum"] and state["momentum_buffer"] is None:
+            # momentum switched on after the first steps (e.g. by a scheduler): start afresh
+            state["momentum_buffer"] = np.zeros_like(p.data)
+            state["step"] = 0
         sgd_update(
             p.data,
             p.grad,
@@ -113,5 +127,6 @@ class SGD(Optimizer):
             weight_decay=group["weight_decay"],
             maximize=group["maximize"],
             first_step=state["step"] == 0,
+            work=self.work(p),
         )
         state["step"] += 1

@@ -1,0 +1,142 @@
+"""Adam (Kingma and Ba, 2015), with AMSGrad and coupled or decoupled weight decay."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from nnframe.optim.optimizer import Optimizer, effective_grad, lerp_, scratch, square_avg_
+
+
+def adam_update(
+    param: np.ndarray,
+    grad: np.ndarray,
+    exp_avg: np.ndarray,
+    exp_avg_sq: np.ndarray,
+    max_exp_avg_sq: np.ndarray | None = None,
+    *,
+    step: int,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float = 0.0,
+    amsgrad: bool = False,
+    maximize: bool = False,
+    decoupled_weight_decay: bool = False,
+    work: tuple[np.ndarray, np.ndarray] | None = None,
+) -> None:
+    """One Adam step in place (PyTorch's algorithm); ``step`` counts from 1:
+
+    g = -grad if maximize else grad
+    decoupled: param *= 1 - lr * weight_decay      else: g += weight_decay * param
+    m = beta1 * m + (1 - beta1) * g;   v = beta2 * v + (1 - beta2) * g^2
+    amsgrad: v_max = max(v_max, v), used for v below
+    param -= lr / (1 - beta1^step) * m / (sqrt(v) / sqrt(1 - beta2^step) + eps)
+    """
+    w0, w1 = scratch(param, work)
+    if weight_decay and decoupled_weight_decay:
+        param *= 1.0 - lr * weight_decay
+        g = effective_grad(param, grad, 0.0, maximize, w0)
+    else:
+        g = effective_grad(param, grad, weight_decay, maximize, w0)
+    lerp_(exp_avg, g, 1.0 - beta1, w1)
+    square_avg_(exp_avg_sq, g, beta2, w1)
+    v = exp_avg_sq
+    if amsgrad:
+        np.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
+        v = max_exp_avg_sq
+    # denominator: sqrt(v_hat) + eps, with v_hat = v / (1 - beta2^step)
+    denom = np.sqrt(v, out=w1)
+    denom /= math.sqrt(1.0 - beta2**step)
+    denom += eps
+    np.divide(exp_avg, denom, out=w1)
+    w1 *= lr / (1.0 - beta1**step)
+    param -= w1
+
+
+class Adam(Optimizer):
+    """Adam, as PyTorch's ``torch.optim.Adam``.
+
+    Args:
+        params: parameters or parameter groups.
+        lr: learning rate.
+        betas: decay rates of the running averages of the gradient and its square.
+        eps: added to the denominator for numerical stability.
+        weight_decay: L2 penalty (added to the gradient, or applied to the weights directly
+            when ``decoupled_weight_decay``).
+        amsgrad: use the running maximum of the second moment (AMSGrad).
+        maximize: ascend instead of descend.
+        decoupled_weight_decay: AdamW's decay ``param *= 1 - lr * weight_decay``.
+        clip_norm, clip_value: gradient clipping applied before each step.
+
+    Example:
+        >>> import numpy as np, nnframe as nf
+        >>> p = nf.Parameter(np.array([1.0, -1.0], dtype=np.float32)); p.grad[:] = [0.5, -2.0]
+        >>> nf.optim.Adam([p], lr=0.1).step()
+        >>> p.data.round(6)  # the first step moves each coordinate by ~lr, against its gradient
+        array([ 0.9, -0.9], dtype=float32)
+    """
+
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+        decoupled_weight_decay: bool = False,
+        clip_norm: float | None = None,
+        clip_value: float | None = None,
+    ):
+        defaults = dict(
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            amsgrad=amsgrad,
+            maximize=maximize,
+            decoupled_weight_decay=decoupled_weight_decay,
+        )
+        super().__init__(params, defaults, clip_norm=clip_norm, clip_value=clip_value)
+
+    def validate(self, group: dict) -> None:
+        super().validate(group)
+        self.check_betas(group)
+
+    def init_state(self, p, group) -> dict:
+        state = {
+            "step": 0,
+            "exp_avg": np.zeros_like(p.data),
+            "exp_avg_sq": np.zeros_like(p.data),
+        }
+        if group["amsgrad"]:
+            state["max_exp_avg_sq"] = np.zeros_like(p.data)
+        return state
+
+    def update(self, p, state, group) -> None:
+        if group["amsgrad"] and "max_exp_avg_sq" not in state:
+            state["max_exp_avg_sq"] = np.zeros_like(p.data)
+        state["step"] += 1
+        beta1, beta2 = group["betas"]
+        adam_update(
+            p.data,
+            p.grad,
+            state["exp_avg"],
+            state["exp_avg_sq"],
+            state.get("max_exp_avg_sq"),
+            step=state["step"],
+            lr=group["lr"],
+            beta1=beta1,
+            beta2=beta2,
+            eps=group["eps"],
+            weight_decay=group["weight_decay"],
+            amsgrad=group["amsgrad"],
+            maximize=group["maximize"],
+            decoupled_weight_decay=group["decoupled_weight_decay"],
+            work=self.work(p),
+        )
