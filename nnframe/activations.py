@@ -1,31 +1,572 @@
 """Activations as Modules, with PyTorch's names and arguments.
 
-Each is stable for inputs of +-1e4 in float32: no overflow warnings, finite results. Where the
-derivative is cheaper from the output (sigmoid, tanh), the output is cached instead of the input.
+Every activation is stable for inputs of +-1e4 in float32: no overflow, division or invalid
+warnings, and finite outputs and gradients. ``exp`` is only ever taken of a non-positive number
+(or of a clipped one), so the worst that can happen is a harmless underflow to 0.
+
+dtype: a floating input keeps its dtype (float32 in, float32 out; float64 for gradient checks);
+any other input (lists, ints, bools) is cast to float32. PReLU, which holds a parameter, casts its
+input to the parameter's dtype like Dense does.
+
+Where the derivative is cheaper from the output (sigmoid, tanh, softmax, ...), the output is
+cached instead of the input. The math lives in small pure functions (:func:`sigmoid`,
+:func:`softplus`, :func:`log_sigmoid`, :func:`softmax`, :func:`log_softmax`) that the Modules
+call and that users may call on plain arrays.
+
+Unlike PyTorch there is no ``inplace=`` argument: a forward never writes into its input.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import numpy as np
+from scipy import special
 
+from nnframe.errors import (
+    ShapeError,
+    as_float_input,
+    check_features,
+    check_hyper,
+    expected_got,
+    fmt_shape,
+)
+from nnframe.losses import log_softmax
 from nnframe.module import Module
+from nnframe.parameter import Parameter
 
 
+# ---------------------------------------------------------------------------- pure functions
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Logistic function 1 / (1 + exp(-x)), stable: exp is only taken of -|x| <= 0.
+
+    For x >= 0 it is 1 / (1 + e), for x < 0 it is e / (1 + e), with e = exp(-|x|).
+    Its derivative is sigmoid(x) * (1 - sigmoid(x)).
+    """
+    e = np.exp(-np.abs(x))
+    d = 1 / (1 + e)
+    return np.where(x >= 0, d, e * d).astype(x.dtype, copy=False)
+
+
+def softplus(x: np.ndarray) -> np.ndarray:
+    """log(1 + exp(x)), stable: written as max(x, 0) + log1p(exp(-|x|)).
+
+    Its derivative is sigmoid(x), which is also 1 - exp(-softplus(x)) = -expm1(-softplus(x)):
+    a layer that caches the output gets the derivative with one expm1.
+    """
+    return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
+
+
+def log_sigmoid(x: np.ndarray) -> np.ndarray:
+    """log(sigmoid(x)) = -softplus(-x), stable: min(x, 0) - log1p(exp(-|x|)).
+
+    Its derivative is 1 - sigmoid(x) = 1 - exp(log_sigmoid(x)) = -expm1(log_sigmoid(x)).
+    """
+    return np.minimum(x, 0) - np.log1p(np.exp(-np.abs(x)))
+
+
+def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """exp(x) / sum(exp(x)) along ``axis``, stable: the max is subtracted first, so every exp
+    is of a number <= 0 and cannot overflow (and the largest term is exactly 1)."""
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    e /= e.sum(axis=axis, keepdims=True)
+    return e
+
+
+# ---------------------------------------------------------------------------- helpers
+def _input(who: Module, x) -> np.ndarray:
+    """A floating input as is (no copy); anything else cast to float32 (or refused)."""
+    if type(x) is np.ndarray and x.dtype.kind == "f":
+        return x
+    return as_float_input(who, x, np.dtype(np.float32))
+
+
+def _real(who: str, name: str, value) -> float:
+    """A hyperparameter as a Python float (a weak scalar: it never upcasts float32 arrays)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(expected_got(who, f"{name} to be a real number", type(value).__name__))
+    value = float(value)
+    check_hyper(who, name, value, not math.isnan(value), "must not be NaN")
+    return value
+
+
+def _finite(who: str, name: str, value) -> float:
+    value = _real(who, name, value)
+    check_hyper(who, name, value, math.isfinite(value), "must be finite")
+    return value
+
+
+# ---------------------------------------------------------------------------- piecewise linear
 class ReLU(Module):
     """max(0, x).
+
+    Shape:
+        input: any.    output: same as input.
+
+    Example:
+        >>> import numpy as np, nnframe as nf
+        >>> nf.ReLU()(np.array([-1.0, 2.0], dtype=np.float32))
+        array([0., 2.], dtype=float32)
+    """
+
+    def forward(self, x):
+        y = np.maximum(_input(self, x), 0)  # one pass; the int 0 keeps the input's dtype
+        self.save_for_backward(y)
+        return y
+
+    def backward(self, grad_output):
+        (y,) = self.saved
+        return grad_output * (y > 0)  # derivative 1 where x > 0, else 0: read from the output
+
+
+class LeakyReLU(Module):
+    """x for x > 0, negative_slope * x otherwise.
+
+    Args:
+        negative_slope: the slope for x <= 0 (any finite number, as PyTorch).
+
+    Shape:
+        input: any.    output: same as input.
+    """
+
+    def __init__(self, negative_slope: float = 0.01):
+        super().__init__()
+        self.negative_slope = _finite("LeakyReLU", "negative_slope", negative_slope)
+
+    def extra_repr(self) -> str:
+        return f"negative_slope={self.negative_slope}"
+
+    def forward(self, x):
+        x = _input(self, x)
+        mask = x > 0
+        self.save_for_backward(mask)
+        return np.where(mask, x, x * self.negative_slope)
+
+    def backward(self, grad_output):
+        (mask,) = self.saved
+        return np.where(mask, grad_output, grad_output * self.negative_slope)
+
+
+class PReLU(Module):
+    """x for x > 0, weight * x otherwise, with a learnable slope ``weight``.
+
+    Args:
+        num_parameters: 1 (one slope shared by every element) or the number of channels C of
+            the input (one slope per channel, channels on axis 1 as in PyTorch).
+        init: the initial slope.
+        dtype: parameter dtype (float32); the input is cast to it.
+
+    Parameters:
+        weight: (num_parameters,), as PyTorch's, so their state_dicts load into each other.
+
+    Shape:
+        input: any when num_parameters == 1, else (N, C, *).    output: same as input.
+    """
+
+    def __init__(self, num_parameters: int = 1, init: float = 0.25, *, dtype=np.float32):
+        super().__init__()
+        check_hyper(
+            "PReLU",
+            "num_parameters",
+            num_parameters,
+            isinstance(num_parameters, (int, np.integer)) and num_parameters >= 1,
+            "must be an integer >= 1",
+        )
+        init = _finite("PReLU", "init", init)
+        self.num_parameters = int(num_parameters)
+        self.weight = Parameter(np.full(self.num_parameters, init, dtype=dtype))
+
+    def extra_repr(self) -> str:
+        return f"num_parameters={self.num_parameters}"
+
+    def _slope(self, ndim: int) -> np.ndarray:
+        """The weight shaped to broadcast against an input of ``ndim`` dimensions."""
+        w = self.weight.data
+        if self.num_parameters == 1:
+            return w.reshape(())  # 0-d: keeps the input's shape, even for a 0-d input
+        return w.reshape((1, -1) + (1,) * (ndim - 2))  # (1, C, 1, ...): axis 1
+
+    def forward(self, x):
+        x = as_float_input(self, x, self.weight.data.dtype)
+        if self.num_parameters > 1:
+            check_features(self, x, self.num_parameters, axis=1)
+        mask = x > 0
+        self.save_for_backward(x, mask)
+        return np.where(mask, x, x * self._slope(x.ndim))
+
+    def backward(self, grad_output):
+        x, mask = self.saved
+        if self.weight.requires_grad:
+            # dL/dw_c = sum of g * x over the elements of channel c where x <= 0
+            gx = np.where(mask, 0, grad_output * x)
+            if self.num_parameters == 1:
+                self.weight.grad += gx.sum()
+            else:
+                axes = (0,) + tuple(range(2, x.ndim))
+                self.weight.grad += gx.sum(axis=axes)
+        return np.where(mask, grad_output, grad_output * self._slope(x.ndim))
+
+
+class Hardtanh(Module):
+    """x clipped to [min_val, max_val].
+
+    Args:
+        min_val, max_val: the bounds (min_val < max_val).
+
+    Shape:
+        input: any.    output: same as input.
+    """
+
+    def __init__(self, min_val: float = -1.0, max_val: float = 1.0):
+        super().__init__()
+        who = type(self).__name__
+        self.min_val = _real(who, "min_val", min_val)
+        self.max_val = _real(who, "max_val", max_val)
+        check_hyper(
+            who,
+            "max_val",
+            self.max_val,
+            self.max_val > self.min_val,
+            f"must be > min_val={min_val}",
+        )
+
+    def extra_repr(self) -> str:
+        return f"min_val={self.min_val}, max_val={self.max_val}"
+
+    def forward(self, x):
+        x = _input(self, x)
+        self.save_for_backward((x > self.min_val) & (x < self.max_val))
+        return np.clip(x, self.min_val, self.max_val)
+
+    def backward(self, grad_output):
+        (inside,) = self.saved
+        return grad_output * inside  # slope 1 strictly inside the bounds, 0 outside (PyTorch)
+
+
+class ReLU6(Hardtanh):
+    """min(max(0, x), 6): Hardtanh(0, 6).
+
+    Shape:
+        input: any.    output: same as input.
+    """
+
+    def __init__(self):
+        super().__init__(0.0, 6.0)
+
+    def extra_repr(self) -> str:
+        return ""
+
+
+class Hardsigmoid(Module):
+    """A piecewise-linear sigmoid: 0 for x <= -3, 1 for x >= 3, x / 6 + 1/2 between.
 
     Shape:
         input: any.    output: same as input.
     """
 
     def forward(self, x):
-        mask = x > 0
-        self.save_for_backward(mask)
-        return x * mask  # keeps the input's dtype, and never writes into x
+        x = _input(self, x)
+        self.save_for_backward((x > -3) & (x < 3))
+        return np.clip(x / 6 + 0.5, 0, 1)
 
     def backward(self, grad_output):
-        (mask,) = self.saved
-        return grad_output * mask
+        (inside,) = self.saved
+        return grad_output * inside / 6  # slope 1/6 on (-3, 3), 0 outside
+
+
+class Hardswish(Module):
+    """x * hardsigmoid(x): 0 for x <= -3, x for x >= 3, x (x + 3) / 6 between.
+
+    Shape:
+        input: any.    output: same as input.
+    """
+
+    def forward(self, x):
+        x = _input(self, x)
+        self.save_for_backward(x)
+        return x * np.clip(x / 6 + 0.5, 0, 1)
+
+    def backward(self, grad_output):
+        (x,) = self.saved
+        # d/dx x (x + 3) / 6 = x / 3 + 1/2 on [-3, 3]; 0 below, 1 above (PyTorch's convention)
+        d = x / 3 + 0.5
+        d[x < -3] = 0
+        d[x > 3] = 1
+        return grad_output * d
+
+
+# ---------------------------------------------------------------------------- exponential
+class ELU(Module):
+    """x for x > 0, alpha * (exp(x) - 1) otherwise.
+
+    Args:
+        alpha: the value approached as x -> -inf is -alpha (any finite number, as PyTorch).
+
+    Shape:
+        input: any.    output: same as input.
+    """
+
+    def __init__(self, alpha: float = 1.0):
+        super().__init__()
+        self.alpha = _finite(type(self).__name__, "alpha", alpha)
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}"
+
+    def forward(self, x):
+        x = _input(self, x)
+        mask = x > 0
+        # expm1 of min(x, 0) <= 0 cannot overflow, and is accurate near 0
+        y = np.where(mask, x, self.alpha * np.expm1(np.minimum(x, 0)))
+        self.save_for_backward(mask, y)
+        return y
+
+    def backward(self, grad_output):
+        mask, y = self.saved
+        # for x <= 0: d/dx alpha (exp(x) - 1) = alpha exp(x) = y + alpha, read from the output
+        return np.where(mask, grad_output, grad_output * (y + self.alpha))
+
+
+class CELU(Module):
+    """max(0, x) + min(0, alpha * (exp(x / alpha) - 1)): an ELU that is C1 for every alpha.
+
+    Args:
+        alpha: > 0. (PyTorch also accepts alpha < 0, but then exp(x / alpha) overflows for very
+            negative x; nnframe refuses it.)
+
+    Shape:
+        input: any.    output: same as input.
+    """
+
+    def __init__(self, alpha: float = 1.0):
+        super().__init__()
+        alpha = _finite("CELU", "alpha", alpha)
+        check_hyper("CELU", "alpha", alpha, alpha > 0, "must be > 0")
+        self.alpha = alpha
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}"
+
+    def forward(self, x):
+        x = _input(self, x)
+        mask = x > 0
+        y = np.where(mask, x, self.alpha * np.expm1(np.minimum(x, 0) / self.alpha))
+        self.save_for_backward(mask, y)
+        return y
+
+    def backward(self, grad_output):
+        mask, y = self.saved
+        # for x <= 0: d/dx alpha (exp(x / alpha) - 1) = exp(x / alpha) = y / alpha + 1
+        return np.where(mask, grad_output, grad_output * (y / self.alpha + 1))
+
+
+class SELU(ELU):
+    """scale * ELU(x, alpha) with the self-normalizing constants of Klambauer et al. (2017).
+
+    Shape:
+        input: any.    output: same as input.
+    """
+
+    ALPHA = 1.6732632423543772848170429916717
+    SCALE = 1.0507009873554804934193349852946
+
+    def __init__(self):
+        super().__init__(self.ALPHA)
+
+    def extra_repr(self) -> str:
+        return ""
+
+    def forward(self, x):
+        return super().forward(x) * self.SCALE
+
+    def backward(self, grad_output):
+        # d SELU = scale * d ELU; the ELU's cached output is the unscaled one
+        return super().backward(grad_output) * self.SCALE
+
+
+# ---------------------------------------------------------------------------- smooth gates
+_SQRT2 = math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_GELU_CUBIC = 0.044715
+
+
+def gelu(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exact GELU x * Phi(x), with Phi the standard normal CDF; returns (y, Phi(x)).
+
+    Phi(x) = erfc(-x / sqrt 2) / 2 keeps its precision for negative x (1 + erf would cancel).
+    The derivative is Phi(x) + x * phi(x), with phi the normal density (:func:`gelu_grad`).
+    """
+    cdf = special.erfc(x * -(1 / _SQRT2)) * 0.5
+    return x * cdf, cdf
+
+
+def gelu_grad(x: np.ndarray, cdf: np.ndarray) -> np.ndarray:
+    """d/dx x Phi(x) = Phi(x) + x phi(x), phi(x) = exp(-x^2 / 2) / sqrt(2 pi).
+
+    x is clipped to [-40, 40] inside phi: beyond it phi is below exp(-800), which is 0 even in
+    float64, so the clip changes nothing and x * x cannot overflow.
+    """
+    xc = np.clip(x, -40, 40)
+    return cdf + x * (np.exp(xc * xc * -0.5) * _INV_SQRT_2PI)
+
+
+def gelu_tanh(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """GELU's tanh approximation 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3).
+
+    Written as x * sigmoid(2u) (since 0.5 (1 + tanh(u)) = sigmoid(2u)), which keeps precision for
+    negative x. x is clipped to [-20, 20] inside u: there sigmoid(2u) is already 1 (or below
+    1e-260), so the clip changes nothing and x^3 cannot overflow. Returns (y, s, xc) with
+    s = sigmoid(2u) and xc the clipped x, which is what :func:`gelu_tanh_grad` needs.
+    """
+    xc = np.clip(x, -20, 20)
+    s = sigmoid(xc * (1 + _GELU_CUBIC * xc * xc) * (2 * _SQRT_2_OVER_PI))
+    return x * s, s, xc
+
+
+def gelu_tanh_grad(xc: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """d/dx x sigmoid(2u) = s + x * 2 s (1 - s) * du/dx, du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2).
+
+    Uses the clipped x: where |x| > 20, s (1 - s) is 0 (or below 1e-260), so the term vanishes.
+    """
+    du = (1 + (3 * _GELU_CUBIC) * xc * xc) * (2 * _SQRT_2_OVER_PI)
+    return s + xc * s * (1 - s) * du
+
+
+class GELU(Module):
+    """Gaussian error linear unit x * Phi(x), or its tanh approximation.
+
+    Args:
+        approximate: 'none' (the exact erf form) or 'tanh'.
+
+    Shape:
+        input: any.    output: same as input.
+    """
+
+    def __init__(self, approximate: str = "none"):
+        super().__init__()
+        check_hyper(
+            "GELU",
+            "approximate",
+            approximate,
+            approximate in ("none", "tanh"),
+            "must be 'none' or 'tanh'",
+        )
+        self.approximate = approximate
+
+    def extra_repr(self) -> str:
+        return f"approximate={self.approximate!r}"
+
+    def forward(self, x):
+        x = _input(self, x)
+        if self.approximate == "tanh":
+            y, s, xc = gelu_tanh(x)
+            self.save_for_backward(xc, s)
+        else:
+            y, cdf = gelu(x)
+            self.save_for_backward(x, cdf)
+        return y
+
+    def backward(self, grad_output):
+        a, b = self.saved
+        d = gelu_tanh_grad(a, b) if self.approximate == "tanh" else gelu_grad(a, b)
+        return grad_output * d
+
+
+class SiLU(Module):
+    """x * sigmoid(x) (also called swish).
+
+    Shape:
+        input: any.    output: same as input.
+    """
+
+    def forward(self, x):
+        x = _input(self, x)
+        s = sigmoid(x)
+        self.save_for_backward(x, s)
+        return x * s
+
+    def backward(self, grad_output):
+        x, s = self.saved
+        # d/dx x s = s + x s (1 - s) = s (1 + x (1 - s))
+        return grad_output * (s * (1 + x * (1 - s)))
+
+
+class Mish(Module):
+    """x * tanh(softplus(x)).
+
+    Shape:
+        input: any.    output: same as input.
+    """
+
+    def forward(self, x):
+        x = _input(self, x)
+        sp = softplus(x)
+        t = np.tanh(sp)
+        s = -np.expm1(-sp)  # sigmoid(x) = 1 - exp(-softplus(x)), from what we already have
+        self.save_for_backward(x, t, s)
+        return x * t
+
+    def backward(self, grad_output):
+        x, t, s = self.saved
+        # d/dx x tanh(sp) = tanh(sp) + x (1 - tanh(sp)^2) sp', and sp' = sigmoid(x)
+        return grad_output * (t + x * (1 - t * t) * s)
+
+
+class Softplus(Module):
+    """log(1 + exp(beta * x)) / beta, and x itself where beta * x > threshold (as PyTorch).
+
+    Args:
+        beta: > 0, the sharpness.
+        threshold: above it (in beta * x) the function is linear.
+
+    Shape:
+        input: any.    output: same as input.
+    """
+
+    def __init__(self, beta: float = 1.0, threshold: float = 20.0):
+        super().__init__()
+        beta = _finite("Softplus", "beta", beta)
+        check_hyper("Softplus", "beta", beta, beta > 0, "must be > 0")
+        self.beta = beta
+        self.threshold = _real("Softplus", "threshold", threshold)
+
+    def extra_repr(self) -> str:
+        return f"beta={self.beta}, threshold={self.threshold}"
+
+    def forward(self, x):
+        x = _input(self, x)
+        z = x * self.beta if self.beta != 1 else x
+        linear = z > self.threshold
+        sp = softplus(z)
+        y = np.where(linear, x, sp / self.beta if self.beta != 1 else sp)
+        self.save_for_backward(linear, y)
+        return y
+
+    def backward(self, grad_output):
+        linear, y = self.saved
+        # d/dx softplus(beta x) / beta = sigmoid(beta x) = -expm1(-beta y), from the output
+        return np.where(linear, grad_output, grad_output * -np.expm1(y * -self.beta))
+
+
+class Softsign(Module):
+    """x / (1 + |x|).
+
+    Shape:
+        input: any.    output: same as input.
+    """
+
+    def forward(self, x):
+        x = _input(self, x)
+        d = 1 / (1 + np.abs(x))
+        self.save_for_backward(d)
+        return x * d
+
+    def backward(self, grad_output):
+        (d,) = self.saved
+        # d/dx x / (1 + |x|) = 1 / (1 + |x|)^2; caching d, not y, keeps 1 - |y| from cancelling
+        return grad_output * (d * d)
 
 
 class Sigmoid(Module):
@@ -36,13 +577,30 @@ class Sigmoid(Module):
     """
 
     def forward(self, x):
-        y = sigmoid(x)
+        y = sigmoid(_input(self, x))
         self.save_for_backward(y)
         return y
 
     def backward(self, grad_output):
         (y,) = self.saved
-        return grad_output * y * (1 - y)  # d sigmoid = y (1 - y)
+        return grad_output * (y * (1 - y))  # d sigmoid = y (1 - y)
+
+
+class LogSigmoid(Module):
+    """log(sigmoid(x)) = -softplus(-x), stable for large |x|.
+
+    Shape:
+        input: any.    output: same as input.
+    """
+
+    def forward(self, x):
+        y = log_sigmoid(_input(self, x))
+        self.save_for_backward(y)
+        return y
+
+    def backward(self, grad_output):
+        (y,) = self.saved
+        return grad_output * -np.expm1(y)  # d = 1 - sigmoid(x) = 1 - exp(y)
 
 
 class Tanh(Module):
@@ -53,13 +611,88 @@ class Tanh(Module):
     """
 
     def forward(self, x):
-        y = np.tanh(x)
+        y = np.tanh(_input(self, x))
         self.save_for_backward(y)
         return y
 
     def backward(self, grad_output):
         (y,) = self.saved
         return grad_output * (1 - y * y)  # d tanh = 1 - y^2
+
+
+# ---------------------------------------------------------------------------- row-wise
+class _AlongDim(Module):
+    """Base of Softmax and LogSoftmax: one ``dim`` (PyTorch's name), validated at call time."""
+
+    def __init__(self, dim: int = -1):
+        super().__init__()
+        who = type(self).__name__
+        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
+            raise TypeError(expected_got(who, "dim to be an int", type(dim).__name__))
+        self.dim = int(dim)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+    def _check(self, x) -> np.ndarray:
+        x = _input(self, x)
+        if not -x.ndim <= self.dim < x.ndim:
+            raise ShapeError(
+                expected_got(
+                    self,
+                    f"an input with at least {self.dim + 1 if self.dim >= 0 else -self.dim} "
+                    "dimension(s)",
+                    f"shape {fmt_shape(x.shape)}",
+                )
+            )
+        return x
+
+
+class Softmax(_AlongDim):
+    """exp(x) / sum(exp(x)) along ``dim`` (stable: the max is subtracted first).
+
+    Args:
+        dim: the axis that sums to 1 (default -1, the last).
+
+    Shape:
+        input: any with ``dim`` in range.    output: same as input.
+
+    Example:
+        >>> import numpy as np, nnframe as nf
+        >>> nf.Softmax(dim=-1)(np.log(np.array([[1.0, 3.0]], dtype=np.float32)))
+        array([[0.25, 0.75]], dtype=float32)
+    """
+
+    def forward(self, x):
+        y = softmax(self._check(x), axis=self.dim)
+        self.save_for_backward(y)
+        return y
+
+    def backward(self, grad_output):
+        (y,) = self.saved
+        # Jacobian diag(y) - y y^T applied to g: y * (g - <g, y>) along dim
+        return y * (grad_output - (grad_output * y).sum(axis=self.dim, keepdims=True))
+
+
+class LogSoftmax(_AlongDim):
+    """log(softmax(x)) along ``dim``, by log-sum-exp (stable for inputs of +-1e4).
+
+    Args:
+        dim: the axis normalized over (default -1, the last).
+
+    Shape:
+        input: any with ``dim`` in range.    output: same as input.
+    """
+
+    def forward(self, x):
+        y = log_softmax(self._check(x), axis=self.dim)
+        self.save_for_backward(y)
+        return y
+
+    def backward(self, grad_output):
+        (y,) = self.saved
+        # d/dx_j of y_i = delta_ij - softmax_j, so g - softmax * sum(g) along dim
+        return grad_output - np.exp(y) * grad_output.sum(axis=self.dim, keepdims=True)
 
 
 class Identity(Module):
@@ -74,9 +707,3 @@ class Identity(Module):
 
     def backward(self, grad_output):
         return grad_output
-
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    """Logistic function, stable: exp is only taken of -|x|, which cannot overflow."""
-    e = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
