@@ -249,7 +249,8 @@ def check_loss(
     """Checks ``loss.backward()`` (dL/dpred) against central differences, in float64, on a copy.
 
     For ``reduction='none'`` the loss returns an array ``l`` and the checked scalar is
-    ``sum(l * G)`` for a random ``G`` passed to ``backward(G)``. Also checks that neither
+    ``sum(l * G)`` for a random ``G`` passed to ``backward(G)``. A tuple ``pred`` (pair losses)
+    expects a tuple of gradients from ``backward`` and checks each. Also checks that neither
     ``pred`` nor ``target`` is mutated and that a reduced loss is a Python float.
 
     Raises:
@@ -257,9 +258,11 @@ def check_loss(
     """
     lossf = _cast_arrays(loss)
     who = f"check_loss {loss!r}"
-    pred = np.asarray(pred, dtype=np.float64).copy()
+    # a tuple pred (pair losses such as CosineEmbeddingLoss) is checked input by input
+    preds = tuple(np.asarray(p, dtype=np.float64).copy() for p in _as_tuple(pred))
+    pred = preds if isinstance(pred, tuple) else preds[0]
     target = _to_float64(np.asarray(target))
-    pred0, target0 = pred.copy(), target.copy()
+    preds0, target0 = [p.copy() for p in preds], target.copy()
     kwargs = (
         {} if sample_weight is None else {"sample_weight": _to_float64(np.asarray(sample_weight))}
     )
@@ -280,17 +283,15 @@ def check_loss(
         def objective() -> float:
             return lossf(pred, target, **kwargs)
 
-    if not (np.array_equal(pred, pred0) and np.array_equal(target, target0)):
+    unchanged = all(np.array_equal(p, p0) for p, p0 in zip(preds, preds0))
+    if not (unchanged and np.array_equal(target, target0)):
         raise GradcheckError(f"{who}: the loss mutated pred or target")
-    _compare(
-        who,
-        "pred",
-        pred,
-        analytic,
-        objective,
-        eps=eps,
-        atol=atol,
-        rtol=rtol,
-        directional=directional,
-        rng=rng,
-    )
+    analytics = _as_tuple(analytic) if isinstance(pred, tuple) else (analytic,)
+    if len(analytics) != len(preds):
+        raise GradcheckError(
+            f"{who}: expected backward to return {len(preds)} gradient(s), got {len(analytics)}"
+        )
+    for i, (p, a) in enumerate(zip(preds, analytics)):
+        name = f"pred[{i}]" if isinstance(pred, tuple) else "pred"
+        opts = dict(atol=atol, rtol=rtol, directional=directional, rng=rng)
+        _compare(who, name, p, a, objective, eps=eps, **opts)

@@ -1,145 +1,581 @@
 """Losses: ``loss(pred, target)`` returns a float; ``loss.backward()`` returns dL/dpred.
 
-Losses are their own base (not Modules): they hold no parameters and end the chain. Every loss
-takes ``reduction='mean'|'sum'|'none'`` and an optional per-sample ``sample_weight`` at call time.
-With ``reduction='none'`` the call returns the per-element losses and ``backward`` takes their
-gradient (``backward(grad_output)``).
+Losses are their own base (not Modules): they hold no parameters and end the chain. Names,
+arguments and formulas are PyTorch's. Every loss takes ``reduction='mean'|'sum'|'none'`` and an
+optional per-sample ``sample_weight`` (shape (N,)) at call time, which scales each sample's
+losses; 'mean' keeps its unweighted denominator (so all-ones weights change nothing). With
+``reduction='none'`` the call returns the per-element losses and ``backward(grad_output)`` takes
+their gradient. A 'mean' over nothing (empty batch, every target ignored) is nan with a zero
+gradient, as in PyTorch.
+
+Pair losses (CosineEmbeddingLoss, MarginRankingLoss) take ``pred`` as a tuple ``(x1, x2)`` and
+their ``backward`` returns the tuple ``(dL/dx1, dL/dx2)``, the way multi-output modules pass
+gradients.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import expit, xlogy
 
-from nnframe.errors import ShapeError, check_hyper, fmt_shape
+from nnframe.errors import ShapeError, as_float_input, check_hyper, expected_got, fmt_shape
 
-_REDUCTIONS = ("mean", "sum", "none")
+
+def _float_array(who: str, x) -> np.ndarray:
+    """``x`` as a float array: float inputs keep their dtype, others become float32."""
+    x = np.asarray(x)
+    return x if x.dtype.kind == "f" else as_float_input(who, x, np.dtype(np.float32))
+
+
+def _expand_classes(g):
+    """A per-sample gradient (scalar, or shaped like the losses) broadcast along the class axis 1."""
+    return np.expand_dims(g, 1) if np.ndim(g) else g
 
 
 class Loss:
-    """Base class: subclasses write ``forward`` (per-element losses and what backward needs) and
-    ``backward_elements`` (dL/dpred for a gradient of the per-element losses)."""
+    """Base class of every loss. A subclass writes two methods:
+
+    - ``elements(pred, target)``: validates, computes the per-element losses (before sample
+      weights and reduction) and keeps what ``grad`` needs with ``save_for_backward``;
+    - ``grad(g)``: dL/dpred, given ``g`` = dL/d(elements), a scalar or an array that broadcasts
+      against the elements.
+
+    The base does the reduction, ``sample_weight`` and the 'none' gradient for every loss;
+    ``mean_denominator`` says what 'mean' divides by (default: the number of elements).
+
+    Example:
+        >>> import numpy as np, nnframe as nf
+        >>> class L4Loss(nf.Loss):
+        ...     def elements(self, pred, target):
+        ...         d = pred - self.same_shape(pred, target)
+        ...         self.save_for_backward(d)
+        ...         return d**4
+        ...     def grad(self, g):
+        ...         (d,) = self.saved
+        ...         return 4 * d**3 * g
+        >>> nf.check_loss(L4Loss(), np.array([[0.5, -1.0]]), np.array([[0.0, 0.0]]))
+    """
+
+    reductions: tuple[str, ...] = ("mean", "sum", "none")
+    hyper: tuple[str, ...] = ()  # scalar hyperparameters shown by repr
 
     def __init__(self, reduction: str = "mean"):
-        if reduction not in _REDUCTIONS:
+        if reduction not in self.reductions:
             raise ValueError(
-                f"{type(self).__name__}: invalid reduction={reduction!r} (must be one of {_REDUCTIONS})"
+                f"{type(self).__name__}: invalid reduction={reduction!r} "
+                f"(must be one of {self.reductions})"
             )
         self.reduction = reduction
         self._saved = None
+        self._reduced = None
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
 
     def extra_repr(self) -> str:
-        return f"reduction={self.reduction!r}" if self.reduction != "mean" else ""
+        parts = [f"{k}={getattr(self, k)!r}" for k in self.hyper]
+        if self.reduction != "mean":
+            parts.append(f"reduction={self.reduction!r}")
+        return ", ".join(parts)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.extra_repr()})"
+        return f"{self.name}({self.extra_repr()})"
 
     def __call__(self, pred, target, sample_weight=None):
         return self.forward(pred, target, sample_weight=sample_weight)
 
-    def forward(self, pred, target, sample_weight=None):
-        raise NotImplementedError
-
-    def backward(self, grad_output=None):
-        raise NotImplementedError
-
-    def check_same_shape(self, pred, target) -> None:
-        """Refuses to broadcast pred against target: (8, 1) vs (8,) is a bug, not a feature."""
-        if pred.shape != target.shape:
-            raise ShapeError(
-                f"{type(self).__name__}: pred and target must have the same shape, "
-                f"got {fmt_shape(pred.shape)} and {fmt_shape(target.shape)}"
-            )
-
-
-def _sample_weight(who: Loss, sample_weight, n: int, dtype) -> np.ndarray | None:
-    if sample_weight is None:
-        return None
-    w = np.asarray(sample_weight, dtype=dtype)
-    if w.shape != (n,):
-        raise ShapeError(
-            f"{type(who).__name__}: expected sample_weight of shape ({n},), got {fmt_shape(w.shape)}"
-        )
-    return w
-
-
-class ElementwiseLoss(Loss):
-    """A loss that is a mean/sum of per-element terms l(pred, target) over same-shaped arrays.
-
-    Subclasses write ``elements(pred, target) -> l`` and ``grad(pred, target) -> dl/dpred``.
-    ``sample_weight`` (shape (N,)) weights each sample's elements; 'mean' divides by the number
-    of elements (as PyTorch does without weights).
-    """
-
-    def forward(self, pred, target, sample_weight=None):
-        pred = np.asarray(pred)
-        target = np.asarray(target, dtype=pred.dtype)
-        self.check_same_shape(pred, target)
-        w = _sample_weight(self, sample_weight, pred.shape[0] if pred.ndim else 1, pred.dtype)
-        loss = self.elements(pred, target)
+    def forward(self, pred, target, sample_weight=None) -> float | np.ndarray:
+        """The reduced loss as a Python float, or the per-element losses with 'none'."""
+        self._reduced = None
+        losses = self.elements(self.as_pred(pred), np.asarray(target))
+        w = self._sample_weight(sample_weight, losses)
         if w is not None:
-            w = w.reshape((-1,) + (1,) * (pred.ndim - 1))
-            loss = loss * w
-        self._saved = (pred, target, w)
+            losses = losses * w
+        denom = 1.0 if self.reduction in ("sum", "none") else float(self.mean_denominator(losses))
+        self._reduced = (w, denom, losses.shape, losses.dtype)
         if self.reduction == "none":
-            return loss
-        total = float(loss.sum())
-        return total / pred.size if self.reduction == "mean" and pred.size else total
+            return losses
+        total = float(losses.sum())
+        return total / denom if denom else float("nan")
 
     def backward(self, grad_output=None):
-        if self._saved is None:
+        """dL/dpred (a tuple for pair losses). ``grad_output``: dL/d(loss), required with 'none'
+        (shaped like the losses), an optional scalar otherwise."""
+        if self._reduced is None:
             raise RuntimeError(f"{self!r}: backward called before forward")
-        pred, target, w = self._saved
-        g = self.grad(pred, target)
-        if w is not None:
-            g = g * w
+        w, denom, shape, dtype = self._reduced
         if self.reduction == "none":
             if grad_output is None:
                 raise ValueError(f"{self!r}: backward needs grad_output with reduction='none'")
-            return g * grad_output
-        if self.reduction == "mean" and pred.size:
-            g = g * pred.dtype.type(1.0 / pred.size)
-        return g
+            g = as_float_input(self.name, grad_output, dtype)
+            if g.shape != shape:
+                raise ShapeError(
+                    expected_got(
+                        self.name, f"grad_output of shape {fmt_shape(shape)}", fmt_shape(g.shape)
+                    )
+                )
+        else:
+            scale = 1.0 if grad_output is None else float(grad_output)
+            g = dtype.type(scale / denom if denom else 0.0)
+        if w is not None:
+            g = g * w
+        return self.grad(g)
 
-    def elements(self, pred, target):
+    # ----------------------------------------------------------------- for subclasses
+    def elements(self, pred, target) -> np.ndarray:
         raise NotImplementedError
 
-    def grad(self, pred, target):
+    def grad(self, g):
         raise NotImplementedError
 
+    def mean_denominator(self, losses: np.ndarray) -> float:
+        return losses.size
 
-class MSELoss(ElementwiseLoss):
+    def as_pred(self, pred):
+        return _float_array(self.name, pred)
+
+    def save_for_backward(self, *arrays) -> None:
+        self._saved = arrays
+
+    @property
+    def saved(self) -> tuple:
+        if self._saved is None:
+            raise RuntimeError(f"{self!r}: backward called before forward")
+        return self._saved
+
+    def same_shape(self, pred, target) -> np.ndarray:
+        """``target`` in pred's dtype; refuses to broadcast: (8, 1) against (8,) is a bug."""
+        if pred.shape != target.shape:
+            raise ShapeError(
+                f"{self.name}: pred and target must have the same shape, "
+                f"got {fmt_shape(pred.shape)} and {fmt_shape(target.shape)}"
+            )
+        return as_float_input(self.name, target, pred.dtype)
+
+    def _sample_weight(self, sample_weight, losses: np.ndarray):
+        """Per-sample weights (N,), reshaped to broadcast against the losses, or None."""
+        if sample_weight is None:
+            return None
+        if losses.ndim == 0:
+            raise ShapeError(
+                expected_got(self.name, "a batch axis for sample_weight", "a scalar loss")
+            )
+        n = losses.shape[0]
+        w = as_float_input(self.name, sample_weight, losses.dtype)
+        if w.shape != (n,):
+            raise ShapeError(
+                expected_got(self.name, f"sample_weight of shape ({n},)", fmt_shape(w.shape))
+            )
+        return w.reshape((n,) + (1,) * (losses.ndim - 1))
+
+    def _broadcast(self, what: str, value, shape: tuple, dtype):
+        """A weight array that broadcasts to exactly ``shape`` (as PyTorch allows), in ``dtype``."""
+        if value is None:
+            return None
+        try:
+            ok = np.broadcast_shapes(value.shape, shape) == shape
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ShapeError(
+                expected_got(
+                    self.name, f"{what} broadcastable to {fmt_shape(shape)}", fmt_shape(value.shape)
+                )
+            )
+        return value.astype(dtype, copy=False)
+
+    def _check_range(self, what: str, x, low: float, high: float) -> None:
+        bad = ~((x >= low) & (x <= high))
+        if bad.any():
+            raise ValueError(
+                expected_got(self.name, f"{what} in [{low:g}, {high:g}]", f"{x[bad].flat[0]:g}")
+            )
+
+    def _check_signs(self, y) -> np.ndarray:
+        """``y == 1`` for targets that must hold 1 or -1 (a clear error for anything else)."""
+        pos = y == 1
+        bad = ~(pos | (y == -1))
+        if bad.any():
+            raise ValueError(f"{self.name}: target must hold 1 or -1, got {y[bad].flat[0]:g}")
+        return pos
+
+
+def _weight_array(who: str, value) -> np.ndarray | None:
+    if value is None:
+        return None
+    w = np.asarray(value)
+    return w if w.dtype.kind == "f" else as_float_input(who, w, np.dtype(np.float64))
+
+
+# --------------------------------------------------------------------------- regression
+class MSELoss(Loss):
     """Mean squared error: l = (pred - target)^2.
 
     Shape:
-        pred: any.    target: same as pred.    output: float (or pred's shape with 'none').
+        pred: any.    target: same as pred.    output: float (pred's shape with 'none').
+
+    Example:
+        >>> import nnframe as nf
+        >>> nf.MSELoss()([1.0, 2.0], [0.0, 4.0])  # (1 + 4) / 2
+        2.5
     """
 
     def elements(self, pred, target):
-        d = pred - target
+        d = pred - self.same_shape(pred, target)
+        self.save_for_backward(d)
         return d * d
 
-    def grad(self, pred, target):
-        return 2 * (pred - target)
+    def grad(self, g):
+        (d,) = self.saved
+        return 2 * d * g
 
 
-def log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    """log softmax, stable: subtract the max so exp cannot overflow (log-sum-exp)."""
-    shifted = x - x.max(axis=axis, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+class L1Loss(Loss):
+    """Mean absolute error: l = |pred - target| (gradient sign(pred - target), 0 at 0).
+
+    Shape:
+        pred: any.    target: same as pred.    output: float (pred's shape with 'none').
+    """
+
+    def elements(self, pred, target):
+        d = pred - self.same_shape(pred, target)
+        self.save_for_backward(d)
+        return np.abs(d)
+
+    def grad(self, g):
+        (d,) = self.saved
+        return np.sign(d) * g
 
 
-class CrossEntropyLoss(Loss):
-    """Softmax cross-entropy from logits (softmax fused in: stable for logits of +-1e4).
+class HuberLoss(Loss):
+    """Huber: l = d^2 / 2 if |d| < delta, else delta * (|d| - delta / 2), with d = pred - target.
+
+    Shape:
+        pred: any.    target: same as pred.    output: float (pred's shape with 'none').
+    """
+
+    hyper = ("delta",)
+
+    def __init__(self, reduction: str = "mean", delta: float = 1.0):
+        super().__init__(reduction)
+        check_hyper(self.name, "delta", delta, delta > 0, "must be > 0")
+        self.delta = float(delta)
+
+    def elements(self, pred, target):
+        d = pred - self.same_shape(pred, target)
+        self.save_for_backward(d)
+        a = np.abs(d)
+        return np.where(a < self.delta, 0.5 * d * d, self.delta * (a - 0.5 * self.delta))
+
+    def grad(self, g):
+        (d,) = self.saved
+        return np.clip(d, -self.delta, self.delta) * g  # d inside the band, delta*sign(d) outside
+
+
+class SmoothL1Loss(Loss):
+    """Smooth L1: l = d^2 / (2 beta) if |d| < beta, else |d| - beta / 2 (L1 when beta = 0).
+
+    Shape:
+        pred: any.    target: same as pred.    output: float (pred's shape with 'none').
+    """
+
+    hyper = ("beta",)
+
+    def __init__(self, reduction: str = "mean", beta: float = 1.0):
+        super().__init__(reduction)
+        check_hyper(self.name, "beta", beta, beta >= 0, "must be >= 0")
+        self.beta = float(beta)
+
+    def elements(self, pred, target):
+        d = pred - self.same_shape(pred, target)
+        self.save_for_backward(d)
+        a = np.abs(d)
+        if self.beta == 0:
+            return a
+        return np.where(a < self.beta, 0.5 * d * d / self.beta, a - 0.5 * self.beta)
+
+    def grad(self, g):
+        (d,) = self.saved
+        return (np.sign(d) if self.beta == 0 else np.clip(d / self.beta, -1, 1)) * g
+
+
+class PoissonNLLLoss(Loss):
+    """Poisson negative log-likelihood of ``target`` counts.
+
+    ``log_input=True``: l = exp(pred) - target * pred; else l = pred - target * log(pred + eps).
+    ``full=True`` adds Stirling's approximation of log(target!) where target > 1:
+    target * log(target) - target + log(2 pi target) / 2 (a constant: no gradient).
+
+    Shape:
+        pred: any.    target: same as pred.    output: float (pred's shape with 'none').
+    """
+
+    hyper = ("log_input", "full", "eps")
+
+    def __init__(
+        self, log_input: bool = True, full: bool = False, eps: float = 1e-8, reduction: str = "mean"
+    ):
+        super().__init__(reduction)
+        check_hyper(self.name, "eps", eps, eps >= 0, "must be >= 0")
+        self.log_input, self.full, self.eps = bool(log_input), bool(full), float(eps)
+
+    def elements(self, pred, target):
+        y = self.same_shape(pred, target)
+        if self.log_input:
+            rate = np.exp(pred)
+            losses = rate - y * pred
+            self.save_for_backward(rate - y)
+        else:
+            losses = pred - y * np.log(pred + self.eps)
+            self.save_for_backward(1 - y / (pred + self.eps))
+        if self.full:
+            big = y > 1
+            yb = np.where(big, y, 1)  # log of 1 is 0: no warning for the masked entries
+            losses = losses + big * (yb * np.log(yb) - yb + 0.5 * np.log(2 * np.pi * yb))
+        return losses
+
+    def grad(self, g):
+        (dl,) = self.saved
+        return dl * g
+
+
+# --------------------------------------------------------------------------- probabilities
+class BCELoss(Loss):
+    """Binary cross-entropy on probabilities: l = -w [y log p + (1 - y) log(1 - p)].
+
+    As PyTorch, each log is clamped at -100 (so p = 0 or 1 gives a finite loss) and the gradient
+    w (p - y) / max(p (1 - p), 1e-12) is finite. Prefer BCEWithLogitsLoss on logits.
+
+    Args:
+        weight: rescaling weight, broadcastable to pred's shape.
+
+    Shape:
+        pred: any, values in [0, 1].    target: same as pred, in [0, 1].
+        output: float (pred's shape with 'none').
+    """
+
+    def __init__(self, weight=None, reduction: str = "mean"):
+        super().__init__(reduction)
+        self.weight = _weight_array(self.name, weight)
+
+    def elements(self, pred, target):
+        y = self.same_shape(pred, target)
+        self._check_range("pred", pred, 0, 1)
+        self._check_range("target", y, 0, 1)
+        w = self._broadcast("weight", self.weight, pred.shape, pred.dtype)
+        with np.errstate(divide="ignore"):  # log(0) = -inf, clamped just below
+            log_p = np.maximum(np.log(pred), -100)
+            log_q = np.maximum(np.log1p(-pred), -100)
+        self.save_for_backward(pred, y, w)
+        losses = -(y * log_p + (1 - y) * log_q)
+        return losses if w is None else losses * w
+
+    def grad(self, g):
+        p, y, w = self.saved
+        dl = (p - y) / np.maximum(p * (1 - p), 1e-12)
+        return (dl if w is None else dl * w) * g
+
+
+class BCEWithLogitsLoss(Loss):
+    """Sigmoid + binary cross-entropy, fused: l = w [pw y softplus(-x) + (1 - y) softplus(x)].
+
+    log sigmoid(x) = -softplus(-x) and log(1 - sigmoid(x)) = -softplus(x), computed with
+    log-sum-exp, so logits of +-1e4 give finite losses and gradients without warnings.
+
+    Args:
+        weight: rescaling weight, broadcastable to pred's shape.
+        pos_weight: weight of positive examples, broadcastable to pred's shape (per class: (C,)).
+
+    Shape:
+        pred: any (logits).    target: same as pred, in [0, 1].
+        output: float (pred's shape with 'none').
+    """
+
+    def __init__(self, weight=None, reduction: str = "mean", pos_weight=None):
+        super().__init__(reduction)
+        self.weight = _weight_array(self.name, weight)
+        self.pos_weight = _weight_array(self.name, pos_weight)
+
+    def elements(self, pred, target):
+        y = self.same_shape(pred, target)
+        w = self._broadcast("weight", self.weight, pred.shape, pred.dtype)
+        pw = self._broadcast("pos_weight", self.pos_weight, pred.shape, pred.dtype)
+        py = y if pw is None else pw * y
+        self.save_for_backward(pred, y, py, w)
+        # logaddexp(0, x) = softplus(x): never overflows
+        losses = py * np.logaddexp(0, -pred) + (1 - y) * np.logaddexp(0, pred)
+        return losses if w is None else losses * w
+
+    def grad(self, g):
+        x, y, py, w = self.saved
+        # d/dx [py softplus(-x) + (1 - y) softplus(x)] = (py + 1 - y) sigmoid(x) - py
+        dl = (py + 1 - y) * expit(x) - py
+        return (dl if w is None else dl * w) * g
+
+
+class KLDivLoss(Loss):
+    """Kullback-Leibler divergence; ``pred`` holds log-probabilities.
+
+    l = target * (log target - pred) (0 where target = 0), or with ``log_target=True`` (target
+    given as log-probabilities) l = exp(target) * (target - pred). ``reduction='batchmean'``
+    divides the sum by the batch size N: the true KL divergence per sample; 'mean' divides by
+    the number of elements (as PyTorch).
+
+    Shape:
+        pred: (N, *) log-probabilities.    target: same as pred.
+        output: float (pred's shape with 'none').
+    """
+
+    reductions = ("mean", "batchmean", "sum", "none")
+    hyper = ("log_target",)
+
+    def __init__(self, reduction: str = "mean", log_target: bool = False):
+        super().__init__(reduction)
+        self.log_target = bool(log_target)
+
+    def elements(self, pred, target):
+        t = self.same_shape(pred, target)
+        p = np.exp(t) if self.log_target else t  # target as probabilities: dl/dpred = -p
+        self.save_for_backward(p)
+        return p * (t - pred) if self.log_target else xlogy(t, t) - t * pred
+
+    def grad(self, g):
+        (p,) = self.saved
+        return -p * g
+
+    def mean_denominator(self, losses):
+        if self.reduction == "batchmean":
+            return losses.shape[0] if losses.ndim else 1
+        return losses.size
+
+
+# --------------------------------------------------------------------------- classification
+def _class_indices(who: str, target, shape: tuple, c: int, ignore_index=None, expected=None):
+    """Checks class-index targets of ``shape``; returns (indices, ignored ones set to 0; kept mask)."""
+    if target.shape != shape:
+        expected = expected or f"target of shape {fmt_shape(shape)} (class indices)"
+        raise ShapeError(expected_got(who, expected, fmt_shape(target.shape)))
+    if target.dtype.kind not in "iu":
+        if target.dtype.kind == "f" and np.all(np.mod(target, 1) == 0):
+            target = target.astype(np.int64)
+        else:
+            raise TypeError(expected_got(who, "integer class indices", f"dtype {target.dtype}"))
+    keep = np.ones(shape, bool) if ignore_index is None else target != ignore_index
+    t = np.where(keep, target, 0)
+    bad = (t < 0) | (t >= c)
+    if bad.any():
+        raise ValueError(
+            f"{who}: target must hold class indices in [0, {c}), got {int(t[bad].flat[0])}"
+        )
+    return t, keep
+
+
+class NLLLoss(Loss):
+    """Negative log-likelihood of class indices; ``pred`` holds log-probabilities.
+
+    l_i = -weight[y_i] * pred[i, y_i], 0 for targets equal to ``ignore_index``; 'mean' divides
+    the sum by the sum of weight[y_i] over the kept targets (as PyTorch).
 
     Args:
         weight: per-class weights, shape (C,).
-        ignore_index: target value whose samples contribute nothing (class-index targets).
-        reduction: 'mean' (weighted mean over non-ignored samples, as PyTorch), 'sum' or 'none'.
+        ignore_index: target value whose positions contribute nothing.
+
+    Shape:
+        pred: (N, C) or (N, C, d1, ...).    target: (N,) or (N, d1, ...) class indices.
+        output: float, or (N,) / (N, d1, ...) with 'none'.
+    """
+
+    hyper = ("ignore_index",)
+    label_smoothing = 0.0
+    probability_targets = False  # CrossEntropyLoss also takes class probabilities
+
+    def __init__(self, weight=None, ignore_index: int = -100, reduction: str = "mean"):
+        super().__init__(reduction)
+        self.weight = _weight_array(self.name, weight)
+        self.ignore_index = int(ignore_index)
+
+    def target_distribution(self, pred, target):
+        """Q such that each loss is -sum_c Q[:, c] * logp[:, c]; sets the 'mean' denominator.
+
+        Indices y, class weights w, smoothing e: Q = (1 - e) w[y] onehot(y) + (e / C) w, zero where
+        ignored; 'mean' divides by the sum of w[y] over kept targets (PyTorch's nll_loss, and its
+        label-smoothing term, use that one denominator). Probabilities q (CrossEntropyLoss):
+        Q = w ((1 - e) q + e / C); 'mean' divides by the number of positions N * d1 * ...
+        """
+        n, c = pred.shape[:2]
+        expand = (1, c) + (1,) * (pred.ndim - 2)  # a (C,) vector broadcast along axis 1
+        if self.weight is not None and self.weight.shape != (c,):
+            raise ShapeError(
+                expected_got(self.name, f"weight of shape ({c},)", fmt_shape(self.weight.shape))
+            )
+        cw = None if self.weight is None else self.weight.astype(pred.dtype).reshape(expand)
+        e = self.label_smoothing
+        if self.probability_targets and target.shape == pred.shape and target.dtype.kind == "f":
+            if self.ignore_index >= 0:  # as PyTorch: there is nothing to ignore in probabilities
+                got = f"probabilities of shape {fmt_shape(target.shape)}"
+                raise ValueError(
+                    expected_got(
+                        self.name, f"class indices with ignore_index={self.ignore_index}", got
+                    )
+                )
+            q = as_float_input(self.name, target, pred.dtype)
+            if e:
+                q = q * (1 - e) + e / c
+            self._denominator = q[:, 0].size
+            return q if cw is None else q * cw
+        expected = (n,) + pred.shape[2:]
+        hint = f"target of shape {fmt_shape(expected)} (class indices)"
+        if self.probability_targets:
+            hint += f" or {fmt_shape(pred.shape)} (probabilities)"
+        t, keep = _class_indices(self.name, target, expected, c, self.ignore_index, hint)
+        wy = keep.astype(pred.dtype)  # w[y] for kept targets, 0 for ignored ones
+        if cw is not None:
+            wy *= cw.reshape(-1)[t]
+        self._denominator = float(wy.sum())
+        q = (np.arange(c).reshape(expand) == np.expand_dims(t, 1)) * np.expand_dims((1 - e) * wy, 1)
+        if e:
+            smooth = np.full(expand, e / c, pred.dtype) if cw is None else cw * (e / c)
+            q = q + smooth * np.expand_dims(keep, 1)
+        return q.astype(pred.dtype, copy=False)
+
+    def check_pred(self, pred) -> None:
+        if pred.ndim < 2:
+            raise ShapeError(
+                expected_got(
+                    self.name, "pred of shape (N, C) or (N, C, d1, ...)", fmt_shape(pred.shape)
+                )
+            )
+
+    def elements(self, pred, target):
+        self.check_pred(pred)
+        q = self.target_distribution(pred, target)
+        self.save_for_backward(q)
+        return -(q * pred).sum(axis=1)
+
+    def grad(self, g):
+        (q,) = self.saved
+        return -q * _expand_classes(g)
+
+    def mean_denominator(self, losses):
+        return self._denominator
+
+
+class CrossEntropyLoss(NLLLoss):
+    """Softmax cross-entropy from logits: NLLLoss on log_softmax(pred), fused (log-sum-exp: stable
+    for logits of +-1e4).
+
+    Args:
+        weight: per-class weights, shape (C,).
+        ignore_index: target value whose positions contribute nothing (class-index targets).
+        reduction: 'mean' (class-index targets: the sum over kept positions divided by the sum
+            of their weight[y]; probability targets: divided by the number of positions), 'sum'
+            or 'none'.
         label_smoothing: mixes the target with the uniform distribution by this amount.
 
     Shape:
         pred: (N, C) or (N, C, d1, ...) logits.
-        target: (N,) or (N, d1, ...) integer class indices, or probabilities of pred's shape.
+        target: (N,) or (N, d1, ...) integer class indices, or float probabilities of pred's shape.
         output: float, or (N,) / (N, d1, ...) with 'none'.
 
     Example:
@@ -149,6 +585,9 @@ class CrossEntropyLoss(Loss):
         1.3863
     """
 
+    hyper = ("ignore_index", "label_smoothing")
+    probability_targets = True
+
     def __init__(
         self,
         weight=None,
@@ -156,104 +595,190 @@ class CrossEntropyLoss(Loss):
         reduction: str = "mean",
         label_smoothing: float = 0.0,
     ):
-        super().__init__(reduction)
-        check_hyper(
-            "CrossEntropyLoss",
-            "label_smoothing",
-            label_smoothing,
-            0.0 <= label_smoothing <= 1.0,
-            "must be in [0, 1]",
-        )
-        self.weight = None if weight is None else np.asarray(weight, dtype=np.float64)
-        self.ignore_index = ignore_index
+        super().__init__(weight, ignore_index, reduction)
+        ok = 0.0 <= label_smoothing <= 1.0
+        check_hyper(self.name, "label_smoothing", label_smoothing, ok, "must be in [0, 1]")
         self.label_smoothing = float(label_smoothing)
 
-    def extra_repr(self) -> str:
-        parts = [super().extra_repr()] if super().extra_repr() else []
-        if self.label_smoothing:
-            parts.append(f"label_smoothing={self.label_smoothing}")
-        return ", ".join(parts)
-
-    def _effective_target(self, pred, target):
-        """Q such that the per-sample loss is -sum_c Q[:, c] * log_softmax(pred)[:, c], and the
-        per-sample weights whose sum divides the 'mean' reduction.
-
-        Class indices y with weights w and smoothing e: Q = (1 - e) w[y] onehot(y) + (e / C) w,
-        zero for ignored samples; the mean divides by sum of w[y] over the kept samples (PyTorch).
-        Probabilities q: Q = w * ((1 - e) q + e / C); the mean divides by the number of samples.
-        """
-        name = type(self).__name__
-        n, c = pred.shape[0], pred.shape[1]
-        expand = (1, c) + (1,) * (pred.ndim - 2)  # broadcasts a (C,) vector along axis 1
-        cw = None if self.weight is None else self.weight.astype(pred.dtype).reshape(expand)
-        e = self.label_smoothing
-        if target.shape == pred.shape and target.dtype.kind == "f":
-            q = target.astype(pred.dtype, copy=False)
-            if e:
-                q = q * (1 - e) + e / c
-            return (q if cw is None else q * cw), np.ones((n,) + pred.shape[2:], pred.dtype)
-        expected = (n,) + pred.shape[2:]
-        if target.shape != expected:
-            raise ShapeError(
-                f"{name}: expected target of shape {fmt_shape(expected)} (class indices) or "
-                f"{fmt_shape(pred.shape)} (probabilities), got {fmt_shape(target.shape)}"
-            )
-        if target.dtype.kind not in "iu":
-            if target.dtype.kind == "f" and np.all(np.mod(target, 1) == 0):
-                target = target.astype(np.int64)
-            else:
-                raise TypeError(f"{name}: expected integer class indices, got dtype {target.dtype}")
-        valid = target != self.ignore_index
-        t = np.where(valid, target, 0)
-        bad = (t < 0) | (t >= c)
-        if bad.any():
-            raise ValueError(
-                f"{name}: target must hold class indices in [0, {c}), got {int(t[bad].flat[0])}"
-            )
-        onehot = (np.arange(c).reshape(expand) == t[:, None]).astype(pred.dtype)
-        wy = valid.astype(pred.dtype)  # w[y] for kept samples, 0 for ignored ones
-        if cw is not None:
-            wy *= self.weight.astype(pred.dtype)[t]
-        q = onehot * ((1 - e) * wy)[:, None]
-        if e:
-            smooth = np.full(expand, e / c, pred.dtype) if cw is None else cw * (e / c)
-            q += smooth * valid[:, None]
-        return q, wy
-
-    def forward(self, pred, target, sample_weight=None):
-        pred = np.asarray(pred)
-        if pred.dtype.kind != "f":
-            pred = pred.astype(np.float32)
-        target = np.asarray(target)
-        if pred.ndim < 2:
-            raise ShapeError(
-                f"{type(self).__name__}: expected pred of shape (N, C) or (N, C, d1, ...), "
-                f"got {fmt_shape(pred.shape)}"
-            )
-        q, denom_w = self._effective_target(pred, target)
-        sw = _sample_weight(self, sample_weight, pred.shape[0], pred.dtype)
-        if sw is not None:
-            q = q * sw.reshape((-1,) + (1,) * (pred.ndim - 1))
+    def elements(self, pred, target):
+        self.check_pred(pred)
+        q = self.target_distribution(pred, target)
         logp = log_softmax(pred, axis=1)
-        per = -(q * logp).sum(axis=1)
-        self._saved = (logp, q, float(denom_w.sum()))
-        if self.reduction == "none":
-            return per
-        total = float(per.sum())
-        if self.reduction == "sum":
-            return total
-        return total / self._saved[2] if self._saved[2] else 0.0
+        self.save_for_backward(logp, q)
+        return -(q * logp).sum(axis=1)
 
-    def backward(self, grad_output=None):
-        if self._saved is None:
-            raise RuntimeError(f"{self!r}: backward called before forward")
-        logp, q, denom = self._saved
+    def grad(self, g):
+        logp, q = self.saved
         # d/dz of -sum_k q_k log softmax(z)_k = softmax(z) * sum_k q_k - q
-        g = np.exp(logp) * q.sum(axis=1, keepdims=True) - q
-        if self.reduction == "none":
-            if grad_output is None:
-                raise ValueError(f"{self!r}: backward needs grad_output with reduction='none'")
-            return g * np.expand_dims(grad_output, 1)
-        if self.reduction == "mean":
-            g *= g.dtype.type(1.0 / denom) if denom else 0
-        return g
+        return (np.exp(logp) * q.sum(axis=1, keepdims=True) - q) * _expand_classes(g)
+
+
+def log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """log softmax, stable: subtract the max so exp cannot overflow (log-sum-exp)."""
+    shifted = x - x.max(axis=axis, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+
+
+class MultiMarginLoss(Loss):
+    """Multi-class hinge: l_i = sum_{c != y_i} weight[y_i] max(0, margin - x[y_i] + x[c])^p / C.
+
+    (PyTorch's implementation: the class weight multiplies the powered hinge.)
+
+    Args:
+        p: 1 or 2.
+        margin: the margin.
+        weight: per-class weights, shape (C,).
+
+    Shape:
+        pred: (N, C) scores.    target: (N,) class indices.    output: float, or (N,) with 'none'.
+    """
+
+    hyper = ("p", "margin")
+
+    def __init__(self, p: int = 1, margin: float = 1.0, weight=None, reduction: str = "mean"):
+        super().__init__(reduction)
+        check_hyper(self.name, "p", p, p in (1, 2), "must be 1 or 2")
+        self.p, self.margin = int(p), float(margin)
+        self.weight = _weight_array(self.name, weight)
+
+    def elements(self, pred, target):
+        if pred.ndim != 2:
+            raise ShapeError(expected_got(self.name, "pred of shape (N, C)", fmt_shape(pred.shape)))
+        n, c = pred.shape
+        t, _ = _class_indices(self.name, target, (n,), c)
+        rows = np.arange(n)
+        h = np.maximum(self.margin - pred[rows, t][:, None] + pred, 0)  # hinge of every class
+        h[rows, t] = 0  # the target class itself does not count
+        wy = None
+        if self.weight is not None:
+            if self.weight.shape != (c,):
+                raise ShapeError(
+                    expected_got(self.name, f"weight of shape ({c},)", fmt_shape(self.weight.shape))
+                )
+            wy = self.weight.astype(pred.dtype)[t]
+        self.save_for_backward(h, t, wy)
+        losses = (h if self.p == 1 else h * h).sum(axis=1) / c
+        return losses if wy is None else losses * wy
+
+    def grad(self, g):
+        h, t, wy = self.saved
+        n, c = h.shape
+        coef = (h > 0).astype(h.dtype) if self.p == 1 else 2 * h  # d h^p / d h
+        coef = coef * _expand_classes(g / c if wy is None else g * wy / c)
+        coef[np.arange(n), t] = -coef.sum(axis=1)  # x[y] enters every hinge with a minus sign
+        return coef
+
+
+# --------------------------------------------------------------------------- embeddings, ranking
+class HingeEmbeddingLoss(Loss):
+    """l = x where target = 1, max(0, margin - x) where target = -1 (x: a distance).
+
+    Shape:
+        pred: any.    target: same as pred, holding 1 or -1.    output: float (pred's shape with 'none').
+    """
+
+    hyper = ("margin",)
+
+    def __init__(self, margin: float = 1.0, reduction: str = "mean"):
+        super().__init__(reduction)
+        self.margin = float(margin)
+
+    def elements(self, pred, target):
+        pos = self._check_signs(self.same_shape(pred, target))
+        dl = np.where(pos, 1.0, np.where(pred < self.margin, -1.0, 0.0)).astype(pred.dtype)
+        self.save_for_backward(dl)
+        return np.where(pos, pred, np.maximum(self.margin - pred, 0))
+
+    def grad(self, g):
+        (dl,) = self.saved
+        return dl * g
+
+
+class _PairLoss(Loss):
+    """A loss of two inputs: ``pred`` is the tuple ``(x1, x2)``; backward returns a tuple."""
+
+    def as_pred(self, pred):
+        if not (isinstance(pred, (tuple, list)) and len(pred) == 2):
+            raise TypeError(expected_got(self.name, "pred as a pair (x1, x2)", type(pred).__name__))
+        x1, x2 = (_float_array(self.name, x) for x in pred)
+        if x1.shape != x2.shape:
+            raise ShapeError(
+                f"{self.name}: x1 and x2 must have the same shape, "
+                f"got {fmt_shape(x1.shape)} and {fmt_shape(x2.shape)}"
+            )
+        dtype = np.result_type(x1, x2)
+        return x1.astype(dtype, copy=False), x2.astype(dtype, copy=False)
+
+
+class CosineEmbeddingLoss(_PairLoss):
+    """l = 1 - cos(x1, x2) where target = 1, max(0, cos(x1, x2) - margin) where target = -1.
+
+    cos = x1.x2 / sqrt((|x1|^2 + 1e-12) (|x2|^2 + 1e-12)), as PyTorch. Call as
+    ``loss((x1, x2), target)``; ``backward()`` returns ``(dL/dx1, dL/dx2)``.
+
+    Shape:
+        pred: a pair (x1, x2) of (N, D).    target: (N,), holding 1 or -1.
+        output: float, or (N,) with 'none'.
+    """
+
+    hyper = ("margin",)
+
+    def __init__(self, margin: float = 0.0, reduction: str = "mean"):
+        super().__init__(reduction)
+        self.margin = float(margin)
+
+    def elements(self, pred, target):
+        x1, x2 = pred
+        if x1.ndim != 2:
+            raise ShapeError(
+                expected_got(self.name, "x1 and x2 of shape (N, D)", fmt_shape(x1.shape))
+            )
+        n = x1.shape[0]
+        if target.shape != (n,):
+            raise ShapeError(
+                expected_got(self.name, f"target of shape ({n},)", fmt_shape(target.shape))
+            )
+        pos = self._check_signs(target)
+        m1 = (x1 * x1).sum(axis=1) + 1e-12  # squared norms, kept off zero
+        m2 = (x2 * x2).sum(axis=1) + 1e-12
+        denom = np.sqrt(m1 * m2)
+        cos = (x1 * x2).sum(axis=1) / denom
+        dcos = np.where(pos, -1, cos > self.margin).astype(x1.dtype)  # dl/dcos
+        self.save_for_backward(x1, x2, m1, m2, denom, cos, dcos)
+        return np.where(pos, 1 - cos, np.maximum(cos - self.margin, 0))
+
+    def grad(self, g):
+        x1, x2, m1, m2, denom, cos, dcos = self.saved
+        c = (dcos * g)[:, None]
+        cos, denom = cos[:, None], denom[:, None]
+        # d cos / d x1 = x2 / denom - cos x1 / |x1|^2, and symmetrically for x2
+        return c * (x2 / denom - cos * x1 / m1[:, None]), c * (x1 / denom - cos * x2 / m2[:, None])
+
+
+class MarginRankingLoss(_PairLoss):
+    """l = max(0, -target (x1 - x2) + margin): target = 1 means x1 should rank higher.
+
+    Call as ``loss((x1, x2), target)``; ``backward()`` returns ``(dL/dx1, dL/dx2)``.
+
+    Shape:
+        pred: a pair (x1, x2) of the same shape, (N,) or (N, *).    target: same as x1.
+        output: float (x1's shape with 'none').
+    """
+
+    hyper = ("margin",)
+
+    def __init__(self, margin: float = 0.0, reduction: str = "mean"):
+        super().__init__(reduction)
+        self.margin = float(margin)
+
+    def elements(self, pred, target):
+        x1, x2 = pred
+        y = self.same_shape(x1, target)
+        z = self.margin - y * (x1 - x2)
+        self.save_for_backward(-y * (z > 0))  # dl/dx1 (and dl/dx2 is its negative)
+        return np.maximum(z, 0)
+
+    def grad(self, g):
+        (d1,) = self.saved
+        g1 = d1 * g
+        return g1, -g1
