@@ -75,6 +75,12 @@ from nnframe.layers.normalization import (
 # isort: split
 from nnframe.layers.recurrent import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 # --- training: imports ---
+# isort: split
+from nnframe import callbacks, data, datasets, metrics
+from nnframe.summary import Summary, summary
+from nnframe.training import History, Trainer
+
+# isort: split
 # --- serialization: imports ---
 from nnframe import anomaly, serialization
 from nnframe.anomaly import detect_anomaly, set_detect_anomaly
@@ -171,6 +177,14 @@ __all__ = [
     "LSTMCell",
     "GRUCell",
     # --- training: names ---
+    "Trainer",
+    "History",
+    "summary",
+    "Summary",
+    "data",
+    "datasets",
+    "metrics",
+    "callbacks",
     # --- serialization: names ---
     "save",
     "load",

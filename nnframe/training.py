@@ -1,0 +1,557 @@
+"""Training made easy: :class:`Trainer` runs the forward/backward/step loop for you.
+
+A Trainer binds a model, a loss, an optimizer and metrics (Keras' ``compile``); ``fit`` trains on
+arrays or a DataLoader with validation, callbacks, weighting and clipping and returns a
+:class:`History`; ``evaluate`` and ``predict`` run batched in eval mode. Each training step is
+exactly the loop one would write by hand, so nothing is hidden::
+
+    model.zero_grad(); loss = loss_fn(model(x), y); model.backward(loss_fn.backward())
+    # (gradient norm, NaN check, clipping)
+    optimizer.step()
+
+Example:
+    >>> import numpy as np, nnframe as nf
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(64, 2)).astype(np.float32); y = (x[:, 0] > 0).astype(np.int64)
+    >>> model = nf.Sequential(nf.Dense(2, 8, rng=0), nf.Tanh(), nf.Dense(8, 2, rng=1))
+    >>> trainer = nf.Trainer(model, nf.CrossEntropyLoss(), nf.optim.SGD(model.parameters(), lr=0.5),
+    ...                      metrics=["accuracy"])
+    >>> history = trainer.fit(x, y, epochs=20, batch_size=16, verbose=0, rng=0)
+    >>> history["accuracy"][-1] > 0.9
+    True
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import sys
+import time
+
+import numpy as np
+from scipy import sparse
+
+from nnframe import metrics as metrics_module
+from nnframe.callbacks import CallbackList
+from nnframe.clip import clip_grad_norm_, clip_grad_value_, total_norm
+from nnframe.data import ArrayDataset, DataLoader, stratified_indices
+from nnframe.errors import ShapeError, check_hyper
+from nnframe.module import Module
+from nnframe.random import get_rng
+
+__all__ = ["Trainer", "History"]
+
+_NAN_POLICIES = ("raise", "skip_batch", "stop")
+
+
+class History:
+    """Per-epoch values recorded by :meth:`Trainer.fit`.
+
+    ``history[key]`` is the list of one value per epoch for ``loss``, each metric, their
+    ``val_`` counterparts, ``lr`` (the rate used during the epoch), ``grad_norm`` and
+    ``grad_norm_max`` (mean and max over the epoch's steps of the global gradient norm, before
+    clipping), ``time`` (seconds) and ``skipped_batches``. ``stop_reason`` says why training
+    ended early (None when it ran all its epochs).
+    """
+
+    def __init__(self) -> None:
+        self.history: dict[str, list[float]] = {}
+        self.epoch: list[int] = []
+        self.stop_reason: str | None = None
+
+    def record(self, epoch: int, logs: dict) -> None:
+        self.epoch.append(epoch)
+        for key, value in logs.items():
+            self.history.setdefault(key, [math.nan] * (len(self.epoch) - 1)).append(float(value))
+        for values in self.history.values():  # keys missing this epoch get NaN
+            if len(values) < len(self.epoch):
+                values.append(math.nan)
+
+    def __getitem__(self, key: str) -> list[float]:
+        if key not in self.history:
+            raise KeyError(f"History: expected one of {sorted(self.history)}, got {key!r}")
+        return self.history[key]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.history
+
+    def keys(self) -> list[str]:
+        return list(self.history)
+
+    def __len__(self) -> int:
+        return len(self.epoch)
+
+    def __repr__(self) -> str:
+        return f"History(epochs={len(self.epoch)}, keys={self.keys()})"
+
+    def plot(self, path, keys: list[str] | None = None, dpi: int = 100):
+        """Writes a PNG of the curves: one panel per quantity (loss, each metric, lr), training
+        and validation together. Needs matplotlib (``pip install 'nnframe[plot]'``); uses its
+        object-oriented API, so no global backend or pyplot state is touched. Returns ``path``.
+        """
+        try:
+            from matplotlib.backends.backend_agg import FigureCanvasAgg
+            from matplotlib.figure import Figure
+        except ImportError as error:
+            raise ImportError(
+                "History.plot: expected matplotlib to be installed, got none. "
+                "Install it with: pip install 'nnframe[plot]'"
+            ) from error
+        if not self.epoch:
+            raise RuntimeError("History.plot: nothing recorded yet (call Trainer.fit first)")
+        if keys is None:
+            skip = {"time", "skipped_batches", "grad_norm_max"}
+            keys = [k for k in self.history if not k.startswith("val_") and k not in skip]
+        cols = min(3, len(keys))
+        rows = math.ceil(len(keys) / cols)
+        fig = Figure(figsize=(4.2 * cols, 3.2 * rows), dpi=dpi)
+        FigureCanvasAgg(fig)
+        epochs = [e + 1 for e in self.epoch]
+        for i, key in enumerate(keys):
+            ax = fig.add_subplot(rows, cols, i + 1)
+            ax.plot(epochs, self[key], label="train" if f"val_{key}" in self.history else key)
+            if f"val_{key}" in self.history:
+                ax.plot(epochs, self[f"val_{key}"], label="validation")
+            if key in ("lr", "grad_norm") or key.endswith("loss"):
+                values = [v for v in self[key] if v > 0 and math.isfinite(v)]
+                if values and max(values) / min(values) > 50:
+                    ax.set_yscale("log")
+            ax.set_title(key)
+            ax.set_xlabel("epoch")
+            ax.grid(alpha=0.3)
+            ax.legend()
+        fig.tight_layout()
+        directory = os.path.dirname(os.path.abspath(os.fspath(path)))
+        os.makedirs(directory, exist_ok=True)
+        fig.savefig(path, format="png")
+        return path
+
+
+def _progress_bar(total: int, epoch: int, epochs: int, show: bool):
+    """A tqdm bar for one epoch (disabled, and free, when not shown)."""
+    from tqdm import tqdm  # a runtime dependency; imported here to keep `import nnframe` light
+
+    return tqdm(
+        total=total, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", disable=not show,
+        leave=True, file=sys.stderr, dynamic_ncols=True,
+    )  # fmt: skip
+
+
+def _is_tty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _rows(a) -> int:
+    return a.shape[0]
+
+
+def _labels(y) -> np.ndarray:
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] > 1:
+        return y.argmax(axis=1)
+    return y.reshape(len(y)).astype(np.int64)
+
+
+class Trainer:
+    """Trains a model with a loss and an optimizer: Keras' fit/evaluate/predict on the explicit
+    nnframe loop.
+
+    Args:
+        model: the Module to train.
+        loss: a loss (``loss(pred, target[, sample_weight=])`` returns a float,
+            ``loss.backward()`` returns dL/dpred), e.g. ``nf.CrossEntropyLoss()``.
+        optimizer: an optimizer over (some of) the model's parameters.
+        metrics: names (``'accuracy'``, ``'top_k_accuracy'``, ``'precision'``, ``'recall'``,
+            ``'f1_score'``, ``'mse'``, ``'mae'``, ``'r2_score'``), :class:`nnframe.metrics.Metric`
+            objects, or functions ``fn(pred, target) -> float``.
+
+    Attributes:
+        history: the :class:`History` of the last ``fit``.
+        stop_training: set it to True (from a callback) to end training after this batch.
+        stop_reason: why training stopped early, or None.
+        split_indices: ``(train_rows, validation_rows)`` chosen by ``validation_split``.
+    """
+
+    def __init__(self, model: Module, loss, optimizer, metrics=()):
+        if not isinstance(model, Module):
+            raise TypeError(f"Trainer: expected model to be a Module, got {type(model).__name__}")
+        if not callable(loss) or not hasattr(loss, "backward"):
+            raise TypeError(
+                f"Trainer: expected a loss with __call__ and backward, got {type(loss).__name__}"
+            )
+        if not hasattr(optimizer, "step") or not hasattr(optimizer, "param_groups"):
+            raise TypeError(
+                f"Trainer: expected an optimizer with step and param_groups, "
+                f"got {type(optimizer).__name__}"
+            )
+        self.model = model
+        self.loss = loss
+        self.optimizer = optimizer
+        if isinstance(metrics, (str, metrics_module.Metric)) or callable(metrics):
+            metrics = [metrics]
+        self.metrics = [metrics_module.get(m) for m in metrics]
+        names = [m.name for m in self.metrics]
+        if len(set(names)) != len(names) or "loss" in names:
+            raise ValueError(
+                f"Trainer: expected distinct metric names other than 'loss', got {names}"
+            )
+        self.history = History()
+        self.stop_training = False
+        self.stop_reason: str | None = None
+        self.split_indices: tuple[np.ndarray, np.ndarray] | None = None
+
+    def __repr__(self) -> str:
+        names = [m.name for m in self.metrics]
+        return (
+            f"Trainer(model={type(self.model).__name__}, loss={self.loss!r}, "
+            f"optimizer={type(self.optimizer).__name__}, metrics={names})"
+        )
+
+    # ------------------------------------------------------------------ data plumbing
+    def _loader(self, who: str, x, y, sample_weight, batch_size, shuffle, rng) -> DataLoader:
+        if isinstance(x, DataLoader):
+            if y is not None or sample_weight is not None:
+                raise TypeError(
+                    f"Trainer.{who}: expected y=None and sample_weight=None with a DataLoader "
+                    "(its batches carry (x, y[, sample_weight])), got arrays"
+                )
+            return x
+        if y is None:
+            raise TypeError(f"Trainer.{who}: expected targets y with array inputs, got None")
+        arrays = [x, y] if sample_weight is None else [x, y, np.asarray(sample_weight)]
+        return DataLoader(ArrayDataset(*arrays), batch_size, shuffle=shuffle, rng=rng)
+
+    @staticmethod
+    def _unpack(who: str, batch) -> tuple:
+        if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
+            got = f"a tuple of {len(batch)}" if isinstance(batch, (tuple, list)) else type(batch)
+            raise TypeError(
+                f"Trainer.{who}: expected batches (x, y) or (x, y, sample_weight), got {got}"
+            )
+        return batch[0], batch[1], (batch[2] if len(batch) == 3 else None)
+
+    def _split(self, x, y, sample_weight, validation_split, stratify, rng):
+        """Holds out a random (or stratified) ``validation_split`` of the rows."""
+        x = x.tocsr() if sparse.issparse(x) else np.asarray(x)
+        y = np.asarray(y)
+        w = None if sample_weight is None else np.asarray(sample_weight)
+        n = _rows(x)
+        n_val = max(1, round(validation_split * n))
+        if n_val >= n:
+            raise ValueError(
+                f"Trainer.fit: expected validation_split to leave training rows, got "
+                f"{validation_split} of {n} rows"
+            )
+        if stratify:
+            train_idx, val_idx = stratified_indices(_labels(y), n_val, rng)
+        else:
+            order = rng.permutation(n)
+            val_idx, train_idx = order[:n_val], order[n_val:]
+        self.split_indices = (train_idx, val_idx)
+        if w is None:
+            return x[train_idx], y[train_idx], None, (x[val_idx], y[val_idx])
+        return x[train_idx], y[train_idx], w[train_idx], (x[val_idx], y[val_idx], w[val_idx])
+
+    def _class_weights(self, class_weight):
+        if class_weight is None:
+            return None
+        if isinstance(class_weight, dict):
+            keys = [int(k) for k in class_weight]
+            if any(k < 0 for k in keys):
+                raise ValueError(
+                    f"Trainer.fit: expected class_weight keys >= 0 (class indices), got {keys}"
+                )
+            lut = np.ones(max(keys) + 1)
+            for k, v in class_weight.items():
+                lut[int(k)] = float(v)
+            return lut
+        return np.asarray(class_weight, dtype=np.float64)
+
+    @staticmethod
+    def _weights(yb, wb, lut):
+        """Per-sample weights: sample_weight times class_weight[label] (either may be absent)."""
+        if lut is None:
+            return wb
+        labels = _labels(yb)
+        inside = labels < len(lut)
+        cw = np.where(inside, lut[np.where(inside, labels, 0)], 1.0)
+        return cw if wb is None else cw * np.asarray(wb, dtype=np.float64)
+
+    # ------------------------------------------------------------------ fit
+    def fit(
+        self,
+        x,
+        y=None,
+        *,
+        epochs: int = 1,
+        batch_size: int = 32,
+        validation_data=None,
+        validation_split: float = 0.0,
+        stratify: bool = False,
+        shuffle: bool = True,
+        sample_weight=None,
+        class_weight=None,
+        callbacks=(),
+        clip_norm: float | None = None,
+        clip_value: float | None = None,
+        nan_policy: str = "raise",
+        verbose: int = 1,
+        rng=None,
+    ) -> History:
+        """Trains for ``epochs`` epochs and returns the :class:`History`.
+
+        Args:
+            x: inputs (ndarray or scipy.sparse matrix, N rows), or a DataLoader of
+                ``(x, y[, sample_weight])`` batches (then leave ``y`` None).
+            y: targets, N rows.
+            epochs: passes over the training data.
+            batch_size: rows per step (array inputs).
+            validation_data: ``(x, y)``, ``(x, y, sample_weight)`` or a DataLoader, evaluated at
+                the end of each epoch (``val_loss``, ``val_<metric>``).
+            validation_split: a fraction of the rows held out for validation, at random
+                (array inputs; exclusive with ``validation_data``).
+            stratify: hold out ``validation_split`` with each class in proportion (from y).
+            shuffle: reshuffle the training rows every epoch (array inputs).
+            sample_weight: per-row weights (N,), passed to the loss as ``sample_weight=``.
+            class_weight: ``{class: weight}`` or a per-class sequence: each row's weight is
+                multiplied by its class's (from y's class indices or one-hot rows).
+            callbacks: :mod:`nnframe.callbacks` objects.
+            clip_norm: clip the global gradient norm to this before each step.
+            clip_value: clamp every gradient element to [-clip_value, clip_value] first.
+            nan_policy: what a NaN/Inf loss or gradient does. The step is never applied, so
+                parameters are never corrupted; then 'raise' raises FloatingPointError,
+                'skip_batch' goes on with the next batch (counted in ``skipped_batches``),
+                'stop' ends training (``stop_reason`` says where). A callback that sets
+                ``stop_training`` on that batch (TerminateOnNaN) stops without raising.
+            verbose: 0 silent; 1 a progress bar per epoch (only on a terminal); 2 one line
+                per epoch.
+            rng: Generator or int seed for shuffling and the validation split (None: nnframe's
+                default generator). Epoch e's order is the e-th ``rng.permutation(N)``.
+        """
+        self._check_fit_args(epochs, batch_size, validation_split, nan_policy, verbose)
+        rng = get_rng(rng)
+        if validation_split:
+            if validation_data is not None:
+                raise ValueError(
+                    "Trainer.fit: expected validation_data or validation_split, got both"
+                )
+            if isinstance(x, DataLoader):
+                raise TypeError(
+                    "Trainer.fit: validation_split needs array inputs, got a DataLoader "
+                    "(split it with nnframe.data.random_split, or pass validation_data)"
+                )
+            x, y, sample_weight, validation_data = self._split(
+                x, y, sample_weight, validation_split, stratify, rng
+            )
+        elif stratify:
+            raise ValueError("Trainer.fit: stratify=True needs validation_split > 0, got 0")
+        train = self._loader("fit", x, y, sample_weight, batch_size, shuffle, rng)
+        lut = self._class_weights(class_weight)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        history = self.history = History()
+        self.stop_training = False
+        self.stop_reason = None
+        cbs = CallbackList(callbacks, self)
+        show_bar = verbose == 1 and _is_tty(sys.stderr)
+        self._skipped = 0
+        logs: dict = {}
+        cbs.on_train_begin(logs)
+        for epoch in range(epochs):
+            cbs.on_epoch_begin(epoch, {})
+            bar = _progress_bar(len(train), epoch, epochs, show_bar)
+            try:
+                logs = self._train_epoch(
+                    train, epoch, cbs, params, lut, clip_norm, clip_value, nan_policy, bar
+                )
+                if validation_data is not None and logs["_steps"]:
+                    val = self._evaluate(validation_data, batch_size, "fit")
+                    logs.update({f"val_{k}": v for k, v in val.items()})
+                logs.pop("_steps")
+                logs["time"] = time.perf_counter() - logs.pop("_start")
+                if show_bar:  # the bar's last state shows the whole epoch, validation included
+                    bar.set_postfix_str(self._epoch_line(epoch, epochs, logs, short=True))
+            finally:
+                bar.close()
+            history.record(epoch, logs)
+            if verbose == 2:
+                print(self._epoch_line(epoch, epochs, logs), flush=True)
+            cbs.on_epoch_end(epoch, logs)
+            if self.stop_training:
+                break
+        cbs.on_train_end(logs)
+        history.stop_reason = self.stop_reason
+        return history
+
+    @staticmethod
+    def _check_fit_args(epochs, batch_size, validation_split, nan_policy, verbose) -> None:
+        who = "Trainer.fit"
+        check_hyper(who, "epochs", epochs, int(epochs) >= 1, "must be >= 1")
+        check_hyper(who, "batch_size", batch_size, int(batch_size) >= 1, "must be >= 1")
+        check_hyper(
+            who, "validation_split", validation_split, 0.0 <= validation_split < 1.0,
+            "must be in [0, 1)",
+        )  # fmt: skip
+        check_hyper(
+            who, "nan_policy", nan_policy, nan_policy in _NAN_POLICIES,
+            f"must be one of {_NAN_POLICIES}",
+        )  # fmt: skip
+        check_hyper(who, "verbose", verbose, verbose in (0, 1, 2), "must be 0, 1 or 2")
+
+    def _train_epoch(
+        self, loader, epoch, cbs, params, lut, clip_norm, clip_value, nan_policy, bar
+    ) -> dict:
+        show_bar = not bar.disable
+        model, loss_fn, optimizer = self.model, self.loss, self.optimizer
+        model.train()
+        for m in self.metrics:
+            m.reset()
+        start = time.perf_counter()
+        lr = float(optimizer.param_groups[0]["lr"])
+        total_loss, seen, steps, norms = 0.0, 0, 0, []
+        for batch, data in enumerate(loader):
+            xb, yb, wb = self._unpack("fit", data)
+            wb = self._weights(yb, wb, lut)
+            cbs.on_batch_begin(batch, {})
+            model.zero_grad()
+            pred = model(xb)
+            loss = float(loss_fn(pred, yb) if wb is None else loss_fn(pred, yb, sample_weight=wb))
+            norm = math.nan
+            bad = None if math.isfinite(loss) else "loss"
+            if bad is None:
+                model.backward(loss_fn.backward())
+                cbs.on_after_backward(batch, {"loss": loss})
+                norm = total_norm([p.grad for p in params])
+                if not math.isfinite(norm):
+                    bad = "gradient norm"
+            if bad is None:
+                if clip_value is not None:
+                    clip_grad_value_(params, clip_value)
+                if clip_norm is not None:
+                    clip_grad_norm_(params, clip_norm)
+                optimizer.step()
+                n = _rows(xb)
+                total_loss += loss * n
+                seen += n
+                steps += 1
+                norms.append(norm)
+                for m in self.metrics:
+                    m.update(pred, yb)
+            else:
+                model.zero_grad()  # the step is skipped: leave no poisoned gradient behind
+            batch_logs = {"loss": loss, "batch_size": _rows(xb), "grad_norm": norm}
+            cbs.on_batch_end(batch, batch_logs)
+            if show_bar:
+                bar.set_postfix_str(self._postfix(total_loss, seen), refresh=False)
+                bar.update(1)
+            if bad is not None and not self.stop_training:
+                where = f"epoch {epoch}, batch {batch}"
+                if nan_policy == "raise":
+                    raise FloatingPointError(
+                        f"Trainer.fit: expected a finite {bad}, got {loss if bad == 'loss' else norm} "
+                        f"at {where} (the step was not applied). Lower the learning rate, "
+                        "clip gradients (clip_norm=), or pass nan_policy='skip_batch' or 'stop'"
+                    )
+                if nan_policy == "stop":
+                    self.stop_training = True
+                    self.stop_reason = f"nan_policy='stop': non-finite {bad} at {where}"
+                else:
+                    self._skipped += 1
+            if self.stop_training:
+                break
+        logs = {"loss": total_loss / seen if seen else math.nan}
+        for m in self.metrics:
+            logs[m.name] = m.result() if seen else math.nan
+        logs["lr"] = lr
+        logs["grad_norm"] = float(np.mean(norms)) if norms else math.nan
+        logs["grad_norm_max"] = float(np.max(norms)) if norms else math.nan
+        logs["skipped_batches"] = self._skipped
+        logs["_steps"] = steps
+        logs["_start"] = start
+        return logs
+
+    def _postfix(self, total_loss: float, seen: int) -> str:
+        parts = [f"loss {total_loss / seen:.4f}" if seen else "loss nan"]
+        parts += [f"{m.name} {m.result():.4f}" for m in self.metrics if seen]
+        return " ".join(parts)
+
+    def _epoch_line(self, epoch: int, epochs: int, logs: dict, short: bool = False) -> str:
+        parts = [] if short else [f"epoch {epoch + 1}/{epochs}", f"{logs['time']:.2f}s"]
+        for key, value in logs.items():
+            if key in ("time", "grad_norm_max", "skipped_batches"):
+                continue
+            if short and key in ("lr", "grad_norm"):
+                continue
+            parts.append(
+                f"{key} {value:.4g}" if key in ("lr", "grad_norm") else f"{key} {value:.4f}"
+            )
+        return " - ".join(parts)
+
+    # ------------------------------------------------------------------ evaluate / predict
+    def _evaluate(self, data, batch_size, who) -> dict:
+        if isinstance(data, DataLoader):
+            loader = data
+        elif isinstance(data, (tuple, list)) and len(data) in (2, 3):
+            loader = DataLoader(ArrayDataset(*data), batch_size)
+        else:
+            raise TypeError(
+                f"Trainer.{who}: expected validation data as (x, y), (x, y, sample_weight) or "
+                f"a DataLoader, got {type(data).__name__}"
+            )
+        metrics = [copy.deepcopy(m) for m in self.metrics]
+        for m in metrics:
+            m.reset()
+        was_training = self.model.training
+        self.model.eval()
+        total, seen = 0.0, 0
+        try:
+            for data_batch in loader:
+                xb, yb, wb = self._unpack(who, data_batch)
+                pred = self.model(xb)
+                loss = self.loss(pred, yb) if wb is None else self.loss(pred, yb, sample_weight=wb)
+                n = _rows(xb)
+                total += float(loss) * n
+                seen += n
+                for m in metrics:
+                    m.update(pred, yb)
+        finally:
+            self.model.train(was_training)
+        out = {"loss": total / seen if seen else math.nan}
+        out.update({m.name: m.result() for m in metrics})
+        return out
+
+    def evaluate(self, x, y=None, *, batch_size: int = 256, sample_weight=None) -> dict:
+        """The loss and every metric over ``(x, y)`` (or a DataLoader), batched, in eval mode
+        (the previous mode is restored). Returns ``{'loss': ..., '<metric>': ...}``."""
+        check_hyper("Trainer.evaluate", "batch_size", batch_size, batch_size >= 1, "must be >= 1")
+        loader = self._loader("evaluate", x, y, sample_weight, batch_size, False, None)
+        return self._evaluate(loader, batch_size, "evaluate")
+
+    def predict(self, x, *, batch_size: int = 256) -> np.ndarray:
+        """The model's outputs for ``x`` (ndarray, scipy.sparse matrix or DataLoader whose
+        batches start with x), batched, in eval mode (the previous mode is restored)."""
+        check_hyper("Trainer.predict", "batch_size", batch_size, batch_size >= 1, "must be >= 1")
+        if isinstance(x, DataLoader):
+            batches = (b[0] if isinstance(b, (tuple, list)) else b for b in x)
+        else:
+            if not sparse.issparse(x):
+                x = np.asarray(x)
+                if x.ndim == 0:
+                    raise ShapeError(
+                        "Trainer.predict: expected inputs with a batch axis, got a scalar"
+                    )
+            else:
+                x = x.tocsr()
+            batches = (x[i : i + batch_size] for i in range(0, _rows(x), batch_size))
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            outputs = [np.asarray(self.model(xb)) for xb in batches]
+        finally:
+            self.model.train(was_training)
+        if not outputs:
+            raise ValueError("Trainer.predict: expected at least one row, got none")
+        return np.concatenate(outputs, axis=0)
