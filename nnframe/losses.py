@@ -144,11 +144,11 @@ class Loss:
             raise RuntimeError(f"{self!r}: backward called before forward")
         return self._saved
 
-    def same_shape(self, pred, target) -> np.ndarray:
+    def same_shape(self, pred, target, what: str = "pred") -> np.ndarray:
         """``target`` in pred's dtype; refuses to broadcast: (8, 1) against (8,) is a bug."""
         if pred.shape != target.shape:
             raise ShapeError(
-                f"{self.name}: pred and target must have the same shape, "
+                f"{self.name}: {what} and target must have the same shape, "
                 f"got {fmt_shape(pred.shape)} and {fmt_shape(target.shape)}"
             )
         return as_float_input(self.name, target, pred.dtype)
@@ -773,7 +773,7 @@ class MarginRankingLoss(_PairLoss):
 
     def elements(self, pred, target):
         x1, x2 = pred
-        y = self.same_shape(x1, target)
+        y = self.same_shape(x1, target, "x1")
         z = self.margin - y * (x1 - x2)
         self.save_for_backward(-y * (z > 0))  # dl/dx1 (and dl/dx2 is its negative)
         return np.maximum(z, 0)

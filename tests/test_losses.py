@@ -201,6 +201,35 @@ def test_matches_torch_float64(kind, data):
         np.testing.assert_allclose(got, tp.grad.numpy(), rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("kdim", [False, True])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("smoothing", [0.0, 0.25])
+@pytest.mark.parametrize("ignore_index", [-100, 1])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_cross_entropy_grid_matches_torch(kdim, weighted, smoothing, ignore_index, reduction):
+    """Every combination of weight, label_smoothing, ignore_index and reduction: the values,
+    the gradients and so the 'mean' denominators are PyTorch's."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(7)
+    shape = (5, 3, 2) if kdim else (5, 3)
+    z = rng.normal(size=shape) * 2
+    y = np.array([0, 1, 2, 1, 1] if not kdim else [[0, 1], [2, 1], [1, 1], [0, 2], [1, 0]])
+    kwargs = dict(weight=np.array([0.5, 2.0, 1.5]) if weighted else None, ignore_index=ignore_index)
+    for name, extra, pred in [
+        ("CrossEntropyLoss", {"label_smoothing": smoothing}, z),
+        ("NLLLoss", {}, log_softmax(z, axis=1)),
+    ]:
+        loss = getattr(nf, name)(reduction=reduction, **kwargs, **extra)
+        tloss = getattr(torch.nn, name)(reduction=reduction, **_torch_args(torch, kwargs | extra))
+        tz = torch.tensor(pred, requires_grad=True)
+        value, tvalue = loss(pred, y), tloss(tz, torch.tensor(y))
+        g = rng.normal(size=np.shape(value))
+        grad = loss.backward(g) if reduction == "none" else loss.backward()
+        tvalue.backward(torch.tensor(g) if reduction == "none" else None)
+        np.testing.assert_allclose(value, tvalue.detach().numpy(), rtol=1e-12)
+        np.testing.assert_allclose(grad, tz.grad.numpy(), rtol=1e-10, atol=1e-14)
+
+
 # ------------------------------------------------------------------------ dtype
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
@@ -340,7 +369,7 @@ def test_shape_traps_raise():
         nf.BCEWithLogitsLoss()(np.zeros(8), np.zeros((8, 1)))
     with pytest.raises(
         nf.ShapeError,
-        match=r"MarginRankingLoss: pred and target must have the same shape, got \(4,\) and \(4, 1\)",
+        match=r"MarginRankingLoss: x1 and target must have the same shape, got \(4,\) and \(4, 1\)",
     ):
         nf.MarginRankingLoss()((np.zeros(4), np.zeros(4)), np.ones((4, 1)))
 
