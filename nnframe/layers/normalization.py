@@ -55,6 +55,7 @@ class _NormBase(Module):
 
     _ranks: tuple[int, ...] = ()  # accepted input ranks
     _spatial: str = ""  # the accepted spatial dimensions, as written in messages
+    _counts_batches = True  # InstanceNorm, as PyTorch's, leaves num_batches_tracked at 0
 
     def __init__(
         self,
@@ -68,7 +69,7 @@ class _NormBase(Module):
         super().__init__()
         who = type(self).__name__
         check_hyper(who, "num_features", num_features, num_features > 0, "must be > 0")
-        check_hyper(who, "eps", eps, eps > 0, "must be > 0")
+        check_hyper(who, "eps", eps, eps >= 0, "must be >= 0")
         _check_momentum(who, momentum)
         self.num_features = int(num_features)
         self.eps = float(eps)
@@ -121,8 +122,13 @@ class _NormBase(Module):
     def _update_running(self, mean: np.ndarray, var: np.ndarray, count: int) -> None:
         """running = (1 - f) * running + f * batch, with the *unbiased* batch variance and
         f = momentum, or 1 / num_batches_tracked for a cumulative average (momentum=None)."""
-        self.num_batches_tracked += 1
-        f = self.momentum if self.momentum is not None else 1.0 / int(self.num_batches_tracked)
+        if self.momentum is None:
+            self.num_batches_tracked += 1
+            f = 1.0 / int(self.num_batches_tracked)
+        else:
+            if self._counts_batches:
+                self.num_batches_tracked += 1
+            f = self.momentum
         unbiased = var * (count / (count - 1)) if count > 1 else var
         self.running_mean *= 1 - f
         self.running_mean += f * mean.astype(self.running_mean.dtype, copy=False)
@@ -267,6 +273,8 @@ class BatchNorm3d(_BatchNorm):
 class _InstanceNorm(_NormBase):
     """Normalization of each sample's channel over its spatial positions."""
 
+    _counts_batches = False
+
     def __init__(
         self,
         num_features: int,
@@ -277,6 +285,11 @@ class _InstanceNorm(_NormBase):
         *,
         dtype=np.float32,
     ):
+        if momentum is None:
+            raise ValueError(
+                f"{type(self).__name__}: invalid momentum=None (must be in [0, 1]; the "
+                "cumulative average of momentum=None is BatchNorm's)"
+            )
         super().__init__(num_features, eps, momentum, affine, track_running_stats, dtype)
 
     def forward(self, x):
@@ -313,9 +326,9 @@ class InstanceNorm1d(_InstanceNorm):
 
     PyTorch's defaults: ``affine=False``, ``track_running_stats=False`` (the statistics of the
     sample itself are used in training and evaluation alike). With ``track_running_stats`` the
-    running statistics average the instances' ones and evaluation uses them. One difference
-    from PyTorch: ``momentum=None`` is a cumulative average here, as in BatchNorm (PyTorch
-    leaves the running statistics unchanged and ``num_batches_tracked`` at 0).
+    running statistics average the instances' ones and evaluation uses them; as in PyTorch,
+    ``num_batches_tracked`` stays 0. ``momentum`` must be a number: PyTorch silently freezes the
+    running statistics for ``momentum=None``, nnframe refuses it.
 
     Args:
         num_features: C.
@@ -412,7 +425,7 @@ class LayerNorm(_LastAxesNorm):
     ):
         super().__init__()
         self.normalized_shape = _as_shape("LayerNorm", normalized_shape)
-        check_hyper("LayerNorm", "eps", eps, eps > 0, "must be > 0")
+        check_hyper("LayerNorm", "eps", eps, eps >= 0, "must be >= 0")
         self.eps = float(eps)
         self.elementwise_affine = bool(elementwise_affine)
         self._dtype = np.dtype(dtype)
@@ -554,7 +567,7 @@ class GroupNorm(Module):
             num_channels % num_groups == 0,
             f"must divide num_channels={num_channels}",
         )
-        check_hyper(who, "eps", eps, eps > 0, "must be > 0")
+        check_hyper(who, "eps", eps, eps >= 0, "must be >= 0")
         self.num_groups = int(num_groups)
         self.num_channels = int(num_channels)
         self.eps = float(eps)
