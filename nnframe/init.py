@@ -25,6 +25,9 @@ _GAINS = {
     "conv1d": 1.0,
     "conv2d": 1.0,
     "conv3d": 1.0,
+    "conv_transpose1d": 1.0,
+    "conv_transpose2d": 1.0,
+    "conv_transpose3d": 1.0,
     "sigmoid": 1.0,
     "tanh": 5.0 / 3,
     "relu": math.sqrt(2.0),
@@ -36,8 +39,15 @@ def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
     """The recommended gain for a nonlinearity (PyTorch's table): relu sqrt(2), tanh 5/3,
     leaky_relu sqrt(2 / (1 + slope^2)) with ``param`` the slope (default 0.01), selu 3/4."""
     if nonlinearity == "leaky_relu":
-        slope = 0.01 if param is None else float(param)
-        return math.sqrt(2.0 / (1 + slope**2))
+        if param is None:
+            param = 0.01
+        elif isinstance(param, bool) or not isinstance(
+            param, (int, float, np.integer, np.floating)
+        ):
+            raise ValueError(
+                f"calculate_gain: expected a number as leaky_relu's negative slope, got {param!r}"
+            )
+        return math.sqrt(2.0 / (1 + float(param) ** 2))
     if nonlinearity not in _GAINS:
         raise ValueError(
             f"calculate_gain: expected one of {sorted([*_GAINS, 'leaky_relu'])}, got {nonlinearity!r}"
@@ -45,14 +55,27 @@ def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
     return _GAINS[nonlinearity]
 
 
+def _shape(shape) -> tuple[int, ...]:
+    """A shape as a tuple of ints (an int is a 1-d shape)."""
+    if isinstance(shape, (int, np.integer)):
+        return (int(shape),)
+    return tuple(int(n) for n in shape)
+
+
 def fans(shape: tuple[int, ...]) -> tuple[int, int]:
-    """(fan_in, fan_out) of a weight of shape ``(out, in, *kernel)``; a vector uses its length."""
+    """(fan_in, fan_out) of a weight of shape ``(out, in, *kernel)``; a vector uses its length
+    for both (PyTorch refuses vectors; biases and norms use it here)."""
+    shape = _shape(shape)
     if len(shape) == 0:
         raise ValueError("fans: expected a shape with at least one dimension, got ()")
     if len(shape) == 1:
         return shape[0], shape[0]
     receptive = math.prod(shape[2:])
     return shape[1] * receptive, shape[0] * receptive
+
+
+def _is_empty(shape) -> bool:
+    return math.prod(_shape(shape)) == 0
 
 
 def _fan(shape, mode: str) -> int:
@@ -81,6 +104,8 @@ def uniform(shape, a: float = 0.0, b: float = 1.0, *, rng=None, dtype=np.float32
 
 def normal(shape, mean: float = 0.0, std: float = 1.0, *, rng=None, dtype=np.float32) -> np.ndarray:
     """Samples N(mean, std^2)."""
+    if not std >= 0:
+        raise ValueError(f"normal: invalid std={std!r} (must be >= 0)")
     return get_rng(rng).normal(mean, std, size=shape).astype(dtype)
 
 
@@ -88,8 +113,13 @@ def trunc_normal(
     shape, mean=0.0, std=1.0, a=-2.0, b=2.0, *, rng=None, dtype=np.float32
 ) -> np.ndarray:
     """Samples N(mean, std^2) restricted to [a, b] (absolute bounds, as PyTorch), by inverting
-    the normal CDF on the truncated interval."""
+    the normal CDF on the truncated interval. Float32 values lie in ``[float32(a), float32(b)]``."""
     from scipy.special import ndtr, ndtri
+
+    if not std > 0:
+        raise ValueError(f"trunc_normal: invalid std={std!r} (must be > 0)")
+    if not a < b:
+        raise ValueError(f"trunc_normal: expected bounds a < b, got a={a!r}, b={b!r}")
 
     lo, hi = ndtr((a - mean) / std), ndtr((b - mean) / std)
     u = get_rng(rng).uniform(lo, hi, size=shape)
@@ -98,6 +128,8 @@ def trunc_normal(
 
 def xavier_uniform(shape, gain: float = 1.0, *, rng=None, dtype=np.float32) -> np.ndarray:
     """Glorot uniform: U(-b, b) with b = gain * sqrt(6 / (fan_in + fan_out))."""
+    if _is_empty(shape):
+        return np.zeros(_shape(shape), dtype=dtype)
     fan_in, fan_out = fans(shape)
     bound = gain * math.sqrt(6.0 / (fan_in + fan_out))
     return uniform(shape, -bound, bound, rng=rng, dtype=dtype)
@@ -105,6 +137,8 @@ def xavier_uniform(shape, gain: float = 1.0, *, rng=None, dtype=np.float32) -> n
 
 def xavier_normal(shape, gain: float = 1.0, *, rng=None, dtype=np.float32) -> np.ndarray:
     """Glorot normal: N(0, std^2) with std = gain * sqrt(2 / (fan_in + fan_out))."""
+    if _is_empty(shape):
+        return np.zeros(_shape(shape), dtype=dtype)
     fan_in, fan_out = fans(shape)
     return normal(shape, 0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)), rng=rng, dtype=dtype)
 
@@ -112,7 +146,9 @@ def xavier_normal(shape, gain: float = 1.0, *, rng=None, dtype=np.float32) -> np
 def kaiming_uniform(
     shape, a: float = 0.0, mode="fan_in", nonlinearity="leaky_relu", *, rng=None, dtype=np.float32
 ) -> np.ndarray:
-    """He uniform: U(-b, b) with b = gain * sqrt(3 / fan)."""
+    """He uniform: U(-b, b) with b = gain * sqrt(3 / fan); ``a`` is leaky_relu's slope."""
+    if _is_empty(shape):
+        return np.zeros(_shape(shape), dtype=dtype)
     bound = calculate_gain(nonlinearity, a) * math.sqrt(3.0 / _fan(shape, mode))
     return uniform(shape, -bound, bound, rng=rng, dtype=dtype)
 
@@ -120,27 +156,36 @@ def kaiming_uniform(
 def kaiming_normal(
     shape, a: float = 0.0, mode="fan_in", nonlinearity="leaky_relu", *, rng=None, dtype=np.float32
 ) -> np.ndarray:
-    """He normal: N(0, std^2) with std = gain / sqrt(fan)."""
+    """He normal: N(0, std^2) with std = gain / sqrt(fan); ``a`` is leaky_relu's slope."""
+    if _is_empty(shape):
+        return np.zeros(_shape(shape), dtype=dtype)
     std = calculate_gain(nonlinearity, a) / math.sqrt(_fan(shape, mode))
     return normal(shape, 0.0, std, rng=rng, dtype=dtype)
 
 
 def lecun_uniform(shape, *, rng=None, dtype=np.float32) -> np.ndarray:
     """LeCun uniform: U(-b, b) with b = sqrt(3 / fan_in)."""
+    if _is_empty(shape):
+        return np.zeros(_shape(shape), dtype=dtype)
     bound = math.sqrt(3.0 / fans(shape)[0])
     return uniform(shape, -bound, bound, rng=rng, dtype=dtype)
 
 
 def lecun_normal(shape, *, rng=None, dtype=np.float32) -> np.ndarray:
     """LeCun normal: N(0, 1 / fan_in) (the initialization SELU networks assume)."""
+    if _is_empty(shape):
+        return np.zeros(_shape(shape), dtype=dtype)
     return normal(shape, 0.0, 1.0 / math.sqrt(fans(shape)[0]), rng=rng, dtype=dtype)
 
 
 def orthogonal(shape, gain: float = 1.0, *, rng=None, dtype=np.float32) -> np.ndarray:
     """A (semi-)orthogonal matrix from the QR decomposition of a Gaussian one; trailing
     dimensions are flattened, so rows (or columns) of ``w.reshape(shape[0], -1)`` are orthonormal."""
+    shape = _shape(shape)
     if len(shape) < 2:
         raise ValueError(f"orthogonal: expected a shape with at least 2 dimensions, got {shape}")
+    if _is_empty(shape):
+        return np.zeros(shape, dtype=dtype)
     rows, cols = shape[0], math.prod(shape[1:])
     a = get_rng(rng).normal(size=(max(rows, cols), min(rows, cols)))
     q, r = np.linalg.qr(a)
