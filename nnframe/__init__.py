@@ -84,6 +84,7 @@ from nnframe.training import History, Trainer
 # --- serialization: imports ---
 from nnframe import anomaly, serialization
 from nnframe.anomaly import detect_anomaly, set_detect_anomaly
+from nnframe.checkpoint import Checkpoint, latest_checkpoint, load_checkpoint, save_checkpoint
 from nnframe.config import from_config, get_config, register_layer
 from nnframe.errors import AnomalyError, ModelFormatError
 from nnframe.serialization import load, load_weights, save, save_weights
@@ -199,5 +200,9 @@ __all__ = [
     "set_detect_anomaly",
     "anomaly",
     "serialization",
+    "save_checkpoint",
+    "load_checkpoint",
+    "latest_checkpoint",
+    "Checkpoint",
     # --- distributed: names ---
 ]

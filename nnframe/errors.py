@@ -72,3 +72,13 @@ def as_float_input(who: object, x, dtype: np.dtype):
             expected_got(who, f"a real numeric input (cast to {dtype})", f"dtype {x.dtype}")
         )
     return x.astype(dtype)
+
+
+class ModelFormatError(ValueError):
+    """A model, weights or checkpoint file is malformed, corrupted, truncated, of a newer format,
+    or not a safetensors file at all (raised by :mod:`nnframe.serialization`)."""
+
+
+class AnomalyError(FloatingPointError):
+    """Anomaly mode (:func:`nnframe.detect_anomaly`) found a NaN or Inf: the message names the
+    first layer where it appeared, forward or backward, and the step."""

@@ -9,11 +9,14 @@ gradient for the input.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 
 import numpy as np
 
+from nnframe.anomaly import STATE as _ANOMALY
 from nnframe.errors import fmt_shape
 from nnframe.parameter import Parameter
 
@@ -61,6 +64,8 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__}.backward is not implemented")
 
     def __call__(self, *args, **kwargs):
+        if _ANOMALY.enabled:  # anomaly mode (nnframe.anomaly): off by default, one bool test
+            return _ANOMALY.call(self, args, kwargs)
         return self.forward(*args, **kwargs)
 
     def save_for_backward(self, *arrays) -> None:
@@ -245,6 +250,34 @@ class Module:
                 current = getattr(owner, attr)
                 current[...] = np.asarray(state_dict[key]).astype(current.dtype, copy=False)
 
+    # ------------------------------------------------------------------ configs (nnframe.config)
+    def __init_subclass__(cls, **kwargs):
+        """Wraps each subclass's own ``__init__`` so that the outermost constructor call records
+        its arguments in ``self._init_args``: ``get_config`` then needs no code in any layer.
+        Costs one signature bind per construction, nothing per forward/backward."""
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is not None and not getattr(init, "_records_args", False):
+            cls.__init__ = _recording_init(init)
+
+    def get_config(self) -> dict:
+        """The architecture as JSON-ready ``{"class": name, "config": {arguments}}``: the
+        constructor arguments (rng and callable initializers left out; child Modules nested).
+        Override it together with ``from_config`` for a layer built in other ways."""
+        from nnframe.config import get_config
+
+        return get_config(self)
+
+    @classmethod
+    def from_config(cls, config: Mapping) -> Module:
+        """Rebuilds a module from ``get_config``'s dict (class names via the layer registry)."""
+        from nnframe.config import from_config
+
+        module = from_config(config)
+        if not isinstance(module, cls):
+            raise TypeError(f"{cls.__name__}.from_config: got a config of {config['class']}")
+        return module
+
     # ------------------------------------------------------------------ repr
     def extra_repr(self) -> str:
         """The text inside ``Name(...)``; layers list their constructor arguments here."""
@@ -259,3 +292,23 @@ class Module:
             child_repr = repr(child).replace("\n", "\n  ")
             lines.append(f"  ({name}): {child_repr}")
         return "\n".join(lines) + "\n)"
+
+
+def _recording_init(init):
+    """``init`` wrapped to record its bound arguments when it is the outermost ``__init__`` call
+    on ``self`` (a subclass's ``super().__init__(...)`` does not overwrite the record)."""
+    signature = inspect.signature(init)
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        if "_init_args" not in self.__dict__:
+            try:
+                bound = signature.bind(self, *args, **kwargs).arguments
+                bound.pop(next(iter(bound)))  # self
+            except TypeError:  # a wrong call: init raises its own error just below
+                bound = {}
+            self.__dict__["_init_args"] = bound
+        init(self, *args, **kwargs)
+
+    __init__._records_args = True
+    return __init__

@@ -1,0 +1,310 @@
+"""Checkpoints: everything a training run needs to resume, bit for bit, in one safetensors file.
+
+A checkpoint holds the model's weights (tensors ``model/<name>``), its architecture config when
+it has one, and a JSON tree (metadata ``nnframe.checkpoint``) with the optimizer and scheduler
+state, the random generators' states (nnframe's default generator and every Generator held by a
+layer), the epoch, the step, the data-loader position, the callbacks' state and any ``extra``
+values. Arrays inside the tree are stored as tensors ``state/<i>``; nothing is pickled, and
+loading maps a fixed set of tags back to numbers, strings, lists, tuples, dicts and arrays.
+
+Writes are atomic (see :mod:`nnframe.serialization`), so a crash during a save leaves the
+previous checkpoint intact; :func:`latest_checkpoint` finds the newest complete one.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from nnframe.errors import ModelFormatError
+from nnframe.random import default_rng
+from nnframe.serialization import load_file, model_from_file_parts, save_file
+
+_MODEL = "model/"
+_STATE = "state/"
+_MAX_DEPTH = 64
+
+
+@dataclass
+class Checkpoint:
+    """What :func:`load_checkpoint` read. Objects passed to it were restored in place; the
+    states are here for everything else."""
+
+    model: object | None
+    model_state: dict
+    optimizer_state: dict | None = None
+    scheduler_state: dict | None = None
+    rng_state: dict | None = None
+    epoch: int = 0
+    step: int = 0
+    loader_state: object = None
+    callback_states: list | None = None
+    extra: object = None
+    metadata: dict = field(default_factory=dict)
+
+
+def save_checkpoint(
+    path,
+    model,
+    optimizer=None,
+    scheduler=None,
+    *,
+    epoch: int = 0,
+    step: int = 0,
+    loader=None,
+    callbacks=None,
+    extra=None,
+) -> None:
+    """Saves a resumable training state to ``path`` atomically.
+
+    Args:
+        path: the file to write (replaced atomically when it exists).
+        model: the Module; its weights and buffers, and its config when it has one.
+        optimizer, scheduler: objects with ``state_dict()`` (or None).
+        epoch, step: where training stands.
+        loader: the data loader (its ``state_dict()``) or a value giving its position.
+        callbacks: a list of callbacks; those with ``state_dict()`` are saved.
+        extra: any tree of numbers, strings, arrays, lists, tuples and dicts.
+    """
+    tensors = {_MODEL + k: v for k, v in model.state_dict().items()}
+    arrays: list[np.ndarray] = []
+    tree = {
+        "epoch": int(epoch),
+        "step": int(step),
+        "optimizer": _state_of(optimizer),
+        "scheduler": _state_of(scheduler),
+        "rng": {"default": default_rng().bit_generator.state, "layers": _layer_rngs(model)},
+        "loader": _state_of(loader) if hasattr(loader, "state_dict") else loader,
+        "callbacks": None if callbacks is None else [_state_of(cb) for cb in callbacks],
+        "extra": extra,
+    }
+    encoded = {k: _encode(v, arrays, k, 0) for k, v in tree.items()}
+    for i, a in enumerate(arrays):
+        tensors[f"{_STATE}{i}"] = a
+    meta = {"nnframe.kind": "checkpoint", "nnframe.checkpoint": json.dumps(encoded)}
+    try:
+        from nnframe.config import get_config
+
+        meta["nnframe.config"] = json.dumps(get_config(model))
+    except (TypeError, ValueError):  # a layer without a config: load into a built model
+        pass
+    save_file(tensors, path, meta)
+
+
+def load_checkpoint(
+    path,
+    model=None,
+    optimizer=None,
+    scheduler=None,
+    *,
+    loader=None,
+    callbacks=None,
+    restore_rng: bool = True,
+    cast: bool = False,
+) -> Checkpoint:
+    """Reads a checkpoint and restores, in place, every object given.
+
+    ``model`` (if None, it is rebuilt from the stored config), ``optimizer``, ``scheduler``,
+    ``loader`` and ``callbacks`` get their ``load_state_dict``; with ``restore_rng`` nnframe's
+    default generator and the layers' generators get their saved states back. Returns a
+    :class:`Checkpoint` with the epoch, step, extra values and every state.
+    """
+    tensors, metadata = load_file(path)
+    where = f"load_checkpoint: {os.fspath(path)!r}"
+    text = metadata.get("nnframe.checkpoint")
+    if metadata.get("nnframe.kind") != "checkpoint" or text is None:
+        raise ModelFormatError(f"{where}: expected a checkpoint file, got a model or weights file")
+    try:
+        encoded = json.loads(text)
+    except (ValueError, RecursionError):
+        raise ModelFormatError(f"{where}: the checkpoint state is not valid JSON") from None
+    if not isinstance(encoded, dict):
+        raise ModelFormatError(f"{where}: the checkpoint state is not a JSON object")
+    tree = {k: _decode(v, tensors, where, 0) for k, v in encoded.items()}
+    model_state = {k[len(_MODEL) :]: v for k, v in tensors.items() if k.startswith(_MODEL)}
+    if model is None and "nnframe.config" in metadata:
+        model = model_from_file_parts(tensors, metadata, os.fspath(path), prefix=_MODEL)
+    elif model is not None:
+        model.load_state_dict(model_state, cast=cast)
+    ckpt = Checkpoint(
+        model=model,
+        model_state=model_state,
+        optimizer_state=tree.get("optimizer"),
+        scheduler_state=tree.get("scheduler"),
+        rng_state=tree.get("rng"),
+        epoch=_int(tree.get("epoch", 0), where, "epoch"),
+        step=_int(tree.get("step", 0), where, "step"),
+        loader_state=tree.get("loader"),
+        callback_states=tree.get("callbacks"),
+        extra=tree.get("extra"),
+        metadata=metadata,
+    )
+    if optimizer is not None and ckpt.optimizer_state is not None:
+        optimizer.load_state_dict(ckpt.optimizer_state)
+    if scheduler is not None and ckpt.scheduler_state is not None:
+        scheduler.load_state_dict(ckpt.scheduler_state)
+    if loader is not None and hasattr(loader, "load_state_dict") and ckpt.loader_state is not None:
+        loader.load_state_dict(ckpt.loader_state)
+    if callbacks is not None and ckpt.callback_states is not None:
+        for cb, state in zip(callbacks, ckpt.callback_states):
+            if state is not None and hasattr(cb, "load_state_dict"):
+                cb.load_state_dict(state)
+    if restore_rng and ckpt.rng_state is not None:
+        _restore_rngs(ckpt.rng_state, model, where)
+    return ckpt
+
+
+def latest_checkpoint(directory, pattern: str = "*.safetensors") -> str | None:
+    """The newest file in ``directory`` matching ``pattern`` that loads as a complete, valid
+    checkpoint (newest by modification time); None when there is none. Temporary files of an
+    interrupted save are never returned."""
+    paths = [
+        p
+        for p in glob.glob(os.path.join(os.fspath(directory), pattern))
+        if not os.path.basename(p).startswith(".") and os.path.isfile(p)
+    ]
+    paths.sort(key=lambda p: (os.path.getmtime(p), p), reverse=True)
+    for p in paths:
+        try:
+            _, metadata = load_file(p)
+        except (ModelFormatError, OSError):
+            continue
+        if metadata.get("nnframe.kind") == "checkpoint":
+            return p
+    return None
+
+
+# ---------------------------------------------------------------------- states and generators
+def _state_of(obj):
+    if obj is None:
+        return None
+    if hasattr(obj, "state_dict"):
+        return obj.state_dict()
+    return None
+
+
+def _layer_rngs(model) -> dict:
+    """The state of every numpy Generator a layer holds (dropout masks, ...), by dotted name."""
+    states = {}
+    for prefix, module in model.named_modules():
+        for attr, value in vars(module).items():
+            if isinstance(value, np.random.Generator):
+                states[f"{prefix}.{attr}" if prefix else attr] = value.bit_generator.state
+    return states
+
+
+def _restore_rngs(rng_state, model, where: str) -> None:
+    if not isinstance(rng_state, dict):
+        raise ModelFormatError(f"{where}: malformed random generator state")
+    try:
+        if rng_state.get("default") is not None:
+            default_rng().bit_generator.state = rng_state["default"]
+        layers = rng_state.get("layers") or {}
+        if model is not None and layers:
+            for prefix, module in model.named_modules():
+                for attr, value in vars(module).items():
+                    key = f"{prefix}.{attr}" if prefix else attr
+                    if isinstance(value, np.random.Generator) and key in layers:
+                        value.bit_generator.state = layers[key]
+    except (TypeError, ValueError, KeyError, AttributeError) as e:
+        raise ModelFormatError(f"{where}: invalid random generator state ({e})") from None
+
+
+def _int(value, where: str, what: str) -> int:
+    if type(value) is not int:
+        raise ModelFormatError(f"{where}: expected an integer {what}, got {value!r}")
+    return value
+
+
+# ---------------------------------------------------------------------- the state tree
+def _encode(value, arrays: list, where: str, depth: int):
+    """A JSON-ready form of ``value``; arrays (and numpy scalars) go to ``arrays``."""
+    if depth > _MAX_DEPTH:
+        raise ValueError(f"save_checkpoint: {where}: nested deeper than {_MAX_DEPTH}")
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, (np.ndarray, np.generic)):  # before float: np.float64 is a float
+        a = np.asarray(value)
+        if a.dtype.kind not in "biuf":
+            raise TypeError(f"save_checkpoint: {where}: cannot store an array of dtype {a.dtype}")
+        arrays.append(a)
+        tag = "__tensor__" if isinstance(value, np.ndarray) else "__scalar__"
+        return {tag: len(arrays) - 1}
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else {"__float__": repr(value)}
+    if isinstance(value, list):
+        return [_encode(v, arrays, f"{where}[{i}]", depth + 1) for i, v in enumerate(value)]
+    if isinstance(value, tuple):
+        return {
+            "__tuple__": [
+                _encode(v, arrays, f"{where}[{i}]", depth + 1) for i, v in enumerate(value)
+            ]
+        }
+    if isinstance(value, dict):
+        if all(isinstance(k, str) and not k.startswith("__") for k in value):
+            return {k: _encode(v, arrays, f"{where}.{k}", depth + 1) for k, v in value.items()}
+        return {
+            "__dict__": [
+                [
+                    _encode(k, arrays, where, depth + 1),
+                    _encode(v, arrays, f"{where}.{k}", depth + 1),
+                ]
+                for k, v in value.items()
+            ]
+        }
+    raise TypeError(
+        f"save_checkpoint: {where}: cannot store a {type(value).__name__} (checkpoints hold "
+        "numbers, strings, arrays, lists, tuples and dicts; nothing is pickled)"
+    )
+
+
+def _decode(value, tensors: dict, where: str, depth: int):
+    if depth > _MAX_DEPTH:
+        raise ModelFormatError(f"{where}: the checkpoint state is nested too deeply")
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, list):
+        return [_decode(v, tensors, where, depth + 1) for v in value]
+    if not isinstance(value, dict):  # pragma: no cover - json gives nothing else
+        raise ModelFormatError(f"{where}: malformed checkpoint state")
+    tags = [k for k in value if k.startswith("__")]
+    if not tags:
+        return {k: _decode(v, tensors, where, depth + 1) for k, v in value.items()}
+    if len(value) != 1:
+        raise ModelFormatError(f"{where}: malformed tagged value in the checkpoint state")
+    tag, inner = next(iter(value.items()))
+    if tag in ("__tensor__", "__scalar__"):
+        key = f"{_STATE}{inner}" if type(inner) is int else None
+        if key not in tensors:
+            raise ModelFormatError(f"{where}: the state refers to a missing tensor {inner!r}")
+        a = tensors[key]
+        if tag == "__tensor__":
+            return a.copy()
+        if a.ndim != 0:
+            raise ModelFormatError(f"{where}: a stored scalar is not 0-dimensional")
+        return a[()]
+    if tag == "__float__" and inner in ("nan", "inf", "-inf"):
+        return float(inner)
+    if tag == "__tuple__" and isinstance(inner, list):
+        return tuple(_decode(v, tensors, where, depth + 1) for v in inner)
+    if tag == "__dict__" and isinstance(inner, list):
+        out = {}
+        for item in inner:
+            if not (isinstance(item, list) and len(item) == 2):
+                raise ModelFormatError(f"{where}: malformed dict item in the checkpoint state")
+            key = _decode(item[0], tensors, where, depth + 1)
+            try:
+                out[key] = _decode(item[1], tensors, where, depth + 1)
+            except TypeError:
+                raise ModelFormatError(
+                    f"{where}: invalid dict key in the checkpoint state"
+                ) from None
+        return out
+    raise ModelFormatError(f"{where}: unknown tag {tag!r} in the checkpoint state")

@@ -1,0 +1,491 @@
+"""Model files: a checked safetensors reader and an atomic writer, and save/load of whole models.
+
+Files are plain safetensors (an 8-byte little-endian header length, a JSON header, then the raw
+little-endian tensor bytes), so the ``safetensors`` package and PyTorch read nnframe's files and
+nnframe reads theirs. The reader is nnframe's own: it validates every field before it touches the
+body, so a malformed, truncated or hostile file raises :class:`ModelFormatError` (never another
+exception, never a hang) and never makes it allocate more than the file's size. Nothing in a
+file is imported, evaluated or unpickled.
+
+nnframe adds string metadata (safetensors' ``__metadata__``):
+
+- ``nnframe.format_version``: the file format version (a newer one than this nnframe knows is
+  refused), and ``nnframe.version``: the nnframe version that wrote it;
+- ``nnframe.sha256``: SHA-256 of the tensor bytes, and ``nnframe.header_sha256``: SHA-256 of a
+  canonical form of the header (names, dtypes, shapes, offsets, other metadata). Both are
+  verified on load: safetensors itself does not notice a flipped bit;
+- ``nnframe.kind``: ``"weights"``, ``"model"`` or ``"checkpoint"``; ``nnframe.config``: the
+  architecture as JSON (see :mod:`nnframe.config`) in model and checkpoint files.
+
+Writes are atomic: a temporary file in the destination's directory, fsync, ``os.replace``, fsync
+of the directory. An exception, a kill or a full disk during a save leaves the previous file
+intact and loadable.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import stat
+import uuid
+from collections.abc import Mapping
+
+import numpy as np
+
+from nnframe.errors import ModelFormatError
+
+FORMAT_VERSION = 1
+MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit: anything larger is refused unread
+
+# safetensors dtype names <-> numpy (little-endian). BF16 is read (widened to float32: numpy has
+# no bfloat16); F8 types are refused with a clear message.
+_DTYPES: dict[str, np.dtype] = {
+    "BOOL": np.dtype("?"),
+    "U8": np.dtype("u1"),
+    "I8": np.dtype("i1"),
+    "U16": np.dtype("<u2"),
+    "I16": np.dtype("<i2"),
+    "U32": np.dtype("<u4"),
+    "I32": np.dtype("<i4"),
+    "U64": np.dtype("<u8"),
+    "I64": np.dtype("<i8"),
+    "F16": np.dtype("<f2"),
+    "F32": np.dtype("<f4"),
+    "F64": np.dtype("<f8"),
+    "BF16": np.dtype("<u2"),  # raw bits; converted to float32 after validation
+}
+_UNSUPPORTED = ("F8_E5M2", "F8_E4M3", "F8_E8M0", "F4", "F6_E2M3", "F6_E3M2", "C64")
+_NAMES = {dt.str.replace(">", "<"): name for name, dt in _DTYPES.items() if name != "BF16"}
+_NAMES["|b1"], _NAMES["|u1"], _NAMES["|i1"] = "BOOL", "U8", "I8"
+
+_META_PREFIX = "nnframe."
+_SHA = "nnframe.sha256"
+_HEADER_SHA = "nnframe.header_sha256"
+
+
+# ---------------------------------------------------------------------- low level: tensors
+def save_file(
+    tensors: Mapping[str, np.ndarray], path, metadata: Mapping[str, str] | None = None
+) -> None:
+    """Writes ``tensors`` (name -> array) and string ``metadata`` to ``path`` as safetensors,
+    atomically, with nnframe's version and checksums added to the metadata.
+
+    Raises TypeError for a non-numeric array or a non-string name or metadata value, and OSError
+    (with the path and the reason) when the file cannot be written; the previous file at
+    ``path``, if any, is then left as it was.
+    """
+    arrays = {}
+    for name, value in tensors.items():
+        if not isinstance(name, str):
+            raise TypeError(f"save_file: expected str tensor names, got {type(name).__name__}")
+        if name == "__metadata__":
+            raise ValueError("save_file: '__metadata__' is reserved and cannot name a tensor")
+        a = np.asarray(value)
+        key = a.dtype.str.replace(">", "<")
+        if key not in _NAMES:
+            raise TypeError(
+                f"save_file: tensor {name!r}: expected a bool, integer or float array, "
+                f"got dtype {a.dtype}"
+            )
+        a = a.astype(a.dtype.newbyteorder("<"), copy=False)  # little-endian on disk
+        arrays[name] = a if a.flags.c_contiguous else a.copy(order="C")
+    meta = {str(k): v for k, v in (metadata or {}).items()}
+    for k, v in meta.items():
+        if not isinstance(v, str):
+            raise TypeError(f"save_file: metadata {k!r}: expected a str, got {type(v).__name__}")
+    from nnframe import __version__
+
+    meta["nnframe.format_version"] = str(FORMAT_VERSION)
+    meta["nnframe.version"] = __version__
+
+    # Offsets: larger items first so every tensor stays aligned to its itemsize (as safetensors
+    # does); the header keeps the caller's order.
+    order = sorted(arrays, key=lambda n: -arrays[n].dtype.itemsize)
+    entries: dict[str, dict] = {}
+    offset = 0
+    for name in order:
+        a = arrays[name]
+        entries[name] = {
+            "dtype": _NAMES[a.dtype.str],
+            "shape": list(a.shape),
+            "data_offsets": [offset, offset + a.nbytes],
+        }
+        offset += a.nbytes
+    body_hash = hashlib.sha256()
+    for name in order:
+        body_hash.update(arrays[name].reshape(-1).view(np.uint8))
+    meta[_SHA] = body_hash.hexdigest()
+    entries_in_order = {name: entries[name] for name in arrays}
+    meta[_HEADER_SHA] = _header_digest(entries_in_order, meta)
+    header = json.dumps({"__metadata__": meta, **entries_in_order}, separators=(",", ":"))
+    raw = header.encode("utf-8")
+    raw += b" " * (-(8 + len(raw)) % 8)  # pad with spaces: the body starts 8-byte aligned
+    chunks = [len(raw).to_bytes(8, "little"), raw]
+    chunks += [arrays[name].reshape(-1).view(np.uint8) for name in order if arrays[name].nbytes]
+    atomic_write(path, chunks)
+
+
+def _header_digest(entries: Mapping[str, dict], metadata: Mapping[str, str]) -> str:
+    """SHA-256 of a canonical form of the header (without the header checksum itself), so a
+    renamed tensor, a changed dtype or shape, or edited metadata is noticed."""
+    canonical = {
+        "tensors": {
+            name: [e["dtype"], list(e["shape"]), list(e["data_offsets"])]
+            for name, e in entries.items()
+        },
+        "metadata": {k: v for k, v in metadata.items() if k != _HEADER_SHA},
+    }
+    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def load_file(path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Reads a safetensors file, checking everything: returns ``(tensors, metadata)``.
+
+    Tensors come back in the header's order, as writable native arrays (BF16 widened to
+    float32). Raises :class:`ModelFormatError` saying what is wrong for any malformed file,
+    and FileNotFoundError for a missing one.
+    """
+    path = os.fspath(path)
+    who = f"load: {path!r}"
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(errno.ENOENT, f"load: no such file: {path!r}", path) from None
+    except OSError as e:
+        raise ModelFormatError(f"{who}: cannot read it ({e.strerror})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ModelFormatError(
+            f"{who}: expected a safetensors file, got a directory. Give the path of a file"
+        )
+    if not stat.S_ISREG(st.st_mode):  # a FIFO or device would block or never end
+        raise ModelFormatError(f"{who}: expected a regular file, got a special file")
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            return _read(f, size, who)
+    except OSError as e:
+        raise ModelFormatError(f"{who}: cannot read it ({e.strerror or e})") from None
+
+
+def _fail(who: str, what: str) -> ModelFormatError:
+    return ModelFormatError(f"{who}: not a valid safetensors file: {what}")
+
+
+def _read_exact(f, n: int, who: str, what: str) -> bytearray:
+    buf = bytearray(n)
+    got = f.readinto(buf) if n else 0
+    if got != n:
+        raise _fail(who, f"truncated {what}: expected {n} bytes, got {got}")
+    return buf
+
+
+def _sniff(start: bytes) -> str | None:
+    """Names a well-known other format from the file's first bytes."""
+    if start.startswith(b"PK\x03\x04") or start.startswith(b"PK\x05\x06"):
+        return "a zip archive (numpy .npz, or a torch.save file)"
+    if start[:1] == b"\x80" and start[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "a Python pickle (nnframe never unpickles files)"
+    if start.startswith(b"\x93NUMPY"):
+        return "a numpy .npy file"
+    if start.startswith(b"\x89HDF"):
+        return "an HDF5 file"
+    return None
+
+
+def _read(f, size: int, who: str):
+    if size == 0:
+        raise _fail(who, "the file is empty")
+    start = f.read(8)
+    other = _sniff(start)
+    if other:
+        raise ModelFormatError(f"{who}: expected a safetensors file, got {other}")
+    if size < 8:
+        raise _fail(who, f"the file has {size} byte(s), fewer than the 8-byte header length")
+    n = int.from_bytes(start, "little")
+    if n > MAX_HEADER_BYTES:
+        raise _fail(who, f"header length {n} is absurdly large (limit {MAX_HEADER_BYTES})")
+    if n > size - 8:
+        raise _fail(who, f"header length {n} is larger than the rest of the file ({size - 8})")
+    raw = bytes(_read_exact(f, n, who, "header"))
+    header = _parse_header(raw, who)
+    metadata, entries = _check_entries(header, who)
+    body_len = size - 8 - n
+    end = _check_offsets(entries, body_len, who)
+    body = _read_exact(f, end, who, "body")
+    if f.read(1):  # the file grew while we read it
+        raise _fail(who, "trailing bytes after the last tensor")
+    _verify(metadata, entries, body, who)
+    tensors = {}
+    for name, (dtype_name, shape, (begin, stop)) in entries.items():
+        dtype = _DTYPES[dtype_name]
+        a = np.frombuffer(body, dtype=dtype, count=(stop - begin) // dtype.itemsize, offset=begin)
+        a = a.reshape(shape)
+        if dtype_name == "BF16":  # bfloat16 bits are the top half of a float32
+            a = (a.astype(np.uint32) << 16).view(np.float32)
+        elif not a.dtype.isnative or a.ctypes.data % max(a.dtype.alignment, 1):
+            a = a.astype(a.dtype.newbyteorder("="))
+        tensors[name] = a
+    return tensors, metadata
+
+
+def _parse_header(raw: bytes, who: str) -> dict:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise _fail(who, f"the header is not valid UTF-8 ({e.reason} at byte {e.start})") from None
+    if not text.startswith("{"):
+        raise _fail(who, "the header is not a JSON object")
+
+    def no_duplicates(pairs):
+        seen = {}
+        for k, v in pairs:
+            if k in seen:
+                raise ModelFormatError(f"{who}: not a valid safetensors file: duplicate key {k!r}")
+            seen[k] = v
+        return seen
+
+    def no_constants(token):
+        raise ModelFormatError(f"{who}: not a valid safetensors file: {token} in the header")
+
+    try:
+        header = json.loads(text, object_pairs_hook=no_duplicates, parse_constant=no_constants)
+    except ModelFormatError:
+        raise
+    except RecursionError:
+        raise _fail(who, "the header JSON is nested too deeply") from None
+    except ValueError as e:  # JSONDecodeError, or an integer too long to convert
+        raise _fail(who, f"the header is not valid JSON ({e})") from None
+    if not isinstance(header, dict):
+        raise _fail(who, f"the header is JSON {type(header).__name__}, not an object")
+    return header
+
+
+def _is_int(v) -> bool:
+    return type(v) is int
+
+
+def _check_entries(header: dict, who: str):
+    metadata = header.get("__metadata__", {})
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise _fail(who, "__metadata__ must be an object of strings")
+    entries = {}
+    for name, e in header.items():
+        if name == "__metadata__":
+            continue
+        where = f"tensor {name!r}"
+        if not isinstance(e, dict) or set(e) != {"dtype", "shape", "data_offsets"}:
+            raise _fail(who, f"{where}: expected an object with dtype, shape and data_offsets")
+        dtype, shape, offsets = e["dtype"], e["shape"], e["data_offsets"]
+        if dtype in _UNSUPPORTED:
+            raise _fail(who, f"{where}: dtype {dtype} is not supported by nnframe")
+        if not isinstance(dtype, str) or dtype not in _DTYPES:
+            raise _fail(who, f"{where}: unknown dtype {dtype!r}")
+        if not isinstance(shape, list) or not all(_is_int(s) and s >= 0 for s in shape):
+            raise _fail(
+                who, f"{where}: shape must be a list of non-negative integers, got {shape!r}"
+            )
+        if (
+            not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(_is_int(o) and o >= 0 for o in offsets)
+            or offsets[0] > offsets[1]
+        ):
+            raise _fail(who, f"{where}: data_offsets must be [begin, end] with 0 <= begin <= end")
+        count = 1
+        for s in shape:  # Python ints: a huge product is caught, never wraps around
+            count *= s
+        nbytes = count * _DTYPES[dtype].itemsize
+        if nbytes != offsets[1] - offsets[0]:
+            raise _fail(
+                who,
+                f"{where}: shape {shape} of {dtype} needs {nbytes} bytes, "
+                f"but data_offsets {offsets} span {offsets[1] - offsets[0]}",
+            )
+        entries[name] = (dtype, tuple(shape), tuple(offsets))
+    return metadata, entries
+
+
+def _check_offsets(entries: dict, body_len: int, who: str) -> int:
+    """Tensors must tile the body exactly: sorted by offset, no overlap, no gap, no tail."""
+    position = 0
+    for name, (_, _, (begin, end)) in sorted(entries.items(), key=lambda kv: kv[1][2]):
+        if begin < position:
+            raise _fail(who, f"tensor {name!r} overlaps the previous one (offset {begin})")
+        if begin > position:
+            raise _fail(who, f"gap of {begin - position} bytes before tensor {name!r}")
+        position = end
+    if position > body_len:
+        raise _fail(
+            who,
+            f"truncated body: the tensors need {position} bytes, the file holds {body_len}",
+        )
+    if position < body_len:
+        raise _fail(who, f"{body_len - position} trailing bytes after the last tensor")
+    return position
+
+
+def _verify(metadata: dict, entries: dict, body: bytearray, who: str) -> None:
+    """Checks nnframe's format version and checksums (files written by other tools carry none:
+    they are accepted unverified, as the safetensors package does)."""
+    if not any(k.startswith(_META_PREFIX) for k in metadata):
+        return
+    version = metadata.get("nnframe.format_version")
+    if version is None or not (version.isascii() and version.isdigit()) or len(version) > 6:
+        raise ModelFormatError(f"{who}: missing or invalid nnframe.format_version {version!r}")
+    if int(version) > FORMAT_VERSION:
+        raise ModelFormatError(
+            f"{who}: expected format version <= {FORMAT_VERSION}, got {int(version)}. "
+            "The file was written by a newer nnframe: upgrade nnframe to read it"
+        )
+    for key in (_SHA, _HEADER_SHA):
+        if key not in metadata:
+            raise ModelFormatError(f"{who}: the nnframe file has no {key} checksum")
+    if hashlib.sha256(body).hexdigest() != metadata[_SHA]:
+        raise ModelFormatError(
+            f"{who}: checksum mismatch: the tensor bytes do not match {_SHA} (corrupted file)"
+        )
+    header_entries = {
+        n: {"dtype": d, "shape": s, "data_offsets": o} for n, (d, s, o) in entries.items()
+    }
+    if _header_digest(header_entries, metadata) != metadata[_HEADER_SHA]:
+        raise ModelFormatError(
+            f"{who}: checksum mismatch: the header does not match {_HEADER_SHA} (corrupted file)"
+        )
+
+
+# ---------------------------------------------------------------------- atomic writes
+def atomic_write(path, chunks) -> None:
+    """Writes the byte ``chunks`` to ``path`` atomically: a temporary file in the same
+    directory, fsync, ``os.replace``, fsync of the directory. On any failure (including
+    KeyboardInterrupt) the temporary file is removed and the previous file is untouched."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise IsADirectoryError(
+            errno.EISDIR,
+            f"save: {path!r} is a directory; give a file path such as "
+            f"{os.path.join(path, 'model.safetensors')!r}",
+            path,
+        )
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(errno.ENOENT, f"save: no such directory: {directory!r}", path)
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except OSError as e:
+        raise _write_error(e, path, directory) from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(e, OSError):
+            raise _write_error(e, path, directory) from None
+        raise
+    _fsync_directory(directory)
+
+
+def _write_error(e: OSError, path: str, directory: str) -> OSError:
+    reasons = {
+        errno.EACCES: f"permission denied in {directory!r} (is the directory read-only?)",
+        errno.EPERM: f"permission denied in {directory!r} (is the directory read-only?)",
+        errno.EROFS: f"{directory!r} is on a read-only file system",
+        errno.ENOSPC: "no space left on the device",
+        errno.EFBIG: "the file is larger than allowed (file size limit)",
+        errno.EDQUOT: "disk quota exceeded",
+    }
+    reason = reasons.get(e.errno, e.strerror or str(e))
+    error = type(e)(
+        e.errno, f"save: could not write {path!r}: {reason}; any previous file is intact", path
+    )
+    return error
+
+
+def _fsync_directory(directory: str) -> None:
+    """Makes the rename durable (a crash right after save keeps the new file)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems cannot fsync a directory: the rename still happened
+        pass
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------------- models
+def save_weights(model, path) -> None:
+    """Saves ``model.state_dict()`` (parameters and buffers, by dotted name) to ``path``."""
+    save_file(model.state_dict(), path, {"nnframe.kind": "weights"})
+
+
+def load_weights(model, path, strict: bool = True, cast: bool = False):
+    """Loads weights saved by :func:`save_weights` (or by PyTorch via ``safetensors``) into
+    ``model`` in place and returns it. Mismatched keys and shapes are reported together
+    (StateDictError); a float64 file goes into a float32 model only with ``cast=True``."""
+    tensors, _ = load_file(path)
+    model.load_state_dict(tensors, strict=strict, cast=cast)
+    return model
+
+
+def save(model, path) -> None:
+    """Saves a whole model: its architecture (JSON config) and its weights, in one file.
+
+    The config is checked at once by rebuilding the architecture (without touching any random
+    generator's state), so a model that could not be loaded back fails here, not later.
+    """
+    from nnframe.config import check_rebuild, get_config
+
+    config = get_config(model)
+    check_rebuild(model, config)
+    meta = {"nnframe.kind": "model", "nnframe.config": json.dumps(config)}
+    save_file(model.state_dict(), path, meta)
+
+
+def load(path, *, registry=None):
+    """Loads a model saved by :func:`save`: rebuilds it from its config (layer names are looked
+    up in the registry; see :func:`nnframe.register_layer`) and loads its weights."""
+    tensors, metadata = load_file(path)
+    return model_from_file_parts(tensors, metadata, os.fspath(path), registry=registry)
+
+
+def model_from_file_parts(tensors, metadata, path: str, registry=None, prefix: str = ""):
+    from nnframe.config import from_config
+    from nnframe.module import StateDictError
+
+    text = metadata.get("nnframe.config")
+    if text is None:
+        raise ModelFormatError(
+            f"load: {path!r} holds weights only (no architecture config): build the model "
+            "and call nnframe.load_weights(model, path)"
+        )
+    try:
+        config = json.loads(text)
+    except (ValueError, RecursionError):
+        raise ModelFormatError(
+            f"load: {path!r}: the nnframe.config metadata is not valid JSON"
+        ) from None
+    model = from_config(config, registry=registry)
+    state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+    float_dtypes = {v.dtype for v in state.values() if v.dtype.kind == "f"}
+    if len(float_dtypes) == 1 and model.dtype != next(iter(float_dtypes)):
+        model.to(next(iter(float_dtypes)))  # the model was saved after .to(dtype)
+    try:
+        model.load_state_dict(state)
+    except StateDictError as e:
+        raise ModelFormatError(
+            f"load: {path!r}: the weights do not match the architecture in the config: {e}"
+        ) from None
+    return model
