@@ -55,6 +55,18 @@ from nnframe.losses import (
 )
 
 # --- conv: imports ---
+from nnframe.layers.conv import Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d
+from nnframe.layers.pooling import (
+    AdaptiveAvgPool1d,
+    AdaptiveAvgPool2d,
+    AdaptiveMaxPool1d,
+    AdaptiveMaxPool2d,
+    AvgPool1d,
+    AvgPool2d,
+    MaxPool1d,
+    MaxPool2d,
+)
+from nnframe.layers.reshape import Flatten, Reshape, Unflatten, Upsample, ZeroPad2d
 # --- normalization: imports ---
 # isort: split
 from nnframe.containers import Add, Concat, ModuleDict, ModuleList, Residual
@@ -89,6 +101,7 @@ from nnframe.config import from_config, get_config, register_layer
 from nnframe.errors import AnomalyError, ModelFormatError
 from nnframe.serialization import load, load_weights, save, save_weights
 # --- distributed: imports ---
+from nnframe import distributed
 
 __version__ = "0.1.0"
 
@@ -150,6 +163,24 @@ __all__ = [
     "CosineEmbeddingLoss",
     "MarginRankingLoss",
     # --- conv: names ---
+    "Conv1d",
+    "Conv2d",
+    "Conv3d",
+    "ConvTranspose1d",
+    "ConvTranspose2d",
+    "MaxPool1d",
+    "MaxPool2d",
+    "AvgPool1d",
+    "AvgPool2d",
+    "AdaptiveAvgPool1d",
+    "AdaptiveAvgPool2d",
+    "AdaptiveMaxPool1d",
+    "AdaptiveMaxPool2d",
+    "Flatten",
+    "Unflatten",
+    "Reshape",
+    "ZeroPad2d",
+    "Upsample",
     # --- normalization: names ---
     "BatchNorm1d",
     "BatchNorm2d",
@@ -205,4 +236,5 @@ __all__ = [
     "latest_checkpoint",
     "Checkpoint",
     # --- distributed: names ---
+    "distributed",
 ]

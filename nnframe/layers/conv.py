@@ -1,0 +1,548 @@
+"""Convolutions: Conv1d, Conv2d, Conv3d, ConvTranspose1d and ConvTranspose2d.
+
+All of them are im2col + one GEMM per call (see :mod:`nnframe.layers._im2col` for the column
+layout). With G groups the product is a batch of G GEMMs in one ``np.matmul`` call.
+
+Forward, for a padded input ``xp (N, C, *S)``:
+    cols = im2col(xp)                           (C*K, N*P)   K = prod(kernel), P = prod(out)
+    y    = W (O, C*K) @ cols                    (O, N*P) -> transposed to (N, O, *out) + bias
+Backward, with g = dL/dy as ``(O, N*P)``:
+    dL/dW    = g @ cols.T                       (O, C*K)
+    dL/dcols = W.T @ g                          (C*K, N*P) -> col2im -> un-pad -> dL/dx
+
+The forward's columns are kept for dL/dW and then overwritten by dL/dcols, so backward allocates
+no second column buffer. ``save_columns = False`` (a class or instance attribute) keeps only the
+input and rebuilds the columns in backward: peak memory drops to one layer's columns at a time,
+for one extra im2col copy per backward. A 1x1 convolution with stride 1 and no padding skips
+im2col: its columns are the input itself (a plain matrix product).
+
+A transposed convolution is the adjoint of a convolution: its forward is a convolution's
+input-gradient (GEMM then col2im) and its backward a convolution's forward (im2col then GEMM).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nnframe.errors import ShapeError, as_float_input, check_hyper, expected_got, fmt_shape
+from nnframe.init import default_uniform, make_weight
+from nnframe.layers._im2col import (
+    PAD_MODES,
+    check_input,
+    col2im,
+    conv_out_size,
+    im2col,
+    ntuple,
+    pad,
+    spatial_names,
+    unpad,
+)
+from nnframe.module import Module
+from nnframe.parameter import Parameter
+from nnframe.random import get_rng
+
+
+def _positive_int(who: str, name: str, value) -> int:
+    ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value > 0
+    check_hyper(who, name, value, ok, "must be a positive int")
+    return int(value)
+
+
+def _check_grad(who, grad_output, expected: tuple) -> np.ndarray:
+    grad_output = np.asarray(grad_output)
+    if grad_output.shape != expected:
+        raise ShapeError(
+            expected_got(
+                who, f"grad_output of shape {fmt_shape(expected)}", fmt_shape(grad_output.shape)
+            )
+        )
+    return grad_output
+
+
+class _ConvNd(Module):
+    """Shared code of Conv1d/2d/3d (``_n`` spatial dimensions)."""
+
+    _n = 0
+    save_columns: bool = True
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        *,
+        rng=None,
+        dtype=np.float32,
+        init="default",
+    ):
+        super().__init__()
+        who, n = type(self).__name__, self._n
+        self.in_channels = _positive_int(who, "in_channels", in_channels)
+        self.out_channels = _positive_int(who, "out_channels", out_channels)
+        self.groups = _positive_int(who, "groups", groups)
+        check_hyper(
+            who,
+            "groups",
+            groups,
+            in_channels % groups == 0,
+            f"must divide in_channels={in_channels}",
+        )
+        check_hyper(
+            who,
+            "groups",
+            groups,
+            out_channels % groups == 0,
+            f"must divide out_channels={out_channels}",
+        )
+        self.kernel_size = ntuple(who, "kernel_size", kernel_size, n, 1)
+        self.stride = ntuple(who, "stride", stride, n, 1)
+        self.dilation = ntuple(who, "dilation", dilation, n, 1)
+        check_hyper(
+            who,
+            "padding_mode",
+            padding_mode,
+            padding_mode in PAD_MODES,
+            f"must be one of {sorted(PAD_MODES)}",
+        )
+        self.padding_mode = padding_mode
+        if isinstance(padding, str):
+            check_hyper(
+                who, "padding", padding, padding in ("same", "valid"), "must be 'same' or 'valid'"
+            )
+            if padding == "same":
+                check_hyper(
+                    who, "padding", padding, self.stride == (1,) * n, "'same' needs stride=1"
+                )
+                # total d * (k - 1); an odd total puts the extra element after (as PyTorch)
+                totals = [d * (k - 1) for d, k in zip(self.dilation, self.kernel_size)]
+                self._pads = tuple((t // 2, t - t // 2) for t in totals)
+            else:
+                self._pads = ((0, 0),) * n
+            self.padding = padding
+        else:
+            self.padding = ntuple(who, "padding", padding, n, 0)
+            self._pads = tuple((p, p) for p in self.padding)
+        self._pointwise = (
+            self.kernel_size == (1,) * n
+            and self.stride == (1,) * n
+            and not any(lo or hi for lo, hi in self._pads)
+        )
+        rng = get_rng(rng)
+        shape = (out_channels, in_channels // groups, *self.kernel_size)
+        self.weight = Parameter(make_weight(init, shape, rng, dtype))
+        fan_in = (in_channels // groups) * int(np.prod(self.kernel_size))
+        self.bias = (
+            Parameter(default_uniform((out_channels,), rng=rng, dtype=dtype, fan_in=fan_in))
+            if bias
+            else None
+        )
+
+    def extra_repr(self) -> str:
+        n = self._n
+        parts = [
+            f"{self.in_channels}, {self.out_channels}",
+            f"kernel_size={self.kernel_size}",
+            f"stride={self.stride}",
+        ]
+        if self.padding != (0,) * n:
+            parts.append(f"padding={self.padding!r}")
+        if self.dilation != (1,) * n:
+            parts.append(f"dilation={self.dilation}")
+        if self.groups != 1:
+            parts.append(f"groups={self.groups}")
+        if self.bias is None:
+            parts.append("bias=False")
+        if self.padding_mode != "zeros":
+            parts.append(f"padding_mode={self.padding_mode!r}")
+        return ", ".join(parts)
+
+    # ------------------------------------------------------------------ shapes
+    def _out_shape(self, x: np.ndarray) -> tuple[int, ...]:
+        """Output spatial shape; a ShapeError if the padded input is smaller than the dilated
+        kernel (which is also when the output size would be non-positive)."""
+        spatial = x.shape[2:]
+        padded = tuple(s + lo + hi for s, (lo, hi) in zip(spatial, self._pads))
+        reach = tuple(d * (k - 1) + 1 for d, k in zip(self.dilation, self.kernel_size))
+        if any(p < r for p, r in zip(padded, reach)):
+            names = spatial_names(self._n)
+            raise ShapeError(
+                expected_got(
+                    self,
+                    f"input of spatial size at least {fmt_shape(reach)} (the dilated kernel) "
+                    f"after padding, i.e. {fmt_shape(['N', self.in_channels, *names])} with "
+                    f"padded {', '.join(names)} >= {', '.join(map(str, reach))}",
+                    f"{fmt_shape(x.shape)} (padded spatial size {fmt_shape(padded)})",
+                )
+            )
+        if self.padding_mode == "reflect" and any(
+            max(lo, hi) >= s for s, (lo, hi) in zip(spatial, self._pads)
+        ):
+            raise ShapeError(
+                expected_got(
+                    self,
+                    "input of spatial size larger than the padding for padding_mode='reflect'",
+                    fmt_shape(x.shape),
+                )
+            )
+        return tuple(
+            conv_out_size(s, k, t, lo + hi, d)
+            for s, k, t, (lo, hi), d in zip(
+                spatial, self.kernel_size, self.stride, self._pads, self.dilation
+            )
+        )
+
+    def _columns(self, x: np.ndarray, out_shape) -> np.ndarray:
+        """im2col of the padded input, as (G, Cg*K, N*P)."""
+        xp = pad(x, self._pads, self.padding_mode)
+        cols = im2col(xp, self.kernel_size, self.stride, self.dilation, out_shape)
+        return cols.reshape(self.groups, -1, x.shape[0] * int(np.prod(out_shape)))
+
+    # ------------------------------------------------------------------ forward / backward
+    def forward(self, x):
+        w = self.weight.data
+        x = as_float_input(self, x, w.dtype)
+        check_input(self, x, self._n, self.in_channels)
+        out_shape = self._out_shape(x)
+        n, g, o = x.shape[0], self.groups, self.out_channels
+        p = int(np.prod(out_shape))
+        w3 = w.reshape(g, o // g, -1)  # (G, Og, Cg*K)
+        if self._pointwise:
+            # 1x1: the input is its own columns; (G, Og, Cg) @ (N, G, Cg, P) -> (N, G, Og, P)
+            y = np.matmul(w3, x.reshape(n, g, -1, p)).reshape(n, o, *out_shape)
+            if self.bias is not None:
+                y += self.bias.data.reshape((o,) + (1,) * self._n)
+            self.save_for_backward(x, out_shape, [None])
+            return y
+        cols = self._columns(x, out_shape)  # (G, Cg*K, N*P)
+        y2 = np.matmul(w3, cols).reshape(o, n, p)  # one GEMM per group: (O, N*P)
+        y = np.empty((n, o, *out_shape), dtype=w.dtype)
+        yt = y.reshape(n, o, p).transpose(1, 0, 2)  # (O, N, P) view of the output
+        if self.bias is not None:
+            np.add(y2, self.bias.data[:, None, None], out=yt)  # transpose and bias in one pass
+        else:
+            yt[...] = y2
+        self.save_for_backward(x, out_shape, [cols if self.save_columns else None])
+        return y
+
+    def backward(self, grad_output):
+        x, out_shape, holder = self.saved
+        n, g, o = x.shape[0], self.groups, self.out_channels
+        grad_output = _check_grad(self, grad_output, (n, o, *out_shape))
+        p = int(np.prod(out_shape))
+        w = self.weight
+        w3 = w.data.reshape(g, o // g, -1)
+        if self._pointwise:
+            g4 = grad_output.reshape(n, g, o // g, p)
+            x4 = x.reshape(n, g, -1, p)
+            if w.requires_grad:
+                # dL/dW = sum_n g_n @ x_n^T: (Og, P) @ (P, Cg) per sample and group
+                w.grad += np.matmul(g4, x4.swapaxes(-1, -2)).sum(axis=0).reshape(w.shape)
+            if self.bias is not None and self.bias.requires_grad:
+                self.bias.grad += g4.sum(axis=(0, 3)).reshape(o)
+            return np.matmul(w3.swapaxes(-1, -2), g4).reshape(x.shape)  # W^T @ g
+        # g as (G, Og, N*P): the layout of the forward GEMM's output
+        gt = np.ascontiguousarray(grad_output.reshape(n, o, p).transpose(1, 0, 2))
+        gt = gt.reshape(g, o // g, n * p)
+        if self.bias is not None and self.bias.requires_grad:
+            self.bias.grad += gt.sum(axis=-1).reshape(o)
+        cols = holder[0]
+        holder[0] = None  # consumed below: a second backward rebuilds them from x
+        if w.requires_grad:
+            if cols is None:
+                cols = self._columns(x, out_shape)
+            # dL/dW = g @ cols^T: (Og, N*P) @ (N*P, Cg*K) per group
+            w.grad += np.matmul(gt, cols.swapaxes(-1, -2)).reshape(w.shape)
+        # dL/dcols = W^T @ g: (Cg*K, Og) @ (Og, N*P), written over the forward's columns
+        dcols = np.matmul(w3.swapaxes(-1, -2), gt, out=cols)
+        padded = tuple(s + lo + hi for s, (lo, hi) in zip(x.shape[2:], self._pads))
+        dxp = col2im(
+            dcols.reshape(self.in_channels, *self.kernel_size, n, *out_shape),
+            (n, self.in_channels, *padded),
+            self.kernel_size,
+            self.stride,
+            self.dilation,
+            out_shape,
+        )
+        return unpad(dxp, self._pads, self.padding_mode)
+
+
+class Conv1d(_ConvNd):
+    """1-D convolution (cross-correlation, as PyTorch) over ``(N, C, L)`` signals.
+
+    Args:
+        in_channels, out_channels: channels of the input and of the output.
+        kernel_size, stride, dilation: an int or a 1-tuple.
+        padding: an int, a 1-tuple, 'valid' (none) or 'same' (output length = input length;
+            stride 1 only; an odd total padding puts the extra element at the end).
+        groups: splits the channels into independent groups (``groups=in_channels``:
+            depthwise). Must divide both channel counts.
+        bias: learn an additive bias per output channel.
+        padding_mode: 'zeros', 'reflect', 'replicate' or 'circular'.
+        rng, dtype, init: as :class:`nnframe.Dense`; the default init is PyTorch's,
+            U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with fan_in = in_channels / groups * kernel_size.
+
+    Shape:
+        input: (N, in_channels, L)
+        output: (N, out_channels, L_out), L_out = floor((L + 2 padding - dilation (kernel_size - 1)
+        - 1) / stride) + 1.
+        weight: (out_channels, in_channels // groups, kernel_size); bias: (out_channels,).
+
+    Example:
+        >>> import numpy as np, nnframe as nf
+        >>> conv = nf.Conv1d(2, 4, kernel_size=3, stride=2, padding=1, rng=0)
+        >>> conv(np.ones((5, 2, 40), dtype=np.float32)).shape
+        (5, 4, 20)
+    """
+
+    _n = 1
+
+
+class Conv2d(_ConvNd):
+    """2-D convolution over ``(N, C, H, W)`` images; the arguments of :class:`Conv1d`, each an
+    int or a pair.
+
+    Shape:
+        input: (N, in_channels, H, W)
+        output: (N, out_channels, H_out, W_out), each side as Conv1d's L_out.
+        weight: (out_channels, in_channels // groups, kH, kW); bias: (out_channels,).
+
+    Example:
+        >>> import numpy as np, nnframe as nf
+        >>> conv = nf.Conv2d(3, 8, kernel_size=3, padding="same", rng=0)
+        >>> conv.weight.shape
+        (8, 3, 3, 3)
+        >>> conv(np.ones((2, 3, 10, 12), dtype=np.float32)).shape
+        (2, 8, 10, 12)
+    """
+
+    _n = 2
+
+
+class Conv3d(_ConvNd):
+    """3-D convolution over ``(N, C, D, H, W)`` volumes; the arguments of :class:`Conv1d`, each
+    an int or a triple.
+
+    Shape:
+        input: (N, in_channels, D, H, W)
+        output: (N, out_channels, D_out, H_out, W_out), each side as Conv1d's L_out.
+        weight: (out_channels, in_channels // groups, kD, kH, kW); bias: (out_channels,).
+
+    Example:
+        >>> import numpy as np, nnframe as nf
+        >>> nf.Conv3d(1, 2, kernel_size=(1, 3, 3), rng=0)(np.ones((1, 1, 4, 5, 5))).shape
+        (1, 2, 4, 3, 3)
+    """
+
+    _n = 3
+
+
+class _ConvTransposeNd(Module):
+    """Shared code of ConvTranspose1d/2d (``_n`` spatial dimensions)."""
+
+    _n = 0
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size,
+        stride=1,
+        padding=0,
+        output_padding=0,
+        groups: int = 1,
+        bias: bool = True,
+        dilation=1,
+        padding_mode: str = "zeros",
+        *,
+        rng=None,
+        dtype=np.float32,
+        init="default",
+    ):
+        super().__init__()
+        who, n = type(self).__name__, self._n
+        self.in_channels = _positive_int(who, "in_channels", in_channels)
+        self.out_channels = _positive_int(who, "out_channels", out_channels)
+        self.groups = _positive_int(who, "groups", groups)
+        for name, c in (("in_channels", in_channels), ("out_channels", out_channels)):
+            check_hyper(who, "groups", groups, c % groups == 0, f"must divide {name}={c}")
+        self.kernel_size = ntuple(who, "kernel_size", kernel_size, n, 1)
+        self.stride = ntuple(who, "stride", stride, n, 1)
+        self.padding = ntuple(who, "padding", padding, n, 0)
+        self.output_padding = ntuple(who, "output_padding", output_padding, n, 0)
+        self.dilation = ntuple(who, "dilation", dilation, n, 1)
+        check_hyper(
+            who,
+            "output_padding",
+            output_padding,
+            all(
+                op < max(s, d) for op, s, d in zip(self.output_padding, self.stride, self.dilation)
+            ),
+            "must be smaller than stride or dilation",
+        )
+        check_hyper(
+            who,
+            "padding_mode",
+            padding_mode,
+            padding_mode == "zeros",
+            "only 'zeros' is supported, as in PyTorch",
+        )
+        self.padding_mode = padding_mode
+        rng = get_rng(rng)
+        # PyTorch's layout for transposed convolutions: (in, out // groups, *kernel)
+        shape = (in_channels, out_channels // groups, *self.kernel_size)
+        self.weight = Parameter(make_weight(init, shape, rng, dtype))
+        fan_in = (out_channels // groups) * int(np.prod(self.kernel_size))  # PyTorch's fan_in
+        self.bias = (
+            Parameter(default_uniform((out_channels,), rng=rng, dtype=dtype, fan_in=fan_in))
+            if bias
+            else None
+        )
+
+    def extra_repr(self) -> str:
+        n = self._n
+        parts = [
+            f"{self.in_channels}, {self.out_channels}",
+            f"kernel_size={self.kernel_size}",
+            f"stride={self.stride}",
+        ]
+        if self.padding != (0,) * n:
+            parts.append(f"padding={self.padding}")
+        if self.output_padding != (0,) * n:
+            parts.append(f"output_padding={self.output_padding}")
+        if self.dilation != (1,) * n:
+            parts.append(f"dilation={self.dilation}")
+        if self.groups != 1:
+            parts.append(f"groups={self.groups}")
+        if self.bias is None:
+            parts.append("bias=False")
+        return ", ".join(parts)
+
+    def _shapes(self, x):
+        """(output spatial shape, full spatial shape before cropping the padding)."""
+        out, full = [], []
+        for s, k, t, p, op, d in zip(
+            x.shape[2:],
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.output_padding,
+            self.dilation,
+        ):
+            span = (s - 1) * t + d * (k - 1) + 1  # positions the kernel reaches
+            out.append(span - 2 * p + op)
+            full.append(max(span, p + out[-1]))
+        if any(o <= 0 for o in out):
+            raise ShapeError(
+                expected_got(
+                    self,
+                    "an input large enough for a positive output size "
+                    "((L - 1) * stride - 2 * padding + dilation * (kernel_size - 1) "
+                    "+ output_padding + 1 > 0)",
+                    f"input {fmt_shape(x.shape)} -> output size {fmt_shape(out)}",
+                )
+            )
+        return tuple(out), tuple(full)
+
+    def forward(self, x):
+        w = self.weight.data
+        x = as_float_input(self, x, w.dtype)
+        check_input(self, x, self._n, self.in_channels)
+        out_shape, full_shape = self._shapes(x)
+        n, g, c_in, c_out = x.shape[0], self.groups, self.in_channels, self.out_channels
+        spatial = x.shape[2:]
+        p = int(np.prod(spatial))
+        # x as (G, Cin_g, N*P): the right operand of one GEMM per group
+        xt = np.ascontiguousarray(x.reshape(n, c_in, p).transpose(1, 0, 2))
+        xt = xt.reshape(g, c_in // g, n * p)
+        w3 = w.reshape(g, c_in // g, -1)  # (G, Cin_g, Cout_g*K)
+        cols = np.matmul(w3.swapaxes(-1, -2), xt)  # (G, Cout_g*K, N*P)
+        full = col2im(
+            cols.reshape(c_out, *self.kernel_size, n, *spatial),
+            (n, c_out, *full_shape),
+            self.kernel_size,
+            self.stride,
+            self.dilation,
+            spatial,
+        )
+        crop = tuple(slice(q, q + o) for q, o in zip(self.padding, out_shape))
+        y = np.ascontiguousarray(full[(Ellipsis, *crop)])
+        if self.bias is not None:
+            y += self.bias.data.reshape((c_out,) + (1,) * self._n)
+        self.save_for_backward(xt, x.shape, out_shape, full_shape)
+        return y
+
+    def backward(self, grad_output):
+        xt, x_shape, out_shape, full_shape = self.saved
+        n, g, c_in, c_out = x_shape[0], self.groups, self.in_channels, self.out_channels
+        grad_output = _check_grad(self, grad_output, (n, c_out, *out_shape))
+        spatial = x_shape[2:]
+        w = self.weight
+        if self.bias is not None and self.bias.requires_grad:
+            self.bias.grad += grad_output.sum(axis=(0, *range(2, 2 + self._n)))
+        # the adjoint of cropping is zero padding back to the full size
+        pads = tuple((q, f - q - o) for q, f, o in zip(self.padding, full_shape, out_shape))
+        gp = pad(grad_output, pads)
+        gcols = im2col(gp, self.kernel_size, self.stride, self.dilation, spatial)
+        gcols = gcols.reshape(g, c_out // g * int(np.prod(self.kernel_size)), -1)
+        if w.requires_grad:
+            # dL/dW = x @ gcols^T: (Cin_g, N*P) @ (N*P, Cout_g*K) per group
+            w.grad += np.matmul(xt, gcols.swapaxes(-1, -2)).reshape(w.shape)
+        # dL/dx = W @ gcols: (Cin_g, Cout_g*K) @ (Cout_g*K, N*P), back to (N, Cin, *L)
+        dxt = np.matmul(w.data.reshape(g, c_in // g, -1), gcols)
+        dx = np.empty(x_shape, dtype=dxt.dtype)
+        dx.reshape(n, c_in, -1).transpose(1, 0, 2)[...] = dxt.reshape(c_in, n, -1)
+        return dx
+
+
+class ConvTranspose1d(_ConvTransposeNd):
+    """1-D transposed convolution (the gradient of Conv1d with respect to its input), as
+    PyTorch's, often used to upsample.
+
+    Args:
+        in_channels, out_channels, kernel_size, stride, padding, groups, bias, dilation: as
+            :class:`Conv1d` (padding is an int or a 1-tuple and crops the output).
+        output_padding: extra size added at the end of the output (to pick among the input
+            sizes a strided convolution maps to the same size); smaller than stride or dilation.
+        padding_mode: only 'zeros' (as PyTorch).
+        rng, dtype, init: as :class:`nnframe.Dense`; PyTorch's default init with
+            fan_in = out_channels / groups * kernel_size.
+
+    Shape:
+        input: (N, in_channels, L)
+        output: (N, out_channels, L_out), L_out = (L - 1) stride - 2 padding
+        + dilation (kernel_size - 1) + output_padding + 1.
+        weight: (in_channels, out_channels // groups, kernel_size); bias: (out_channels,).
+
+    Example:
+        >>> import numpy as np, nnframe as nf
+        >>> up = nf.ConvTranspose1d(4, 2, kernel_size=4, stride=2, padding=1, rng=0)
+        >>> up(np.ones((3, 4, 10), dtype=np.float32)).shape
+        (3, 2, 20)
+    """
+
+    _n = 1
+
+
+class ConvTranspose2d(_ConvTransposeNd):
+    """2-D transposed convolution; the arguments of :class:`ConvTranspose1d`, each an int or
+    a pair.
+
+    Shape:
+        input: (N, in_channels, H, W)
+        output: (N, out_channels, H_out, W_out), each side as ConvTranspose1d's L_out.
+        weight: (in_channels, out_channels // groups, kH, kW); bias: (out_channels,).
+
+    Example:
+        >>> import numpy as np, nnframe as nf
+        >>> up = nf.ConvTranspose2d(8, 3, kernel_size=3, stride=2, padding=1, output_padding=1)
+        >>> up(np.ones((1, 8, 7, 7), dtype=np.float32)).shape
+        (1, 3, 14, 14)
+    """
+
+    _n = 2

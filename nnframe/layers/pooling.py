@@ -1,0 +1,505 @@
+"""Pooling: MaxPool1d/2d, AvgPool1d/2d, AdaptiveMaxPool1d/2d and AdaptiveAvgPool1d/2d.
+
+Window pooling loops over the kernel offsets (prod(kernel) strided passes over the output, as
+col2im does), so no window copy of the input is ever built:
+
+- max: a running maximum and the offset it came from (``arg``, one small integer per output).
+  A later offset replaces the running one only if strictly greater (or NaN, which propagates), so
+  ties go to the FIRST maximum in row-major window order, as in PyTorch. Backward sends each
+  output gradient to that one input.
+- average: a running sum divided by the window's count (PyTorch's ``count_include_pad`` rule).
+
+Adaptive pooling splits each axis into ``output_size`` windows ``[floor(i L / o), ceil((i+1) L / o))``.
+When every axis divides evenly this is window pooling with kernel = stride = L / o (global pooling
+is the case o = 1). Otherwise it is separable: average pooling is a matrix product per axis,
+max pooling a max over the last axis then over the one before (which keeps the row-major
+first-maximum rule).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nnframe.errors import ShapeError, check_hyper, expected_got, fmt_shape
+from nnframe.layers._im2col import check_input, ntuple, offset_slices, pad, spatial_names, unpad
+from nnframe.module import Module
+
+
+def _float_input(x) -> np.ndarray:
+    """Pooling has no parameters: a floating input keeps its dtype, others become float32."""
+    if type(x) is not np.ndarray:
+        x = np.asarray(x)
+    if x.dtype.kind == "f":
+        return x
+    if x.dtype.kind not in "biu":
+        raise TypeError(f"pooling: expected a real numeric input, got dtype {x.dtype}")
+    return x.astype(np.float32)
+
+
+def _geometry(who, x, kernel, stride, padding, dilation, ceil_mode):
+    """(output spatial shape, pads) where pads extend the right side so the last (ceil_mode)
+    window fits; errors name the layer when the output would be empty."""
+    out, pads = [], []
+    for size, k, s, p, d in zip(x.shape[2:], kernel, stride, padding, dilation):
+        reach = d * (k - 1) + 1
+        span = size + 2 * p - reach
+        if span < 0:
+            raise ShapeError(
+                expected_got(
+                    who,
+                    f"input of shape {fmt_shape(['N', 'C', *spatial_names(len(kernel))])} with "
+                    f"each padded spatial size >= the (dilated) kernel {fmt_shape(kernel)}",
+                    f"{fmt_shape(x.shape)} (padding {fmt_shape(padding)})",
+                )
+            )
+        o = (span + (s - 1 if ceil_mode else 0)) // s + 1
+        if ceil_mode and (o - 1) * s >= size + p:
+            o -= 1  # the last window must start inside the input or the left padding
+        out.append(o)
+        pads.append((p, p + max(0, (o - 1) * s + reach - (size + 2 * p))))
+    return tuple(out), tuple(pads)
+
+
+def max_pool(x, kernel, stride, dilation, pads, out_shape):
+    """(y, arg): the window maxima and the row-major kernel offset of the first maximum."""
+    xp = pad(x, pads, value=-np.inf)
+    slices = offset_slices(kernel, stride, dilation, out_shape)
+    y = xp[(Ellipsis, *slices[0][1])].copy()
+    arg = np.zeros(y.shape, dtype=np.uint8 if len(slices) < 256 else np.int32)
+    mask = np.empty(y.shape, dtype=bool)
+    for k, (_, sl) in enumerate(slices[1:], 1):
+        v = xp[(Ellipsis, *sl)]
+        np.greater(v, y, out=mask)  # strictly greater: ties keep the first maximum
+        mask |= np.isnan(v)  # NaN propagates, as in PyTorch
+        np.copyto(y, v, where=mask)
+        np.copyto(arg, k, where=mask, casting="unsafe")
+    return y, arg
+
+
+def max_pool_backward(g, arg, x_shape, kernel, stride, dilation, pads, out_shape):
+    """Routes each output gradient to the input its maximum came from."""
+    padded = x_shape[:2] + tuple(s + lo + hi for s, (lo, hi) in zip(x_shape[2:], pads))
+    dxp = np.zeros(padded, dtype=g.dtype)
+    disjoint = all(s >= d * (k - 1) + 1 for s, k, d in zip(stride, kernel, dilation))
+    for k, (_, sl) in enumerate(offset_slices(kernel, stride, dilation, out_shape)):
+        view = dxp[(Ellipsis, *sl)]
+        if disjoint:  # each input is in at most one window: a masked copy suffices
+            np.copyto(view, g, where=arg == k)
+        else:
+            view += np.where(arg == k, g, 0)
+    return unpad(dxp, pads)
+
+
+def _avg_counts(size, k, s, p, o, include_pad) -> np.ndarray:
+    """Per-axis window counts for the divisor: positions inside [0, size + 2p) (padding
+    counted) or inside the input [p, p + size) (padding not counted)."""
+    lo, hi = (0, size + 2 * p) if include_pad else (p, p + size)
+    starts = np.arange(o) * s
+    return np.minimum(starts + k, hi) - np.maximum(starts, lo)
+
+
+class _PoolNd(Module):
+    _n = 0
+
+    def _parse(self, kernel_size, stride, padding, dilation, ceil_mode):
+        who, n = type(self).__name__, self._n
+        self.kernel_size = ntuple(who, "kernel_size", kernel_size, n, 1)
+        self.stride = self.kernel_size if stride is None else ntuple(who, "stride", stride, n, 1)
+        self.padding = ntuple(who, "padding", padding, n, 0)
+        self.dilation = ntuple(who, "dilation", dilation, n, 1)
+        reach = [d * (k - 1) + 1 for k, d in zip(self.kernel_size, self.dilation)]
+        check_hyper(
+            who,
+            "padding",
+            padding,
+            all(2 * p <= r for p, r in zip(self.padding, reach)),
+            f"must be at most half the (dilated) kernel size {tuple(reach)}",
+        )
+        self.ceil_mode = bool(ceil_mode)
+
+    def _base_repr(self) -> str:
+        parts = [f"kernel_size={self.kernel_size}", f"stride={self.stride}"]
+        if any(self.padding):
+            parts.append(f"padding={self.padding}")
+        if self.dilation != (1,) * self._n:
+            parts.append(f"dilation={self.dilation}")
+        if self.ceil_mode:
+            parts.append("ceil_mode=True")
+        return ", ".join(parts)
+
+
+class _MaxPoolNd(_PoolNd):
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, *, ceil_mode=False):
+        super().__init__()
+        self._parse(kernel_size, stride, padding, dilation, ceil_mode)
+
+    def extra_repr(self) -> str:
+        return self._base_repr()
+
+    def forward(self, x):
+        x = _float_input(x)
+        check_input(self, x, self._n, None)
+        out_shape, pads = _geometry(
+            self, x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode
+        )
+        y, arg = max_pool(x, self.kernel_size, self.stride, self.dilation, pads, out_shape)
+        self.save_for_backward(arg, x.shape, pads, out_shape)
+        return y
+
+    def backward(self, grad_output):
+        arg, x_shape, pads, out_shape = self.saved
+        g = _check_grad(self, grad_output, arg.shape)
+        return max_pool_backward(
+            g, arg, x_shape, self.kernel_size, self.stride, self.dilation, pads, out_shape
+        )
+
+
+def _check_grad(who, grad_output, expected) -> np.ndarray:
+    grad_output = np.asarray(grad_output)
+    if grad_output.shape != tuple(expected):
+        raise ShapeError(
+            expected_got(
+                who, f"grad_output of shape {fmt_shape(expected)}", fmt_shape(grad_output.shape)
+            )
+        )
+    return grad_output
+
+
+class MaxPool1d(_MaxPoolNd):
+    """Max over sliding windows of ``(N, C, L)`` signals.
+
+    Args:
+        kernel_size: window size (an int or a 1-tuple).
+        stride: window step (default: kernel_size).
+        padding: implicit -inf padding on both sides, at most half the (dilated) kernel.
+        dilation: spacing between window elements.
+        ceil_mode: round the output size up (a last partial window, if it starts inside the
+            input or the left padding).
+
+    Backward sends each output's gradient to its window's first maximum (PyTorch's tie rule).
+
+    Shape:
+        input: (N, C, L)
+        output: (N, C, L_out), L_out = floor_or_ceil((L + 2 padding - dilation (kernel_size - 1)
+        - 1) / stride) + 1.
+
+    Example:
+        >>> import numpy as np, nnframe as nf
+        >>> nf.MaxPool1d(2)(np.array([[[1.0, 3.0, 2.0, 2.0, 5.0]]]))
+        array([[[3., 2.]]])
+    """
+
+    _n = 1
+
+
+class MaxPool2d(_MaxPoolNd):
+    """Max over sliding windows of ``(N, C, H, W)`` images; the arguments of
+    :class:`MaxPool1d`, each an int or a pair.
+
+    Shape:
+        input: (N, C, H, W)
+        output: (N, C, H_out, W_out), each side as MaxPool1d's L_out.
+
+    Example:
+        >>> import numpy as np, nnframe as nf
+        >>> nf.MaxPool2d(2)(np.arange(16.0).reshape(1, 1, 4, 4))
+        array([[[[ 5.,  7.],
+                 [13., 15.]]]])
+    """
+
+    _n = 2
+
+
+class _AvgPoolNd(_PoolNd):
+    def __init__(
+        self,
+        kernel_size,
+        stride=None,
+        padding=0,
+        ceil_mode=False,
+        count_include_pad=True,
+        divisor_override=None,
+    ):
+        super().__init__()
+        self._parse(kernel_size, stride, padding, 1, ceil_mode)
+        self.count_include_pad = bool(count_include_pad)
+        if divisor_override is not None:
+            check_hyper(
+                type(self).__name__,
+                "divisor_override",
+                divisor_override,
+                isinstance(divisor_override, (int, np.integer)) and divisor_override > 0,
+                "must be a positive int or None",
+            )
+        self.divisor_override = divisor_override
+
+    def extra_repr(self) -> str:
+        text = self._base_repr()
+        if not self.count_include_pad:
+            text += ", count_include_pad=False"
+        if self.divisor_override is not None:
+            text += f", divisor_override={self.divisor_override}"
+        return text
+
+    def _divisor(self, x, out_shape):
+        if self.divisor_override is not None:
+            return float(self.divisor_override)
+        counts = [
+            _avg_counts(size, k, s, p, o, self.count_include_pad)
+            for size, k, s, p, o in zip(
+                x.shape[2:], self.kernel_size, self.stride, self.padding, out_shape
+            )
+        ]
+        divisor = counts[0]
+        for c in counts[1:]:
+            divisor = np.multiply.outer(divisor, c)
+        return divisor.astype(x.dtype)
+
+    def forward(self, x):
+        x = _float_input(x)
+        check_input(self, x, self._n, None)
+        out_shape, pads = _geometry(
+            self, x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode
+        )
+        xp = pad(x, pads)
+        slices = offset_slices(self.kernel_size, self.stride, self.dilation, out_shape)
+        y = xp[(Ellipsis, *slices[0][1])].copy()
+        for _, sl in slices[1:]:
+            y += xp[(Ellipsis, *sl)]
+        divisor = self._divisor(x, out_shape)
+        y /= divisor
+        self.save_for_backward(x.shape, pads, out_shape, divisor)
+        return y
+
+    def backward(self, grad_output):
+        x_shape, pads, out_shape, divisor = self.saved
+        g = _check_grad(self, grad_output, x_shape[:2] + out_shape)
+        g = g / divisor
+        padded = x_shape[:2] + tuple(s + lo + hi for s, (lo, hi) in zip(x_shape[2:], pads))
+        dxp = np.zeros(padded, dtype=g.dtype)
+        for _, sl in offset_slices(self.kernel_size, self.stride, self.dilation, out_shape):
+            dxp[(Ellipsis, *sl)] += g
+        return unpad(dxp, pads)
+
+
+class AvgPool1d(_AvgPoolNd):
+    """Average over sliding windows of ``(N, C, L)`` signals.
+
+    Args:
+        kernel_size, stride, padding, ceil_mode: as :class:`MaxPool1d` (zero padding).
+        count_include_pad: count the zero padding in the divisor (positions beyond the padding,
+            reached only with ceil_mode, are never counted: PyTorch's rule).
+        divisor_override: divide by this instead of the window count.
+
+    Shape:
+        input: (N, C, L)
+        output: (N, C, L_out), as :class:`MaxPool1d` with dilation 1.
+
+    Example:
+        >>> import numpy as np, nnframe as nf
+        >>> nf.AvgPool1d(2)(np.array([[[1.0, 3.0, 2.0, 4.0]]]))
+        array([[[2., 3.]]])
+    """
+
+    _n = 1
+
+    def __init__(
+        self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True
+    ):
+        super().__init__(kernel_size, stride, padding, ceil_mode, count_include_pad)
+
+
+class AvgPool2d(_AvgPoolNd):
+    """Average over sliding windows of ``(N, C, H, W)`` images; the arguments of
+    :class:`AvgPool1d`, each an int or a pair.
+
+    Shape:
+        input: (N, C, H, W)
+        output: (N, C, H_out, W_out).
+
+    Example:
+        >>> import numpy as np, nnframe as nf
+        >>> nf.AvgPool2d(2)(np.arange(16.0).reshape(1, 1, 4, 4))
+        array([[[[ 2.5,  4.5],
+                 [10.5, 12.5]]]])
+    """
+
+    _n = 2
+
+
+# ---------------------------------------------------------------------------- adaptive pooling
+def _bounds(size: int, o: int) -> list[tuple[int, int]]:
+    """Window i of an adaptive pool: [floor(i size / o), ceil((i + 1) size / o))."""
+    return [((i * size) // o, -(-((i + 1) * size) // o)) for i in range(o)]
+
+
+def _axis_slice(ndim: int, axis: int, sl) -> tuple:
+    return (slice(None),) * (ndim + axis) + (sl,)
+
+
+class _AdaptivePoolNd(Module):
+    _n = 0
+
+    def __init__(self, output_size):
+        super().__init__()
+        who, n = type(self).__name__, self._n
+        sizes = output_size if isinstance(output_size, (tuple, list)) else (output_size,) * n
+        ok = len(sizes) == n and all(
+            s is None or (isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s > 0)
+            for s in sizes
+        )
+        check_hyper(who, "output_size", output_size, ok, f"must be a positive int or {n} of them")
+        self.output_size = tuple(None if s is None else int(s) for s in sizes)
+
+    def extra_repr(self) -> str:
+        size = self.output_size[0] if self._n == 1 else self.output_size
+        return f"output_size={size}"
+
+    def _out_shape(self, x) -> tuple[int, ...]:
+        check_input(self, x, self._n, None)
+        return tuple(s if o is None else o for s, o in zip(x.shape[2:], self.output_size))
+
+
+class _AdaptiveAvgPoolNd(_AdaptivePoolNd):
+    def forward(self, x):
+        x = _float_input(x)
+        out_shape = self._out_shape(x)
+        # one (o, L) averaging matrix per axis: y = A_H @ x @ A_W^T (2-D), x @ A_L^T (1-D)
+        mats = []
+        for size, o in zip(x.shape[2:], out_shape):
+            a = np.zeros((o, size), dtype=x.dtype)
+            for i, (s, e) in enumerate(_bounds(size, o)):
+                a[i, s:e] = 1.0 / (e - s)
+            mats.append(a)
+        y = x @ mats[-1].T
+        if self._n == 2:
+            y = mats[0] @ y
+        self.save_for_backward(x.shape, mats)
+        return y
+
+    def backward(self, grad_output):
+        x_shape, mats = self.saved
+        out_shape = tuple(a.shape[0] for a in mats)
+        g = _check_grad(self, grad_output, x_shape[:2] + out_shape)
+        if self._n == 2:
+            g = mats[0].T @ g
+        return g @ mats[-1]
+
+
+class AdaptiveAvgPool1d(_AdaptiveAvgPoolNd):
+    """Average pooling to a fixed output length (``output_size=1``: global average pooling).
+
+    Args:
+        output_size: the output length L_out.
+
+    Shape:
+        input: (N, C, L)    output: (N, C, L_out)
+
+    Example:
+        >>> import numpy as np, nnframe as nf
+        >>> nf.AdaptiveAvgPool1d(2)(np.array([[[1.0, 2.0, 3.0, 4.0, 5.0]]]))
+        array([[[2., 4.]]])
+    """
+
+    _n = 1
+
+
+class AdaptiveAvgPool2d(_AdaptiveAvgPoolNd):
+    """Average pooling to a fixed output size (``output_size=1``: global average pooling).
+
+    Args:
+        output_size: an int (square) or a pair (H_out, W_out); None keeps that input size.
+
+    Shape:
+        input: (N, C, H, W)    output: (N, C, H_out, W_out)
+
+    Example:
+        >>> import numpy as np, nnframe as nf
+        >>> nf.AdaptiveAvgPool2d(1)(np.ones((2, 3, 5, 7))).shape
+        (2, 3, 1, 1)
+    """
+
+    _n = 2
+
+
+class _AdaptiveMaxPoolNd(_AdaptivePoolNd):
+    def forward(self, x):
+        x = _float_input(x)
+        out_shape = self._out_shape(x)
+        sizes = x.shape[2:]
+        if all(s % o == 0 for s, o in zip(sizes, out_shape)):
+            # even windows: window max pooling with kernel = stride = L / o
+            kernel = tuple(s // o for s, o in zip(sizes, out_shape))
+            pads = ((0, 0),) * self._n
+            y, arg = max_pool(x, kernel, kernel, (1,) * self._n, pads, out_shape)
+            self.save_for_backward(x.shape, out_shape, ("windows", kernel, arg))
+            return y
+        # uneven windows: max over the last axis, then over the one before (row-major ties)
+        stages, y = [], x
+        for axis in range(-1, -self._n - 1, -1):
+            o = out_shape[axis]
+            ys, args = [], []
+            for s, e in _bounds(y.shape[axis], o):
+                seg = y[_axis_slice(y.ndim, axis, slice(s, e))]
+                a = seg.argmax(axis=axis, keepdims=True)  # the first maximum (or NaN)
+                ys.append(np.take_along_axis(seg, a, axis=axis))
+                args.append(a)
+            stages.append((axis, y.shape, args))
+            y = np.concatenate(ys, axis=axis)
+        self.save_for_backward(x.shape, out_shape, ("stages", stages))
+        return y
+
+    def backward(self, grad_output):
+        x_shape, out_shape, how = self.saved
+        g = _check_grad(self, grad_output, x_shape[:2] + out_shape)
+        if how[0] == "windows":
+            kernel, arg = how[1], how[2]
+            pads = ((0, 0),) * self._n
+            return max_pool_backward(
+                g, arg, x_shape, kernel, kernel, (1,) * self._n, pads, out_shape
+            )
+        for axis, in_shape, args in reversed(how[1]):
+            dx = np.zeros(in_shape, dtype=g.dtype)
+            for i, ((s, e), a) in enumerate(zip(_bounds(in_shape[axis], len(args)), args)):
+                gi = g[_axis_slice(g.ndim, axis, slice(i, i + 1))]
+                seg = dx[_axis_slice(dx.ndim, axis, slice(s, e))]
+                positions = np.arange(e - s).reshape((-1,) + (1,) * (-axis - 1))
+                seg += np.where(positions == a, gi, 0)  # windows may overlap by one: add
+            g = dx
+        return g
+
+
+class AdaptiveMaxPool1d(_AdaptiveMaxPoolNd):
+    """Max pooling to a fixed output length (``output_size=1``: global max pooling).
+
+    Args:
+        output_size: the output length L_out.
+
+    Shape:
+        input: (N, C, L)    output: (N, C, L_out)
+
+    Example:
+        >>> import numpy as np, nnframe as nf
+        >>> nf.AdaptiveMaxPool1d(2)(np.array([[[1.0, 5.0, 3.0, 4.0, 2.0]]]))
+        array([[[5., 4.]]])
+    """
+
+    _n = 1
+
+
+class AdaptiveMaxPool2d(_AdaptiveMaxPoolNd):
+    """Max pooling to a fixed output size (``output_size=1``: global max pooling).
+
+    Args:
+        output_size: an int (square) or a pair (H_out, W_out); None keeps that input size.
+
+    Shape:
+        input: (N, C, H, W)    output: (N, C, H_out, W_out)
+
+    Example:
+        >>> import numpy as np, nnframe as nf
+        >>> nf.AdaptiveMaxPool2d(1)(np.arange(6.0).reshape(1, 1, 2, 3))
+        array([[[[5.]]]])
+    """
+
+    _n = 2
