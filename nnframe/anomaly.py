@@ -38,7 +38,7 @@ class Anomaly:
     """Where the first non-finite value appeared."""
 
     layer: str  # the dotted name in the model given to detect_anomaly, or the layer's repr
-    what: str  # "input", "output", "input gradient" or "gradient of <parameter>"
+    what: str  # "input", "output", "incoming gradient", "input gradient", "gradient of <name>"
     phase: str  # "forward" or "backward"
     step: int
     nan: int
@@ -83,6 +83,8 @@ class _State:
         original = module.backward
 
         def backward(grad_output, *args, **kwargs):
+            if self.enabled:  # non-finite here and not caught before: it came from the loss
+                self.check(module, grad_output, "incoming gradient", "backward")
             grad = original(grad_output, *args, **kwargs)
             if self.enabled:
                 for g in grad if isinstance(grad, tuple) else (grad,):

@@ -139,10 +139,15 @@ def _module_config(module: Module, refs: dict, used: set, depth: int) -> dict:
 
 
 def _recorded_args(module: Module) -> dict:
-    from nnframe.containers import Sequential
+    import nnframe
 
-    if type(module) is Sequential:  # layers appended after construction count too
+    # containers whose children may change after construction: their current children count
+    if type(module) is nnframe.Sequential:
         return {"layers": list(module)}
+    if type(module) is getattr(nnframe, "ModuleList", None):
+        return {"modules": list(module)}
+    if type(module) is getattr(nnframe, "ModuleDict", None):
+        return {"modules": dict(module.items())}
     return dict(module.__dict__.get("_init_args", {}))
 
 

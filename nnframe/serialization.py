@@ -195,21 +195,30 @@ def _sniff(start: bytes) -> str | None:
     return None
 
 
+def _refuse_other_format(start: bytes, who: str) -> None:
+    """A file that is not safetensors: say what it looks like (only asked once the header
+    length or the header is invalid, since a valid length can begin with the same bytes)."""
+    other = _sniff(start)
+    if other:
+        raise ModelFormatError(f"{who}: expected a safetensors file, got {other}")
+
+
 def _read(f, size: int, who: str):
     if size == 0:
         raise _fail(who, "the file is empty")
     start = f.read(8)
-    other = _sniff(start)
-    if other:
-        raise ModelFormatError(f"{who}: expected a safetensors file, got {other}")
+    n = int.from_bytes(start, "little")
+    if size < 8 or n > size - 8 or n > MAX_HEADER_BYTES:
+        _refuse_other_format(start, who)
     if size < 8:
         raise _fail(who, f"the file has {size} byte(s), fewer than the 8-byte header length")
-    n = int.from_bytes(start, "little")
     if n > MAX_HEADER_BYTES:
         raise _fail(who, f"header length {n} is absurdly large (limit {MAX_HEADER_BYTES})")
     if n > size - 8:
         raise _fail(who, f"header length {n} is larger than the rest of the file ({size - 8})")
     raw = bytes(_read_exact(f, n, who, "header"))
+    if not raw.startswith(b"{"):
+        _refuse_other_format(start, who)
     header = _parse_header(raw, who)
     metadata, entries = _check_entries(header, who)
     body_len = size - 8 - n

@@ -346,3 +346,12 @@ def test_loader_never_allocates_beyond_the_file_size(data, tmp_path):
     finally:
         tracemalloc.stop()
     assert peak < 64 * 1024 + 4 * len(data)
+
+
+def test_valid_file_whose_length_bytes_look_like_a_pickle_loads(tmp_path):
+    header = json.dumps({"a": F32_2}).encode()
+    header += b" " * (0x0280 - len(header))  # length 640: bytes 80 02, a pickle's first two
+    path = tmp_path / "t.safetensors"
+    path.write_bytes(raw_file(header, GOOD_BODY))
+    assert path.read_bytes()[:2] == b"\x80\x02"
+    np.testing.assert_array_equal(load_file(path)[0]["a"], [1.0, 2.0])
