@@ -1,0 +1,213 @@
+"""Recurrent training step: nnframe vs PyTorch CPU, LSTM and GRU.
+
+    python -m benchmarks.bench_rnn               # threads pinned to 1, then the default
+    python -m benchmarks.bench_rnn --quick       # fewer repeats
+    python -m benchmarks.bench_rnn --threads 1   # only the pinned run
+
+One step = zero_grad, forward (batch 64, T=50, input 32, hidden 128), a Dense head on the last
+hidden state, cross-entropy, backward through time, optimizer step. The optimizer is Adam
+(``nf.optim.Adam``) when nnframe has it, else SGD with momentum, and PyTorch uses the same one.
+Both frameworks start from the same weights. Each (implementation, thread setting) runs in its
+own process so that the BLAS thread count is fixed before numpy loads. The figure is the median
+over repeats of the mean step time within a repeat; the ratio is nnframe / PyTorch.
+
+``cases()`` exposes the same steps in the format of ``benchmarks/run.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+BATCH, T, INPUT, HIDDEN, CLASSES = 64, 50, 32, 128, 10
+LR = 1e-3
+THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def make_data(seed=0):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(BATCH, T, INPUT)).astype(np.float32)
+    y = rng.integers(0, CLASSES, size=BATCH)
+    return x, y
+
+
+def optimizer_name() -> str:
+    import nnframe as nf
+
+    return "adam" if hasattr(nf.optim, "Adam") else "sgd"
+
+
+def _nnframe_model(kind: str):
+    import nnframe as nf
+
+    class Classifier(nf.Module):
+        """RNN over the sequence, Dense on the last layer's final hidden state."""
+
+        def __init__(self):
+            super().__init__()
+            self.rnn = getattr(nf, kind)(INPUT, HIDDEN, rng=0)
+            self.head = nf.Dense(HIDDEN, CLASSES, rng=1)
+
+        def forward(self, x):
+            _, state = self.rnn(x)
+            h_n = state[0] if kind == "LSTM" else state
+            return self.head(h_n[-1])
+
+        def backward(self, grad_output):
+            g_h = self.head.backward(grad_output)[None]  # dL/dh_n: (1, N, H)
+            grad_state = (g_h, None) if kind == "LSTM" else g_h
+            return self.rnn.backward(None, grad_state)
+
+    return Classifier()
+
+
+def nnframe_step(kind: str):
+    import nnframe as nf
+
+    model = _nnframe_model(kind)
+    x, y = make_data()
+    loss_fn = nf.CrossEntropyLoss()
+    if optimizer_name() == "adam":
+        opt = nf.optim.Adam(model.parameters(), lr=LR)
+    else:
+        opt = nf.optim.SGD(model.parameters(), lr=LR, momentum=0.9)
+
+    def step():
+        opt.zero_grad()
+        loss_fn(model(x), y)
+        model.backward(loss_fn.backward())
+        opt.step()
+
+    return step
+
+
+def torch_step(kind: str):
+    import torch
+
+    nf_model = _nnframe_model(kind)  # the same initial weights as nnframe's
+    rnn = getattr(torch.nn, kind)(INPUT, HIDDEN, batch_first=True)
+    head = torch.nn.Linear(HIDDEN, CLASSES)
+    state = nf_model.state_dict()
+    rnn.load_state_dict({k[4:]: torch.from_numpy(v) for k, v in state.items() if k[:4] == "rnn."})
+    head.load_state_dict({k[5:]: torch.from_numpy(v) for k, v in state.items() if k[:5] == "head."})
+    params = [*rnn.parameters(), *head.parameters()]
+    if optimizer_name() == "adam":
+        opt = torch.optim.Adam(params, lr=LR)
+    else:
+        opt = torch.optim.SGD(params, lr=LR, momentum=0.9)
+    x, y = make_data()
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def step():
+        opt.zero_grad()
+        _, state = rnn(xt)
+        h_n = state[0] if kind == "LSTM" else state
+        loss = loss_fn(head(h_n[-1]), yt)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+IMPLEMENTATIONS = {"nnframe": nnframe_step, "torch": torch_step}
+
+
+def cases() -> dict:
+    """name -> (builder(impl) -> step or None, flops per step or None), as benchmarks/run.py."""
+    return {
+        f"rnn_{kind.lower()}_train": (
+            lambda impl, k=kind: IMPLEMENTATIONS[impl](k) if impl in IMPLEMENTATIONS else None,
+            None,
+        )
+        for kind in ("LSTM", "GRU")
+    }
+
+
+def time_step(step, repeats: int, min_time: float) -> list[float]:
+    """Per-step seconds, one figure per repeat (each repeat runs enough steps for min_time)."""
+    for _ in range(2):
+        step()  # warm-up
+    t0 = time.perf_counter()
+    step()
+    inner = max(1, int(min_time / max(time.perf_counter() - t0, 1e-9)))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            step()
+        times.append((time.perf_counter() - t0) / inner)
+    return times
+
+
+def worker(kind: str, impl: str, threads: str, repeats: int, min_time: float) -> dict:
+    if impl == "torch":
+        try:
+            import torch
+        except ImportError:
+            return {"skipped": "torch not installed"}
+        if threads == "1":
+            torch.set_num_threads(1)
+    times = sorted(time_step(IMPLEMENTATIONS[impl](kind), repeats, min_time))
+    return {"median_s": times[len(times) // 2], "times_s": times}
+
+
+def run_worker(kind, impl, threads, repeats, min_time) -> dict:
+    env = dict(os.environ)
+    for var in THREAD_VARS:
+        if threads == "1":
+            env[var] = "1"
+        else:
+            env.pop(var, None)
+    cmd = [sys.executable, "-m", "benchmarks.bench_rnn", "--worker", kind, impl, threads]
+    cmd += [str(repeats), str(min_time)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if done.returncode:
+        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr else "failed"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats, shorter timings")
+    parser.add_argument("--threads", choices=("1", "default", "both"), default="both")
+    parser.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        kind, impl, threads, repeats, min_time = args.worker
+        print(json.dumps(worker(kind, impl, threads, int(repeats), float(min_time))))
+        return
+    repeats, min_time = (3, 0.3) if args.quick else (7, 1.0)
+    settings = ("1", "default") if args.threads == "both" else (args.threads,)
+    print(
+        f"training step: batch {BATCH}, T={T}, input {INPUT}, hidden {HIDDEN}, Dense head, "
+        f"optimizer {optimizer_name()}; median of {repeats} repeats"
+    )
+    print(f"{'case':<8} {'threads':<8} {'nnframe ms':>11} {'torch ms':>9} {'ratio':>6}")
+    for threads in settings:
+        for kind in ("LSTM", "GRU"):
+            res = {
+                impl: run_worker(kind, impl, threads, repeats, min_time) for impl in IMPLEMENTATIONS
+            }
+            a, b = res["nnframe"], res["torch"]
+            if "median_s" not in a:
+                print(f"{kind:<8} {threads:<8} nnframe: {a}")
+                continue
+            if "median_s" not in b:
+                print(f"{kind:<8} {threads:<8} {a['median_s'] * 1e3:>11.2f} torch: {b}")
+                continue
+            ratio = a["median_s"] / b["median_s"]
+            print(
+                f"{kind:<8} {threads:<8} {a['median_s'] * 1e3:>11.2f} "
+                f"{b['median_s'] * 1e3:>9.2f} {ratio:>6.2f}x"
+            )
+
+
+if __name__ == "__main__":
+    main()

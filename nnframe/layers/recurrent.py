@@ -1,0 +1,1075 @@
+"""Recurrent layers: RNN, LSTM, GRU and their cells, with PyTorch's names, shapes and gate orders.
+
+Sequence layers run every time step's input projection as one matrix product
+(``(T*N, F) @ (F, G*H)``), then loop over time doing only the recurrent product ``h @ W_hh^T``
+and the gate non-linearities on one stacked ``(N, G*H)`` array per step. Backward mirrors it:
+the loop only computes the gate gradients and ``dh @ W_hh``; the weight gradients are one GEMM
+each over all steps after the loop.
+
+Gate orders (rows of ``weight_ih`` / ``weight_hh``), as PyTorch:
+
+- LSTM: input i, forget f, cell g, output o. ``c' = f*c + i*g``, ``h' = o*tanh(c')``
+  (with ``proj_size`` P > 0: ``h' = (o*tanh(c')) @ weight_hr^T``).
+- GRU: reset r, update z, new n. ``n = tanh(W_in x + b_in + r*(W_hn h + b_hn))``,
+  ``h' = (1-z)*n + z*h``.
+- RNN: ``h' = tanh(W_ih x + b_ih + W_hh h + b_hh)`` (or relu).
+
+Internally sequences are time-major ``(T, N, F)`` so that each step's slice is contiguous.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from nnframe.errors import ShapeError, as_float_input, check_hyper, expected_got, fmt_shape
+from nnframe.init import uniform
+from nnframe.module import Module
+from nnframe.parameter import Parameter
+from nnframe.random import get_rng
+
+_GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
+
+
+# ---------------------------------------------------------------------------------------------
+# kernels: one direction of one layer over a whole sequence
+#
+# The kernels work on weights rearranged once per forward (``_prepare``): LSTM gates reordered
+# to (i, f, o, g) so that the three sigmoid gates are contiguous, and the rows of every sigmoid
+# gate scaled by 1/2, because sigmoid(x) = (1 + tanh(x/2)) / 2: one tanh over the whole stacked
+# (N, G*H) array then serves every gate, followed by one affine fix-up of the sigmoid columns
+# (numpy's tanh is vectorized; scipy's expit is several times slower).
+#
+# xp: (T, N, G*H) input pre-activations (x @ W_ih^T with the biases folded in; for the GRU the
+# hidden bias of the new gate, b_hn, stays apart because r multiplies it).
+# mask: None, or (mf, keep) float arrays (T, N, 1): mf = 1 at real steps, keep = 1 - mf.
+# At a padded step the state passes through unchanged and the output is zero, so the final
+# state is the one after each sequence's last real step (PyTorch's packed-sequence semantics,
+# also for the reverse direction, which then starts at each sequence's own last step).
+# ---------------------------------------------------------------------------------------------
+
+
+def _order(T: int, reverse: bool) -> range:
+    return range(T - 1, -1, -1) if reverse else range(T)
+
+
+class _Prepared:
+    """One direction's weights in the kernels' layout (see above)."""
+
+    __slots__ = ("perm", "w_ih", "w_ih_s", "w_hh", "w_hh_s_t", "b", "b_hn", "w_hr")
+
+    def __init__(self, mode, H, w_ih, w_hh, b_ih, b_hh, w_hr):
+        perm = None
+        half = {"LSTM": 3 * H, "GRU": 2 * H}.get(mode, 0)  # rows of the sigmoid gates
+        if mode == "LSTM":  # (i, f, g, o) -> (i, f, o, g); swapping two blocks is its own inverse
+            perm = np.r_[0 : 2 * H, 3 * H : 4 * H, 2 * H : 3 * H]
+            w_ih, w_hh = w_ih[perm], w_hh[perm]
+        self.perm = perm
+        self.w_ih = w_ih  # for dL/dx = dA @ W_ih
+        self.w_hh = w_hh  # for dL/dh = dA @ W_hh
+        w_ih_s = w_ih.copy()
+        w_ih_s[:half] *= 0.5
+        self.w_ih_s = w_ih_s
+        w_hh_s = w_hh.copy()
+        w_hh_s[:half] *= 0.5
+        self.w_hh_s_t = np.ascontiguousarray(w_hh_s.T)  # (H_out, G*H): h @ this, no transpose
+        self.b = self.b_hn = None
+        if b_ih is not None:
+            if mode == "GRU":
+                b = b_ih.copy()
+                b[: 2 * H] += b_hh[: 2 * H]  # r and z: both biases simply add
+                self.b_hn = b_hh[2 * H :]  # n: b_hn sits inside r * (W_hn h + b_hn)
+            else:
+                b = b_ih + b_hh
+                if perm is not None:
+                    b = b[perm]
+            b[:half] *= 0.5
+            self.b = b
+        self.w_hr = w_hr
+
+    def project(self, flat_in, T, N):
+        """Every step's input pre-activation in one GEMM: (T*N, F) @ (F, G*H)."""
+        xp = flat_in @ self.w_ih_s.T
+        if self.b is not None:
+            xp += self.b
+        return xp.reshape(T, N, -1)
+
+    def to_torch_order(self, d: np.ndarray) -> np.ndarray:
+        """A gradient with gate rows in kernel order, back in PyTorch's order."""
+        return d if self.perm is None else d[self.perm]
+
+
+def _sigmoid_fixup(s: np.ndarray) -> None:
+    """tanh(x/2) -> sigmoid(x), in place."""
+    s *= 0.5
+    s += 0.5
+
+
+def _rnn_forward(xp, h0, kw, mask, reverse, relu):
+    T, N, H = xp.shape
+    hs = np.empty_like(xp)  # outputs (zero at padded steps)
+    hs_prev = np.empty_like(xp)  # state entering each step (for dW_hh)
+    h = h0
+    for t in _order(T, reverse):
+        hs_prev[t] = h
+        a = hs[t]
+        np.matmul(h, kw.w_hh_s_t, out=a)
+        a += xp[t]
+        if relu:
+            np.maximum(a, 0, out=a)
+        else:
+            np.tanh(a, out=a)
+        if mask is None:
+            h = a
+        else:
+            mf, keep = mask[0][t], mask[1][t]
+            a *= mf
+            h = a + h * keep
+    # at real steps hs holds the activation; at padded steps the gradient is masked to zero
+    return hs, h, None, (hs, hs_prev, relu)
+
+
+def _rnn_backward(cache, dout, dh, dc, kw, mask, reverse):
+    hs, hs_prev, relu = cache
+    T = hs.shape[0]
+    dA = np.empty_like(hs)
+    for t in _order(T, not reverse):
+        da = dA[t]
+        np.add(dout[t], dh, out=da)
+        if mask is not None:
+            mf, keep = mask[0][t], mask[1][t]
+            passed = dh * keep
+            da *= mf
+        if relu:
+            da *= hs[t] > 0
+        else:
+            da *= 1 - hs[t] * hs[t]  # d tanh = 1 - y^2
+        dh = da @ kw.w_hh
+        if mask is not None:
+            dh += passed
+    return dA, dA, dh, None, None
+
+
+def _lstm_forward(xp, h0, c0, kw, mask, reverse):
+    T, N, G = xp.shape
+    H = G // 4
+    P = h0.shape[1]
+    w_hr = kw.w_hr
+    dtype = xp.dtype
+    acts = np.empty_like(xp)  # gate activations, kernel order i, f, o, g
+    cs_prev = np.empty((T, N, H), dtype=dtype)
+    tcs = np.empty((T, N, H), dtype=dtype)  # tanh(c')
+    hs = np.empty((T, N, P), dtype=dtype)
+    hs_prev = np.empty((T, N, P), dtype=dtype)
+    us = np.empty((T, N, H), dtype=dtype) if w_hr is not None else None  # o*tanh(c') unprojected
+    ig = np.empty((N, H), dtype=dtype)
+    h, c = h0, c0
+    for t in _order(T, reverse):
+        hs_prev[t] = h
+        cs_prev[t] = c
+        a = acts[t]
+        np.matmul(h, kw.w_hh_s_t, out=a)
+        a += xp[t]
+        np.tanh(a, out=a)
+        _sigmoid_fixup(a[:, : 3 * H])
+        i, f, o, g = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
+        c_new = f * c  # c' = f*c + i*g
+        np.multiply(i, g, out=ig)
+        c_new += ig
+        tc = tcs[t]
+        np.tanh(c_new, out=tc)
+        if w_hr is None:
+            h_new = np.multiply(o, tc, out=hs[t])
+        else:
+            u = us[t]
+            np.multiply(o, tc, out=u)
+            h_new = np.matmul(u, w_hr.T, out=hs[t])
+        if mask is None:
+            h, c = h_new, c_new
+        else:
+            mf, keep = mask[0][t], mask[1][t]
+            h_new *= mf
+            h = h_new + h * keep
+            c = c_new * mf + c * keep
+    return hs, h, c, (acts, cs_prev, tcs, hs_prev, us)
+
+
+def _lstm_backward(cache, dout, dh, dc, kw, mask, reverse):
+    acts, cs_prev, tcs, hs_prev, us = cache
+    T, N, G = acts.shape
+    H = G // 4
+    w_hr = kw.w_hr
+    dtype = acts.dtype
+    dA = np.empty_like(acts)
+    dhs = np.empty_like(hs_prev) if w_hr is not None else None  # dL/dh' per step (for dW_hr)
+    sd = np.empty((N, 3 * H), dtype=dtype)  # sigmoid' of i, f, o
+    up = np.empty((N, 3 * H), dtype=dtype)  # dL/di, dL/df, dL/do
+    tmp = np.empty((N, H), dtype=dtype)
+    g_h = np.empty((N, hs_prev.shape[2]), dtype=dtype)
+    for t in _order(T, not reverse):
+        np.add(dout[t], dh, out=g_h)
+        if mask is not None:
+            mf, keep = mask[0][t], mask[1][t]
+            h_passed, c_passed = dh * keep, dc * keep
+            g_h *= mf
+            dc = dc * mf
+        if w_hr is not None:
+            dhs[t] = g_h
+            du = g_h @ w_hr  # back through the projection: (N, P) @ (P, H)
+        else:
+            du = g_h
+        a = acts[t]
+        i, f, o, g = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
+        tc = tcs[t]
+        # h' = o * tanh(c'):  dL/do = dh' * tanh(c');  dL/dc' += dh' * o * (1 - tanh(c')^2)
+        np.multiply(tc, tc, out=tmp)
+        np.subtract(1, tmp, out=tmp)
+        tmp *= o
+        tmp *= du
+        dc = dc + tmp
+        np.multiply(du, tc, out=up[:, 2 * H :])
+        # c' = f*c + i*g:  dL/di = dc' * g,  dL/df = dc' * c,  dL/dg = dc' * i
+        np.multiply(dc, g, out=up[:, :H])
+        np.multiply(dc, cs_prev[t], out=up[:, H : 2 * H])
+        s = a[:, : 3 * H]
+        np.subtract(1, s, out=sd)
+        sd *= s  # sigmoid' = s (1 - s)
+        da = dA[t]
+        np.multiply(up, sd, out=da[:, : 3 * H])
+        np.multiply(g, g, out=tmp)
+        np.subtract(1, tmp, out=tmp)  # tanh' = 1 - g^2
+        tmp *= i
+        np.multiply(dc, tmp, out=da[:, 3 * H :])
+        dc = dc * f
+        dh = da @ kw.w_hh
+        if mask is not None:
+            dh += h_passed
+            dc += c_passed
+    dw_hr = None
+    if w_hr is not None:
+        P = w_hr.shape[0]
+        # dL/dW_hr = sum_t dh'_t^T @ u_t: one GEMM over all steps
+        dw_hr = dhs.reshape(-1, P).T @ us.reshape(-1, H)
+    return dA, dA, dh, dc, dw_hr
+
+
+def _gru_forward(xp, h0, kw, mask, reverse):
+    T, N, G = xp.shape
+    H = G // 3
+    dtype = xp.dtype
+    acts = np.empty_like(xp)  # r, z, n
+    hhn = np.empty((T, N, H), dtype=dtype)  # W_hn h + b_hn (r multiplies it)
+    hs = np.empty((T, N, H), dtype=dtype)
+    hs_prev = np.empty((T, N, H), dtype=dtype)
+    hh = np.empty((N, G), dtype=dtype)
+    h = h0
+    for t in _order(T, reverse):
+        hs_prev[t] = h
+        a = acts[t]
+        np.matmul(h, kw.w_hh_s_t, out=hh)
+        rz = a[:, : 2 * H]
+        np.add(xp[t, :, : 2 * H], hh[:, : 2 * H], out=rz)
+        np.tanh(rz, out=rz)
+        _sigmoid_fixup(rz)
+        r, z = a[:, :H], a[:, H : 2 * H]
+        hn = hhn[t]
+        if kw.b_hn is None:
+            np.copyto(hn, hh[:, 2 * H :])
+        else:
+            np.add(hh[:, 2 * H :], kw.b_hn, out=hn)
+        n = a[:, 2 * H :]
+        np.multiply(r, hn, out=n)
+        n += xp[t, :, 2 * H :]
+        np.tanh(n, out=n)
+        h_new = hs[t]  # h' = (1 - z) * n + z * h = n + z * (h - n)
+        np.subtract(h, n, out=h_new)
+        h_new *= z
+        h_new += n
+        if mask is None:
+            h = h_new
+        else:
+            mf, keep = mask[0][t], mask[1][t]
+            h_new *= mf
+            h = h_new + h * keep
+    return hs, h, None, (acts, hhn, hs_prev)
+
+
+def _gru_backward(cache, dout, dh, dc, kw, mask, reverse):
+    acts, hhn, hs_prev = cache
+    T, N, G = acts.shape
+    H = G // 3
+    dtype = acts.dtype
+    dxp = np.empty_like(acts)  # gradient of the input pre-activations (and b_ih)
+    dhh = np.empty_like(acts)  # gradient of h @ W_hh^T + b_hh
+    g = np.empty((N, H), dtype=dtype)
+    tmp = np.empty((N, H), dtype=dtype)
+    sd = np.empty((N, 2 * H), dtype=dtype)
+    for t in _order(T, not reverse):
+        np.add(dout[t], dh, out=g)
+        if mask is not None:
+            mf, keep = mask[0][t], mask[1][t]
+            passed = dh * keep
+            g *= mf
+        a = acts[t]
+        r, z, n = a[:, :H], a[:, H : 2 * H], a[:, 2 * H :]
+        dx, dhr = dxp[t], dhh[t]
+        # through h' = n + z (h - n), then n = tanh(.): dn_pre = g (1 - z) (1 - n^2)
+        dn = dx[:, 2 * H :]
+        np.multiply(n, n, out=dn)
+        np.subtract(1, dn, out=dn)
+        np.subtract(1, z, out=tmp)
+        dn *= tmp
+        dn *= g
+        # dL/dr = dn_pre * (W_hn h + b_hn);  dL/dz = g * (h - n)
+        np.multiply(dn, hhn[t], out=dx[:, :H])
+        np.subtract(hs_prev[t], n, out=dx[:, H : 2 * H])
+        dx[:, H : 2 * H] *= g
+        s = a[:, : 2 * H]
+        np.subtract(1, s, out=sd)
+        sd *= s
+        dx[:, : 2 * H] *= sd
+        dhr[:, : 2 * H] = dx[:, : 2 * H]
+        np.multiply(dn, r, out=dhr[:, 2 * H :])
+        dh = dhr @ kw.w_hh
+        np.multiply(g, z, out=tmp)
+        dh += tmp
+        if mask is not None:
+            dh += passed
+    return dxp, dhh, dh, None, None
+
+
+def _direction_forward(mode, kw, flat_in, T, N, h0, c0, mask, reverse):
+    """One direction of one layer: returns (output (T, N, H_out), h_T, c_T, cache)."""
+    xp = kw.project(flat_in, T, N)
+    if mode == "LSTM":
+        return _lstm_forward(xp, h0, c0, kw, mask, reverse)
+    if mode == "GRU":
+        return _gru_forward(xp, h0, kw, mask, reverse)
+    return _rnn_forward(xp, h0, kw, mask, reverse, mode == "RNN_RELU")
+
+
+def _direction_backward(mode, kw, cache, flat_in, dout, dh, dc, mask, reverse, need_dx):
+    """Backward through one direction. dout: (T, N, H_out); dh, dc: gradients of the final
+    state (arrays, not mutated). Returns (dL/dinput (T*N, F) or None, dL/dh0, dL/dc0, grads)
+    with grads the weight gradients by base name, gate rows in PyTorch's order."""
+    if mode == "LSTM":
+        dxp, dhh, dh0, dc0, dw_hr = _lstm_backward(cache, dout, dh, dc, kw, mask, reverse)
+        hs_prev = cache[3]
+    elif mode == "GRU":
+        dxp, dhh, dh0, dc0, dw_hr = _gru_backward(cache, dout, dh, dc, kw, mask, reverse)
+        hs_prev = cache[2]
+    else:
+        dxp, dhh, dh0, dc0, dw_hr = _rnn_backward(cache, dout, dh, dc, kw, mask, reverse)
+        hs_prev = cache[1]
+    T, N, G = dxp.shape
+    dxp2, dhh2 = dxp.reshape(T * N, G), dhh.reshape(T * N, G)
+    # the weight gradients: one GEMM each over all steps
+    grads = {
+        "weight_hh": kw.to_torch_order(dhh2.T @ hs_prev.reshape(T * N, -1)),  # (G, T*N) @ (T*N, H)
+        "weight_ih": kw.to_torch_order(dxp2.T @ flat_in),  # (G, T*N) @ (T*N, F)
+    }
+    if kw.b is not None:
+        db = dxp2.sum(axis=0)
+        grads["bias_ih"] = kw.to_torch_order(db)
+        grads["bias_hh"] = kw.to_torch_order(db if dhh is dxp else dhh2.sum(axis=0))
+    if dw_hr is not None:
+        grads["weight_hr"] = dw_hr
+    dx = dxp2 @ kw.w_ih if need_dx else None  # (T*N, G) @ (G, F)
+    return dx, dh0, dc0, grads
+
+
+# ---------------------------------------------------------------------------------------------
+# shared helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def _init_param(shape, bound, rng, dtype) -> Parameter:
+    return Parameter(uniform(shape, -bound, bound, rng=rng, dtype=dtype))
+
+
+def _lengths_mask(who, lengths, T: int, N: int, dtype):
+    """(mf, keep) float masks (T, N, 1) from per-sequence lengths, or None."""
+    if lengths is None:
+        return None
+    lengths = np.asarray(lengths)
+    if (
+        lengths.shape != (N,)
+        or lengths.dtype.kind not in "iu"
+        or (N and (lengths.min() < 0 or lengths.max() > T))
+    ):
+        got = f"shape {fmt_shape(lengths.shape)}, dtype {lengths.dtype}"
+        if lengths.shape == (N,) and lengths.dtype.kind in "iu":
+            got = f"values in [{lengths.min()}, {lengths.max()}]"
+        raise ValueError(expected_got(who, f"integer lengths of shape ({N},) in [0, {T}]", got))
+    mf = (np.arange(T)[:, None] < lengths[None, :]).astype(dtype)[:, :, None]
+    return mf, 1 - mf
+
+
+# ---------------------------------------------------------------------------------------------
+# sequence layers
+# ---------------------------------------------------------------------------------------------
+
+
+class _RNNBase(Module):
+    """Shared machinery of RNN, LSTM and GRU (parameters, layers, directions, lengths)."""
+
+    def __init__(
+        self,
+        mode: str,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int,
+        bias: bool,
+        batch_first: bool,
+        dropout: float,
+        bidirectional: bool,
+        proj_size: int,
+        rng,
+        dtype,
+    ):
+        super().__init__()
+        who = type(self).__name__
+        check_hyper(who, "input_size", input_size, input_size > 0, "must be > 0")
+        check_hyper(who, "hidden_size", hidden_size, hidden_size > 0, "must be > 0")
+        check_hyper(who, "num_layers", num_layers, num_layers > 0, "must be > 0")
+        check_hyper(who, "dropout", dropout, 0 <= dropout < 1, "must be in [0, 1)")
+        check_hyper(
+            who, "proj_size", proj_size, 0 <= proj_size < hidden_size, "must be in [0, hidden_size)"
+        )
+        self.mode = mode
+        self.input_size = int(input_size)
+        self.hidden_size = int(hidden_size)
+        self.num_layers = int(num_layers)
+        self.bias = bool(bias)
+        self.batch_first = bool(batch_first)
+        self.dropout = float(dropout)
+        self.bidirectional = bool(bidirectional)
+        self.proj_size = int(proj_size)
+        self.rng = get_rng(rng)  # initial weights, then the dropout masks between layers
+        num_dir = 2 if bidirectional else 1
+        gates = _GATES[mode] * hidden_size
+        out_size = proj_size or hidden_size
+        bound = 1.0 / math.sqrt(hidden_size)  # PyTorch: U(-1/sqrt(H), 1/sqrt(H)) for all
+        self._names = []  # per (layer, direction): the parameter names
+        for layer in range(num_layers):
+            layer_in = input_size if layer == 0 else out_size * num_dir
+            for d in range(num_dir):
+                sfx = f"_l{layer}" + ("_reverse" if d else "")
+                names = {}
+                shapes = [("weight_ih", (gates, layer_in)), ("weight_hh", (gates, out_size))]
+                if bias:
+                    shapes += [("bias_ih", (gates,)), ("bias_hh", (gates,))]
+                if proj_size:
+                    shapes += [("weight_hr", (proj_size, hidden_size))]
+                for base, shape in shapes:
+                    setattr(self, base + sfx, _init_param(shape, bound, self.rng, dtype))
+                    names[base] = base + sfx
+                self._names.append(names)
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        if self.mode == "RNN_RELU":
+            s += ", nonlinearity='relu'"
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
+        if not self.bias:
+            s += ", bias=False"
+        if not self.batch_first:
+            s += ", batch_first=False"
+        if self.dropout:
+            s += f", dropout={self.dropout}"
+        if self.bidirectional:
+            s += ", bidirectional=True"
+        if self.proj_size:
+            s += f", proj_size={self.proj_size}"
+        return s
+
+    def _p(self, k: int, base: str):
+        name = self._names[k].get(base)
+        return None if name is None else getattr(self, name)
+
+    def _state_shapes(self, N: int):
+        L = self.num_layers * self.num_directions
+        return (L, N, self.proj_size or self.hidden_size), (L, N, self.hidden_size)
+
+    def _check_state(self, value, shape, name: str, dtype):
+        value = as_float_input(self, value, dtype)
+        if value.shape != shape:
+            raise ShapeError(
+                expected_got(self, f"{name} of shape {fmt_shape(shape)}", fmt_shape(value.shape))
+            )
+        return value
+
+    def _parse_state(self, hx, N: int, dtype):
+        h_shape, c_shape = self._state_shapes(N)
+        if hx is None:
+            h0 = np.zeros(h_shape, dtype=dtype)
+            c0 = np.zeros(c_shape, dtype=dtype) if self.mode == "LSTM" else None
+            return h0, c0
+        if self.mode == "LSTM":
+            if not (isinstance(hx, (tuple, list)) and len(hx) == 2):
+                raise TypeError(expected_got(self, "an initial state (h0, c0)", type(hx).__name__))
+            return (
+                self._check_state(hx[0], h_shape, "h0", dtype),
+                self._check_state(hx[1], c_shape, "c0", dtype),
+            )
+        return self._check_state(hx, h_shape, "h0", dtype), None
+
+    # ------------------------------------------------------------------ forward
+    def _prepared(self, k: int) -> _Prepared:
+        p = {base: getattr(self, name).data for base, name in self._names[k].items()}
+        return _Prepared(
+            self.mode, self.hidden_size, p["weight_ih"], p["weight_hh"], p.get("bias_ih"),
+            p.get("bias_hh"), p.get("weight_hr"),
+        )  # fmt: skip
+
+    def forward(self, x, hx=None, *, lengths=None):
+        """Runs the whole sequence.
+
+        Args:
+            x: (N, T, input_size) with batch_first (the default), else (T, N, input_size).
+            hx: the initial state, zeros if None: h0 of shape (num_layers * num_directions,
+                N, H_out) (for the LSTM a tuple (h0, c0), c0 of shape (..., N, hidden_size)).
+            lengths: optional integer array (N,): sequence i has ``lengths[i]`` real steps, the
+                rest is padding. Padded steps leave the state unchanged, output zeros and
+                receive no gradient.
+
+        Returns:
+            (output, h_n), or (output, (h_n, c_n)) for the LSTM. output is (N, T, D * H_out)
+            (time-major when batch_first=False), the directions concatenated on the last axis.
+        """
+        dtype = self.weight_ih_l0.data.dtype
+        x = as_float_input(self, x, dtype)
+        if x.ndim != 3 or x.shape[2] != self.input_size:
+            layout = ("N", "T") if self.batch_first else ("T", "N")
+            expected = f"input of shape {fmt_shape((*layout, self.input_size))}"
+            raise ShapeError(expected_got(self, expected, fmt_shape(x.shape)))
+        xt = np.ascontiguousarray(x.transpose(1, 0, 2)) if self.batch_first else x
+        T, N, _ = xt.shape
+        mask = _lengths_mask(self, lengths, T, N, dtype)
+        h0, c0 = self._parse_state(hx, N, dtype)
+        h_shape, c_shape = self._state_shapes(N)
+        h_n = np.empty(h_shape, dtype=dtype)
+        c_n = np.empty(c_shape, dtype=dtype) if self.mode == "LSTM" else None
+        D = self.num_directions
+        layer_in = xt
+        layers = []  # per layer: (input, dropout mask, per direction (weights, cache))
+        for layer in range(self.num_layers):
+            drop = None
+            if layer > 0 and self.dropout and self.training:
+                keep_p = 1.0 - self.dropout
+                drop = (self.rng.random(layer_in.shape) < keep_p).astype(dtype)
+                drop /= dtype.type(keep_p)
+                layer_in = layer_in * drop
+            outs, dirs = [], []
+            flat_in = layer_in.reshape(T * N, -1)
+            for d in range(D):
+                k = layer * D + d
+                kw = self._prepared(k)
+                c0k = None if c0 is None else c0[k]
+                out, hT, cT, cache = _direction_forward(
+                    self.mode, kw, flat_in, T, N, h0[k], c0k, mask, d == 1
+                )
+                h_n[k] = hT
+                if c_n is not None:
+                    c_n[k] = cT
+                outs.append(out)
+                dirs.append((kw, cache))
+            layers.append((flat_in, drop, dirs))
+            layer_in = outs[0] if D == 1 else np.concatenate(outs, axis=2)
+        output = np.ascontiguousarray(layer_in.transpose(1, 0, 2)) if self.batch_first else layer_in
+        self.save_for_backward(layers, mask, hx is not None, output.shape, T, N)
+        return output, ((h_n, c_n) if self.mode == "LSTM" else h_n)
+
+    # ------------------------------------------------------------------ backward
+    def backward(self, grad_output, grad_state=None):
+        """Backpropagation through time.
+
+        Args:
+            grad_output: dL/doutput, the shape of the output, or None (zeros). A tuple
+                ``(grad_output, grad_state)`` is accepted too (what ``check_module`` passes).
+            grad_state: dL/dh_n, or for the LSTM ``(dL/dh_n, dL/dc_n)`` (either may be None),
+                or None when the final state is not used.
+
+        Returns:
+            dL/dx of the input's shape; when forward was given an initial state, the tuple
+            ``(dL/dx, dL/dh0)`` (LSTM: ``(dL/dx, (dL/dh0, dL/dc0))``). dL/dx is None when
+            ``needs_input_grad`` is False.
+        """
+        layers, mask, had_state, out_shape, T, N = self.saved
+        if isinstance(grad_output, tuple) and grad_state is None and len(grad_output) == 2:
+            grad_output, grad_state = grad_output
+        dtype = self.weight_ih_l0.data.dtype
+        D = self.num_directions
+        h_shape, c_shape = self._state_shapes(N)
+        if grad_output is None:
+            g = np.zeros((T, N, out_shape[2]), dtype=dtype)
+        else:
+            if getattr(grad_output, "shape", None) != out_shape:
+                got = fmt_shape(grad_output.shape) if hasattr(grad_output, "shape") else "no array"
+                raise ShapeError(
+                    expected_got(
+                        self, f"grad_output of the output's shape {fmt_shape(out_shape)}", got
+                    )
+                )
+            g = grad_output.transpose(1, 0, 2) if self.batch_first else grad_output
+        gh, gc = self._parse_grad_state(grad_state, h_shape, c_shape)
+        dh0 = np.zeros(h_shape, dtype=dtype)
+        dc0 = np.zeros(c_shape, dtype=dtype) if self.mode == "LSTM" else None
+        zeros = np.zeros(h_shape[1:], dtype=dtype)
+        zeros_c = np.zeros(c_shape[1:], dtype=dtype)
+        H_out = self.proj_size or self.hidden_size
+        for layer in range(self.num_layers - 1, -1, -1):
+            flat_in, drop, dirs = layers[layer]
+            need_dx = layer > 0 or self.needs_input_grad
+            d_in = None
+            for d in range(D):
+                k = layer * D + d
+                kw, cache = dirs[d]
+                dout = g if D == 1 else g[:, :, d * H_out : (d + 1) * H_out]
+                dh = zeros if gh is None else gh[k]
+                dc = None if self.mode != "LSTM" else (zeros_c if gc is None else gc[k])
+                dx, dh0[k], dck, grads = _direction_backward(
+                    self.mode, kw, cache, flat_in, dout, dh, dc, mask, d == 1, need_dx
+                )
+                if dc0 is not None:
+                    dc0[k] = dck
+                for base, value in grads.items():
+                    p = getattr(self, self._names[k][base])
+                    if p.requires_grad:
+                        p.grad += value
+                if need_dx:
+                    d_in = dx if d_in is None else d_in + dx
+            if not need_dx:
+                g = None
+                break
+            g = d_in.reshape(T, N, -1)
+            if drop is not None:
+                g *= drop
+        if g is None:
+            grad_x = None
+        else:
+            grad_x = np.ascontiguousarray(g.transpose(1, 0, 2)) if self.batch_first else g
+        if not had_state:
+            return grad_x
+        return grad_x, ((dh0, dc0) if self.mode == "LSTM" else dh0)
+
+    def _parse_grad_state(self, grad_state, h_shape, c_shape):
+        if grad_state is None:
+            return None, None
+        if self.mode == "LSTM":
+            if not (isinstance(grad_state, (tuple, list)) and len(grad_state) == 2):
+                got = type(grad_state).__name__
+                raise TypeError(expected_got(self, "grad_state (grad_h_n, grad_c_n)", got))
+            gh, gc = grad_state
+        else:
+            gh, gc = grad_state, None
+        for value, shape, name in ((gh, h_shape, "grad_h_n"), (gc, c_shape, "grad_c_n")):
+            if value is not None and getattr(value, "shape", None) != shape:
+                got = fmt_shape(value.shape) if hasattr(value, "shape") else type(value).__name__
+                raise ShapeError(expected_got(self, f"{name} of shape {fmt_shape(shape)}", got))
+        return gh, gc
+
+
+class RNN(_RNNBase):
+    """Elman RNN: ``h' = tanh(x @ W_ih^T + b_ih + h @ W_hh^T + b_hh)`` (or relu), stacked and
+    optionally bidirectional, with PyTorch's parameter names and layouts.
+
+    Args:
+        input_size: features per step.
+        hidden_size: features of the hidden state.
+        num_layers: stacked layers; layer l > 0 takes the previous layer's output.
+        nonlinearity: 'tanh' or 'relu'.
+        bias: learn ``bias_ih_l{k}`` and ``bias_hh_l{k}``.
+        batch_first: input and output are (N, T, F) (default) instead of (T, N, F).
+        dropout: dropout probability on the outputs of every layer but the last (training only).
+        bidirectional: also run each layer backwards in time (``..._reverse`` parameters);
+            the two outputs are concatenated on the feature axis.
+        rng: Generator or seed for the initial weights and the dropout masks.
+        dtype: parameter dtype (float32).
+
+    Parameters are ``weight_ih_l{k}`` (H, F_in), ``weight_hh_l{k}`` (H, H), ``bias_ih_l{k}``,
+    ``bias_hh_l{k}`` (H,), plus ``..._reverse`` when bidirectional, all U(-1/sqrt(H), 1/sqrt(H)).
+
+    Shape:
+        input: (N, T, input_size) (batch_first) or (T, N, input_size).
+        h0, h_n: (num_layers * num_directions, N, hidden_size).
+        output: (N, T, num_directions * hidden_size) (or time-major).
+
+    ``forward(x, h0=None, lengths=None)`` returns ``(output, h_n)``; ``backward(grad_output,
+    grad_h_n=None)`` returns dL/dx, or ``(dL/dx, dL/dh0)`` when an initial state was given.
+
+    Example:
+        >>> import numpy as np, nnframe as nf
+        >>> rnn = nf.RNN(3, 5, num_layers=2, rng=0)
+        >>> out, h_n = rnn(np.zeros((4, 7, 3), dtype=np.float32))
+        >>> out.shape, h_n.shape
+        ((4, 7, 5), (2, 4, 5))
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        nonlinearity: str = "tanh",
+        bias: bool = True,
+        batch_first: bool = True,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        *,
+        rng=None,
+        dtype=np.float32,
+    ):
+        check_hyper(
+            "RNN",
+            "nonlinearity",
+            nonlinearity,
+            nonlinearity in ("tanh", "relu"),
+            "'tanh' or 'relu'",
+        )
+        self.nonlinearity = nonlinearity
+        super().__init__(
+            "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU",
+            input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, 0,
+            rng, dtype,
+        )  # fmt: skip
+
+
+class LSTM(_RNNBase):
+    """Long short-term memory, stacked and optionally bidirectional, with PyTorch's parameter
+    names, layouts and gate order (input, forget, cell, output).
+
+    ``c' = f*c + i*g``, ``h' = o*tanh(c')``; with ``proj_size`` P > 0 the hidden state is
+    projected, ``h' = (o*tanh(c')) @ weight_hr^T``, and has P features.
+
+    Args:
+        input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, rng,
+            dtype: as for :class:`RNN`.
+        proj_size: size of the projected hidden state (0: no projection).
+
+    Parameters are ``weight_ih_l{k}`` (4H, F_in), ``weight_hh_l{k}`` (4H, H_out),
+    ``bias_ih_l{k}``, ``bias_hh_l{k}`` (4H,), ``weight_hr_l{k}`` (P, H) with proj_size, and
+    ``..._reverse`` when bidirectional (H_out = P if proj_size else H).
+
+    Shape:
+        input: (N, T, input_size) (batch_first) or (T, N, input_size).
+        h0, h_n: (num_layers * num_directions, N, H_out).
+        c0, c_n: (num_layers * num_directions, N, hidden_size).
+        output: (N, T, num_directions * H_out).
+
+    ``forward(x, (h0, c0)=None, lengths=None)`` returns ``(output, (h_n, c_n))``;
+    ``backward(grad_output, (grad_h_n, grad_c_n)=None)`` returns dL/dx, or
+    ``(dL/dx, (dL/dh0, dL/dc0))`` when an initial state was given.
+
+    Example:
+        >>> import numpy as np, nnframe as nf
+        >>> lstm = nf.LSTM(3, 8, bidirectional=True, rng=0)
+        >>> out, (h_n, c_n) = lstm(np.zeros((4, 6, 3), dtype=np.float32), lengths=[6, 5, 2, 1])
+        >>> out.shape, h_n.shape, c_n.shape
+        ((4, 6, 16), (2, 4, 8), (2, 4, 8))
+        >>> grad_x = lstm.backward(np.ones_like(out))
+        >>> grad_x.shape
+        (4, 6, 3)
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = True,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        *,
+        rng=None,
+        dtype=np.float32,
+    ):
+        super().__init__(
+            "LSTM", input_size, hidden_size, num_layers, bias, batch_first, dropout,
+            bidirectional, proj_size, rng, dtype,
+        )  # fmt: skip
+
+
+class GRU(_RNNBase):
+    """Gated recurrent unit, stacked and optionally bidirectional, with PyTorch's parameter
+    names, layouts and gate order (reset, update, new).
+
+    ``r = sigmoid(W_ir x + b_ir + W_hr h + b_hr)``, ``z = sigmoid(W_iz x + b_iz + W_hz h + b_hz)``,
+    ``n = tanh(W_in x + b_in + r * (W_hn h + b_hn))``, ``h' = (1 - z) * n + z * h``.
+
+    Args:
+        input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, rng,
+            dtype: as for :class:`RNN`.
+
+    Parameters are ``weight_ih_l{k}`` (3H, F_in), ``weight_hh_l{k}`` (3H, H), ``bias_ih_l{k}``,
+    ``bias_hh_l{k}`` (3H,), and ``..._reverse`` when bidirectional.
+
+    Shape:
+        input: (N, T, input_size) (batch_first) or (T, N, input_size).
+        h0, h_n: (num_layers * num_directions, N, hidden_size).
+        output: (N, T, num_directions * hidden_size).
+
+    ``forward`` and ``backward`` as for :class:`RNN`.
+
+    Example:
+        >>> import numpy as np, nnframe as nf
+        >>> gru = nf.GRU(3, 4, rng=0)
+        >>> out, h_n = gru(np.ones((2, 5, 3), dtype=np.float32))
+        >>> bool(np.allclose(out[:, -1], h_n[0]))
+        True
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = True,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        *,
+        rng=None,
+        dtype=np.float32,
+    ):
+        super().__init__(
+            "GRU", input_size, hidden_size, num_layers, bias, batch_first, dropout,
+            bidirectional, 0, rng, dtype,
+        )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# cells: one time step, for hand-written loops
+# ---------------------------------------------------------------------------------------------
+
+
+class _CellBase(Module):
+    """One step of a recurrent layer.
+
+    A cell is called once per time step, so it keeps a *stack* of saves: in training mode each
+    ``forward`` pushes what its ``backward`` needs and each ``backward`` pops the latest, so a
+    hand-written loop backpropagates by calling ``backward`` once per step in reverse order.
+    In eval mode only the latest call is kept. ``clear_saved()`` empties the stack (for instance
+    after a forward-only pass in training mode).
+    """
+
+    def __init__(self, mode, input_size, hidden_size, bias, rng, dtype):
+        super().__init__()
+        who = type(self).__name__
+        check_hyper(who, "input_size", input_size, input_size > 0, "must be > 0")
+        check_hyper(who, "hidden_size", hidden_size, hidden_size > 0, "must be > 0")
+        self.mode = mode
+        self.input_size = int(input_size)
+        self.hidden_size = int(hidden_size)
+        gates = _GATES[mode] * hidden_size
+        bound = 1.0 / math.sqrt(hidden_size)
+        rng = get_rng(rng)
+        self.weight_ih = _init_param((gates, input_size), bound, rng, dtype)
+        self.weight_hh = _init_param((gates, hidden_size), bound, rng, dtype)
+        self.bias_ih = _init_param((gates,), bound, rng, dtype) if bias else None
+        self.bias_hh = _init_param((gates,), bound, rng, dtype) if bias else None
+        self._stack: list = []
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        if self.bias_ih is None:
+            s += ", bias=False"
+        if self.mode == "RNN_RELU":
+            s += ", nonlinearity='relu'"
+        return s
+
+    def clear_saved(self) -> None:
+        """Forgets every saved step."""
+        self._stack.clear()
+        self._saved = None
+
+    def _check_state(self, value, name, N, dtype):
+        value = as_float_input(self, value, dtype)
+        if value.shape != (N, self.hidden_size):
+            raise ShapeError(
+                expected_got(
+                    self, f"{name} of shape ({N}, {self.hidden_size})", fmt_shape(value.shape)
+                )
+            )
+        return value
+
+    def _step(self, x, h, c):
+        dtype = self.weight_ih.data.dtype
+        x = as_float_input(self, x, dtype)
+        if x.ndim != 2 or x.shape[1] != self.input_size:
+            expected = f"input of shape (N, {self.input_size})"
+            raise ShapeError(expected_got(self, expected, fmt_shape(x.shape)))
+        N = x.shape[0]
+        had_state = h is not None
+        zeros = np.zeros((N, self.hidden_size), dtype=dtype)
+        h = zeros if h is None else self._check_state(h, "h", N, dtype)
+        if self.mode == "LSTM":
+            c = zeros if c is None else self._check_state(c, "c", N, dtype)
+        b_ih, b_hh = self.bias_ih, self.bias_hh
+        kw = _Prepared(
+            self.mode, self.hidden_size, self.weight_ih.data, self.weight_hh.data,
+            None if b_ih is None else b_ih.data, None if b_hh is None else b_hh.data, None,
+        )  # fmt: skip
+        _, h_new, c_new, cache = _direction_forward(self.mode, kw, x, 1, N, h, c, None, False)
+        saved = (x, kw, cache, had_state)
+        if self.training:
+            self._stack.append(saved)
+        else:
+            self._stack[:] = [saved]
+        self._saved = saved
+        return h_new[0] if h_new.ndim == 3 else h_new, c_new
+
+    def _back(self, dh, dc):
+        if not self._stack:
+            raise RuntimeError(f"{self!r}: backward called before forward (or more often)")
+        x, kw, cache, had_state = self._stack.pop()
+        self._saved = self._stack[-1] if self._stack else None
+        N, H = x.shape[0], self.hidden_size
+        for value, name in ((dh, "grad_h"), (dc, "grad_c")):
+            if value is not None and getattr(value, "shape", None) != (N, H):
+                got = fmt_shape(value.shape) if hasattr(value, "shape") else type(value).__name__
+                raise ShapeError(expected_got(self, f"{name} of shape ({N}, {H})", got))
+        zeros = np.zeros((N, H), dtype=self.weight_ih.data.dtype)
+        dout = (zeros if dh is None else dh)[None]
+        if self.mode == "LSTM" and dc is None:
+            dc = zeros
+        dx, dh_prev, dc_prev, grads = _direction_backward(
+            self.mode, kw, cache, x, dout, zeros, dc, None, False, True
+        )
+        for base, value in grads.items():
+            p = getattr(self, base)
+            if p.requires_grad:
+                p.grad += value
+        return dx, dh_prev, dc_prev, had_state
+
+
+class RNNCell(_CellBase):
+    """One step of an Elman RNN: ``h' = tanh(x @ W_ih^T + b_ih + h @ W_hh^T + b_hh)``.
+
+    Args:
+        input_size: features of the input.
+        hidden_size: features of the hidden state.
+        bias: learn ``bias_ih`` and ``bias_hh``.
+        nonlinearity: 'tanh' or 'relu'.
+        rng, dtype: initial-weight generator (or seed) and parameter dtype.
+
+    Shape:
+        input: (N, input_size).    h, output: (N, hidden_size).
+
+    ``forward(x, h=None)`` returns h'; ``backward(grad_h')`` returns dL/dx, or
+    ``(dL/dx, dL/dh)`` when h was given. Calls stack: see the note on hand-written loops in
+    docs/sequences.md (each backward undoes the latest forward).
+
+    Example:
+        >>> import numpy as np, nnframe as nf
+        >>> cell = nf.RNNCell(3, 4, rng=0)
+        >>> h = None
+        >>> for t in range(5):
+        ...     h = cell(np.ones((2, 3), dtype=np.float32), h)
+        >>> h.shape
+        (2, 4)
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        nonlinearity: str = "tanh",
+        *,
+        rng=None,
+        dtype=np.float32,
+    ):
+        check_hyper(
+            "RNNCell", "nonlinearity", nonlinearity, nonlinearity in ("tanh", "relu"),
+            "'tanh' or 'relu'",
+        )  # fmt: skip
+        self.nonlinearity = nonlinearity
+        mode = "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU"
+        super().__init__(mode, input_size, hidden_size, bias, rng, dtype)
+
+    def forward(self, x, h=None):
+        return self._step(x, h, None)[0]
+
+    def backward(self, grad_output):
+        dx, dh, _, had_state = self._back(grad_output, None)
+        return (dx, dh) if had_state else dx
+
+
+class GRUCell(_CellBase):
+    """One step of a GRU (gate order r, z, n, as PyTorch's GRUCell).
+
+    Args:
+        input_size, hidden_size, bias, rng, dtype: as for :class:`RNNCell`.
+
+    Shape:
+        input: (N, input_size).    h, output: (N, hidden_size).
+
+    ``forward(x, h=None)`` returns h'; ``backward(grad_h')`` returns dL/dx, or
+    ``(dL/dx, dL/dh)`` when h was given.
+    """
+
+    def __init__(
+        self, input_size: int, hidden_size: int, bias: bool = True, *, rng=None, dtype=np.float32
+    ):
+        super().__init__("GRU", input_size, hidden_size, bias, rng, dtype)
+
+    def forward(self, x, h=None):
+        return self._step(x, h, None)[0]
+
+    def backward(self, grad_output):
+        dx, dh, _, had_state = self._back(grad_output, None)
+        return (dx, dh) if had_state else dx
+
+
+class LSTMCell(_CellBase):
+    """One step of an LSTM (gate order i, f, g, o, as PyTorch's LSTMCell).
+
+    Args:
+        input_size, hidden_size, bias, rng, dtype: as for :class:`RNNCell`.
+
+    Shape:
+        input: (N, input_size).    h, c, h', c': (N, hidden_size).
+
+    ``forward(x, (h, c)=None)`` returns ``(h', c')``; ``backward((grad_h', grad_c'))`` (either
+    may be None) returns dL/dx, or ``(dL/dx, (dL/dh, dL/dc))`` when a state was given.
+
+    Example:
+        >>> import numpy as np, nnframe as nf
+        >>> cell = nf.LSTMCell(3, 4, rng=0)
+        >>> h, c = cell(np.ones((2, 3), dtype=np.float32))
+        >>> dx = cell.backward((np.ones_like(h), None))
+        >>> dx.shape
+        (2, 3)
+    """
+
+    def __init__(
+        self, input_size: int, hidden_size: int, bias: bool = True, *, rng=None, dtype=np.float32
+    ):
+        super().__init__("LSTM", input_size, hidden_size, bias, rng, dtype)
+
+    def forward(self, x, hx=None):
+        if hx is None:
+            h = c = None
+        elif isinstance(hx, (tuple, list)) and len(hx) == 2:
+            h, c = hx
+        else:
+            raise TypeError(expected_got(self, "a state (h, c)", type(hx).__name__))
+        return self._step(x, h, c)
+
+    def backward(self, grad_output):
+        if not (isinstance(grad_output, (tuple, list)) and len(grad_output) == 2):
+            raise TypeError(
+                expected_got(self, "grad_output (grad_h, grad_c)", type(grad_output).__name__)
+            )
+        dx, dh, dc, had_state = self._back(*grad_output)
+        return (dx, (dh, dc)) if had_state else dx
