@@ -14,6 +14,7 @@ from nnframe.optim.rmsprop import RMSprop, rmsprop_update
 from nnframe.optim.sgd import SGD, sgd_update
 
 # --- schedulers: imports ---
+# isort: split
 from nnframe.optim.schedulers import (
     CosineAnnealingLR,
     CosineAnnealingWarmRestarts,
