@@ -802,3 +802,39 @@ def test_optimizers_train_a_tiny_model():
             model.backward(loss.backward())
             opt.step()
         assert loss(model(x), y) < 0.7 * first, cls.__name__
+
+
+@pytest.mark.parametrize("cls", ALL, ids=lambda c: c.__name__)
+def test_blocked_updates_equal_whole_ones(cls):
+    # apply_update runs the element-wise math on blocks of CHUNK elements: the result is
+    # bit-identical to one whole-array call, for C- and F-ordered parameters, and a parameter
+    # whose grad has another layout than its data is updated whole
+    rng = np.random.default_rng(6)
+
+    def make():
+        r = np.random.default_rng(6)
+        ps = [
+            nf.Parameter(r.normal(size=(5, 7))),
+            nf.Parameter(r.normal(size=(3,))),
+            nf.Parameter(np.asfortranarray(r.normal(size=(4, 6)))),
+            nf.Parameter(np.asfortranarray(r.normal(size=(6, 4)))),
+        ]
+        ps[3].grad = np.zeros((6, 4))  # C-ordered grad for F-ordered data
+        return ps
+
+    blocked, whole = make(), make()
+    opt_b = cls(blocked, **OPTIONS[cls])
+    opt_b.CHUNK = 4
+    opt_w = cls(whole, **OPTIONS[cls])
+    opt_w.CHUNK = 10**6
+    for _ in range(4):
+        for p, q in zip(blocked, whole):
+            g = rng.normal(size=p.shape)
+            p.grad[...] = g
+            q.grad[...] = g
+        opt_b.step()
+        opt_w.step()
+    for p, q in zip(blocked, whole):
+        np.testing.assert_array_equal(p.data, q.data)
+        assert p.data.flags.f_contiguous == q.data.flags.f_contiguous
+    assert not np.array_equal(blocked[0].data, make()[0].data)

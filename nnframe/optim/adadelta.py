@@ -83,7 +83,8 @@ class Adadelta(Optimizer):
 
     def update(self, p, state, group) -> None:
         state["step"] += 1
-        adadelta_update(
+        self.apply_update(
+            adadelta_update,
             p.data,
             p.grad,
             state["square_avg"],
@@ -93,5 +94,4 @@ class Adadelta(Optimizer):
             eps=group["eps"],
             weight_decay=group["weight_decay"],
             maximize=group["maximize"],
-            work=self.work(p),
         )

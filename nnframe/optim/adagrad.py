@@ -86,7 +86,8 @@ class Adagrad(Optimizer):
 
     def update(self, p, state, group) -> None:
         state["step"] += 1
-        adagrad_update(
+        self.apply_update(
+            adagrad_update,
             p.data,
             p.grad,
             state["sum"],
@@ -96,5 +97,4 @@ class Adagrad(Optimizer):
             weight_decay=group["weight_decay"],
             eps=group["eps"],
             maximize=group["maximize"],
-            work=self.work(p),
         )

@@ -123,7 +123,8 @@ class Adam(Optimizer):
             state["max_exp_avg_sq"] = np.zeros_like(p.data)
         state["step"] += 1
         beta1, beta2 = group["betas"]
-        adam_update(
+        self.apply_update(
+            adam_update,
             p.data,
             p.grad,
             state["exp_avg"],
@@ -138,5 +139,4 @@ class Adam(Optimizer):
             amsgrad=group["amsgrad"],
             maximize=group["maximize"],
             decoupled_weight_decay=group["decoupled_weight_decay"],
-            work=self.work(p),
         )

@@ -79,7 +79,8 @@ class Adamax(Optimizer):
     def update(self, p, state, group) -> None:
         state["step"] += 1
         beta1, beta2 = group["betas"]
-        adamax_update(
+        self.apply_update(
+            adamax_update,
             p.data,
             p.grad,
             state["exp_avg"],
@@ -91,5 +92,4 @@ class Adamax(Optimizer):
             eps=group["eps"],
             weight_decay=group["weight_decay"],
             maximize=group["maximize"],
-            work=self.work(p),
         )

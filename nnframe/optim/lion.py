@@ -78,7 +78,8 @@ class Lion(Optimizer):
     def update(self, p, state, group) -> None:
         state["step"] += 1
         beta1, beta2 = group["betas"]
-        lion_update(
+        self.apply_update(
+            lion_update,
             p.data,
             p.grad,
             state["exp_avg"],
@@ -87,5 +88,4 @@ class Lion(Optimizer):
             beta2=beta2,
             weight_decay=group["weight_decay"],
             maximize=group["maximize"],
-            work=self.work(p),
         )

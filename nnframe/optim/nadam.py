@@ -119,7 +119,8 @@ class NAdam(Optimizer):
     def update(self, p, state, group) -> None:
         state["step"] += 1
         beta1, beta2 = group["betas"]
-        state["mu_product"] = nadam_update(
+        state["mu_product"] = self.apply_update(
+            nadam_update,
             p.data,
             p.grad,
             state["exp_avg"],
@@ -134,5 +135,4 @@ class NAdam(Optimizer):
             momentum_decay=group["momentum_decay"],
             decoupled_weight_decay=group["decoupled_weight_decay"],
             maximize=group["maximize"],
-            work=self.work(p),
         )

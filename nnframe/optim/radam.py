@@ -108,7 +108,8 @@ class RAdam(Optimizer):
     def update(self, p, state, group) -> None:
         state["step"] += 1
         beta1, beta2 = group["betas"]
-        radam_update(
+        self.apply_update(
+            radam_update,
             p.data,
             p.grad,
             state["exp_avg"],
@@ -121,5 +122,4 @@ class RAdam(Optimizer):
             weight_decay=group["weight_decay"],
             decoupled_weight_decay=group["decoupled_weight_decay"],
             maximize=group["maximize"],
-            work=self.work(p),
         )

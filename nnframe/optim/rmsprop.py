@@ -107,7 +107,8 @@ class RMSprop(Optimizer):
         if group["momentum"] > 0 and "momentum_buffer" not in state:
             state["momentum_buffer"] = np.zeros_like(p.data)
         state["step"] += 1
-        rmsprop_update(
+        self.apply_update(
+            rmsprop_update,
             p.data,
             p.grad,
             state["square_avg"],
@@ -120,5 +121,4 @@ class RMSprop(Optimizer):
             momentum=group["momentum"],
             centered=group["centered"],
             maximize=group["maximize"],
-            work=self.work(p),
         )

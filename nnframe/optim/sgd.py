@@ -116,7 +116,8 @@ class SGD(Optimizer):
             # momentum switched on after the first steps (e.g. by a scheduler): start afresh
             state["momentum_buffer"] = np.zeros_like(p.data)
             state["step"] = 0
-        sgd_update(
+        self.apply_update(
+            sgd_update,
             p.data,
             p.grad,
             state["momentum_buffer"],
@@ -127,6 +128,5 @@ class SGD(Optimizer):
             weight_decay=group["weight_decay"],
             maximize=group["maximize"],
             first_step=state["step"] == 0,
-            work=self.work(p),
         )
         state["step"] += 1
