@@ -96,7 +96,13 @@ from nnframe.training import History, Trainer
 # --- serialization: imports ---
 from nnframe import anomaly, serialization
 from nnframe.anomaly import detect_anomaly, set_detect_anomaly
-from nnframe.checkpoint import Checkpoint, latest_checkpoint, load_checkpoint, save_checkpoint
+from nnframe.checkpoint import (
+    Checkpoint,
+    TrainingCheckpoint,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from nnframe.config import from_config, get_config, register_layer
 from nnframe.errors import AnomalyError, ModelFormatError
 from nnframe.serialization import load, load_weights, save, save_weights
@@ -235,6 +241,7 @@ __all__ = [
     "load_checkpoint",
     "latest_checkpoint",
     "Checkpoint",
+    "TrainingCheckpoint",
     # --- distributed: names ---
     "distributed",
 ]

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from nnframe.callbacks import Callback
 from nnframe.errors import ModelFormatError
 from nnframe.random import default_rng
 from nnframe.serialization import load_file, model_from_file_parts, save_file
@@ -80,7 +81,7 @@ def save_checkpoint(
         "scheduler": _state_of(scheduler),
         "rng": {"default": default_rng().bit_generator.state, "layers": _layer_rngs(model)},
         "loader": _state_of(loader) if hasattr(loader, "state_dict") else loader,
-        "callbacks": None if callbacks is None else [_state_of(cb) for cb in callbacks],
+        "callbacks": None if callbacks is None else [callback_state(cb) for cb in callbacks],
         "extra": extra,
     }
     encoded = {k: _encode(v, arrays, k, 0) for k, v in tree.items()}
@@ -152,8 +153,7 @@ def load_checkpoint(
         loader.load_state_dict(ckpt.loader_state)
     if callbacks is not None and ckpt.callback_states is not None:
         for cb, state in zip(callbacks, ckpt.callback_states):
-            if state is not None and hasattr(cb, "load_state_dict"):
-                cb.load_state_dict(state)
+            load_callback_state(cb, state)
     if restore_rng and ckpt.rng_state is not None:
         _restore_rngs(ckpt.rng_state, model, where)
     return ckpt
@@ -177,6 +177,136 @@ def latest_checkpoint(directory, pattern: str = "*.safetensors") -> str | None:
         if metadata.get("nnframe.kind") == "checkpoint":
             return p
     return None
+
+
+# ---------------------------------------------------------------------- fit integration
+class TrainingCheckpoint(Callback):
+    """A ``Trainer.fit`` callback that saves a full checkpoint every ``every`` epochs, for
+    ``fit(..., resume_from=path)``: model, optimizer, epoch, the shuffling generator, nnframe's
+    default generator and the layers' generators, every callback's state and the history.
+
+    Args:
+        path: the file; may hold ``{epoch}`` and epoch-log fields (``"ckpt-{epoch:03d}.st"``).
+        every: save every this many epochs.
+
+    ``last_saved`` holds the path of the latest file written.
+    """
+
+    def __init__(self, path, every: int = 1):
+        if int(every) < 1:
+            raise ValueError(f"TrainingCheckpoint: invalid every={every!r} (must be >= 1)")
+        self.path = os.fspath(path)
+        self.every = int(every)
+        self.last_saved: str | None = None
+
+    def on_epoch_end(self, epoch: int, logs: dict) -> None:
+        if (epoch + 1) % self.every:
+            return
+        path = self.path.format(epoch=epoch + 1, **logs)
+        save_trainer_checkpoint(self.trainer, path, epoch + 1, logs)
+        self.last_saved = path
+
+    def __repr__(self) -> str:
+        return f"TrainingCheckpoint(path={self.path!r}, every={self.every})"
+
+
+def save_trainer_checkpoint(trainer, path, epoch: int, logs: dict | None = None) -> None:
+    """Saves everything ``Trainer.fit(resume_from=path)`` needs to go on after ``epoch``
+    epochs (called by :class:`TrainingCheckpoint` at the end of an epoch)."""
+    fit_rng = getattr(trainer, "fit_rng", None)
+    fit_loader = getattr(trainer, "fit_loader", None)
+    loader_rng = getattr(fit_loader, "rng", None)
+    history = getattr(trainer, "history", None)
+    epochs_done = list(getattr(history, "epoch", []))
+    logs_so_far = {k: list(v) for k, v in getattr(history, "history", {}).items()}
+    if logs is not None and epoch - 1 not in epochs_done:  # this epoch is not recorded yet
+        epochs_done.append(epoch - 1)
+        for k in set(logs_so_far) | set(logs):
+            logs_so_far.setdefault(k, [math.nan] * (len(epochs_done) - 1))
+            logs_so_far[k].append(float(logs[k]) if k in logs else math.nan)
+    loader = {
+        "fit_rng": fit_rng.bit_generator.state
+        if isinstance(fit_rng, np.random.Generator)
+        else None,
+        "loader_rng": (
+            loader_rng.bit_generator.state if isinstance(loader_rng, np.random.Generator) else None
+        ),
+    }
+    callbacks = [
+        cb for cb in getattr(trainer, "fit_callbacks", []) if not isinstance(cb, TrainingCheckpoint)
+    ]
+    save_checkpoint(
+        path,
+        trainer.model,
+        trainer.optimizer,
+        epoch=epoch,
+        loader=loader,
+        callbacks=callbacks,
+        extra={"history": {"epoch": epochs_done, "logs": logs_so_far}},
+    )
+
+
+def resume_fit(trainer, path, callbacks, loader) -> int:
+    """Restores a :class:`TrainingCheckpoint` into ``trainer`` at the start of ``fit``
+    (after ``on_train_begin``); returns the epoch to start from."""
+    callbacks = [cb for cb in callbacks if not isinstance(cb, TrainingCheckpoint)]
+    ckpt = load_checkpoint(path, trainer.model, trainer.optimizer, callbacks=callbacks)
+    state = ckpt.loader_state if isinstance(ckpt.loader_state, dict) else {}
+    where = f"Trainer.fit: resume_from={os.fspath(path)!r}"
+    try:
+        fit_rng = getattr(trainer, "fit_rng", None)
+        if state.get("fit_rng") is not None and isinstance(fit_rng, np.random.Generator):
+            fit_rng.bit_generator.state = state["fit_rng"]
+        loader_rng = getattr(loader, "rng", None)
+        if state.get("loader_rng") is not None and isinstance(loader_rng, np.random.Generator):
+            loader_rng.bit_generator.state = state["loader_rng"]
+    except (TypeError, ValueError, KeyError) as e:
+        raise ModelFormatError(f"{where}: invalid generator state ({e})") from None
+    saved = (ckpt.extra or {}).get("history") if isinstance(ckpt.extra, dict) else None
+    history = getattr(trainer, "history", None)
+    if isinstance(saved, dict) and history is not None and hasattr(history, "record"):
+        logs = saved.get("logs", {})
+        for i, epoch in enumerate(saved.get("epoch", [])):
+            history.record(epoch, {k: v[i] for k, v in logs.items() if i < len(v)})
+    return ckpt.epoch
+
+
+def callback_state(cb) -> dict | None:
+    """A callback's state: its ``state_dict()`` if it has one, else its storable attributes
+    (numbers, strings, arrays, dicts of arrays such as best weights) and the ``state_dict()``
+    of attributes that have one (a scheduler)."""
+    if cb is None:
+        return None
+    if hasattr(cb, "state_dict"):
+        return {"state_dict": cb.state_dict()}
+    attrs, objects = {}, {}
+    for name, value in vars(cb).items():
+        if name == "trainer":
+            continue
+        if hasattr(value, "state_dict") and hasattr(value, "load_state_dict"):
+            objects[name] = value.state_dict()
+            continue
+        try:
+            _encode(value, [], name, 0)
+        except (TypeError, ValueError):
+            continue  # a file, a function, ...: not state that can be stored
+        attrs[name] = value
+    return {"attrs": attrs, "objects": objects}
+
+
+def load_callback_state(cb, state) -> None:
+    if not isinstance(state, dict) or cb is None:
+        return
+    if "state_dict" in state and hasattr(cb, "load_state_dict"):
+        cb.load_state_dict(state["state_dict"])
+        return
+    for name, value in (state.get("attrs") or {}).items():
+        if isinstance(name, str) and not name.startswith("__"):
+            setattr(cb, name, value)
+    for name, value in (state.get("objects") or {}).items():
+        target = getattr(cb, name, None)
+        if hasattr(target, "load_state_dict"):
+            target.load_state_dict(value)
 
 
 # ---------------------------------------------------------------------- states and generators

@@ -370,7 +370,9 @@ def atomic_write(path, chunks) -> None:
     """Writes the byte ``chunks`` to ``path`` atomically: a temporary file in the same
     directory, fsync, ``os.replace``, fsync of the directory. On any failure (including
     KeyboardInterrupt) the temporary file is removed and the previous file is untouched."""
-    path = os.fspath(path)
+    path = os.fsdecode(path)
+    if not path or path.endswith(os.sep):
+        raise ValueError(f"save: expected a file path, got {path!r}")
     directory = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
         raise IsADirectoryError(

@@ -301,6 +301,7 @@ class Trainer:
         nan_policy: str = "raise",
         verbose: int = 1,
         rng=None,
+        resume_from=None,
     ) -> History:
         """Trains for ``epochs`` epochs and returns the :class:`History`.
 
@@ -331,9 +332,14 @@ class Trainer:
                 per epoch.
             rng: Generator or int seed for shuffling and the validation split (None: nnframe's
                 default generator). Epoch e's order is the e-th ``rng.permutation(N)``.
+            resume_from: a checkpoint written by :class:`nnframe.TrainingCheckpoint`: the
+                model, optimizer, generators, callbacks' state and history are restored and
+                training goes on from the epoch after it (call with the same data, ``rng`` and
+                ``epochs``: the result is bit-identical to an uninterrupted run).
         """
         self._check_fit_args(epochs, batch_size, validation_split, nan_policy, verbose)
         rng = get_rng(rng)
+        self.fit_rng = rng  # saved by nnframe.TrainingCheckpoint (resume_from)
         if validation_split:
             if validation_data is not None:
                 raise ValueError(
@@ -360,7 +366,13 @@ class Trainer:
         self._skipped = 0
         logs: dict = {}
         cbs.on_train_begin(logs)
-        for epoch in range(epochs):
+        self.fit_loader, self.fit_callbacks = train, cbs.callbacks  # for TrainingCheckpoint
+        start_epoch = 0
+        if resume_from is not None:  # nnframe.checkpoint restores everything the loop uses
+            from nnframe.checkpoint import resume_fit
+
+            start_epoch = resume_fit(self, resume_from, cbs.callbacks, train)
+        for epoch in range(start_epoch, epochs):
             cbs.on_epoch_begin(epoch, {})
             bar = _progress_bar(len(train), epoch, epochs, show_bar)
             try:

@@ -373,3 +373,55 @@ def test_latest_checkpoint_skips_corrupt_and_temporary_files(tmp_path):
     nf.save_weights(mlp(), tmp_path / "weights_only.safetensors")
     os.utime(tmp_path / "weights_only.safetensors", (0, 0))
     assert nf.latest_checkpoint(tmp_path) == str(tmp_path / "b.safetensors")
+
+
+# ---------------------------------------------------------------------- Trainer.fit resume
+FIT_SCRIPT = """
+import sys
+import numpy as np
+import nnframe as nf
+
+mode, ckpt, out = sys.argv[1], sys.argv[2], sys.argv[3]
+nf.manual_seed(0)
+model = nf.Sequential(nf.Dense(5, 16), nf.ReLU(), nf.Dropout(0.2), nf.Dense(16, 3))
+opt = nf.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+sched = nf.optim.StepLR(opt, step_size=1, gamma=0.7)
+data = np.random.default_rng(1)
+X = data.normal(size=(120, 5)).astype(np.float32)
+Y = data.integers(0, 3, size=120)
+trainer = nf.Trainer(model, nf.CrossEntropyLoss(), opt, metrics=["accuracy"])
+callbacks = [
+    nf.callbacks.LearningRateScheduler(sched),
+    nf.callbacks.EarlyStopping(monitor="val_loss", patience=50),
+]
+kwargs = dict(batch_size=16, validation_split=0.25, rng=7, verbose=0, callbacks=callbacks)
+if mode == "straight":
+    history = trainer.fit(X, Y, epochs=4, **kwargs)
+elif mode == "first_half":
+    callbacks.append(nf.TrainingCheckpoint(ckpt, every=2))
+    history = trainer.fit(X, Y, epochs=2, **kwargs)
+else:
+    history = trainer.fit(X, Y, epochs=4, resume_from=ckpt, **kwargs)
+nf.save_checkpoint(
+    out, model, opt, extra={"loss": history["loss"], "val_loss": history["val_loss"],
+                            "best": callbacks[1].best, "lr": opt.param_groups[0]["lr"]}
+)
+"""
+
+
+def test_fit_resumes_bit_identically_in_a_new_process(tmp_path):
+    ckpt, straight, resumed = (tmp_path / n for n in ("ckpt.st", "straight.st", "resumed.st"))
+    for args in [
+        ("straight", ckpt, straight),
+        ("first_half", ckpt, tmp_path / "unused.st"),
+        ("resume", ckpt, resumed),
+    ]:
+        result = run_python(FIT_SCRIPT, *args)
+        assert result.returncode == 0, result.stderr
+    a = nf.load_checkpoint(straight, restore_rng=False)
+    b = nf.load_checkpoint(resumed, restore_rng=False)
+    for k in a.model_state:
+        assert a.model_state[k].tobytes() == b.model_state[k].tobytes(), k
+    assert a.extra == b.extra  # the history of all 4 epochs, EarlyStopping's best, the lr
+    assert len(b.extra["loss"]) == 4
+    assert a.rng_state == b.rng_state
