@@ -336,6 +336,35 @@ def test_pure_functions_match_scipy(dtype):
         np.testing.assert_allclose(ours, ref, rtol=rtol, atol=1e-30, err_msg=name)
 
 
+def test_float32_erfc_fit_is_accurate_to_a_few_ulps():
+    z = np.linspace(0, 15, 30001).astype(np.float32)
+    ref = special.erfc(z.astype(np.float64))
+    with np.errstate(over="raise", divide="raise", invalid="raise"):
+        ours = A._erfc_nonnegative(z)
+    assert ours.dtype == np.float32
+    normal = ref > np.finfo(np.float32).tiny  # below it float32 itself has fewer digits
+    np.testing.assert_allclose(ours[normal], ref[normal], rtol=1e-6)
+    assert np.all(ours[~normal] < 2 * np.finfo(np.float32).tiny)
+
+
+@given(seed=seeds)
+def test_float32_gelu_matches_float64(seed):
+    x = np.random.default_rng(seed).normal(0, 4, size=64).astype(np.float32)
+    cdf32, cdf64 = A.normal_cdf(x), special.ndtr(x.astype(np.float64))
+    assert cdf32.dtype == np.float32
+    # relative to Phi, plus the float32 rounding of x / sqrt(2), amplified by x^2 in the tail
+    normal = cdf64 > np.finfo(np.float32).tiny  # below it float32 itself has fewer digits
+    rel = np.abs(cdf32 - cdf64)[normal] / cdf64[normal]
+    assert np.all(rel <= 1e-6 * (1 + x[normal].astype(np.float64) ** 2)), (x, rel)
+    assert np.all(cdf32[~normal] < 2 * np.finfo(np.float32).tiny)
+    m32, m64 = nf.GELU(), nf.GELU().to(np.float64)
+    np.testing.assert_allclose(m32(x), m64(x.astype(np.float64)), rtol=2e-6, atol=1e-7)
+    g = np.ones_like(x)
+    np.testing.assert_allclose(
+        m32.backward(g), m64.backward(g.astype(np.float64)), rtol=2e-6, atol=1e-7
+    )
+
+
 # ---------------------------------------------------------------------------- errors
 @pytest.mark.parametrize(
     "build, error, message",
