@@ -85,7 +85,10 @@ from nnframe.layers.normalization import (
 
 # --- recurrent: imports ---
 # isort: split
+from nnframe.layers.attention import MultiheadAttention, PositionalEncoding
 from nnframe.layers.recurrent import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
+from nnframe.layers.transformer import TransformerEncoder, TransformerEncoderLayer
+
 # --- training: imports ---
 # isort: split
 from nnframe import callbacks, data, datasets, metrics
@@ -214,6 +217,10 @@ __all__ = [
     "RNNCell",
     "LSTMCell",
     "GRUCell",
+    "MultiheadAttention",
+    "TransformerEncoderLayer",
+    "TransformerEncoder",
+    "PositionalEncoding",
     # --- training: names ---
     "Trainer",
     "History",

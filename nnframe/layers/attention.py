@@ -1,0 +1,435 @@
+"""Attention: MultiheadAttention (PyTorch's names and masks) and a sinusoidal PositionalEncoding.
+
+Scaled dot-product attention per head: ``softmax(q k^T / sqrt(d) + mask) v``. Masks are additive
+inside the softmax: a boolean mask (True = may not attend) becomes -inf, a float mask is added as
+given. The softmax subtracts each row's finite maximum and divides by a guarded sum, so a row
+whose every key is masked gives zero weights (and zero output before ``out_proj``), never NaN.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from nnframe.errors import ShapeError, as_float_input, check_hyper, expected_got, fmt_shape
+from nnframe.init import xavier_uniform
+from nnframe.layers.dense import Dense
+from nnframe.module import Module
+from nnframe.parameter import Parameter
+from nnframe.random import get_rng
+
+
+def masked_softmax(scores: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis that tolerates -inf entries: a row of only -inf gives zeros.
+
+    ``scores`` is overwritten (it is a scratch array of the caller's)."""
+    m = scores.max(axis=-1, keepdims=True)
+    m[~np.isfinite(m)] = 0  # a fully masked row: exp(-inf - 0) = 0 everywhere
+    scores -= m  # subtract the row max so exp cannot overflow
+    np.exp(scores, out=scores)
+    z = scores.sum(axis=-1, keepdims=True)
+    z[z == 0] = 1  # 0 / 1 = 0 for fully masked rows
+    scores /= z
+    return scores
+
+
+def causal_mask(L: int, S: int | None = None) -> np.ndarray:
+    """Boolean (L, S) mask, True above the diagonal: position i may attend to keys j <= i."""
+    S = L if S is None else S
+    return np.triu(np.ones((L, S), dtype=bool), k=1)
+
+
+class MultiheadAttention(Module):
+    """Multi-head attention, as PyTorch's ``nn.MultiheadAttention`` (parameter names and layouts,
+    masks, returned weights).
+
+    Args:
+        embed_dim: E, the model dimension (query features and output features).
+        num_heads: heads; E must be divisible by it (head dimension E / num_heads).
+        dropout: dropout probability on the attention weights (training only).
+        bias: learn ``in_proj_bias`` and ``out_proj.bias``.
+        kdim, vdim: features of key and value (default E). When either differs from E the
+            projections are separate: ``q_proj_weight`` (E, E), ``k_proj_weight`` (E, kdim),
+            ``v_proj_weight`` (E, vdim); otherwise one ``in_proj_weight`` (3E, E).
+        batch_first: inputs and output are (N, L, E) (default) instead of (L, N, E).
+        rng: Generator or seed for the initial weights and the dropout masks.
+        dtype: parameter dtype.
+
+    Initialization follows PyTorch: Xavier-uniform projection weights, zero biases, and
+    ``out_proj`` (a :class:`Dense`) with its default weight.
+
+    ``forward(query, key=None, value=None, key_padding_mask=None, need_weights=True,
+    attn_mask=None, average_attn_weights=True, is_causal=False)`` returns ``(output, weights)``
+    (weights None unless ``need_weights``). Without key and value it is self-attention on
+    ``query``. ``backward(grad_output, grad_weights=None)`` (or the tuple of both) returns
+    ``(dL/dquery, dL/dkey, dL/dvalue)``, or dL/dquery alone for self-attention.
+
+    Masks:
+        attn_mask: (L, S) or (N * num_heads, L, S); boolean (True = masked) or float (added).
+        key_padding_mask: (N, S); boolean (True = padding, ignored) or float (added).
+        is_causal: without attn_mask, apply the causal mask (query i sees keys j <= i); with
+            one, a hint that attn_mask is causal (it is used as given), as PyTorch.
+        A query whose keys are all masked gets zero weights (PyTorch gives NaN there).
+
+    Shape:
+        query: (N, L, E).    key: (N, S, kdim).    value: (N, S, vdim).    output: (N, L, E).
+        weights: (N, L, S) averaged over heads, or (N, num_heads, L, S).
+
+    Example:
+        >>> import numpy as np, nnframe as nf
+        >>> mha = nf.MultiheadAttention(8, 2, rng=0)
+        >>> x = np.ones((3, 5, 8), dtype=np.float32)
+        >>> out, w = mha(x, x, x, is_causal=True)
+        >>> out.shape, w.shape
+        ((3, 5, 8), (3, 5, 5))
+        >>> bool(np.allclose(w[0, 0], [1, 0, 0, 0, 0]))  # the first query sees only itself
+        True
+    """
+
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        dropout: float = 0.0,
+        bias: bool = True,
+        kdim: int | None = None,
+        vdim: int | None = None,
+        batch_first: bool = True,
+        *,
+        rng=None,
+        dtype=np.float32,
+    ):
+        super().__init__()
+        who = "MultiheadAttention"
+        check_hyper(who, "embed_dim", embed_dim, embed_dim > 0, "must be > 0")
+        check_hyper(who, "num_heads", num_heads, num_heads > 0, "must be > 0")
+        check_hyper(
+            who, "num_heads", num_heads, embed_dim % num_heads == 0,
+            f"must divide embed_dim={embed_dim}",
+        )  # fmt: skip
+        check_hyper(who, "dropout", dropout, 0 <= dropout < 1, "must be in [0, 1)")
+        self.embed_dim = int(embed_dim)
+        self.num_heads = int(num_heads)
+        self.head_dim = embed_dim // num_heads
+        self.kdim = int(kdim) if kdim is not None else self.embed_dim
+        self.vdim = int(vdim) if vdim is not None else self.embed_dim
+        self.dropout = float(dropout)
+        self.batch_first = bool(batch_first)
+        self.rng = get_rng(rng)
+        E = embed_dim
+        self._same_dims = self.kdim == E and self.vdim == E
+        if self._same_dims:
+            self.in_proj_weight = Parameter(xavier_uniform((3 * E, E), rng=self.rng, dtype=dtype))
+        else:
+            self.q_proj_weight = Parameter(xavier_uniform((E, E), rng=self.rng, dtype=dtype))
+            self.k_proj_weight = Parameter(
+                xavier_uniform((E, self.kdim), rng=self.rng, dtype=dtype)
+            )
+            self.v_proj_weight = Parameter(
+                xavier_uniform((E, self.vdim), rng=self.rng, dtype=dtype)
+            )
+        self.in_proj_bias = Parameter(np.zeros(3 * E, dtype=dtype)) if bias else None
+        self.out_proj = Dense(E, E, bias=bias, rng=self.rng, dtype=dtype)
+        if bias:
+            self.out_proj.bias.data[...] = 0
+
+    def extra_repr(self) -> str:
+        s = f"{self.embed_dim}, num_heads={self.num_heads}"
+        if self.dropout:
+            s += f", dropout={self.dropout}"
+        if self.in_proj_bias is None:
+            s += ", bias=False"
+        if not self._same_dims:
+            s += f", kdim={self.kdim}, vdim={self.vdim}"
+        if not self.batch_first:
+            s += ", batch_first=False"
+        return s
+
+    # ------------------------------------------------------------------ projections
+    def _proj(self, i: int) -> tuple[Parameter, slice | None]:
+        """The Parameter holding projection i (0 q, 1 k, 2 v) and its row slice, if packed."""
+        E = self.embed_dim
+        if self._same_dims:
+            return self.in_proj_weight, slice(i * E, (i + 1) * E)
+        return (self.q_proj_weight, self.k_proj_weight, self.v_proj_weight)[i], None
+
+    def _weight(self, i: int) -> np.ndarray:
+        p, rows = self._proj(i)
+        return p.data if rows is None else p.data[rows]
+
+    def _bias(self, i: int) -> np.ndarray | None:
+        if self.in_proj_bias is None:
+            return None
+        E = self.embed_dim
+        return self.in_proj_bias.data[i * E : (i + 1) * E]
+
+    def _check(self, x, name: str, features: int, dtype):
+        x = as_float_input(self, x, dtype)
+        if x.ndim != 3 or x.shape[2] != features:
+            layout = ("N", "L") if self.batch_first else ("L", "N")
+            if name != "query":
+                layout = ("N", "S") if self.batch_first else ("S", "N")
+            expected = f"{name} of shape {fmt_shape((*layout, features))}"
+            raise ShapeError(expected_got(self, expected, fmt_shape(x.shape)))
+        return x if self.batch_first else x.transpose(1, 0, 2)
+
+    def _heads(self, y: np.ndarray) -> np.ndarray:
+        """(N, L, E) -> (N, heads, L, head_dim)."""
+        N, L, _ = y.shape
+        return y.reshape(N, L, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
+
+    def _merge(self, y: np.ndarray) -> np.ndarray:
+        """(N, heads, L, head_dim) -> (N, L, E)."""
+        N, _, L, _ = y.shape
+        return y.transpose(0, 2, 1, 3).reshape(N, L, self.embed_dim)
+
+    # ------------------------------------------------------------------ masks
+    def _mask_bias(self, attn_mask, key_padding_mask, is_causal, N, L, S, dtype):
+        """The additive mask, broadcastable to (N, heads, L, S), or None."""
+        bias = None
+        h = self.num_heads
+        if attn_mask is None and is_causal:
+            attn_mask = causal_mask(L, S)
+        if attn_mask is not None:
+            m = np.asarray(attn_mask)
+            if m.shape == (L, S):
+                pass
+            elif m.shape == (N * h, L, S):
+                m = m.reshape(N, h, L, S)
+            else:
+                expected = f"attn_mask of shape ({L}, {S}) or ({N * h}, {L}, {S})"
+                raise ShapeError(expected_got(self, expected, fmt_shape(m.shape)))
+            bias = _additive(self, m, dtype, "attn_mask")
+        if key_padding_mask is not None:
+            m = np.asarray(key_padding_mask)
+            if m.shape != (N, S):
+                raise ShapeError(
+                    expected_got(self, f"key_padding_mask of shape ({N}, {S})", fmt_shape(m.shape))
+                )
+            kp = _additive(self, m, dtype, "key_padding_mask")[:, None, None, :]
+            bias = kp if bias is None else bias + kp
+        return bias
+
+    # ------------------------------------------------------------------ forward / backward
+    def forward(
+        self,
+        query,
+        key=None,
+        value=None,
+        key_padding_mask=None,
+        need_weights: bool = True,
+        attn_mask=None,
+        average_attn_weights: bool = True,
+        is_causal: bool = False,
+    ):
+        dtype = self._weight(0).dtype
+        self_attention = key is None and value is None
+        if (key is None) != (value is None):
+            raise TypeError(f"{self!r}: expected both key and value, or neither (self-attention)")
+        q_in = self._check(query, "query", self.embed_dim, dtype)
+        if self_attention:
+            k_in = v_in = q_in
+        else:
+            k_in = self._check(key, "key", self.kdim, dtype)
+            v_in = self._check(value, "value", self.vdim, dtype)
+            if k_in.shape[:2] != v_in.shape[:2] or k_in.shape[0] != q_in.shape[0]:
+                raise ShapeError(
+                    expected_got(
+                        self, "query, key and value with the same batch and key/value the same length",
+                        f"{fmt_shape(query.shape)}, {fmt_shape(key.shape)}, {fmt_shape(value.shape)}",
+                    )
+                )  # fmt: skip
+        N, L, E = q_in.shape
+        S = k_in.shape[1]
+        if self_attention and self._same_dims:
+            # one GEMM for the three projections: (N*L, E) @ (E, 3E)
+            qkv = q_in @ self.in_proj_weight.data.T
+            if self.in_proj_bias is not None:
+                qkv += self.in_proj_bias.data
+            q, k, v = (qkv[..., i * E : (i + 1) * E] for i in range(3))
+        else:
+            q, k, v = (
+                _affine(a, self._weight(i), self._bias(i)) for i, a in enumerate((q_in, k_in, v_in))
+            )
+        qh, kh, vh = self._heads(q), self._heads(k), self._heads(v)
+        scale = 1.0 / math.sqrt(self.head_dim)
+        scores = (qh * dtype.type(scale)) @ kh.transpose(0, 1, 3, 2)  # (N, h, L, S)
+        bias = self._mask_bias(attn_mask, key_padding_mask, is_causal, N, L, S, dtype)
+        if bias is not None:
+            scores += bias
+        p = masked_softmax(scores)
+        drop = None
+        pd = p
+        if self.dropout and self.training:
+            keep = 1.0 - self.dropout
+            drop = (self.rng.random(p.shape) < keep).astype(dtype) / dtype.type(keep)
+            pd = p * drop
+        oh = pd @ vh  # (N, h, L, head_dim)
+        out = self.out_proj(self._merge(oh))
+        self.save_for_backward(
+            q_in, k_in, v_in, qh, kh, vh, p, pd, drop, scale, self_attention,
+            need_weights and average_attn_weights,
+        )  # fmt: skip
+        if not self.batch_first:
+            out = out.transpose(1, 0, 2)
+        weights = None
+        if need_weights:
+            weights = pd.mean(axis=1) if average_attn_weights else pd
+        return out, weights
+
+    def backward(self, grad_output, grad_weights=None):
+        """Args:
+            grad_output: dL/doutput (or the tuple ``(grad_output, grad_weights)``).
+            grad_weights: dL/dweights when the returned attention weights feed the loss.
+
+        Returns:
+            ``(dL/dquery, dL/dkey, dL/dvalue)``, or dL/dquery for self-attention.
+        """
+        q_in, k_in, v_in, qh, kh, vh, p, pd, drop, scale, self_attention, averaged = self.saved
+        if isinstance(grad_output, tuple) and grad_weights is None and len(grad_output) == 2:
+            grad_output, grad_weights = grad_output
+        N, L, E = q_in.shape
+        if not self.batch_first:
+            grad_output = grad_output.transpose(1, 0, 2)
+        if grad_output.shape != (N, L, E):
+            expected = (
+                f"grad_output of shape {fmt_shape((N, L, E) if self.batch_first else (L, N, E))}"
+            )
+            raise ShapeError(expected_got(self, expected, fmt_shape(grad_output.shape)))
+        d_oh = self._heads(self.out_proj.backward(grad_output))  # (N, h, L, d)
+        d_pd = d_oh @ vh.transpose(0, 1, 3, 2)  # (N, h, L, S)
+        if grad_weights is not None:
+            d_pd += (grad_weights[:, None] / self.num_heads) if averaged else grad_weights
+        d_vh = pd.transpose(0, 1, 3, 2) @ d_oh  # (N, h, S, d)
+        d_p = d_pd if drop is None else d_pd * drop
+        # softmax backward: dS = P * (dP - sum(dP * P)); masked entries have P = 0
+        d_s = d_p - (d_p * p).sum(axis=-1, keepdims=True)
+        d_s *= p
+        d_qh = (d_s @ kh) * scale  # scores = (q * scale) @ k^T
+        d_kh = (d_s.transpose(0, 1, 3, 2) @ qh) * scale
+        d_proj = [self._merge(d) for d in (d_qh, d_kh, d_vh)]  # each (N, L or S, E)
+        inputs = (q_in, k_in, v_in)
+        grads_in = []
+        for i, (d, a) in enumerate(zip(d_proj, inputs)):
+            param, rows = self._proj(i)
+            d2 = d.reshape(-1, E)
+            if param.requires_grad:
+                dw = d2.T @ a.reshape(-1, a.shape[-1])  # (E, N*L) @ (N*L, F)
+                if rows is None:
+                    param.grad += dw
+                else:
+                    param.grad[rows] += dw
+            if self.in_proj_bias is not None and self.in_proj_bias.requires_grad:
+                self.in_proj_bias.grad[i * E : (i + 1) * E] += d2.sum(axis=0)
+            grads_in.append(d @ self._weight(i))
+        if not self.batch_first:
+            grads_in = [g.transpose(1, 0, 2) for g in grads_in]
+        if self_attention:
+            return grads_in[0] + grads_in[1] + grads_in[2]
+        return tuple(grads_in)
+
+
+def _affine(x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+    y = x @ w.T
+    if b is not None:
+        y += b
+    return y
+
+
+def _additive(who, mask: np.ndarray, dtype, name: str) -> np.ndarray:
+    """A boolean mask (True = masked) as 0 / -inf, or a float mask as given, in ``dtype``."""
+    if mask.dtype == bool:
+        out = np.zeros(mask.shape, dtype=dtype)
+        out[mask] = -np.inf
+        return out
+    if mask.dtype.kind not in "fiu":
+        raise TypeError(expected_got(who, f"a boolean or float {name}", f"dtype {mask.dtype}"))
+    return mask.astype(dtype, copy=False)
+
+
+class PositionalEncoding(Module):
+    """Adds the sinusoidal position code of "Attention Is All You Need", then dropout:
+    ``PE[t, 2i] = sin(t / 10000^(2i/d))``, ``PE[t, 2i+1] = cos(t / 10000^(2i/d))``.
+
+    The table is computed once (not a parameter, not in the state_dict).
+
+    Args:
+        d_model: features per position.
+        max_len: the longest sequence accepted.
+        dropout: dropout probability after the addition (training only).
+        batch_first: input (N, T, d_model) (default) or (T, N, d_model).
+        rng: Generator or seed for the dropout masks.
+        dtype: dtype of the table.
+
+    Shape:
+        input: (N, T, d_model).    output: same.
+
+    Example:
+        >>> import numpy as np, nnframe as nf
+        >>> pe = nf.PositionalEncoding(4, max_len=10)
+        >>> y = pe(np.zeros((1, 3, 4), dtype=np.float32))
+        >>> np.round(y[0, 1], 4)  # position 1: sin(1), cos(1), sin(0.01), cos(0.01)
+        array([0.8415, 0.5403, 0.01  , 1.    ], dtype=float32)
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        max_len: int = 5000,
+        dropout: float = 0.0,
+        batch_first: bool = True,
+        *,
+        rng=None,
+        dtype=np.float32,
+    ):
+        super().__init__()
+        who = "PositionalEncoding"
+        check_hyper(who, "d_model", d_model, d_model > 0, "must be > 0")
+        check_hyper(who, "max_len", max_len, max_len > 0, "must be > 0")
+        check_hyper(who, "dropout", dropout, 0 <= dropout < 1, "must be in [0, 1)")
+        self.d_model = int(d_model)
+        self.max_len = int(max_len)
+        self.dropout = float(dropout)
+        self.batch_first = bool(batch_first)
+        self.rng = get_rng(rng)
+        pos = np.arange(max_len, dtype=np.float64)[:, None]
+        div = np.exp(np.arange(0, d_model, 2) * (-math.log(10000.0) / d_model))
+        pe = np.zeros((max_len, d_model))
+        pe[:, 0::2] = np.sin(pos * div)
+        pe[:, 1::2] = np.cos(pos * div[: d_model // 2])
+        self._pe64 = pe
+        self.pe = pe.astype(dtype)
+
+    def _on_dtype_change(self, dtype: np.dtype) -> None:
+        self.pe = self._pe64.astype(dtype)
+
+    def extra_repr(self) -> str:
+        s = f"{self.d_model}, max_len={self.max_len}"
+        if self.dropout:
+            s += f", dropout={self.dropout}"
+        return s
+
+    def forward(self, x):
+        x = as_float_input(self, x, self.pe.dtype)
+        t_axis = 1 if self.batch_first else 0
+        if x.ndim != 3 or x.shape[2] != self.d_model or x.shape[t_axis] > self.max_len:
+            layout = ("N", "T") if self.batch_first else ("T", "N")
+            expected = (
+                f"input of shape {fmt_shape((*layout, self.d_model))} with T <= {self.max_len}"
+            )
+            raise ShapeError(expected_got(self, expected, fmt_shape(x.shape)))
+        T = x.shape[t_axis]
+        pe = self.pe[:T] if self.batch_first else self.pe[:T, None]
+        y = x + pe
+        drop = None
+        if self.dropout and self.training:
+            keep = 1.0 - self.dropout
+            drop = (self.rng.random(y.shape) < keep).astype(y.dtype) / y.dtype.type(keep)
+            y *= drop
+        self.save_for_backward(drop)
+        return y
+
+    def backward(self, grad_output):
+        (drop,) = self.saved
+        return grad_output if drop is None else grad_output * drop

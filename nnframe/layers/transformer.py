@@ -1,0 +1,224 @@
+"""Transformer encoder: TransformerEncoderLayer and TransformerEncoder, as PyTorch's."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+
+from nnframe.activations import GELU, ReLU
+from nnframe.errors import ShapeError, check_hyper, expected_got, fmt_shape
+from nnframe.layers.attention import MultiheadAttention
+from nnframe.layers.dense import Dense
+from nnframe.layers.dropout import Dropout
+from nnframe.layers.normalization import LayerNorm
+from nnframe.module import Module
+from nnframe.random import get_rng
+
+
+class TransformerEncoderLayer(Module):
+    """Self-attention then a feed-forward block, each with a residual connection and LayerNorm
+    (PyTorch's ``nn.TransformerEncoderLayer``: the same sub-module names, so state_dicts match).
+
+    Post-norm (default): ``x = norm1(x + drop1(sa(x)))``, ``x = norm2(x + drop2(ff(x)))``.
+    Pre-norm (``norm_first=True``): ``x = x + drop1(sa(norm1(x)))``, ``x = x + drop2(ff(norm2(x)))``.
+    ``ff(x) = linear2(dropout(activation(linear1(x))))``.
+
+    Args:
+        d_model: features per position.
+        nhead: attention heads (must divide d_model).
+        dim_feedforward: hidden features of the feed-forward block.
+        dropout: dropout probability (attention weights, residual branches, feed-forward).
+        activation: 'relu' or 'gelu' (exact erf form).
+        layer_norm_eps: LayerNorm epsilon.
+        batch_first: input (N, L, d_model) (default) or (L, N, d_model).
+        norm_first: pre-norm instead of post-norm.
+        bias: learn biases in the linear layers, attention and LayerNorms.
+        rng: Generator or seed for the initial weights and every dropout mask.
+        dtype: parameter dtype.
+
+    ``forward(src, src_mask=None, src_key_padding_mask=None, is_causal=False)``: the masks as in
+    :class:`MultiheadAttention`. ``backward(grad_output)`` returns dL/dsrc.
+
+    Shape:
+        input: (N, L, d_model).    output: same.
+
+    Example:
+        >>> import numpy as np, nnframe as nf
+        >>> layer = nf.TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.0, rng=0)
+        >>> layer(np.ones((2, 5, 8), dtype=np.float32)).shape
+        (2, 5, 8)
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        nhead: int,
+        dim_feedforward: int = 2048,
+        dropout: float = 0.1,
+        activation: str = "relu",
+        layer_norm_eps: float = 1e-5,
+        batch_first: bool = True,
+        norm_first: bool = False,
+        bias: bool = True,
+        *,
+        rng=None,
+        dtype=np.float32,
+    ):
+        super().__init__()
+        who = "TransformerEncoderLayer"
+        check_hyper(
+            who,
+            "activation",
+            activation,
+            activation in ("relu", "gelu"),
+            "must be 'relu' or 'gelu'",
+        )
+        check_hyper(who, "dim_feedforward", dim_feedforward, dim_feedforward > 0, "must be > 0")
+        rng = get_rng(rng)
+        self.self_attn = MultiheadAttention(
+            d_model, nhead, dropout=dropout, bias=bias, batch_first=True, rng=rng, dtype=dtype
+        )
+        self.linear1 = Dense(d_model, dim_feedforward, bias=bias, rng=rng, dtype=dtype)
+        self.dropout = Dropout(dropout, rng=rng)
+        self.linear2 = Dense(dim_feedforward, d_model, bias=bias, rng=rng, dtype=dtype)
+        self.norm_first = bool(norm_first)
+        self.norm1 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, dtype=dtype)
+        self.norm2 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, dtype=dtype)
+        self.dropout1 = Dropout(dropout, rng=rng)
+        self.dropout2 = Dropout(dropout, rng=rng)
+        self.activation = ReLU() if activation == "relu" else GELU()
+        self.batch_first = bool(batch_first)
+        self.d_model = int(d_model)
+        self._args = (d_model, nhead, dim_feedforward, dropout, activation)
+
+    def extra_repr(self) -> str:
+        d_model, nhead, ff, dropout, activation = self._args
+        s = f"{d_model}, {nhead}, dim_feedforward={ff}, dropout={dropout}, activation={activation!r}"
+        if self.norm_first:
+            s += ", norm_first=True"
+        if not self.batch_first:
+            s += ", batch_first=False"
+        return s
+
+    def _sa(self, x, src_mask, key_padding_mask, is_causal):
+        out, _ = self.self_attn(
+            x, attn_mask=src_mask, key_padding_mask=key_padding_mask, need_weights=False,
+            is_causal=is_causal,
+        )  # fmt: skip
+        return self.dropout1(out)
+
+    def _sa_backward(self, g):
+        return self.self_attn.backward(self.dropout1.backward(g))
+
+    def _ff(self, x):
+        return self.dropout2(self.linear2(self.dropout(self.activation(self.linear1(x)))))
+
+    def _ff_backward(self, g):
+        g = self.linear2.backward(self.dropout2.backward(g))
+        return self.linear1.backward(self.activation.backward(self.dropout.backward(g)))
+
+    def forward(self, src, src_mask=None, src_key_padding_mask=None, is_causal: bool = False):
+        x = np.asarray(src)
+        if x.ndim != 3 or x.shape[2] != self.d_model:
+            layout = ("N", "L") if self.batch_first else ("L", "N")
+            expected = f"input of shape {fmt_shape((*layout, self.d_model))}"
+            raise ShapeError(expected_got(self, expected, fmt_shape(x.shape)))
+        if not self.batch_first:
+            x = x.transpose(1, 0, 2)
+        masks = (src_mask, src_key_padding_mask, is_causal)
+        if self.norm_first:
+            x = x + self._sa(self.norm1(x), *masks)
+            x = x + self._ff(self.norm2(x))
+        else:
+            x = self.norm1(x + self._sa(x, *masks))
+            x = self.norm2(x + self._ff(x))
+        self.save_for_backward(True)
+        return x if self.batch_first else x.transpose(1, 0, 2)
+
+    def backward(self, grad_output):
+        _ = self.saved  # raises if forward has not run
+        g = grad_output if self.batch_first else grad_output.transpose(1, 0, 2)
+        if self.norm_first:
+            g = g + self.norm2.backward(self._ff_backward(g))
+            g = g + self.norm1.backward(self._sa_backward(g))
+        else:
+            g = self.norm2.backward(g)
+            g = g + self._ff_backward(g)
+            g = self.norm1.backward(g)
+            g = g + self._sa_backward(g)
+        return g if self.batch_first else g.transpose(1, 0, 2)
+
+
+class TransformerEncoder(Module):
+    """A stack of ``num_layers`` deep copies of ``encoder_layer`` (PyTorch's
+    ``nn.TransformerEncoder``: parameters ``layers.{i}.*``), then an optional final ``norm``.
+
+    Each copy gets its own dropout generator, drawn from the original layer's, so the layers do
+    not repeat each other's masks.
+
+    Args:
+        encoder_layer: a :class:`TransformerEncoderLayer` (or any module with the same call).
+        num_layers: how many copies.
+        norm: optional module applied to the output (a LayerNorm).
+
+    ``forward(src, mask=None, src_key_padding_mask=None, is_causal=False)``;
+    ``backward(grad_output)`` returns dL/dsrc.
+
+    Shape:
+        input: (N, L, d_model).    output: same.
+
+    Example:
+        >>> import numpy as np, nnframe as nf
+        >>> layer = nf.TransformerEncoderLayer(8, 2, dim_feedforward=16, rng=0)
+        >>> encoder = nf.TransformerEncoder(layer, num_layers=2)
+        >>> [name for name, _ in encoder.named_parameters()][:2]
+        ['layers.0.self_attn.in_proj_weight', 'layers.0.self_attn.in_proj_bias']
+    """
+
+    def __init__(self, encoder_layer: Module, num_layers: int, norm: Module | None = None):
+        super().__init__()
+        check_hyper("TransformerEncoder", "num_layers", num_layers, num_layers > 0, "must be > 0")
+        if not isinstance(encoder_layer, Module):
+            raise TypeError(
+                expected_got("TransformerEncoder", "a Module", type(encoder_layer).__name__)
+            )
+        self.layers = [copy.deepcopy(encoder_layer) for _ in range(num_layers)]
+        source = getattr(encoder_layer, "self_attn", None)
+        parent = getattr(source, "rng", None)
+        if isinstance(parent, np.random.Generator):
+            for layer in self.layers:
+                _reseed(layer, np.random.default_rng(parent.integers(2**63)))
+        self.norm = norm
+        self.num_layers = int(num_layers)
+
+    def extra_repr(self) -> str:
+        return f"num_layers={self.num_layers}"
+
+    def forward(self, src, mask=None, src_key_padding_mask=None, is_causal: bool = False):
+        x = src
+        for layer in self.layers:
+            x = layer(
+                x, src_mask=mask, src_key_padding_mask=src_key_padding_mask, is_causal=is_causal
+            )
+        if self.norm is not None:
+            x = self.norm(x)
+        self.save_for_backward(True)
+        return x
+
+    def backward(self, grad_output):
+        _ = self.saved  # raises if forward has not run
+        g = grad_output
+        if self.norm is not None:
+            g = self.norm.backward(g)
+        for layer in reversed(self.layers):
+            g = layer.backward(g)
+        return g
+
+
+def _reseed(module: Module, rng: np.random.Generator) -> None:
+    """Replaces every Generator held as ``rng`` in module and below by ``rng`` (a deep copy's
+    generators are copies of the original's: the same masks again)."""
+    for m in module.modules():
+        if isinstance(getattr(m, "rng", None), np.random.Generator):
+            m.rng = rng
