@@ -28,8 +28,9 @@ def _float_array(who: str, x) -> np.ndarray:
 
 
 def _expand_classes(g):
-    """A per-sample gradient (scalar, or shaped like the losses) broadcast along the class axis 1."""
-    return np.expand_dims(g, 1) if np.ndim(g) else g
+    """A per-position array (N, d1, ...) as (N, 1, d1, ...), to broadcast along the class axis 1
+    (a scalar stays a scalar). A reshape: cheaper than np.expand_dims on small batches."""
+    return g.reshape(g.shape[:1] + (1,) + g.shape[1:]) if np.ndim(g) else g
 
 
 class Loss:
@@ -451,10 +452,13 @@ class KLDivLoss(Loss):
 
 
 # --------------------------------------------------------------------------- classification
-def _class_indices(who: str, target, shape: tuple, c: int, ignore_index=None, expected=None):
-    """Checks class-index targets of ``shape``; returns (indices, ignored ones set to 0; kept mask)."""
+def _class_indices(who: str, target, shape: tuple, c: int, ignore_index=None, or_probs=None):
+    """Checks class-index targets of ``shape``; returns (indices, ignored ones set to 0; kept mask).
+    ``or_probs``: the shape of probability targets, when those are accepted too (for the message)."""
     if target.shape != shape:
-        expected = expected or f"target of shape {fmt_shape(shape)} (class indices)"
+        expected = f"target of shape {fmt_shape(shape)} (class indices)"
+        if or_probs is not None:
+            expected += f" or {fmt_shape(or_probs)} (probabilities)"
         raise ShapeError(expected_got(who, expected, fmt_shape(target.shape)))
     if target.dtype.kind not in "iu":
         if target.dtype.kind == "f" and np.all(np.mod(target, 1) == 0):
@@ -525,19 +529,17 @@ class NLLLoss(Loss):
             self._denominator = q[:, 0].size
             return q if cw is None else q * cw
         expected = (n,) + pred.shape[2:]
-        hint = f"target of shape {fmt_shape(expected)} (class indices)"
-        if self.probability_targets:
-            hint += f" or {fmt_shape(pred.shape)} (probabilities)"
-        t, keep = _class_indices(self.name, target, expected, c, self.ignore_index, hint)
+        probs = pred.shape if self.probability_targets else None
+        t, keep = _class_indices(self.name, target, expected, c, self.ignore_index, probs)
         wy = keep.astype(pred.dtype)  # w[y] for kept targets, 0 for ignored ones
         if cw is not None:
             wy *= cw.reshape(-1)[t]
         self._denominator = float(wy.sum())
-        q = (np.arange(c).reshape(expand) == np.expand_dims(t, 1)) * np.expand_dims((1 - e) * wy, 1)
+        onehot = np.arange(c).reshape(expand) == _expand_classes(t)
+        q = onehot * _expand_classes((1 - e) * wy)  # pred's dtype
         if e:
-            smooth = np.full(expand, e / c, pred.dtype) if cw is None else cw * (e / c)
-            q = q + smooth * np.expand_dims(keep, 1)
-        return q.astype(pred.dtype, copy=False)
+            q += (e / c if cw is None else cw * (e / c)) * _expand_classes(keep)
+        return q
 
     def check_pred(self, pred) -> None:
         if pred.ndim < 2:
