@@ -37,7 +37,8 @@ __all__ = ["detect_anomaly", "set_detect_anomaly", "set_step", "Anomaly", "STATE
 class Anomaly:
     """Where the first non-finite value appeared."""
 
-    layer: str  # the dotted name in the model given to detect_anomaly, or the layer's repr
+    layer: str  # the dotted name in the model given to detect_anomaly ("" for the model
+    # itself), or the layer's repr
     what: str  # "input", "output", "incoming gradient", "input gradient", "gradient of <name>"
     phase: str  # "forward" or "backward"
     step: int
@@ -110,11 +111,14 @@ class _State:
         nan = int(np.isnan(value).sum())
         inf = int(value.size - nan - np.isfinite(value).sum())
         name = self.names.get(id(module))
-        layer = f"layer {name!r} {module!r}" if name is not None else f"layer {module!r}"
+        # a container's repr spans lines: its class is enough (its children are named apart)
+        short = f"{type(module).__name__}(...)" if module.children() else repr(module)
+        if name == "":
+            layer = f"model {short}"
+        else:
+            layer = f"layer {name!r} {short}" if name is not None else f"layer {short}"
         counts = " and ".join(f"{n} {label}" for n, label in ((nan, "NaN"), (inf, "Inf")) if n)
-        self.first = Anomaly(
-            name if name is not None else repr(module), what, phase, self.step, nan, inf
-        )
+        self.first = Anomaly(short if name is None else name, what, phase, self.step, nan, inf)
         raise AnomalyError(
             f"anomaly: the {what} of {layer} holds {counts} ({phase}, step {self.step})"
         )
@@ -136,7 +140,7 @@ def set_detect_anomaly(mode: bool, model=None) -> None:
         STATE.names = {}
         if model is not None:
             for name, m in model.named_modules():
-                STATE.names[id(m)] = name or type(m).__name__
+                STATE.names[id(m)] = name  # "" for the model itself
                 STATE._wrap_backward(m)
         STATE.step = 0
         STATE.depth = 0
