@@ -201,10 +201,26 @@ class _BatchNorm(_NormBase):
     def backward(self, grad_output):
         batch_stats, xhat, inv_std = self.saved
         axes = (0, *range(2, xhat.ndim))
-        dxhat = self._affine_backward(grad_output, xhat, axes)
+        shape = self._param_shape(xhat.ndim)
+        # the per-channel sums serve both the parameter gradients and the input gradient
+        sum_g = grad_output.sum(axis=axes)  # dL/dbias
+        sum_g_xhat = np.sum(grad_output * xhat, axis=axes)  # dL/dweight
+        scale = inv_std
+        if self.affine:
+            if self.weight.requires_grad:
+                self.weight.grad += sum_g_xhat
+            if self.bias.requires_grad:
+                self.bias.grad += sum_g
+            scale = inv_std * self.weight.data.reshape(shape)
         if not batch_stats:
-            return dxhat * inv_std  # running statistics are constants
-        return _normalize_backward(dxhat, xhat, inv_std, axes)
+            return grad_output * scale  # running statistics are constants
+        # dx = w * inv_std * (g - mean(g) - x_hat * mean(g * x_hat)): the normalization's
+        # backward with dx_hat = g * w, where w factors out of the per-channel means
+        count = xhat.size // self.num_features
+        dx = grad_output - (sum_g / count).reshape(shape)
+        dx -= xhat * (sum_g_xhat / count).reshape(shape)
+        dx *= scale
+        return dx
 
 
 class BatchNorm1d(_BatchNorm):
