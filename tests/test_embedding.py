@@ -221,13 +221,22 @@ def test_embedding_bag_include_last_offset_and_2d_input(rng):
     )
 
 
-def test_embedding_bag_eval_is_per_bag(rng):
-    bag = nf.EmbeddingBag(6, 2, mode="max", rng=0).eval()
+@pytest.mark.parametrize(
+    "layer",
+    [
+        nf.EmbeddingBag(6, 2, mode="max", rng=0),
+        nf.EmbeddingBag(6, 2, rng=0),
+        nf.Embedding(6, 2, rng=0),
+    ],
+    ids=repr,
+)
+def test_eval_mode_is_deterministic_and_per_sample(layer, rng):
+    layer.eval()
     index = rng.integers(0, 6, size=(4, 3))
-    y = bag(index)
-    np.testing.assert_array_equal(bag(index), y)
+    y = layer(index)
+    np.testing.assert_array_equal(layer(index), y)
     for i in range(4):
-        np.testing.assert_array_equal(bag(index[i : i + 1])[0], y[i])
+        np.testing.assert_array_equal(layer(index[i : i + 1])[0], y[i])
 
 
 def test_embedding_bag_errors():

@@ -177,7 +177,7 @@ class EmbeddingBag(Module):
     input of concatenated indices with ``offsets`` (B,) giving where each bag starts (the first
     must be 0). An empty bag gives zeros. Indices equal to ``padding_idx`` are left out (and do
     not count in a mean). ``per_sample_weights`` (same shape as input) weights each index in
-    ``mode='sum'``.
+    ``mode='sum'``; they are data here: unlike PyTorch, nnframe computes no gradient for them.
 
     Args:
         num_embeddings, embedding_dim, padding_idx, max_norm, norm_type, rng, dtype: as in
