@@ -10,8 +10,8 @@ input to the parameter's dtype like Dense does.
 
 Where the derivative is cheaper from the output (sigmoid, tanh, softmax, ...), the output is
 cached instead of the input. The math lives in small pure functions (:func:`sigmoid`,
-:func:`softplus`, :func:`log_sigmoid`, :func:`softmax`, :func:`log_softmax`) that the Modules
-call and that users may call on plain arrays.
+:func:`softplus`, :func:`log_sigmoid`, :func:`softmax`, :func:`log_softmax`, :func:`normal_cdf`)
+that the Modules call and that users may call on plain arrays.
 
 Unlike PyTorch there is no ``inplace=`` argument: a forward never writes into its input.
 
@@ -49,11 +49,11 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     x < 0 it is exp(x) / (1 + exp(x)); both factors keep full relative precision (no 1 - s).
     Its derivative is sigmoid(x) * (1 - sigmoid(x)).
     """
-    d = np.abs(x)
+    d = np.asarray(np.abs(x))  # asarray: a 0-d input gives a numpy scalar, which has no out=
     np.negative(d, out=d)
     np.exp(d, out=d)
     d += 1
-    y = np.minimum(x, 0)
+    y = np.asarray(np.minimum(x, 0))
     np.exp(y, out=y)
     y /= d
     return y
@@ -283,7 +283,7 @@ class ReLU6(Hardtanh):
 
 def _hardsigmoid(x: np.ndarray) -> np.ndarray:
     """clip(x / 6 + 1/2, 0, 1), in place on one new array."""
-    y = x / 6
+    y = np.asarray(x / 6)
     y += 0.5
     np.clip(y, 0, 1, out=y)
     return y
@@ -393,7 +393,7 @@ class CELU(Module):
 
     def forward(self, x):
         x = _input(self, x)
-        e = np.minimum(x, 0)
+        e = np.asarray(np.minimum(x, 0))
         e /= self.alpha
         np.expm1(e, out=e)  # of a number <= 0: no overflow; exactly 0 for x > 0
         self.save_for_backward(e)
@@ -461,15 +461,15 @@ def _erfc_nonnegative(z: np.ndarray) -> np.ndarray:
     -s^2 - (z - s)(z + s), with s = z with its 12 low mantissa bits cleared, so s^2 is exact
     and exp(-s^2) does not amplify the rounding of a large argument.
     """
-    t = z * 0.5
+    t = np.asarray(z * 0.5)
     t += 1
     np.reciprocal(t, out=t)
-    p = t * _ERFC_P[-1]
+    p = np.asarray(t * _ERFC_P[-1])
     for c in _ERFC_P[-2:0:-1]:  # Horner's rule
         p += c
         p *= t
     p += _ERFC_P[0]
-    s = (z.view(np.int32) & np.int32(-4096)).view(np.float32)
+    s = np.asarray(z.view(np.int32) & np.int32(-4096)).view(np.float32)
     p -= (z - s) * (z + s)
     np.exp(p, out=p)
     s *= s
@@ -491,7 +491,7 @@ def normal_cdf(x: np.ndarray) -> np.ndarray:
         return special.erfc(x * -(1 / _SQRT2)) * 0.5
     # the upper tail q = erfc(|x| / sqrt 2) / 2 = Phi(-|x|); |x| / sqrt 2 is clipped at 15,
     # where erfc is below 1e-99 (0 in float32), so z * z cannot overflow
-    z = np.abs(x)
+    z = np.asarray(np.abs(x))
     z *= 1 / _SQRT2
     np.minimum(z, 15, out=z)
     q = _erfc_nonnegative(z)
@@ -518,7 +518,7 @@ def gelu_grad(x: np.ndarray, cdf: np.ndarray) -> np.ndarray:
     x is clipped to [-40, 40] inside phi: beyond it phi is below exp(-800), which is 0 even in
     float64, so the clip changes nothing and x * x cannot overflow.
     """
-    pdf = np.clip(x, -40, 40)
+    pdf = np.asarray(np.clip(x, -40, 40))
     pdf *= pdf
     pdf *= -0.5
     np.exp(pdf, out=pdf)
@@ -654,7 +654,7 @@ class Softplus(Module):
     def forward(self, x):
         x = _input(self, x)
         z = x * self.beta if self.beta != 1 else x
-        y = softplus(z)
+        y = np.asarray(softplus(z))
         if self.beta != 1:
             y /= self.beta
         linear = z > self.threshold
@@ -668,7 +668,7 @@ class Softplus(Module):
     def backward(self, grad_output):
         linear, y = self.saved
         # d/dx softplus(beta x) / beta = sigmoid(beta x) = 1 - exp(-beta y), from the output
-        d = y * -self.beta
+        d = np.asarray(y * -self.beta)
         np.expm1(d, out=d)
         np.negative(d, out=d)
         if linear is not None:

@@ -50,7 +50,7 @@ class Case:
     kwargs: dict = field(default_factory=dict)
     kinks: tuple = ()
     channels: int = 0
-    min_ndim: int = 1
+    min_ndim: int = 0
     torch_rtol: float = 1e-9  # PyTorch computes a few constants in float32 even in float64
 
     def make(self):
@@ -62,7 +62,7 @@ class Case:
     def shape(self, drawn) -> tuple:
         shape = tuple(drawn)
         if self.channels:
-            return (shape[0], self.channels) + shape[1:]
+            return (shape[0] if shape else 2, self.channels) + shape[1:]
         return (2,) * (self.min_ndim - len(shape)) + shape
 
     def __str__(self) -> str:
@@ -95,14 +95,17 @@ CASES = [
     Case("Hardsigmoid", kinks=(-3.0, 3.0), torch_rtol=1e-7),  # its 1/6 slope is a float32
     Case("Hardswish", kinks=(-3.0, 3.0)),
     Case("ReLU6", kinks=(0.0, 6.0)),
-    Case("Softmax", kwargs={"dim": -1}),  # PyTorch's default dim=None guesses; ours is -1
+    Case("Softmax", kwargs={"dim": -1}, min_ndim=1),  # PyTorch's default dim=None guesses
     Case("Softmax", kwargs={"dim": 1}, min_ndim=2),
-    Case("LogSoftmax", kwargs={"dim": -1}),
-    Case("LogSoftmax", kwargs={"dim": 0}),
+    Case("LogSoftmax", kwargs={"dim": -1}, min_ndim=1),
+    Case("LogSoftmax", kwargs={"dim": 0}, min_ndim=1),
     Case("Identity"),
 ]
 IDS = [str(c) for c in CASES]
 shapes = st.lists(small, min_size=1, max_size=3)
+# with () too: for a 0-d input the activations return numpy scalars, as numpy's ufuncs do, which
+# check_module does not differentiate; test_zero_d_input and the PyTorch parity test cover them
+shapes_with_0d = st.lists(small, min_size=0, max_size=3)
 
 
 def away_from(x: np.ndarray, kinks, margin: float = 1e-2) -> np.ndarray:
@@ -302,6 +305,19 @@ def test_non_float_input_becomes_float32(case):
     )
 
 
+@pytest.mark.parametrize("case", [c for c in CASES if not c.min_ndim and not c.channels], ids=str)
+def test_zero_d_input(case):
+    """A 0-d input gives a 0-d output and gradient, equal to the one-element array's."""
+    one, scalar = case.make(), case.make()
+    x = np.array([-0.7], dtype=np.float32)
+    y1, y0 = one(x), scalar(x[0, ...])
+    g1, g0 = one.backward(np.ones_like(y1)), scalar.backward(np.ones((), np.float32))
+    assert np.shape(y0) == np.shape(g0) == ()
+    assert np.asarray(y0).dtype == np.asarray(g0).dtype == np.float32
+    np.testing.assert_array_equal(y0, y1[0])
+    np.testing.assert_array_equal(g0, g1[0])
+
+
 def test_float64_input_keeps_float64_and_prelu_casts_to_its_weight():
     x = np.linspace(-2, 2, 5)
     assert nf.GELU()(x).dtype == np.float64
@@ -442,7 +458,7 @@ def test_no_inplace_argument():
 
 # ---------------------------------------------------------------------------- PyTorch parity
 @pytest.mark.parametrize("case", CASES, ids=IDS)
-@given(seed=seeds, shape=shapes)
+@given(seed=seeds, shape=shapes_with_0d)
 def test_matches_torch_float64(case, seed, shape):
     torch = pytest.importorskip("torch")
     x = draw_input(case, seed, shape)
