@@ -710,7 +710,7 @@ def test_clip_norm_option_equals_clipping_first(cls, seed):
         np.testing.assert_array_equal(p.grad, q.grad)  # the clipped gradients are left in .grad
 
 
-@pytest.mark.parametrize("cls", [optim.SGD, optim.Adam, optim.RMSprop])
+@pytest.mark.parametrize("cls", ALL, ids=lambda c: c.__name__)
 def test_clip_value_option_equals_clipping_first(cls):
     start, grad = problem(4)
     a = [nf.Parameter(x.copy()) for x in start]
@@ -838,3 +838,18 @@ def test_blocked_updates_equal_whole_ones(cls):
         np.testing.assert_array_equal(p.data, q.data)
         assert p.data.flags.f_contiguous == q.data.flags.f_contiguous
     assert not np.array_equal(blocked[0].data, make()[0].data)
+
+
+def test_base_class_contract():
+    p = nf.Parameter(np.ones((3, 2), dtype=np.float32))
+
+    class Bare(optim.Optimizer):
+        def __init__(self, params):
+            super().__init__(params, dict(lr=0.1))
+
+    opt = Bare([p])
+    with pytest.raises(NotImplementedError, match="Bare.update is not implemented"):
+        opt.step()
+    w0, w1 = opt.work(p)
+    assert w0.shape == w1.shape == (3, 2) and w0.dtype == np.float32
+    assert not np.shares_memory(w0, w1)
