@@ -148,7 +148,7 @@ class Embedding(Module):
         if self.max_norm is not None:
             _renorm_(self.weight.data, index.reshape(-1), self.max_norm, self.norm_type)
         self.save_for_backward(index)
-        return self.weight.data[index]
+        return np.take(self.weight.data, index, axis=0)  # faster than fancy indexing
 
     def backward(self, grad_output):
         (index,) = self.saved
@@ -325,7 +325,7 @@ class EmbeddingBag(Module):
         if self.mode == "mean":
             scale = (1.0 / np.maximum(counts, 1))[bag]  # each element's share of its bag's mean
         # out[b] = sum over the bag of scale[m] * W[flat[m]]: a (B, V) sparse @ (V, D) dense product
-        out = scatter_rows(b, bag, w[flat], scale)
+        out = scatter_rows(b, bag, np.take(w, flat, axis=0), scale)
         self.save_for_backward(flat, bag, scale, None)
         return out.astype(w.dtype, copy=False)
 
@@ -336,7 +336,7 @@ class EmbeddingBag(Module):
         full = counts > 0
         if not np.any(full):
             return out, np.zeros((0, d), dtype=np.int64)
-        gathered = w[flat]  # (M, D), bags contiguous and in order
+        gathered = np.take(w, flat, axis=0)  # (M, D), bags contiguous and in order
         starts = (np.cumsum(counts) - counts)[full]
         out[full] = np.maximum.reduceat(gathered, starts, axis=0)
         is_max = gathered == out[bag]
