@@ -70,7 +70,8 @@ def register_layer(cls: type | None = None, *, name: str | None = None):
         if not isinstance(key, str) or not key:
             raise ValueError(f"register_layer: invalid name={key!r} (must be a non-empty str)")
         taken = _builtin_layers().get(key) or _USER_LAYERS.get(key)
-        if taken is not None and taken is not cls:
+        redefined = taken is not None and key in _USER_LAYERS and _same_definition(taken, cls)
+        if taken is not None and taken is not cls and not redefined:
             raise ValueError(
                 f"register_layer: the name {key!r} is taken by {taken.__module__}."
                 f"{taken.__qualname__}; pass name=... to register {cls.__qualname__}"
@@ -79,6 +80,11 @@ def register_layer(cls: type | None = None, *, name: str | None = None):
         return cls
 
     return register if cls is None else register(cls)
+
+
+def _same_definition(a: type, b: type) -> bool:
+    """The same class statement run again (a reloaded module, a re-run notebook cell)."""
+    return (a.__module__, a.__qualname__) == (b.__module__, b.__qualname__)
 
 
 def _builtin_layers() -> dict[str, type]:
