@@ -604,15 +604,47 @@ class CrossEntropyLoss(NLLLoss):
 
     def elements(self, pred, target):
         self.check_pred(pred)
+        if self._plain_indices(pred, target):
+            return self._plain_elements(pred, target)
         q = self.target_distribution(pred, target)
         logp = log_softmax(pred, axis=1)
         self.save_for_backward(logp, q)
         return -(q * logp).sum(axis=1)
 
     def grad(self, g):
+        if len(self.saved) == 3:  # the plain fast path: (softmax, targets, rows)
+            p, t, rows = self.saved
+            d = p.copy()
+            d[rows, t] -= 1  # softmax - onehot
+            return d * _expand_classes(g)
         logp, q = self.saved
         # d/dz of -sum_k q_k log softmax(z)_k = softmax(z) * sum_k q_k - q
         return (np.exp(logp) * q.sum(axis=1, keepdims=True) - q) * _expand_classes(g)
+
+    def _plain_indices(self, pred, target) -> bool:
+        """The common case: (N, C) logits, valid integer indices, no weight, no smoothing."""
+        return (
+            pred.ndim == 2
+            and target.ndim == 1
+            and target.dtype.kind in "iu"
+            and target.shape[0] == pred.shape[0] > 0
+            and self.weight is None
+            and not self.label_smoothing
+            and not 0 <= self.ignore_index < pred.shape[1]  # (it cannot match a valid index)
+            and target.min() >= 0
+            and target.max() < pred.shape[1]
+        )
+
+    def _plain_elements(self, pred, target):
+        """Fast path: no one-hot matrix; picks the target logits by index. Same math."""
+        rows = np.arange(pred.shape[0])
+        shifted = pred - pred.max(axis=1, keepdims=True)  # exp cannot overflow
+        e = np.exp(shifted)
+        total = e.sum(axis=1)
+        self._denominator = float(pred.shape[0])
+        e /= total[:, None]  # softmax, kept for the gradient
+        self.save_for_backward(e, target, rows)
+        return np.log(total) - shifted[rows, target]  # -log softmax(z)_y
 
 
 def log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:

@@ -564,3 +564,14 @@ def test_reduced_backward_takes_a_scalar_scale():
     loss = nf.MSELoss()
     loss(np.array([1.0, 2.0]), np.zeros(2))
     np.testing.assert_allclose(loss.backward(3.0), 3 * loss.backward())
+
+
+@given(seed=seeds, n=st.integers(1, 6), c=st.integers(2, 5))
+def test_cross_entropy_fast_path_equals_general_path(seed, n, c):
+    """Plain integer targets take a fast path; weights of ones force the general one."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, c)) * 3
+    y = rng.integers(0, c, size=n)
+    fast, general = nf.CrossEntropyLoss(), nf.CrossEntropyLoss(weight=np.ones(c))
+    assert fast(z, y) == pytest.approx(general(z, y), rel=1e-12)
+    np.testing.assert_allclose(fast.backward(), general.backward(), rtol=1e-12, atol=1e-15)
