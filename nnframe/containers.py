@@ -152,8 +152,6 @@ class _Branches(Module):
     branch's modules saved and restores it before that branch's backward, so a module used in
     two branches (or in two containers) backpropagates through each use and accumulates both."""
 
-    _name = ""
-
     def __init__(self, *branches: Module):
         super().__init__()
         for i, branch in enumerate(branches):
@@ -176,13 +174,17 @@ class _Branches(Module):
     def __getitem__(self, index: int) -> Module:
         return self._branches[index]
 
+    def _where(self, i: int) -> str:
+        """How errors name branch i: ``Concat[1]``."""
+        return f"{type(self).__name__}[{i}]"
+
     def _run_branches(self, x) -> tuple[list, list]:
         outputs, snapshots = [], []
         for i, branch in enumerate(self._branches):
             try:
                 outputs.append(branch(x))
             except Exception as error:
-                reraise_with_prefix(error, f"{type(self).__name__}[{i}] ")
+                reraise_with_prefix(error, f"{self._where(i)} ")
             snapshots.append(snapshot_saved(branch))
         return outputs, snapshots
 
@@ -194,8 +196,8 @@ class _Branches(Module):
             try:
                 g = branch.backward(grads[i])
             except Exception as error:
-                reraise_with_prefix(error, f"{type(self).__name__}[{i}] ")
-            _check_gradient(f"{type(self).__name__}[{i}] {branch!r}", g, shape)
+                reraise_with_prefix(error, f"{self._where(i)} ")
+            _check_gradient(f"{self._where(i)} {branch!r}", g, shape)
             grads_in.append(g)
         return _sum_gradients(grads_in)
 
@@ -335,6 +337,9 @@ class Residual(_Branches):
         yield "module", self.module
         if self.projection is not None:
             yield "projection", self.projection
+
+    def _where(self, i: int) -> str:
+        return "Residual.module" if i == 0 else "Residual.projection"
 
     def forward(self, x):
         outputs, snapshots = self._run_branches(x)

@@ -305,6 +305,10 @@ def test_errors_say_where():
         nf.Add(nf.Identity(), lambda x: x)
     with pytest.raises(ValueError, match=r"Concat: expected at least one branch, got none"):
         nf.Concat()
+    with pytest.raises(
+        nf.ShapeError, match=r"Residual.projection Dense\(in_features=5.*got \(2, 3\)"
+    ):
+        nf.Residual(nf.Dense(3, 2), projection=nf.Dense(5, 2))(np.zeros((2, 3)))
 
 
 class _AddAxis(nf.Module):
