@@ -321,13 +321,19 @@ class EmbeddingBag(Module):
             out, first = self._max(w, flat, bag, counts, b)
             self.save_for_backward(flat, bag, None, first)
             return out
-        scale = weights
         if self.mode == "mean":
-            scale = (1.0 / np.maximum(counts, 1))[bag]  # each element's share of its bag's mean
-        # out[b] = sum over the bag of scale[m] * W[flat[m]]: a (B, V) sparse @ (V, D) dense product
-        out = scatter_rows(b, bag, np.take(w, flat, axis=0), scale)
-        self.save_for_backward(flat, bag, scale, None)
-        return out.astype(w.dtype, copy=False)
+            scale = (1.0 / np.maximum(counts, 1))[bag].astype(w.dtype)  # share of the bag's mean
+        else:
+            scale = np.ones(flat.shape[0], dtype=w.dtype) if weights is None else weights
+        # out = S @ W with S the (B, V) sparse matrix S[bag[m], flat[m]] += scale[m]: a CSR
+        # matrix built directly (bags are contiguous, so row b holds the entries of bag b; scipy
+        # sums repeated columns in products), and no (M, D) gather of the rows
+        indptr = np.concatenate(([0], np.cumsum(counts)))
+        bags = sparse.csr_matrix(
+            (scale, flat.astype(np.int64, copy=False), indptr), shape=(b, self.num_embeddings)
+        )
+        self.save_for_backward(flat, bag, bags, None)
+        return np.asarray(bags @ w)
 
     def _max(self, w, flat, bag, counts, b):
         """Per-dimension maximum of each bag, and the position (in flat) of the first maximum."""
@@ -345,7 +351,7 @@ class EmbeddingBag(Module):
         return out, first
 
     def backward(self, grad_output):
-        flat, bag, scale, first = self.saved
+        flat, bag, bags, first = self.saved
         if not self.weight.requires_grad or flat.size == 0:
             return None
         if self.mode == "max":
@@ -355,7 +361,7 @@ class EmbeddingBag(Module):
             rows[first, np.arange(self.embedding_dim)] = grad_output[full]
             dw = scatter_rows(self.num_embeddings, flat, rows)
         else:
-            # dL/dW[v] = sum over elements m with flat[m] == v of scale[m] * g[bag[m]]
-            dw = scatter_rows(self.num_embeddings, flat, grad_output[bag], scale)
+            # out = S @ W, so dL/dW = S^T @ g: a (V, B) sparse @ (B, D) dense product
+            dw = np.asarray(bags.T @ grad_output)
         self.weight.grad += dw
         return None
