@@ -10,11 +10,23 @@ from nnframe.errors import ShapeError, fmt_shape
 from nnframe.module import Module
 
 
-def snapshot_saved(module: Module) -> list[tuple[Module, tuple | None]]:
-    """What ``module`` and its descendants saved for backward. A container that calls the same
-    module twice keeps one snapshot per call and restores it before that call's backward, so a
-    shared module backpropagates through both uses and accumulates both gradients."""
-    return [(m, m._saved) for m in module.modules()]
+def snapshot_saved(module: Module | list[Module]) -> list[tuple[Module, tuple | None]]:
+    """What ``module`` and its descendants (or the given list of modules) saved for backward.
+    A container that calls the same module twice keeps one snapshot per call and restores it
+    before that call's backward, so a shared module backpropagates through both uses and
+    accumulates both gradients."""
+    modules = module if isinstance(module, list) else module.modules()
+    return [(m, m._saved) for m in modules]
+
+
+# Bumped by every container mutation (append, insert, ...), so that a Sequential knows when to
+# recompute which of its positions share modules with another position.
+_structure_version = 0
+
+
+def structure_changed() -> None:
+    global _structure_version
+    _structure_version += 1
 
 
 def restore_saved(snapshot: list[tuple[Module, tuple | None]]) -> None:
@@ -58,6 +70,7 @@ class Sequential(Module):
         for i, layer in enumerate(layers):
             _check_module(layer, i)
         self._layers: list[Module] = list(layers)
+        self._plan: tuple[int, list] = (-1, [])
 
     def named_children(self) -> Iterator[tuple[str, Module]]:
         for i, layer in enumerate(self._layers):
@@ -78,27 +91,38 @@ class Sequential(Module):
         """Adds a layer at the end; returns self."""
         _check_module(layer, len(self._layers))
         self._layers.append(layer)
+        structure_changed()
         return self
 
-    def _shared_positions(self) -> set[int]:
-        """Positions of layers that appear more than once (their saves need snapshots)."""
-        counts: dict[int, int] = {}
-        for layer in self._layers:
-            counts[id(layer)] = counts.get(id(layer), 0) + 1
-        return {i for i, layer in enumerate(self._layers) if counts[id(layer)] > 1}
+    def _shared(self) -> list:
+        """Per position: None, or the modules of its subtree when one of them is also used at
+        another position (their saves need a snapshot per use). Cached until a container
+        changes anywhere."""
+        version, plan = self._plan
+        if version != _structure_version or len(plan) != len(self._layers):
+            subtrees = [layer.modules() for layer in self._layers]
+            counts: dict[int, int] = {}
+            for modules in subtrees:
+                for m in {id(m): m for m in modules}.values():
+                    counts[id(m)] = counts.get(id(m), 0) + 1
+            plan = [
+                modules if any(counts[id(m)] > 1 for m in modules) else None for modules in subtrees
+            ]
+            self._plan = (_structure_version, plan)
+        return plan
 
     def forward(self, x):
         shapes = []
         snapshots = {}
-        shared = self._shared_positions() if len(self._layers) > 1 else ()
+        shared = self._shared()
         for i, layer in enumerate(self._layers):
             shapes.append(getattr(x, "shape", None))
             try:
                 x = layer(x)
             except Exception as error:
                 reraise_with_prefix(error, f"Sequential[{i}] ")
-            if i in shared:
-                snapshots[i] = snapshot_saved(layer)
+            if shared[i] is not None:
+                snapshots[i] = snapshot_saved(shared[i])
         self.save_for_backward(shapes, snapshots)
         return x
 
@@ -407,13 +431,16 @@ class ModuleList(Module):
 
     def __setitem__(self, index: int, module: Module) -> None:
         self._modules[index] = self._checked(module, index)
+        structure_changed()
 
     def __delitem__(self, index) -> None:
         del self._modules[index]
+        structure_changed()
 
     def append(self, module: Module) -> ModuleList:
         """Adds a module at the end; returns self."""
         self._modules.append(self._checked(module, len(self._modules)))
+        structure_changed()
         return self
 
     def extend(self, modules) -> ModuleList:
@@ -424,6 +451,7 @@ class ModuleList(Module):
 
     def insert(self, index: int, module: Module) -> None:
         self._modules.insert(index, self._checked(module, index))
+        structure_changed()
 
     def forward(self, *args, **kwargs):
         raise RuntimeError(
@@ -478,9 +506,11 @@ class ModuleDict(Module):
         if not isinstance(module, Module):
             raise TypeError(f"ModuleDict[{key!r}]: expected a Module, got {type(module).__name__}")
         self._modules[key] = module
+        structure_changed()
 
     def __delitem__(self, key: str) -> None:
         del self._modules[key]
+        structure_changed()
 
     def keys(self):
         return self._modules.keys()
@@ -494,6 +524,7 @@ class ModuleDict(Module):
     def pop(self, key: str) -> Module:
         module = self[key]
         del self._modules[key]
+        structure_changed()
         return module
 
     def update(self, modules) -> None:

@@ -369,3 +369,19 @@ def test_needs_input_grad_false_skips_first_layer_input_gradient(rng):
     model.needs_input_grad = True  # switching back restores the input gradient
     model(x)
     assert model.backward(g).shape == (5, 3)
+
+
+def test_module_shared_across_nesting_levels_accumulates_both_uses():
+    d = nf.Dense(3, 3, rng=0)
+    nf.check_module(nf.Sequential(d, nf.Tanh(), nf.Residual(d)), normal_array(1, (4, 3)))
+    inner = nf.Sequential(d, nf.Tanh())
+    nf.check_module(nf.Sequential(inner, d, nf.Tanh()), normal_array(2, (4, 3)))
+
+
+def test_sharing_plan_follows_structure_changes():
+    d = nf.Dense(3, 3, rng=0)
+    inner = nf.Sequential(nf.Tanh())
+    model = nf.Sequential(d, inner)
+    model(np.ones((2, 3)))  # plan computed: nothing shared yet
+    inner.append(d)  # now d is used twice, once inside a nested container
+    nf.check_module(model, normal_array(3, (4, 3)))
