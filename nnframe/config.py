@@ -326,9 +326,9 @@ def _decode(value, names, built: dict, depth: int, where: str):
         return built[inner]
     if tag == "__tuple__" and isinstance(inner, list):
         return tuple(_decode(v, names, built, depth + 1, where) for v in inner)
-    if tag == "__float__" and inner in ("nan", "inf", "-inf"):
+    if tag == "__float__" and isinstance(inner, str) and inner in ("nan", "inf", "-inf"):
         return float(inner)
-    if tag == "__dtype__" and inner in _DTYPE_NAMES:
+    if tag == "__dtype__" and isinstance(inner, str) and inner in _DTYPE_NAMES:
         return np.dtype(inner).type
     if tag == "__array__":
         return _decode_array(inner, where)
@@ -349,7 +349,8 @@ def _decode(value, names, built: dict, depth: int, where: str):
 def _decode_array(inner, where: str) -> np.ndarray:
     ok = (
         isinstance(inner, Mapping)
-        and inner.get("dtype") in _DTYPE_NAMES
+        and isinstance(inner.get("dtype"), str)
+        and inner["dtype"] in _DTYPE_NAMES
         and isinstance(inner.get("shape"), list)
         and all(type(s) is int and s >= 0 for s in inner["shape"])
         and isinstance(inner.get("data"), list)

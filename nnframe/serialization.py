@@ -231,7 +231,10 @@ def _read(f, size: int, who: str):
     for name, (dtype_name, shape, (begin, stop)) in entries.items():
         dtype = _DTYPES[dtype_name]
         a = np.frombuffer(body, dtype=dtype, count=(stop - begin) // dtype.itemsize, offset=begin)
-        a = a.reshape(shape)
+        try:
+            a = a.reshape(shape)
+        except ValueError as e:  # an empty tensor whose other dimensions numpy cannot hold
+            raise _fail(who, f"tensor {name!r}: shape {_short(list(shape))} ({e})") from None
         if dtype_name == "BF16":  # bfloat16 bits are the top half of a float32
             a = (a.astype(np.uint32) << 16).view(np.float32)
         elif not a.dtype.isnative or a.ctypes.data % max(a.dtype.alignment, 1):
@@ -272,6 +275,11 @@ def _parse_header(raw: bytes, who: str) -> dict:
     return header
 
 
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _is_int(v) -> bool:
     return type(v) is int
 
@@ -303,6 +311,8 @@ def _check_entries(header: dict, who: str):
             or offsets[0] > offsets[1]
         ):
             raise _fail(who, f"{where}: data_offsets must be [begin, end] with 0 <= begin <= end")
+        if len(shape) > 64 or any(s >= 2**62 for s in shape):  # numpy's limits
+            raise _fail(who, f"{where}: shape {_short(shape)} has too many or too large dimensions")
         count = 1
         for s in shape:  # Python ints: a huge product is caught, never wraps around
             count *= s

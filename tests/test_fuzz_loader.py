@@ -1,6 +1,7 @@
 """Fuzzing the loader: mutated bytes of a valid model file either load identically or raise
 ModelFormatError; nothing else (no other exception, no hang, no wrong tensors)."""
 
+import json
 import os
 
 import numpy as np
@@ -70,3 +71,60 @@ def test_whitespace_after_the_header_json_loads_identically(tmp_path):
     assert metadata == _VALID["loaded"][1]
     for k, v in _VALID["loaded"][0].items():
         assert np.array_equal(tensors[k], v)
+
+
+# Files with valid checksums but hostile contents: random configs and checkpoint states. The
+# checksums prove nothing about intent (anyone can compute them): only ModelFormatError (or a
+# StateDictError for weights that do not fit the architecture) may come out.
+_NAMES = st.sampled_from(
+    ["Dense", "Sequential", "ReLU", "LSTM", "Conv2d", "Embedding", "Residual", "ModuleDict", "Nope"]
+)
+_SCALARS = st.one_of(
+    st.integers(-3, 9),
+    st.floats(allow_nan=False, allow_infinity=False, width=16),
+    st.booleans(),
+    st.none(),
+    st.text(max_size=3),
+)
+_TAGS = st.sampled_from(
+    ["__module__", "__shared__", "__tuple__", "__float__", "__dtype__", "__array__", "__dict__"]
+)
+_JSON = st.recursive(
+    _SCALARS,
+    lambda c: st.one_of(
+        st.lists(c, max_size=3),
+        st.dictionaries(st.one_of(_TAGS, st.text(max_size=4)), c, max_size=3),
+    ),
+    max_leaves=10,
+)
+_ARGS = st.sampled_from(["in_features", "out_features", "layers", "module", "bias", "hidden_size"])
+_CONFIG = st.recursive(
+    st.fixed_dictionaries({"class": _NAMES, "config": st.dictionaries(_ARGS, _JSON, max_size=3)}),
+    lambda c: st.fixed_dictionaries(
+        {
+            "class": _NAMES,
+            "config": st.fixed_dictionaries(
+                {"layers": st.lists(st.fixed_dictionaries({"__module__": c}), max_size=3)}
+            ),
+        }
+    ),
+    max_leaves=4,
+)
+
+
+@given(config=_CONFIG, state=_JSON)
+def test_hostile_configs_and_states_with_valid_checksums(config, state, tmp_path_factory):
+    from nnframe.serialization import save_file
+
+    path = tmp_path_factory.getbasetemp() / "hostile.safetensors"
+    meta = {
+        "nnframe.kind": "checkpoint",
+        "nnframe.config": json.dumps(config),
+        "nnframe.checkpoint": json.dumps({"extra": state, "rng": state, "loader": state}),
+    }
+    save_file({"model/weight": np.zeros((2, 2), np.float32), "state/0": np.ones(1)}, path, meta)
+    for load in (nf.load, nf.load_checkpoint):
+        try:
+            load(path)
+        except (nf.ModelFormatError, nf.StateDictError):
+            pass

@@ -256,8 +256,16 @@ MALFORMED = {
     "float shape": (raw_file({"a": {**F32_2, "shape": [2.0]}}, GOOD_BODY), "non-negative integ"),
     "bool shape": (raw_file({"a": {**F32_2, "shape": [True]}}, GOOD_BODY), "non-negative integ"),
     "overflowing shape": (
-        raw_file({"a": {**F32_2, "shape": [2**62, 2**62, 2**62]}}, GOOD_BODY),
+        raw_file({"a": {**F32_2, "shape": [2**40, 2**40, 2**40]}}, GOOD_BODY),
         r"needs \d+ bytes, but data_offsets \[0, 8\] span 8",
+    ),
+    "huge dimension of an empty tensor": (
+        raw_file({"a": {"dtype": "F32", "shape": [0, 2**70], "data_offsets": [0, 0]}}),
+        "too many or too large dimensions",
+    ),
+    "too many dimensions": (
+        raw_file({"a": {"dtype": "F32", "shape": [0] * 70, "data_offsets": [0, 0]}}),
+        "too many or too large dimensions",
     ),
     "size disagrees with offsets": (
         raw_file({"a": {**F32_2, "shape": [3]}}, GOOD_BODY),
