@@ -439,3 +439,40 @@ def test_fit_resumes_bit_identically_in_a_new_process(tmp_path):
     assert a.extra == b.extra  # the history of all 4 epochs, EarlyStopping's best, the lr
     assert len(b.extra["loss"]) == 4
     assert a.rng_state == b.rng_state
+
+
+# ---------------------------------------------------------------------- every optimizer
+def optimizer_classes():
+    return sorted(
+        name
+        for name in dir(nf.optim)
+        if isinstance(getattr(nf.optim, name), type)
+        and issubclass(getattr(nf.optim, name), nf.optim.Optimizer)
+        and getattr(nf.optim, name) is not nf.optim.Optimizer
+    )
+
+
+@pytest.mark.parametrize("name", optimizer_classes())
+def test_every_optimizer_and_a_scheduler_resume_exactly(name, tmp_path):
+    def build():
+        model = mlp(0)
+        opt = getattr(nf.optim, name)(model.parameters(), lr=0.01)
+        return model, opt, nf.optim.StepLR(opt, step_size=2, gamma=0.5)
+
+    def steps(model, opt, sched, n, seed):
+        train_steps(model, opt, n, np.random.default_rng(seed))
+        for _ in range(n):
+            sched.step()
+
+    model, opt, sched = build()
+    steps(model, opt, sched, 3, 0)
+    nf.save_checkpoint(tmp_path / "c.safetensors", model, opt, sched, step=3)
+    steps(model, opt, sched, 2, 1)
+
+    model2, opt2, sched2 = build()
+    nf.load_checkpoint(tmp_path / "c.safetensors", model2, opt2, sched2)
+    assert sched2.state_dict() == nf.load_checkpoint(tmp_path / "c.safetensors").scheduler_state
+    steps(model2, opt2, sched2, 2, 1)
+    for (k, a), b in zip(model.state_dict().items(), model2.state_dict().values()):
+        assert a.tobytes() == b.tobytes(), k
+    assert opt.param_groups[0]["lr"] == opt2.param_groups[0]["lr"]
