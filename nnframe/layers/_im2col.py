@@ -116,11 +116,14 @@ def windows(xp, kernel, stride, dilation, out_shape):
     return as_strided(xp, shape, strides, writeable=False)
 
 
-def im2col(xp, kernel, stride, dilation, out_shape) -> np.ndarray:
-    """Columns ``(C, *kernel, N, *out)`` of the padded input ``(N, C, *S)``: always a new,
-    writable, contiguous array (one copy of the strided view, output positions innermost)."""
+def im2col(xp, kernel, stride, dilation, out_shape, out=None) -> np.ndarray:
+    """Columns ``(C, *kernel, N, *out)`` of the padded input ``(N, C, *S)``: a writable,
+    contiguous array (one copy of the strided view, output positions innermost), new or
+    ``out`` (any contiguous buffer of the same size and dtype, reused)."""
     view = windows(xp, kernel, stride, dilation, out_shape)
-    cols = np.empty(view.shape, dtype=xp.dtype)
+    if out is None or out.size != view.size or out.dtype != xp.dtype:
+        out = np.empty(view.shape, dtype=xp.dtype)
+    cols = out.reshape(view.shape)
     np.copyto(cols, view)
     return cols
 

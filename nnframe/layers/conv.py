@@ -198,10 +198,13 @@ class _ConvNd(Module):
         )
 
     def _columns(self, x: np.ndarray, out_shape) -> np.ndarray:
-        """im2col of the padded input, as (G, Cg*K, N*P)."""
+        """im2col of the padded input, as (G, Cg*K, N*P), in the spare buffer if one fits."""
         xp = pad(x, self._pads, self.padding_mode)
-        cols = im2col(xp, self.kernel_size, self.stride, self.dilation, out_shape)
+        spare, self._spare = self._spare, None
+        cols = im2col(xp, self.kernel_size, self.stride, self.dilation, out_shape, out=spare)
         return cols.reshape(self.groups, -1, x.shape[0] * int(np.prod(out_shape)))
+
+    _spare = None  # a consumed column buffer, reused by the next forward (speed mode only)
 
     # ------------------------------------------------------------------ forward / backward
     def forward(self, x):
@@ -269,6 +272,8 @@ class _ConvNd(Module):
             self.dilation,
             out_shape,
         )
+        if self.save_columns:
+            self._spare = dcols  # consumed: the next forward builds its columns in it
         return unpad(dxp, self._pads, self.padding_mode)
 
 

@@ -3,10 +3,10 @@
 Window pooling loops over the kernel offsets (prod(kernel) strided passes over the output, as
 col2im does), so no window copy of the input is ever built:
 
-- max: a running maximum and the offset it came from (``arg``, one small integer per output).
-  A later offset replaces the running one only if strictly greater (or NaN, which propagates), so
-  ties go to the FIRST maximum in row-major window order, as in PyTorch. Backward sends each
-  output gradient to that one input.
+- max: a running ``np.maximum`` (NaN propagates). Backward compares each offset's inputs with
+  the output and sends each output gradient to the FIRST input equal to it in row-major window
+  order: PyTorch's tie rule. (Tracking the arg-max in forward needs masked copies, which numpy
+  runs an order of magnitude slower than plain element-wise passes.)
 - average: a running sum divided by the window's count (PyTorch's ``count_include_pad`` rule).
 
 Adaptive pooling splits each axis into ``output_size`` windows ``[floor(i L / o), ceil((i+1) L / o))``.
@@ -61,32 +61,45 @@ def _geometry(who, x, kernel, stride, padding, dilation, ceil_mode):
 
 
 def max_pool(x, kernel, stride, dilation, pads, out_shape):
-    """(y, arg): the window maxima and the row-major kernel offset of the first maximum."""
+    """(y, xp): the window maxima (a running ``np.maximum`` over the kernel offsets, which
+    propagates NaN) and the padded input, which backward needs to find the arg-max."""
     xp = pad(x, pads, value=-np.inf)
     slices = offset_slices(kernel, stride, dilation, out_shape)
     y = xp[(Ellipsis, *slices[0][1])].copy()
-    arg = np.zeros(y.shape, dtype=np.uint8 if len(slices) < 256 else np.int32)
-    mask = np.empty(y.shape, dtype=bool)
-    for k, (_, sl) in enumerate(slices[1:], 1):
-        v = xp[(Ellipsis, *sl)]
-        np.greater(v, y, out=mask)  # strictly greater: ties keep the first maximum
-        mask |= np.isnan(v)  # NaN propagates, as in PyTorch
-        np.copyto(y, v, where=mask)
-        np.copyto(arg, k, where=mask, casting="unsafe")
-    return y, arg
+    for _, sl in slices[1:]:
+        np.maximum(y, xp[(Ellipsis, *sl)], out=y)
+    return y, xp
 
 
-def max_pool_backward(g, arg, x_shape, kernel, stride, dilation, pads, out_shape):
-    """Routes each output gradient to the input its maximum came from."""
-    padded = x_shape[:2] + tuple(s + lo + hi for s, (lo, hi) in zip(x_shape[2:], pads))
-    dxp = np.zeros(padded, dtype=g.dtype)
+def max_pool_backward(g, y, xp, kernel, stride, dilation, pads, out_shape):
+    """Routes each output gradient to the FIRST input of its window (row-major) equal to the
+    maximum: PyTorch's tie rule. Finding the arg-max here, from the saved input and output,
+    costs a comparison per offset and keeps forward (and inference) free of index bookkeeping."""
+    slices = offset_slices(kernel, stride, dilation, out_shape)
     disjoint = all(s >= d * (k - 1) + 1 for s, k, d in zip(stride, kernel, dilation))
-    for k, (_, sl) in enumerate(offset_slices(kernel, stride, dilation, out_shape)):
-        view = dxp[(Ellipsis, *sl)]
-        if disjoint:  # each input is in at most one window: a masked copy suffices
-            np.copyto(view, g, where=arg == k)
+    tiles = not any(lo or hi for lo, hi in pads) and all(
+        d == 1 and s == k and o * k == size
+        for s, k, d, o, size in zip(stride, kernel, dilation, out_shape, xp.shape[2:])
+    )
+    # windows that tile the input write every element once: no zero fill needed
+    dxp = np.empty(xp.shape, dtype=g.dtype) if tiles else np.zeros(xp.shape, dtype=g.dtype)
+    nan = np.isnan(y)
+    nan = nan if nan.any() else None
+    taken = None
+    for _, sl in slices:
+        v = xp[(Ellipsis, *sl)]
+        hit = v == y
+        if nan is not None:
+            hit |= np.isnan(v) & nan
+        if taken is None:
+            taken = hit
         else:
-            view += np.where(arg == k, g, 0)
+            np.greater(hit, taken, out=hit)  # a hit only where no earlier offset took it
+            taken |= hit
+        if disjoint:
+            np.multiply(g, hit, out=dxp[(Ellipsis, *sl)])
+        else:
+            dxp[(Ellipsis, *sl)] += g * hit
     return unpad(dxp, pads)
 
 
@@ -142,15 +155,15 @@ class _MaxPoolNd(_PoolNd):
         out_shape, pads = _geometry(
             self, x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode
         )
-        y, arg = max_pool(x, self.kernel_size, self.stride, self.dilation, pads, out_shape)
-        self.save_for_backward(arg, x.shape, pads, out_shape)
+        y, xp = max_pool(x, self.kernel_size, self.stride, self.dilation, pads, out_shape)
+        self.save_for_backward(y, xp, pads, out_shape)
         return y
 
     def backward(self, grad_output):
-        arg, x_shape, pads, out_shape = self.saved
-        g = _check_grad(self, grad_output, arg.shape)
+        y, xp, pads, out_shape = self.saved
+        g = _check_grad(self, grad_output, y.shape)
         return max_pool_backward(
-            g, arg, x_shape, self.kernel_size, self.stride, self.dilation, pads, out_shape
+            g, y, xp, self.kernel_size, self.stride, self.dilation, pads, out_shape
         )
 
 
@@ -431,8 +444,8 @@ class _AdaptiveMaxPoolNd(_AdaptivePoolNd):
             # even windows: window max pooling with kernel = stride = L / o
             kernel = tuple(s // o for s, o in zip(sizes, out_shape))
             pads = ((0, 0),) * self._n
-            y, arg = max_pool(x, kernel, kernel, (1,) * self._n, pads, out_shape)
-            self.save_for_backward(x.shape, out_shape, ("windows", kernel, arg))
+            y, xp = max_pool(x, kernel, kernel, (1,) * self._n, pads, out_shape)
+            self.save_for_backward(x.shape, out_shape, ("windows", kernel, y, xp))
             return y
         # uneven windows: max over the last axis, then over the one before (row-major ties)
         stages, y = [], x
@@ -453,11 +466,9 @@ class _AdaptiveMaxPoolNd(_AdaptivePoolNd):
         x_shape, out_shape, how = self.saved
         g = _check_grad(self, grad_output, x_shape[:2] + out_shape)
         if how[0] == "windows":
-            kernel, arg = how[1], how[2]
+            kernel, y, xp = how[1:]
             pads = ((0, 0),) * self._n
-            return max_pool_backward(
-                g, arg, x_shape, kernel, kernel, (1,) * self._n, pads, out_shape
-            )
+            return max_pool_backward(g, y, xp, kernel, kernel, (1,) * self._n, pads, out_shape)
         for axis, in_shape, args in reversed(how[1]):
             dx = np.zeros(in_shape, dtype=g.dtype)
             for i, ((s, e), a) in enumerate(zip(_bounds(in_shape[axis], len(args)), args)):
