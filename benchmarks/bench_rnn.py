@@ -52,6 +52,7 @@ def _nnframe_model(kind: str):
         def __init__(self):
             super().__init__()
             self.rnn = getattr(nf, kind)(INPUT, HIDDEN, rng=0)
+            self.rnn.needs_input_grad = False  # x is data, as in the PyTorch version
             self.head = nf.Dense(HIDDEN, CLASSES, rng=1)
 
         def forward(self, x):

@@ -35,15 +35,20 @@ _GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
 # ---------------------------------------------------------------------------------------------
 # kernels: one direction of one layer over a whole sequence
 #
-# The kernels work on weights rearranged once per forward (``_prepare``): LSTM gates reordered
-# to (i, f, o, g) so that the three sigmoid gates are contiguous, and the rows of every sigmoid
-# gate scaled by 1/2, because sigmoid(x) = (1 + tanh(x/2)) / 2: one tanh over the whole stacked
-# (N, G*H) array then serves every gate, followed by one affine fix-up of the sigmoid columns
-# (numpy's tanh is vectorized; scipy's expit is several times slower).
+# Layout: inside a stack, sequences are feature-major, (T, F, N): each step's state is an (H, N)
+# array and each step's stacked gate pre-activations are one (G*H, N) array, ``W_hh @ h``. Every
+# gate is then a contiguous block of rows, so the element-wise gate math runs on contiguous
+# arrays (numpy is several times slower on strided column slices), and the GEMMs are as fast
+# as in the row-major layout. The layer transposes once on the way in and once on the way out.
 #
-# xp: (T, N, G*H) input pre-activations (x @ W_ih^T with the biases folded in; for the GRU the
+# The weights are rearranged once per forward (``_Prepared``): LSTM gates reordered to
+# (i, f, o, g) so that the three sigmoid gates are one block, and the rows of every sigmoid gate
+# scaled by 1/2, because sigmoid(x) = (1 + tanh(x/2)) / 2: one tanh over the whole stacked
+# array serves every gate, then one affine fix-up of the sigmoid block.
+#
+# xp: (T, G*H, N) input pre-activations (W_ih @ x with the biases folded in; for the GRU the
 # hidden bias of the new gate, b_hn, stays apart because r multiplies it).
-# mask: None, or (mf, keep) float arrays (T, N, 1): mf = 1 at real steps, keep = 1 - mf.
+# mask: None, or (mf, keep) float arrays (T, 1, N): mf = 1 at real steps, keep = 1 - mf.
 # At a padded step the state passes through unchanged and the output is zero, so the final
 # state is the one after each sequence's last real step (PyTorch's packed-sequence semantics,
 # also for the reverse direction, which then starts at each sequence's own last step).
@@ -54,46 +59,57 @@ def _order(T: int, reverse: bool) -> range:
     return range(T - 1, -1, -1) if reverse else range(T)
 
 
+def _fold(a: np.ndarray) -> np.ndarray:
+    """(T, R, N) -> (R, T*N): the steps side by side, for one GEMM over all steps (a copy)."""
+    T, R, N = a.shape
+    return a.transpose(1, 0, 2).reshape(R, T * N)
+
+
+def _unfold_t(a: np.ndarray) -> np.ndarray:
+    """(T, R, N) -> (T*N, R), contiguous (a copy): the right-hand side of a weight GEMM."""
+    T, R, N = a.shape
+    return a.transpose(0, 2, 1).reshape(T * N, R)
+
+
 class _Prepared:
     """One direction's weights in the kernels' layout (see above)."""
 
-    __slots__ = ("perm", "w_ih", "w_ih_s", "w_hh", "w_hh_s_t", "b", "b_hn", "w_hr")
+    __slots__ = ("mode", "perm", "w_ih_t", "w_ih_s", "w_hh_t", "w_hh_s", "b", "b_hn", "w_hr")
 
     def __init__(self, mode, H, w_ih, w_hh, b_ih, b_hh, w_hr):
+        self.mode = mode
         perm = None
         half = {"LSTM": 3 * H, "GRU": 2 * H}.get(mode, 0)  # rows of the sigmoid gates
         if mode == "LSTM":  # (i, f, g, o) -> (i, f, o, g); swapping two blocks is its own inverse
             perm = np.r_[0 : 2 * H, 3 * H : 4 * H, 2 * H : 3 * H]
             w_ih, w_hh = w_ih[perm], w_hh[perm]
         self.perm = perm
-        self.w_ih = w_ih  # for dL/dx = dA @ W_ih
-        self.w_hh = w_hh  # for dL/dh = dA @ W_hh
-        w_ih_s = w_ih.copy()
-        w_ih_s[:half] *= 0.5
-        self.w_ih_s = w_ih_s
-        w_hh_s = w_hh.copy()
-        w_hh_s[:half] *= 0.5
-        self.w_hh_s_t = np.ascontiguousarray(w_hh_s.T)  # (H_out, G*H): h @ this, no transpose
+        self.w_ih_t = np.ascontiguousarray(w_ih.T)  # (F, G*H): dL/dx = W_ih^T @ dA
+        self.w_hh_t = np.ascontiguousarray(w_hh.T)  # (H_out, G*H): dL/dh = W_hh^T @ dA
+        self.w_ih_s = w_ih.copy()
+        self.w_ih_s[:half] *= 0.5
+        self.w_hh_s = w_hh.copy()
+        self.w_hh_s[:half] *= 0.5
         self.b = self.b_hn = None
         if b_ih is not None:
             if mode == "GRU":
                 b = b_ih.copy()
                 b[: 2 * H] += b_hh[: 2 * H]  # r and z: both biases simply add
-                self.b_hn = b_hh[2 * H :]  # n: b_hn sits inside r * (W_hn h + b_hn)
+                self.b_hn = b_hh[2 * H :, None]  # n: b_hn sits inside r * (W_hn h + b_hn)
             else:
                 b = b_ih + b_hh
                 if perm is not None:
                     b = b[perm]
             b[:half] *= 0.5
-            self.b = b
+            self.b = b[:, None]
         self.w_hr = w_hr
 
-    def project(self, flat_in, T, N):
-        """Every step's input pre-activation in one GEMM: (T*N, F) @ (F, G*H)."""
-        xp = flat_in @ self.w_ih_s.T
+    def project(self, xt: np.ndarray) -> np.ndarray:
+        """Every step's input pre-activations: (G*H, F) @ (T, F, N) -> (T, G*H, N)."""
+        xp = np.matmul(self.w_ih_s, xt)
         if self.b is not None:
             xp += self.b
-        return xp.reshape(T, N, -1)
+        return xp
 
     def to_torch_order(self, d: np.ndarray) -> np.ndarray:
         """A gradient with gate rows in kernel order, back in PyTorch's order."""
@@ -107,14 +123,14 @@ def _sigmoid_fixup(s: np.ndarray) -> None:
 
 
 def _rnn_forward(xp, h0, kw, mask, reverse, relu):
-    T, N, H = xp.shape
+    T = xp.shape[0]
     hs = np.empty_like(xp)  # outputs (zero at padded steps)
     hs_prev = np.empty_like(xp)  # state entering each step (for dW_hh)
     h = h0
     for t in _order(T, reverse):
         hs_prev[t] = h
         a = hs[t]
-        np.matmul(h, kw.w_hh_s_t, out=a)
+        np.matmul(kw.w_hh_s, h, out=a)
         a += xp[t]
         if relu:
             np.maximum(a, 0, out=a)
@@ -123,57 +139,58 @@ def _rnn_forward(xp, h0, kw, mask, reverse, relu):
         if mask is None:
             h = a
         else:
-            mf, keep = mask[0][t], mask[1][t]
-            a *= mf
-            h = a + h * keep
+            a *= mask[0][t]
+            h = a + h * mask[1][t]
     # at real steps hs holds the activation; at padded steps the gradient is masked to zero
     return hs, h, None, (hs, hs_prev, relu)
 
 
 def _rnn_backward(cache, dout, dh, dc, kw, mask, reverse):
     hs, hs_prev, relu = cache
-    T = hs.shape[0]
-    dA = np.empty_like(hs)
+    T, H, N = hs.shape
+    dA = np.empty((H, T, N), dtype=hs.dtype)  # folded: the GEMMs after the loop read it as is
     for t in _order(T, not reverse):
-        da = dA[t]
-        np.add(dout[t], dh, out=da)
+        da = dA[:, t]
+        if dout is None:
+            np.copyto(da, dh)
+        else:
+            np.add(dout[t], dh, out=da)
         if mask is not None:
-            mf, keep = mask[0][t], mask[1][t]
-            passed = dh * keep
-            da *= mf
+            passed = dh * mask[1][t]
+            da *= mask[0][t]
         if relu:
             da *= hs[t] > 0
         else:
             da *= 1 - hs[t] * hs[t]  # d tanh = 1 - y^2
-        dh = da @ kw.w_hh
+        dh = kw.w_hh_t @ da
         if mask is not None:
             dh += passed
-    return dA, dA, dh, None, None
+    return dA, None, dh, None, None
 
 
 def _lstm_forward(xp, h0, c0, kw, mask, reverse):
-    T, N, G = xp.shape
+    T, G, N = xp.shape
     H = G // 4
-    P = h0.shape[1]
+    P = h0.shape[0]
     w_hr = kw.w_hr
     dtype = xp.dtype
     acts = np.empty_like(xp)  # gate activations, kernel order i, f, o, g
-    cs_prev = np.empty((T, N, H), dtype=dtype)
-    tcs = np.empty((T, N, H), dtype=dtype)  # tanh(c')
-    hs = np.empty((T, N, P), dtype=dtype)
-    hs_prev = np.empty((T, N, P), dtype=dtype)
-    us = np.empty((T, N, H), dtype=dtype) if w_hr is not None else None  # o*tanh(c') unprojected
-    ig = np.empty((N, H), dtype=dtype)
+    cs_prev = np.empty((T, H, N), dtype=dtype)
+    tcs = np.empty((T, H, N), dtype=dtype)  # tanh(c')
+    hs = np.empty((T, P, N), dtype=dtype)
+    hs_prev = np.empty((T, P, N), dtype=dtype)
+    us = np.empty((T, H, N), dtype=dtype) if w_hr is not None else None  # o*tanh(c') unprojected
+    ig = np.empty((H, N), dtype=dtype)
     h, c = h0, c0
     for t in _order(T, reverse):
         hs_prev[t] = h
         cs_prev[t] = c
         a = acts[t]
-        np.matmul(h, kw.w_hh_s_t, out=a)
+        np.matmul(kw.w_hh_s, h, out=a)
         a += xp[t]
         np.tanh(a, out=a)
-        _sigmoid_fixup(a[:, : 3 * H])
-        i, f, o, g = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
+        _sigmoid_fixup(a[: 3 * H])
+        i, f, o, g = a[:H], a[H : 2 * H], a[2 * H : 3 * H], a[3 * H :]
         c_new = f * c  # c' = f*c + i*g
         np.multiply(i, g, out=ig)
         c_new += ig
@@ -184,7 +201,7 @@ def _lstm_forward(xp, h0, c0, kw, mask, reverse):
         else:
             u = us[t]
             np.multiply(o, tc, out=u)
-            h_new = np.matmul(u, w_hr.T, out=hs[t])
+            h_new = np.matmul(w_hr, u, out=hs[t])  # (P, H) @ (H, N)
         if mask is None:
             h, c = h_new, c_new
         else:
@@ -197,30 +214,30 @@ def _lstm_forward(xp, h0, c0, kw, mask, reverse):
 
 def _lstm_backward(cache, dout, dh, dc, kw, mask, reverse):
     acts, cs_prev, tcs, hs_prev, us = cache
-    T, N, G = acts.shape
+    T, G, N = acts.shape
     H = G // 4
     w_hr = kw.w_hr
     dtype = acts.dtype
-    dA = np.empty_like(acts)
+    dA = np.empty((G, T, N), dtype=dtype)  # folded: the GEMMs after the loop read it as is
     dhs = np.empty_like(hs_prev) if w_hr is not None else None  # dL/dh' per step (for dW_hr)
-    sd = np.empty((N, 3 * H), dtype=dtype)  # sigmoid' of i, f, o
-    up = np.empty((N, 3 * H), dtype=dtype)  # dL/di, dL/df, dL/do
-    tmp = np.empty((N, H), dtype=dtype)
-    g_h = np.empty((N, hs_prev.shape[2]), dtype=dtype)
+    sd = np.empty((3 * H, N), dtype=dtype)  # sigmoid' of i, f, o
+    up = np.empty((3 * H, N), dtype=dtype)  # dL/di, dL/df, dL/do
+    tmp = np.empty((H, N), dtype=dtype)
+    g_buf = np.empty_like(hs_prev[0])
     for t in _order(T, not reverse):
-        np.add(dout[t], dh, out=g_h)
+        g_h = dh if dout is None else np.add(dout[t], dh, out=g_buf)  # dL/dh' (not mutated)
         if mask is not None:
             mf, keep = mask[0][t], mask[1][t]
             h_passed, c_passed = dh * keep, dc * keep
-            g_h *= mf
+            g_h = g_h * mf
             dc = dc * mf
         if w_hr is not None:
             dhs[t] = g_h
-            du = g_h @ w_hr  # back through the projection: (N, P) @ (P, H)
+            du = w_hr.T @ g_h  # back through the projection: (H, P) @ (P, N)
         else:
             du = g_h
         a = acts[t]
-        i, f, o, g = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
+        i, f, o, g = a[:H], a[H : 2 * H], a[2 * H : 3 * H], a[3 * H :]
         tc = tcs[t]
         # h' = o * tanh(c'):  dL/do = dh' * tanh(c');  dL/dc' += dh' * o * (1 - tanh(c')^2)
         np.multiply(tc, tc, out=tmp)
@@ -228,59 +245,58 @@ def _lstm_backward(cache, dout, dh, dc, kw, mask, reverse):
         tmp *= o
         tmp *= du
         dc = dc + tmp
-        np.multiply(du, tc, out=up[:, 2 * H :])
+        np.multiply(du, tc, out=up[2 * H :])
         # c' = f*c + i*g:  dL/di = dc' * g,  dL/df = dc' * c,  dL/dg = dc' * i
-        np.multiply(dc, g, out=up[:, :H])
-        np.multiply(dc, cs_prev[t], out=up[:, H : 2 * H])
-        s = a[:, : 3 * H]
+        np.multiply(dc, g, out=up[:H])
+        np.multiply(dc, cs_prev[t], out=up[H : 2 * H])
+        s = a[: 3 * H]
         np.subtract(1, s, out=sd)
         sd *= s  # sigmoid' = s (1 - s)
-        da = dA[t]
-        np.multiply(up, sd, out=da[:, : 3 * H])
+        da = dA[:, t]
+        np.multiply(up, sd, out=da[: 3 * H])
         np.multiply(g, g, out=tmp)
         np.subtract(1, tmp, out=tmp)  # tanh' = 1 - g^2
         tmp *= i
-        np.multiply(dc, tmp, out=da[:, 3 * H :])
-        dc = dc * f
-        dh = da @ kw.w_hh
+        np.multiply(dc, tmp, out=da[3 * H :])
+        dc *= f
+        dh = kw.w_hh_t @ da
         if mask is not None:
             dh += h_passed
             dc += c_passed
     dw_hr = None
     if w_hr is not None:
-        P = w_hr.shape[0]
-        # dL/dW_hr = sum_t dh'_t^T @ u_t: one GEMM over all steps
-        dw_hr = dhs.reshape(-1, P).T @ us.reshape(-1, H)
-    return dA, dA, dh, dc, dw_hr
+        # dL/dW_hr = sum_t dh'_t @ u_t^T: one GEMM over all steps
+        dw_hr = _fold(dhs) @ _unfold_t(us)
+    return dA, None, dh, dc, dw_hr
 
 
 def _gru_forward(xp, h0, kw, mask, reverse):
-    T, N, G = xp.shape
+    T, G, N = xp.shape
     H = G // 3
     dtype = xp.dtype
     acts = np.empty_like(xp)  # r, z, n
-    hhn = np.empty((T, N, H), dtype=dtype)  # W_hn h + b_hn (r multiplies it)
-    hs = np.empty((T, N, H), dtype=dtype)
-    hs_prev = np.empty((T, N, H), dtype=dtype)
-    hh = np.empty((N, G), dtype=dtype)
+    hhn = np.empty((T, H, N), dtype=dtype)  # W_hn h + b_hn (r multiplies it)
+    hs = np.empty((T, H, N), dtype=dtype)
+    hs_prev = np.empty((T, H, N), dtype=dtype)
+    hh = np.empty((G, N), dtype=dtype)
     h = h0
     for t in _order(T, reverse):
         hs_prev[t] = h
         a = acts[t]
-        np.matmul(h, kw.w_hh_s_t, out=hh)
-        rz = a[:, : 2 * H]
-        np.add(xp[t, :, : 2 * H], hh[:, : 2 * H], out=rz)
+        np.matmul(kw.w_hh_s, h, out=hh)
+        rz = a[: 2 * H]
+        np.add(xp[t, : 2 * H], hh[: 2 * H], out=rz)
         np.tanh(rz, out=rz)
         _sigmoid_fixup(rz)
-        r, z = a[:, :H], a[:, H : 2 * H]
+        r, z = a[:H], a[H : 2 * H]
         hn = hhn[t]
         if kw.b_hn is None:
-            np.copyto(hn, hh[:, 2 * H :])
+            np.copyto(hn, hh[2 * H :])
         else:
-            np.add(hh[:, 2 * H :], kw.b_hn, out=hn)
-        n = a[:, 2 * H :]
+            np.add(hh[2 * H :], kw.b_hn, out=hn)
+        n = a[2 * H :]
         np.multiply(r, hn, out=n)
-        n += xp[t, :, 2 * H :]
+        n += xp[t, 2 * H :]
         np.tanh(n, out=n)
         h_new = hs[t]  # h' = (1 - z) * n + z * h = n + z * (h - n)
         np.subtract(h, n, out=h_new)
@@ -289,59 +305,62 @@ def _gru_forward(xp, h0, kw, mask, reverse):
         if mask is None:
             h = h_new
         else:
-            mf, keep = mask[0][t], mask[1][t]
-            h_new *= mf
-            h = h_new + h * keep
+            h_new *= mask[0][t]
+            h = h_new + h * mask[1][t]
     return hs, h, None, (acts, hhn, hs_prev)
 
 
 def _gru_backward(cache, dout, dh, dc, kw, mask, reverse):
     acts, hhn, hs_prev = cache
-    T, N, G = acts.shape
+    T, G, N = acts.shape
     H = G // 3
     dtype = acts.dtype
-    dxp = np.empty_like(acts)  # gradient of the input pre-activations (and b_ih)
-    dhh = np.empty_like(acts)  # gradient of h @ W_hh^T + b_hh
-    g = np.empty((N, H), dtype=dtype)
-    tmp = np.empty((N, H), dtype=dtype)
-    sd = np.empty((N, 2 * H), dtype=dtype)
+    # gradients of the input pre-activations (and b_ih), and of W_hn h + b_hn (for r and z the
+    # hidden part's gradient equals dxp's); folded (rows, T, N) for the GEMMs after the loop
+    dxp = np.empty((G, T, N), dtype=dtype)
+    dhn = np.empty((H, T, N), dtype=dtype)
+    dhh = np.empty((G, N), dtype=dtype)
+    g_buf = np.empty((H, N), dtype=dtype)
+    tmp = np.empty((H, N), dtype=dtype)
+    sd = np.empty((2 * H, N), dtype=dtype)
     for t in _order(T, not reverse):
-        np.add(dout[t], dh, out=g)
+        g = dh if dout is None else np.add(dout[t], dh, out=g_buf)  # dL/dh' (not mutated)
         if mask is not None:
-            mf, keep = mask[0][t], mask[1][t]
-            passed = dh * keep
-            g *= mf
+            passed = dh * mask[1][t]
+            g = g * mask[0][t]
         a = acts[t]
-        r, z, n = a[:, :H], a[:, H : 2 * H], a[:, 2 * H :]
-        dx, dhr = dxp[t], dhh[t]
+        r, z, n = a[:H], a[H : 2 * H], a[2 * H :]
+        dx = dxp[:, t]
         # through h' = n + z (h - n), then n = tanh(.): dn_pre = g (1 - z) (1 - n^2)
-        dn = dx[:, 2 * H :]
+        dn = dx[2 * H :]
         np.multiply(n, n, out=dn)
         np.subtract(1, dn, out=dn)
         np.subtract(1, z, out=tmp)
         dn *= tmp
         dn *= g
         # dL/dr = dn_pre * (W_hn h + b_hn);  dL/dz = g * (h - n)
-        np.multiply(dn, hhn[t], out=dx[:, :H])
-        np.subtract(hs_prev[t], n, out=dx[:, H : 2 * H])
-        dx[:, H : 2 * H] *= g
-        s = a[:, : 2 * H]
+        np.multiply(dn, hhn[t], out=dx[:H])
+        np.subtract(hs_prev[t], n, out=dx[H : 2 * H])
+        dx[H : 2 * H] *= g
+        s = a[: 2 * H]
         np.subtract(1, s, out=sd)
         sd *= s
-        dx[:, : 2 * H] *= sd
-        dhr[:, : 2 * H] = dx[:, : 2 * H]
-        np.multiply(dn, r, out=dhr[:, 2 * H :])
-        dh = dhr @ kw.w_hh
+        dx[: 2 * H] *= sd
+        dhh[: 2 * H] = dx[: 2 * H]
+        np.multiply(dn, r, out=dhh[2 * H :])
+        dhn[:, t] = dhh[2 * H :]
+        dh = kw.w_hh_t @ dhh
         np.multiply(g, z, out=tmp)
         dh += tmp
         if mask is not None:
             dh += passed
-    return dxp, dhh, dh, None, None
+    return dxp, dhn, dh, None, None
 
 
-def _direction_forward(mode, kw, flat_in, T, N, h0, c0, mask, reverse):
-    """One direction of one layer: returns (output (T, N, H_out), h_T, c_T, cache)."""
-    xp = kw.project(flat_in, T, N)
+def _direction_forward(mode, kw, xt, h0, c0, mask, reverse):
+    """One direction of one layer on xt (T, F, N): returns (output (T, H_out, N), h_T, c_T,
+    cache), states (H, N)."""
+    xp = kw.project(xt)
     if mode == "LSTM":
         return _lstm_forward(xp, h0, c0, kw, mask, reverse)
     if mode == "GRU":
@@ -349,33 +368,43 @@ def _direction_forward(mode, kw, flat_in, T, N, h0, c0, mask, reverse):
     return _rnn_forward(xp, h0, kw, mask, reverse, mode == "RNN_RELU")
 
 
-def _direction_backward(mode, kw, cache, flat_in, dout, dh, dc, mask, reverse, need_dx):
-    """Backward through one direction. dout: (T, N, H_out); dh, dc: gradients of the final
-    state (arrays, not mutated). Returns (dL/dinput (T*N, F) or None, dL/dh0, dL/dc0, grads)
-    with grads the weight gradients by base name, gate rows in PyTorch's order."""
+def _direction_backward(mode, kw, cache, xt, dout, dh, dc, mask, reverse, need_dx):
+    """Backward through one direction. dout: (T, H_out, N) or None (zeros); dh, dc: gradients of the final
+    state (H, N) (not mutated). Returns (dL/dxt (T, F, N) or None, dL/dh0, dL/dc0, grads) with
+    grads the weight gradients by base name, gate rows in PyTorch's order."""
     if mode == "LSTM":
-        dxp, dhh, dh0, dc0, dw_hr = _lstm_backward(cache, dout, dh, dc, kw, mask, reverse)
+        dxp, dhn, dh0, dc0, dw_hr = _lstm_backward(cache, dout, dh, dc.copy(), kw, mask, reverse)
         hs_prev = cache[3]
     elif mode == "GRU":
-        dxp, dhh, dh0, dc0, dw_hr = _gru_backward(cache, dout, dh, dc, kw, mask, reverse)
+        dxp, dhn, dh0, dc0, dw_hr = _gru_backward(cache, dout, dh, dc, kw, mask, reverse)
         hs_prev = cache[2]
     else:
-        dxp, dhh, dh0, dc0, dw_hr = _rnn_backward(cache, dout, dh, dc, kw, mask, reverse)
+        dxp, dhn, dh0, dc0, dw_hr = _rnn_backward(cache, dout, dh, dc, kw, mask, reverse)
         hs_prev = cache[1]
-    T, N, G = dxp.shape
-    dxp2, dhh2 = dxp.reshape(T * N, G), dhh.reshape(T * N, G)
-    # the weight gradients: one GEMM each over all steps
-    grads = {
-        "weight_hh": kw.to_torch_order(dhh2.T @ hs_prev.reshape(T * N, -1)),  # (G, T*N) @ (T*N, H)
-        "weight_ih": kw.to_torch_order(dxp2.T @ flat_in),  # (G, T*N) @ (T*N, F)
-    }
+    # the weight gradients: one GEMM each over all steps, (G*H, T*N) @ (T*N, F)
+    G, T, N = dxp.shape
+    d2 = dxp.reshape(G, T * N)  # a view: the kernels store gradients folded
+    h2 = _unfold_t(hs_prev)  # (T*N, H_out)
+    dw_hh = d2 @ h2
+    grads = {"weight_ih": kw.to_torch_order(d2 @ _unfold_t(xt))}
+    ones = np.ones(T * N, dtype=d2.dtype)
+    if dhn is not None:  # GRU: the new gate's hidden part is r * dn, not dn
+        H = dhn.shape[0]
+        dhn2 = dhn.reshape(H, T * N)
+        dw_hh[2 * H :] = dhn2 @ h2
+    grads["weight_hh"] = kw.to_torch_order(dw_hh)
     if kw.b is not None:
-        db = dxp2.sum(axis=0)
+        db = d2 @ ones  # sum over steps and batch, as a GEMV
         grads["bias_ih"] = kw.to_torch_order(db)
-        grads["bias_hh"] = kw.to_torch_order(db if dhh is dxp else dhh2.sum(axis=0))
+        if dhn is not None:
+            db = db.copy()
+            db[2 * H :] = dhn2 @ ones
+        grads["bias_hh"] = kw.to_torch_order(db)
     if dw_hr is not None:
         grads["weight_hr"] = dw_hr
-    dx = dxp2 @ kw.w_ih if need_dx else None  # (T*N, G) @ (G, F)
+    dx = None
+    if need_dx:  # (F, G*H) @ (G*H, T*N), back to (T, F, N)
+        dx = np.ascontiguousarray((kw.w_ih_t @ d2).reshape(-1, T, N).transpose(1, 0, 2))
     return dx, dh0, dc0, grads
 
 
@@ -389,7 +418,7 @@ def _init_param(shape, bound, rng, dtype) -> Parameter:
 
 
 def _lengths_mask(who, lengths, T: int, N: int, dtype):
-    """(mf, keep) float masks (T, N, 1) from per-sequence lengths, or None."""
+    """(mf, keep) float masks (T, 1, N) from per-sequence lengths, or None."""
     if lengths is None:
         return None
     lengths = np.asarray(lengths)
@@ -402,7 +431,7 @@ def _lengths_mask(who, lengths, T: int, N: int, dtype):
         if lengths.shape == (N,) and lengths.dtype.kind in "iu":
             got = f"values in [{lengths.min()}, {lengths.max()}]"
         raise ValueError(expected_got(who, f"integer lengths of shape ({N},) in [0, {T}]", got))
-    mf = (np.arange(T)[:, None] < lengths[None, :]).astype(dtype)[:, :, None]
+    mf = (np.arange(T)[:, None] < lengths[None, :]).astype(dtype)[:, None, :]
     return mf, 1 - mf
 
 
@@ -550,8 +579,11 @@ class _RNNBase(Module):
             layout = ("N", "T") if self.batch_first else ("T", "N")
             expected = f"input of shape {fmt_shape((*layout, self.input_size))}"
             raise ShapeError(expected_got(self, expected, fmt_shape(x.shape)))
-        xt = np.ascontiguousarray(x.transpose(1, 0, 2)) if self.batch_first else x
-        T, N, _ = xt.shape
+        # feature-major (T, F, N) inside the stack (see the kernels' note)
+        xt = np.ascontiguousarray(
+            x.transpose(1, 2, 0) if self.batch_first else x.transpose(0, 2, 1)
+        )
+        T, _, N = xt.shape
         mask = _lengths_mask(self, lengths, T, N, dtype)
         h0, c0 = self._parse_state(hx, N, dtype)
         h_shape, c_shape = self._state_shapes(N)
@@ -568,22 +600,23 @@ class _RNNBase(Module):
                 drop /= dtype.type(keep_p)
                 layer_in = layer_in * drop
             outs, dirs = [], []
-            flat_in = layer_in.reshape(T * N, -1)
             for d in range(D):
                 k = layer * D + d
                 kw = self._prepared(k)
-                c0k = None if c0 is None else c0[k]
+                c0k = None if c0 is None else np.ascontiguousarray(c0[k].T)
                 out, hT, cT, cache = _direction_forward(
-                    self.mode, kw, flat_in, T, N, h0[k], c0k, mask, d == 1
+                    self.mode, kw, layer_in, np.ascontiguousarray(h0[k].T), c0k, mask, d == 1
                 )
-                h_n[k] = hT
+                h_n[k] = hT.T
                 if c_n is not None:
-                    c_n[k] = cT
+                    c_n[k] = cT.T
                 outs.append(out)
                 dirs.append((kw, cache))
-            layers.append((flat_in, drop, dirs))
-            layer_in = outs[0] if D == 1 else np.concatenate(outs, axis=2)
-        output = np.ascontiguousarray(layer_in.transpose(1, 0, 2)) if self.batch_first else layer_in
+            layers.append((layer_in, drop, dirs))
+            layer_in = outs[0] if D == 1 else np.concatenate(outs, axis=1)
+        output = np.ascontiguousarray(
+            layer_in.transpose(2, 0, 1) if self.batch_first else layer_in.transpose(0, 2, 1)
+        )
         self.save_for_backward(layers, mask, hx is not None, output.shape, T, N)
         return output, ((h_n, c_n) if self.mode == "LSTM" else h_n)
 
@@ -609,7 +642,7 @@ class _RNNBase(Module):
         D = self.num_directions
         h_shape, c_shape = self._state_shapes(N)
         if grad_output is None:
-            g = np.zeros((T, N, out_shape[2]), dtype=dtype)
+            g = None  # the kernels skip the output-gradient term
         else:
             if getattr(grad_output, "shape", None) != out_shape:
                 got = fmt_shape(grad_output.shape) if hasattr(grad_output, "shape") else "no array"
@@ -618,28 +651,36 @@ class _RNNBase(Module):
                         self, f"grad_output of the output's shape {fmt_shape(out_shape)}", got
                     )
                 )
-            g = grad_output.transpose(1, 0, 2) if self.batch_first else grad_output
+            g = (
+                grad_output.transpose(1, 2, 0)
+                if self.batch_first
+                else grad_output.transpose(0, 2, 1)
+            )
+            g = np.ascontiguousarray(g, dtype=dtype)
         gh, gc = self._parse_grad_state(grad_state, h_shape, c_shape)
         dh0 = np.zeros(h_shape, dtype=dtype)
         dc0 = np.zeros(c_shape, dtype=dtype) if self.mode == "LSTM" else None
-        zeros = np.zeros(h_shape[1:], dtype=dtype)
-        zeros_c = np.zeros(c_shape[1:], dtype=dtype)
+        zeros = np.zeros(h_shape[:0:-1], dtype=dtype)  # (H_out, N)
+        zeros_c = np.zeros(c_shape[:0:-1], dtype=dtype)
         H_out = self.proj_size or self.hidden_size
         for layer in range(self.num_layers - 1, -1, -1):
-            flat_in, drop, dirs = layers[layer]
+            layer_in, drop, dirs = layers[layer]
             need_dx = layer > 0 or self.needs_input_grad
             d_in = None
             for d in range(D):
                 k = layer * D + d
                 kw, cache = dirs[d]
-                dout = g if D == 1 else g[:, :, d * H_out : (d + 1) * H_out]
-                dh = zeros if gh is None else gh[k]
-                dc = None if self.mode != "LSTM" else (zeros_c if gc is None else gc[k])
-                dx, dh0[k], dck, grads = _direction_backward(
-                    self.mode, kw, cache, flat_in, dout, dh, dc, mask, d == 1, need_dx
+                dout = g if D == 1 or g is None else g[:, d * H_out : (d + 1) * H_out]
+                dh = zeros if gh is None else np.ascontiguousarray(gh[k].T, dtype=dtype)
+                dc = None
+                if self.mode == "LSTM":
+                    dc = zeros_c if gc is None else np.ascontiguousarray(gc[k].T, dtype=dtype)
+                dx, dh0k, dc0k, grads = _direction_backward(
+                    self.mode, kw, cache, layer_in, dout, dh, dc, mask, d == 1, need_dx
                 )
+                dh0[k] = dh0k.T
                 if dc0 is not None:
-                    dc0[k] = dck
+                    dc0[k] = dc0k.T
                 for base, value in grads.items():
                     p = getattr(self, self._names[k][base])
                     if p.requires_grad:
@@ -649,13 +690,15 @@ class _RNNBase(Module):
             if not need_dx:
                 g = None
                 break
-            g = d_in.reshape(T, N, -1)
+            g = d_in
             if drop is not None:
                 g *= drop
         if g is None:
             grad_x = None
         else:
-            grad_x = np.ascontiguousarray(g.transpose(1, 0, 2)) if self.batch_first else g
+            grad_x = np.ascontiguousarray(
+                g.transpose(2, 0, 1) if self.batch_first else g.transpose(0, 2, 1)
+            )
         if not had_state:
             return grad_x
         return grad_x, ((dh0, dc0) if self.mode == "LSTM" else dh0)
@@ -919,37 +962,42 @@ class _CellBase(Module):
             self.mode, self.hidden_size, self.weight_ih.data, self.weight_hh.data,
             None if b_ih is None else b_ih.data, None if b_hh is None else b_hh.data, None,
         )  # fmt: skip
-        _, h_new, c_new, cache = _direction_forward(self.mode, kw, x, 1, N, h, c, None, False)
-        saved = (x, kw, cache, had_state)
+        xt = np.ascontiguousarray(x.T)[None]  # (1, F, N): the kernels' feature-major layout
+        hT = np.ascontiguousarray(h.T)
+        cT = None if c is None else np.ascontiguousarray(c.T)
+        _, h_new, c_new, cache = _direction_forward(self.mode, kw, xt, hT, cT, None, False)
+        saved = (xt, kw, cache, had_state)
         if self.training:
             self._stack.append(saved)
         else:
             self._stack[:] = [saved]
         self._saved = saved
-        return h_new[0] if h_new.ndim == 3 else h_new, c_new
+        return h_new.T.copy(), (None if c_new is None else c_new.T.copy())
 
     def _back(self, dh, dc):
         if not self._stack:
             raise RuntimeError(f"{self!r}: backward called before forward (or more often)")
-        x, kw, cache, had_state = self._stack.pop()
+        xt, kw, cache, had_state = self._stack.pop()
         self._saved = self._stack[-1] if self._stack else None
-        N, H = x.shape[0], self.hidden_size
+        N, H = xt.shape[2], self.hidden_size
         for value, name in ((dh, "grad_h"), (dc, "grad_c")):
             if value is not None and getattr(value, "shape", None) != (N, H):
                 got = fmt_shape(value.shape) if hasattr(value, "shape") else type(value).__name__
                 raise ShapeError(expected_got(self, f"{name} of shape ({N}, {H})", got))
-        zeros = np.zeros((N, H), dtype=self.weight_ih.data.dtype)
-        dout = (zeros if dh is None else dh)[None]
-        if self.mode == "LSTM" and dc is None:
-            dc = zeros
+        dtype = self.weight_ih.data.dtype
+        zeros = np.zeros((H, N), dtype=dtype)
+        dout = (zeros if dh is None else np.ascontiguousarray(dh.T, dtype=dtype))[None]
+        if self.mode == "LSTM":
+            dc = zeros if dc is None else np.ascontiguousarray(dc.T, dtype=dtype)
         dx, dh_prev, dc_prev, grads = _direction_backward(
-            self.mode, kw, cache, x, dout, zeros, dc, None, False, True
+            self.mode, kw, cache, xt, dout, zeros, dc, None, False, True
         )
         for base, value in grads.items():
             p = getattr(self, base)
             if p.requires_grad:
                 p.grad += value
-        return dx, dh_prev, dc_prev, had_state
+        dc_prev = None if dc_prev is None else dc_prev.T.copy()
+        return dx[0].T.copy(), dh_prev.T.copy(), dc_prev, had_state
 
 
 class RNNCell(_CellBase):
