@@ -453,10 +453,12 @@ def save_weights(model, path) -> None:
 
 
 def load_weights(model, path, strict: bool = True, cast: bool = False):
-    """Loads weights saved by :func:`save_weights` (or by PyTorch via ``safetensors``) into
-    ``model`` in place and returns it. Mismatched keys and shapes are reported together
+    """Loads weights saved by :func:`save_weights`, :func:`save` or a checkpoint (or by PyTorch
+    via ``safetensors``) into ``model`` in place and returns it. Mismatched keys and shapes are reported together
     (StateDictError); a float64 file goes into a float32 model only with ``cast=True``."""
-    tensors, _ = load_file(path)
+    tensors, metadata = load_file(path)
+    if metadata.get("nnframe.kind") == "checkpoint":  # the model's part of a checkpoint
+        tensors = {k[6:]: v for k, v in tensors.items() if k.startswith("model/")}
     model.load_state_dict(tensors, strict=strict, cast=cast)
     return model
 
@@ -476,10 +478,14 @@ def save(model, path) -> None:
 
 
 def load(path, *, registry=None):
-    """Loads a model saved by :func:`save`: rebuilds it from its config (layer names are looked
-    up in the registry; see :func:`nnframe.register_layer`) and loads its weights."""
+    """Loads a model saved by :func:`save` (or the model of a checkpoint): rebuilds it from its
+    config (layer names are looked up in the registry; see :func:`nnframe.register_layer`) and
+    loads its weights."""
     tensors, metadata = load_file(path)
-    return model_from_file_parts(tensors, metadata, os.fspath(path), registry=registry)
+    prefix = "model/" if metadata.get("nnframe.kind") == "checkpoint" else ""
+    return model_from_file_parts(
+        tensors, metadata, os.fspath(path), registry=registry, prefix=prefix
+    )
 
 
 def model_from_file_parts(tensors, metadata, path: str, registry=None, prefix: str = ""):

@@ -476,3 +476,23 @@ def test_every_optimizer_and_a_scheduler_resume_exactly(name, tmp_path):
     for (k, a), b in zip(model.state_dict().items(), model2.state_dict().values()):
         assert a.tobytes() == b.tobytes(), k
     assert opt.param_groups[0]["lr"] == opt2.param_groups[0]["lr"]
+
+
+def test_load_and_load_weights_read_the_model_of_a_checkpoint(tmp_path):
+    model = mlp(4)
+    nf.save_checkpoint(tmp_path / "c.safetensors", model, nf.optim.SGD(model.parameters()))
+    x = np.ones((2, 3), dtype=np.float32)
+    assert np.array_equal(nf.load(tmp_path / "c.safetensors")(x), model(x))
+    assert np.array_equal(nf.load_weights(mlp(0), tmp_path / "c.safetensors")(x), model(x))
+
+
+def test_same_seed_same_parameters_bit_for_bit():
+    def run():
+        nf.manual_seed(123)
+        model = nf.Sequential(nf.Dense(4, 8), nf.ReLU(), nf.Dropout(0.3), nf.Dense(8, 2))
+        trainer = nf.Trainer(model, nf.CrossEntropyLoss(), nf.optim.Adam(model.parameters()))
+        x = nf.default_rng().normal(size=(40, 4)).astype(np.float32)
+        trainer.fit(x, (x[:, 0] > 0).astype(np.int64), epochs=2, batch_size=8, verbose=0)
+        return [p.data.tobytes() for p in model.parameters()]
+
+    assert run() == run()
