@@ -144,6 +144,46 @@ def test_pytorch_state_dict_loads_into_equivalent_model(tmp_path):
         np.testing.assert_array_equal(net2(torch.from_numpy(x)).numpy(), expected)
 
 
+def test_pytorch_cnn_and_lstm_files_load_into_nnframe_models(tmp_path):
+    torch = pytest.importorskip("torch")
+    st_torch = pytest.importorskip("safetensors.torch")
+    torch.manual_seed(0)
+    cnn = torch.nn.Sequential(
+        torch.nn.Conv2d(2, 4, 3, padding=1),
+        torch.nn.BatchNorm2d(4),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(),
+        torch.nn.Linear(36, 5),
+    )
+    cnn(torch.randn(8, 2, 6, 6))  # running statistics move away from their initial values
+    cnn.eval()
+    st_torch.save_file(cnn.state_dict(), str(tmp_path / "cnn.safetensors"))
+    model = nf.Sequential(
+        nf.Conv2d(2, 4, 3, padding=1),
+        nf.BatchNorm2d(4),
+        nf.ReLU(),
+        nf.MaxPool2d(2),
+        nf.Flatten(),
+        nf.Dense(36, 5),
+    )
+    nf.load_weights(model, tmp_path / "cnn.safetensors").eval()
+    x = np.random.default_rng(0).normal(size=(3, 2, 6, 6)).astype(np.float32)
+    with torch.no_grad():
+        np.testing.assert_allclose(model(x), cnn(torch.from_numpy(x)).numpy(), atol=1e-5)
+
+    lstm = torch.nn.LSTM(3, 4, num_layers=2, batch_first=True)
+    st_torch.save_file(lstm.state_dict(), str(tmp_path / "lstm.safetensors"))
+    ours = nf.load_weights(
+        nf.LSTM(3, 4, num_layers=2, batch_first=True), tmp_path / "lstm.safetensors"
+    )
+    x = np.random.default_rng(1).normal(size=(2, 5, 3)).astype(np.float32)
+    out = ours(x)
+    out = out[0] if isinstance(out, tuple) else out
+    with torch.no_grad():
+        np.testing.assert_allclose(out, lstm(torch.from_numpy(x))[0].numpy(), atol=1e-5)
+
+
 def test_bfloat16_files_widen_to_float32(tmp_path):
     torch = pytest.importorskip("torch")
     st_torch = pytest.importorskip("safetensors.torch")
