@@ -399,6 +399,10 @@ def atomic_write(path, chunks) -> None:
     except OSError as e:
         raise _write_error(e, path, directory) from None
     try:
+        try:  # a file being replaced keeps its permissions (a private checkpoint stays private)
+            os.fchmod(fd, stat.S_IMODE(os.stat(path).st_mode))
+        except FileNotFoundError:
+            pass
         with os.fdopen(fd, "wb") as f:
             for chunk in chunks:
                 f.write(chunk)

@@ -496,3 +496,11 @@ def test_same_seed_same_parameters_bit_for_bit():
         return [p.data.tobytes() for p in model.parameters()]
 
     assert run() == run()
+
+
+def test_replacing_a_file_keeps_its_permissions(tmp_path):
+    path = tmp_path / "private.safetensors"
+    nf.save_checkpoint(path, mlp())
+    os.chmod(path, 0o600)
+    nf.save_checkpoint(path, mlp(1))
+    assert (os.stat(path).st_mode & 0o777) == 0o600
