@@ -3,8 +3,8 @@ over batches (so precision or R2 of an epoch are exact, not averages of per-batc
 
 Classification metrics take ``pred`` as scores (N, C) (logits or probabilities: the arg-max is the
 predicted class), or as class indices (N,); ``target`` as class indices (N,) or one-hot rows (N, C).
-Binary scores of shape (N,) or (N, 1) are thresholded at ``threshold`` (0.5 for probabilities;
-pass 0.0 for logits) when given to :func:`accuracy`.
+Floating binary scores of shape (N,) or (N, 1) are thresholded at ``threshold`` (0.5 for
+probabilities; pass 0.0 for logits); integer arrays of shape (N,) are class labels.
 
 Example:
     >>> import numpy as np
@@ -71,8 +71,8 @@ def _pred_labels(who: str, pred, threshold: float = 0.5) -> np.ndarray:
         raise ShapeError(
             f"{who}: expected pred of shape (N, C) scores or (N,) labels, got {fmt_shape(p.shape)}"
         )
-    if p.dtype.kind == "f" and not np.all(np.mod(p, 1) == 0):
-        return (p > threshold).astype(np.int64)  # binary scores
+    if p.dtype.kind == "f":
+        return (p > threshold).astype(np.int64)  # binary scores (floats); labels are integers
     return p.astype(np.int64)
 
 
