@@ -3,13 +3,16 @@
     python -m benchmarks.bench_rnn               # threads pinned to 1, then the default
     python -m benchmarks.bench_rnn --quick       # fewer repeats
     python -m benchmarks.bench_rnn --threads 1   # only the pinned run
+    python -m benchmarks.bench_rnn --threads 1 --clock cpu   # CPU time: steadier when shared
 
 One step = zero_grad, forward (batch 64, T=50, input 32, hidden 128), a Dense head on the last
 hidden state, cross-entropy, backward through time, optimizer step. The optimizer is Adam
 (``nf.optim.Adam``) when nnframe has it, else SGD with momentum, and PyTorch uses the same one.
 Both frameworks start from the same weights. Each (implementation, thread setting) runs in its
 own process so that the BLAS thread count is fixed before numpy loads. The figure is the median
-over repeats of the mean step time within a repeat; the ratio is nnframe / PyTorch.
+over repeats of the mean step time within a repeat; the ratio is nnframe / PyTorch. PyTorch
+runs its LSTM as one fused oneDNN call on CPU; the 'native' column turns oneDNN off, which gives
+PyTorch's own per-step kernels (the same structure as nnframe's).
 
 ``cases()`` exposes the same steps in the format of ``benchmarks/run.py``.
 """
@@ -88,7 +91,7 @@ def nnframe_step(kind: str):
     return step
 
 
-def torch_step(kind: str):
+def torch_step(kind: str, onednn: bool = True):
     import torch
 
     nf_model = _nnframe_model(kind)  # the same initial weights as nnframe's
@@ -107,17 +110,23 @@ def torch_step(kind: str):
     loss_fn = torch.nn.CrossEntropyLoss()
 
     def step():
-        opt.zero_grad()
-        _, state = rnn(xt)
-        h_n = state[0] if kind == "LSTM" else state
-        loss = loss_fn(head(h_n[-1]), yt)
-        loss.backward()
-        opt.step()
+        with torch.backends.mkldnn.flags(enabled=onednn):
+            opt.zero_grad()
+            _, state = rnn(xt)
+            h_n = state[0] if kind == "LSTM" else state
+            loss = loss_fn(head(h_n[-1]), yt)
+            loss.backward()
+            opt.step()
 
     return step
 
 
-IMPLEMENTATIONS = {"nnframe": nnframe_step, "torch": torch_step}
+IMPLEMENTATIONS = {
+    "nnframe": nnframe_step,
+    "torch": torch_step,
+    # PyTorch with oneDNN off: its own per-step kernels (the LSTM is otherwise one fused oneDNN call)
+    "torch_native": lambda kind: torch_step(kind, onednn=False),
+}
 
 
 def cases() -> dict:
@@ -131,35 +140,38 @@ def cases() -> dict:
     }
 
 
-def time_step(step, repeats: int, min_time: float) -> list[float]:
+def time_step(step, repeats: int, min_time: float, clock=time.perf_counter) -> list[float]:
     """Per-step seconds, one figure per repeat (each repeat runs enough steps for min_time)."""
     for _ in range(2):
         step()  # warm-up
-    t0 = time.perf_counter()
+    t0 = clock()
     step()
-    inner = max(1, int(min_time / max(time.perf_counter() - t0, 1e-9)))
+    inner = max(1, int(min_time / max(clock() - t0, 1e-9)))
     times = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = clock()
         for _ in range(inner):
             step()
-        times.append((time.perf_counter() - t0) / inner)
+        times.append((clock() - t0) / inner)
     return times
 
 
-def worker(kind: str, impl: str, threads: str, repeats: int, min_time: float) -> dict:
-    if impl == "torch":
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def worker(kind: str, impl: str, threads: str, repeats: int, min_time: float, clock: str) -> dict:
+    if impl.startswith("torch"):
         try:
             import torch
         except ImportError:
             return {"skipped": "torch not installed"}
         if threads == "1":
             torch.set_num_threads(1)
-    times = sorted(time_step(IMPLEMENTATIONS[impl](kind), repeats, min_time))
+    times = sorted(time_step(IMPLEMENTATIONS[impl](kind), repeats, min_time, CLOCKS[clock]))
     return {"median_s": times[len(times) // 2], "times_s": times}
 
 
-def run_worker(kind, impl, threads, repeats, min_time) -> dict:
+def run_worker(kind, impl, threads, repeats, min_time, clock) -> dict:
     env = dict(os.environ)
     for var in THREAD_VARS:
         if threads == "1":
@@ -167,7 +179,7 @@ def run_worker(kind, impl, threads, repeats, min_time) -> dict:
         else:
             env.pop(var, None)
     cmd = [sys.executable, "-m", "benchmarks.bench_rnn", "--worker", kind, impl, threads]
-    cmd += [str(repeats), str(min_time)]
+    cmd += [str(repeats), str(min_time), clock]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if done.returncode:
         return {"error": done.stderr.strip().splitlines()[-1] if done.stderr else "failed"}
@@ -178,36 +190,47 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats, shorter timings")
     parser.add_argument("--threads", choices=("1", "default", "both"), default="both")
-    parser.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--clock",
+        choices=tuple(CLOCKS),
+        default="wall",
+        help="wall time (default), or the process's CPU time: steadier on a shared machine, "
+        "comparable only with --threads 1",
+    )
+    parser.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        kind, impl, threads, repeats, min_time = args.worker
-        print(json.dumps(worker(kind, impl, threads, int(repeats), float(min_time))))
+        kind, impl, threads, repeats, min_time, clock = args.worker
+        print(json.dumps(worker(kind, impl, threads, int(repeats), float(min_time), clock)))
         return
     repeats, min_time = (3, 0.3) if args.quick else (7, 1.0)
     settings = ("1", "default") if args.threads == "both" else (args.threads,)
     print(
         f"training step: batch {BATCH}, T={T}, input {INPUT}, hidden {HIDDEN}, Dense head, "
-        f"optimizer {optimizer_name()}; median of {repeats} repeats"
+        f"optimizer {optimizer_name()}; median of {repeats} repeats, {args.clock} clock"
     )
-    print(f"{'case':<8} {'threads':<8} {'nnframe ms':>11} {'torch ms':>9} {'ratio':>6}")
+    print("ratio = nnframe / torch; 'native' = torch with oneDNN off (its own per-step kernels)")
+    header = f"{'case':<6} {'threads':<8} {'nnframe ms':>11} {'torch ms':>9} {'ratio':>6}"
+    print(header + f" {'native ms':>10} {'ratio':>6}")
     for threads in settings:
         for kind in ("LSTM", "GRU"):
             res = {
-                impl: run_worker(kind, impl, threads, repeats, min_time) for impl in IMPLEMENTATIONS
+                impl: run_worker(kind, impl, threads, repeats, min_time, args.clock)
+                for impl in IMPLEMENTATIONS
             }
-            a, b = res["nnframe"], res["torch"]
+            a = res["nnframe"]
             if "median_s" not in a:
-                print(f"{kind:<8} {threads:<8} nnframe: {a}")
+                print(f"{kind:<6} {threads:<8} nnframe: {a}")
                 continue
-            if "median_s" not in b:
-                print(f"{kind:<8} {threads:<8} {a['median_s'] * 1e3:>11.2f} torch: {b}")
-                continue
-            ratio = a["median_s"] / b["median_s"]
-            print(
-                f"{kind:<8} {threads:<8} {a['median_s'] * 1e3:>11.2f} "
-                f"{b['median_s'] * 1e3:>9.2f} {ratio:>6.2f}x"
-            )
+            line = f"{kind:<6} {threads:<8} {a['median_s'] * 1e3:>11.2f}"
+            for impl, width in (("torch", 9), ("torch_native", 10)):
+                b = res[impl]
+                if "median_s" not in b:
+                    line += f" {impl}: {b.get('skipped') or b.get('error')}"
+                    continue
+                ratio = a["median_s"] / b["median_s"]
+                line += f" {b['median_s'] * 1e3:>{width}.2f} {ratio:>5.2f}x"
+            print(line)
 
 
 if __name__ == "__main__":
