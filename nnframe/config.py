@@ -27,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from collections.abc import Mapping
@@ -154,7 +155,20 @@ def _recorded_args(module: Module) -> dict:
         return {"modules": list(module)}
     if type(module) is getattr(nnframe, "ModuleDict", None):
         return {"modules": dict(module.items())}
-    return dict(module.__dict__.get("_init_args", {}))
+    record = module.__dict__.get("_init_args")
+    if record is None:  # a class without an __init__ of its own: no arguments
+        return {}
+    try:
+        bound = _signature(record.init).bind(module, *record.args, **record.kwargs).arguments
+    except TypeError:  # pragma: no cover - the constructor accepted these arguments
+        return {}
+    bound.pop(next(iter(bound)))  # self
+    return dict(bound)
+
+
+@functools.lru_cache(maxsize=1024)
+def _signature(init) -> inspect.Signature:
+    return inspect.signature(init)
 
 
 def _initial_weights_only(name: str, value) -> bool:

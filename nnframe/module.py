@@ -10,7 +10,6 @@ gradient for the input.
 from __future__ import annotations
 
 import functools
-import inspect
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 
@@ -254,7 +253,7 @@ class Module:
     def __init_subclass__(cls, **kwargs):
         """Wraps each subclass's own ``__init__`` so that the outermost constructor call records
         its arguments in ``self._init_args``: ``get_config`` then needs no code in any layer.
-        Costs one signature bind per construction, nothing per forward/backward."""
+        Costs a microsecond or two per construction, nothing per forward/backward."""
         super().__init_subclass__(**kwargs)
         init = cls.__dict__.get("__init__")
         if init is not None and not getattr(init, "_records_args", False):
@@ -294,20 +293,24 @@ class Module:
         return "\n".join(lines) + "\n)"
 
 
+class InitRecord:
+    """The outermost constructor call of a module: the ``__init__`` run and its arguments."""
+
+    __slots__ = ("init", "args", "kwargs")
+
+    def __init__(self, init, args: tuple, kwargs: dict):
+        self.init, self.args, self.kwargs = init, args, kwargs
+
+
 def _recording_init(init):
-    """``init`` wrapped to record its bound arguments when it is the outermost ``__init__`` call
-    on ``self`` (a subclass's ``super().__init__(...)`` does not overwrite the record)."""
-    signature = inspect.signature(init)
+    """``init`` wrapped to record its arguments when it is the outermost ``__init__`` call on
+    ``self`` (a subclass's ``super().__init__(...)`` does not overwrite the record). The raw
+    arguments are kept; ``nnframe.config`` binds them to the signature only when asked."""
 
     @functools.wraps(init)
     def __init__(self, *args, **kwargs):
         if "_init_args" not in self.__dict__:
-            try:
-                bound = signature.bind(self, *args, **kwargs).arguments
-                bound.pop(next(iter(bound)))  # self
-            except TypeError:  # a wrong call: init raises its own error just below
-                bound = {}
-            self.__dict__["_init_args"] = bound
+            self.__dict__["_init_args"] = InitRecord(init, args, kwargs)
         init(self, *args, **kwargs)
 
     __init__._records_args = True
