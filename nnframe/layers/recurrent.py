@@ -149,8 +149,8 @@ def _rnn_backward(cache, dout, dh, dc, kw, mask, reverse):
     hs, hs_prev, relu = cache
     T, H, N = hs.shape
     dA = np.empty((H, T, N), dtype=hs.dtype)  # folded: the GEMMs after the loop read it as is
+    da = np.empty((H, N), dtype=hs.dtype)  # contiguous: BLAS is slower on a strided operand
     for t in _order(T, not reverse):
-        da = dA[:, t]
         if dout is None:
             np.copyto(da, dh)
         else:
@@ -162,6 +162,7 @@ def _rnn_backward(cache, dout, dh, dc, kw, mask, reverse):
             da *= hs[t] > 0
         else:
             da *= 1 - hs[t] * hs[t]  # d tanh = 1 - y^2
+        dA[:, t] = da
         dh = kw.w_hh_t @ da
         if mask is not None:
             dh += passed
@@ -223,6 +224,7 @@ def _lstm_backward(cache, dout, dh, dc, kw, mask, reverse):
     sd = np.empty((3 * H, N), dtype=dtype)  # sigmoid' of i, f, o
     up = np.empty((3 * H, N), dtype=dtype)  # dL/di, dL/df, dL/do
     tmp = np.empty((H, N), dtype=dtype)
+    da = np.empty((G, N), dtype=dtype)  # contiguous: BLAS is slower on a strided operand
     g_buf = np.empty_like(hs_prev[0])
     for t in _order(T, not reverse):
         g_h = dh if dout is None else np.add(dout[t], dh, out=g_buf)  # dL/dh' (not mutated)
@@ -252,13 +254,13 @@ def _lstm_backward(cache, dout, dh, dc, kw, mask, reverse):
         s = a[: 3 * H]
         np.subtract(1, s, out=sd)
         sd *= s  # sigmoid' = s (1 - s)
-        da = dA[:, t]
         np.multiply(up, sd, out=da[: 3 * H])
         np.multiply(g, g, out=tmp)
         np.subtract(1, tmp, out=tmp)  # tanh' = 1 - g^2
         tmp *= i
         np.multiply(dc, tmp, out=da[3 * H :])
         dc *= f
+        dA[:, t] = da
         dh = kw.w_hh_t @ da
         if mask is not None:
             dh += h_passed
@@ -330,7 +332,7 @@ def _gru_backward(cache, dout, dh, dc, kw, mask, reverse):
             g = g * mask[0][t]
         a = acts[t]
         r, z, n = a[:H], a[H : 2 * H], a[2 * H :]
-        dx = dxp[:, t]
+        dx = dhh  # contiguous (BLAS is slower on a strided operand); copied into dxp below
         # through h' = n + z (h - n), then n = tanh(.): dn_pre = g (1 - z) (1 - n^2)
         dn = dx[2 * H :]
         np.multiply(n, n, out=dn)
@@ -346,8 +348,9 @@ def _gru_backward(cache, dout, dh, dc, kw, mask, reverse):
         np.subtract(1, s, out=sd)
         sd *= s
         dx[: 2 * H] *= sd
-        dhh[: 2 * H] = dx[: 2 * H]
-        np.multiply(dn, r, out=dhh[2 * H :])
+        dxp[:, t] = dx
+        # the hidden side: the same r and z rows; the n rows are r * dn_pre
+        dhh[2 * H :] *= r
         dhn[:, t] = dhh[2 * H :]
         dh = kw.w_hh_t @ dhh
         np.multiply(g, z, out=tmp)
