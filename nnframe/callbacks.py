@@ -106,7 +106,7 @@ def _resolve_mode(who: str, mode: str, monitor: str) -> str:
 
 class EarlyStopping(Callback):
     """Stops training when ``monitor`` has not improved by more than ``min_delta`` for
-    ``patience`` epochs.
+    ``patience`` epochs in a row (as Keras; 0 stops at the first epoch without improvement).
 
     Args:
         monitor: an epoch-log key ('val_loss', 'val_accuracy', 'loss'...).
@@ -152,12 +152,12 @@ class EarlyStopping(Callback):
                 self.best_weights = self.trainer.model.state_dict()
             return
         self.wait += 1
-        if self.wait > self.patience:
+        if self.wait >= max(1, self.patience):  # Keras' count: stop after `patience` bad epochs
             self.stopped_epoch = epoch
             self.trainer.stop_training = True
             self.trainer.stop_reason = (
                 f"EarlyStopping: {self.monitor} did not improve for {self.wait} epoch(s) "
-                f"(best {self.best:.6g} at epoch {self.best_epoch})"
+                f"(best {self.best:.6g} at epoch {self.best_epoch + 1})"
             )
 
     def on_train_end(self, logs) -> None:
@@ -275,8 +275,9 @@ class LearningRateScheduler(Callback):
 
 class ReduceLROnPlateau(Callback):
     """Lowers the learning rate when ``monitor`` plateaus: a callback around
-    :class:`nnframe.optim.ReduceLROnPlateau` (same arguments; ``mode='auto'`` picks max for
-    accuracy-like names). ``scheduler`` is the wrapped scheduler, built at the start of fit."""
+    :class:`nnframe.optim.ReduceLROnPlateau` (same arguments and PyTorch's count: the rate drops
+    after more than ``patience`` bad epochs; ``mode='auto'`` picks max for accuracy-like
+    names). ``scheduler`` is the wrapped scheduler, built at the start of fit."""
 
     def __init__(
         self,
@@ -315,11 +316,18 @@ class TerminateOnNaN(Callback):
     """Stops training at the first batch whose loss is NaN or infinite (that batch's update is
     never applied: the Trainer checks before stepping)."""
 
+    epoch = 0
+
+    def on_epoch_begin(self, epoch, logs) -> None:
+        self.epoch = epoch
+
     def on_batch_end(self, batch, logs) -> None:
         loss = logs.get("loss")
         if loss is not None and not math.isfinite(loss):
             self.trainer.stop_training = True
-            self.trainer.stop_reason = f"TerminateOnNaN: loss {loss} at batch {batch}"
+            self.trainer.stop_reason = (
+                f"TerminateOnNaN: loss {loss} at epoch {self.epoch + 1}, batch {batch + 1}"
+            )
 
 
 class CSVLogger(Callback):
@@ -444,7 +452,7 @@ class GradientMonitor(Callback):
         limit = f"< {self.vanishing:g}" if flag["kind"] == "vanishing" else f"> {self.exploding:g}"
         return (
             f"GradientMonitor: {flag['kind']} gradient in layer {flag['layer']!r} "
-            f"{flag['module']}: norm {flag['norm']:.3g} {limit} (epoch {flag['epoch']}, "
+            f"{flag['module']}: norm {flag['norm']:.3g} {limit} (epoch {flag['epoch'] + 1}, "
             f"step {flag['step']})"
         )
 

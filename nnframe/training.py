@@ -460,7 +460,7 @@ class Trainer:
                 bar.set_postfix_str(self._postfix(total_loss, seen), refresh=False)
                 bar.update(1)
             if bad is not None and not self.stop_training:
-                where = f"epoch {epoch}, batch {batch}"
+                where = f"epoch {epoch + 1}, batch {batch + 1}"  # 1-based, as printed
                 if nan_policy == "raise":
                     raise FloatingPointError(
                         f"Trainer.fit: expected a finite {bad}, got {loss if bad == 'loss' else norm} "

@@ -239,7 +239,7 @@ def test_nan_policy_stop_keeps_the_last_good_parameters():
     trainer, model, history = fit_nan("stop")
     x, y = nan_data()
     np.testing.assert_array_equal(flat_params(model), params_after_two_batches(x, y))
-    assert "epoch 0, batch 2" in history.stop_reason and len(history) == 1
+    assert "epoch 1, batch 3" in history.stop_reason and len(history) == 1
 
 
 def test_nan_policy_skip_batch_goes_on():
