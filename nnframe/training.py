@@ -357,7 +357,9 @@ class Trainer:
             raise ValueError("Trainer.fit: stratify=True needs validation_split > 0, got 0")
         train = self._loader("fit", x, y, sample_weight, batch_size, shuffle, rng)
         lut = self._class_weights(class_weight)
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        all_params = self.model.parameters()  # found once: a tree walk per step costs ~0.2 ms
+        params = [p for p in all_params if p.requires_grad]
+        self._all_params = all_params
         history = self.history = History()
         self.stop_training = False
         self.stop_reason = None
@@ -417,6 +419,7 @@ class Trainer:
         self, loader, epoch, cbs, params, lut, clip_norm, clip_value, nan_policy, bar
     ) -> dict:
         show_bar = not bar.disable
+        all_params = self._all_params
         model, loss_fn, optimizer = self.model, self.loss, self.optimizer
         model.train()
         for m in self.metrics:
@@ -428,7 +431,8 @@ class Trainer:
             xb, yb, wb = self._unpack("fit", data)
             wb = self._weights(yb, wb, lut)
             cbs.on_batch_begin(batch, {})
-            model.zero_grad()
+            for p in all_params:  # model.zero_grad(), without walking the module tree
+                p.grad.fill(0)
             pred = model(xb)
             loss = float(loss_fn(pred, yb) if wb is None else loss_fn(pred, yb, sample_weight=wb))
             norm = math.nan
@@ -453,7 +457,8 @@ class Trainer:
                 for m in self.metrics:
                     m.update(pred, yb)
             else:
-                model.zero_grad()  # the step is skipped: leave no poisoned gradient behind
+                for p in all_params:  # the step is skipped: leave no poisoned gradient behind
+                    p.grad.fill(0)
             batch_logs = {"loss": loss, "batch_size": _rows(xb), "grad_norm": norm}
             cbs.on_batch_end(batch, batch_logs)
             if show_bar:
