@@ -9,14 +9,28 @@ from __future__ import annotations
 
 import numpy as np
 
-MOMENTUM, LR, CLIP = 0.9, 0.01, 1.0
+MOMENTUM, LR, ADAM_LR, CLIP = 0.9, 0.01, 1e-3, 1.0
+POOL = 16  # batches cycled through: one repeated batch is memorized within a few steps, and
+# the vanishing gradients that follow turn into float32 denormals (10x slower arithmetic)
 
 
 def make_data(sizes, batch, seed=0):
+    """A pool of POOL batches, (POOL, batch, in) float32 and (POOL, batch) labels."""
     rng = np.random.default_rng(seed)
-    x = rng.normal(size=(batch, sizes[0])).astype(np.float32)
-    y = rng.integers(0, sizes[-1], size=batch)
+    x = rng.normal(size=(POOL, batch, sizes[0])).astype(np.float32)
+    y = rng.integers(0, sizes[-1], size=(POOL, batch))
     return x, y
+
+
+def cycle(n: int):
+    """A callable returning 0, 1, ..., n - 1, 0, 1, ... (the batch to use next)."""
+    state = [-1]
+
+    def next_index():
+        state[0] = (state[0] + 1) % n
+        return state[0]
+
+    return next_index
 
 
 def init_weights(sizes, seed=0):
@@ -43,15 +57,17 @@ def nnframe_step(sizes, batch, optimizer):
     model.load_state_dict(dict(zip([n for n, _ in model.named_parameters()], init_weights(sizes))))
     model.needs_input_grad = False  # x is data, as in the numpy and PyTorch versions
     x, y = make_data(sizes, batch)
+    nxt = cycle(POOL)
     loss_fn = nf.CrossEntropyLoss()
     if optimizer == "sgd":
         opt = nf.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
     else:
-        opt = nf.optim.Adam(model.parameters(), lr=LR, clip_norm=CLIP)
+        opt = nf.optim.Adam(model.parameters(), lr=ADAM_LR, clip_norm=CLIP)
 
     def step():
+        i = nxt()
         opt.zero_grad()
-        loss_fn(model(x), y)
+        loss_fn(model(x[i]), y[i])
         model.backward(loss_fn.backward())
         opt.step()
 
@@ -67,7 +83,7 @@ def nnframe_inference(sizes, batch):
         if i < len(sizes) - 2:
             layers.append(nf.ReLU())
     model = nf.Sequential(*layers).eval()
-    x, _ = make_data(sizes, batch)
+    x = make_data(sizes, batch)[0][0]
     return lambda: model(x)
 
 
@@ -78,11 +94,15 @@ def numpy_step(sizes, batch, optimizer):
     grads = [np.zeros_like(p) for p in params]
     m = [np.zeros_like(p) for p in params]
     v = [np.zeros_like(p) for p in params]
-    x, y = make_data(sizes, batch)
+    xs, ys = make_data(sizes, batch)
+    nxt = cycle(POOL)
     n_layers = len(sizes) - 1
     t = [0]
+    rows = np.arange(batch)
 
     def step():
+        i = nxt()
+        x, y = xs[i], ys[i]
         acts = [x]
         h = x
         for i in range(n_layers):
@@ -93,9 +113,10 @@ def numpy_step(sizes, batch, optimizer):
             acts.append(h)
         z = h - h.max(axis=1, keepdims=True)
         e = np.exp(z)
-        p = e / e.sum(axis=1, keepdims=True)
-        g = p
-        g[np.arange(batch), y] -= 1
+        total = e.sum(axis=1, keepdims=True)
+        float(np.mean(np.log(total[:, 0]) - z[rows, y]))  # the loss value, as every version reports
+        g = e / total
+        g[rows, y] -= 1
         g /= batch
         for i in range(n_layers - 1, -1, -1):
             a = acts[i]
@@ -122,14 +143,14 @@ def numpy_step(sizes, batch, optimizer):
                 mi += (1 - b1) * gw
                 vi *= b2
                 vi += (1 - b2) * gw * gw
-                w -= (LR / c1) * mi / (np.sqrt(vi / c2) + eps)
+                w -= (ADAM_LR / c1) * mi / (np.sqrt(vi / c2) + eps)
 
     return step
 
 
 def numpy_inference(sizes, batch):
     params = init_weights(sizes)
-    x, _ = make_data(sizes, batch)
+    x = make_data(sizes, batch)[0][0]
     n_layers = len(sizes) - 1
 
     def forward():
@@ -157,17 +178,21 @@ def torch_step(sizes, batch, optimizer):
     with torch.no_grad():
         for p, w in zip(model.parameters(), init_weights(sizes)):
             p.copy_(torch.from_numpy(w))
-    x, y = make_data(sizes, batch)
-    x, y = torch.from_numpy(x), torch.from_numpy(y)
+    xs, ys = make_data(sizes, batch)
+    xs, ys = torch.from_numpy(xs), torch.from_numpy(ys)
+    nxt = cycle(POOL)
     loss_fn = torch.nn.CrossEntropyLoss()
     if optimizer == "sgd":
         opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
     else:
-        opt = torch.optim.Adam(model.parameters(), lr=LR)
+        opt = torch.optim.Adam(model.parameters(), lr=ADAM_LR)
 
     def step():
+        i = nxt()
         opt.zero_grad()
-        loss_fn(model(x), y).backward()
+        loss = loss_fn(model(xs[i]), ys[i])
+        loss.backward()
+        loss.item()  # the loss as a number, as nnframe and numpy give it
         if optimizer != "sgd":
             torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
         opt.step()
@@ -184,7 +209,7 @@ def torch_inference(sizes, batch):
         if i < len(sizes) - 2:
             layers.append(torch.nn.ReLU())
     model = torch.nn.Sequential(*layers).eval()
-    x = torch.from_numpy(make_data(sizes, batch)[0])
+    x = torch.from_numpy(make_data(sizes, batch)[0][0])
 
     def forward():
         with torch.inference_mode():
@@ -199,11 +224,12 @@ def sklearn_step(sizes, batch, optimizer):
 
     from sklearn.neural_network import MLPClassifier
 
-    x, y = make_data(sizes, batch)
+    xs, ys = make_data(sizes, batch)
+    nxt = cycle(POOL)
     clf = MLPClassifier(
         hidden_layer_sizes=tuple(sizes[1:-1]),
         solver="sgd" if optimizer == "sgd" else "adam",
-        learning_rate_init=LR,
+        learning_rate_init=LR if optimizer == "sgd" else ADAM_LR,
         momentum=MOMENTUM,
         nesterovs_momentum=False,
         alpha=0.0,
@@ -214,7 +240,8 @@ def sklearn_step(sizes, batch, optimizer):
     warnings.filterwarnings("ignore")
 
     def step():
-        clf.partial_fit(x, y, classes=classes)
+        i = nxt()
+        clf.partial_fit(xs[i], ys[i], classes=classes)
 
     return step
 
