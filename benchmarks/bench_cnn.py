@@ -3,6 +3,7 @@ nnframe against PyTorch CPU (when installed), with one thread and with the defau
 
     python benchmarks/bench_cnn.py                # all cases, 1 thread and default threads
     python benchmarks/bench_cnn.py --threads 1 --cases mnist --repeats 30
+    python benchmarks/bench_cnn.py --threads 1 --low-memory   # Conv*.save_columns = False
 
 Cases (the issue's):
     mnist   batch 64, 1x28x28: Conv2d(1, 32, 3, pad 1), ReLU, MaxPool2d(2), Conv2d(32, 64, 3, pad 1),
@@ -18,8 +19,8 @@ calls torch.set_num_threads). Timing: one child runs nnframe's and PyTorch's ste
 (after warm-up), so both see the same machine load; it reports each median step time and the
 median of the paired ratios. Memory: one child per framework, so its peak resident memory
 (ru_maxrss, which includes the interpreter and the libraries) is its own; for nnframe the peak of
-Python-visible allocations during one step (tracemalloc, which sees numpy's buffers) is
-reported as well.
+Python-visible allocations during the first two steps (tracemalloc, which sees numpy's buffers;
+the model's parameters, allocated before, are not counted) is reported as well.
 """
 
 from __future__ import annotations
@@ -93,6 +94,9 @@ def make_step(case: str, framework: str):
     if framework == "nnframe":
         import nnframe as nf
 
+        if os.environ.get("BENCH_CNN_LOW_MEMORY") == "1":
+            # keep only the input between forward and backward; rebuild the columns
+            nf.Conv1d.save_columns = nf.Conv2d.save_columns = False
         model, shape = nnframe_model(case)
         x = rng.normal(size=shape).astype(np.float32)
         y = rng.integers(0, 10, size=shape[0])
@@ -152,26 +156,31 @@ def time_child(case: str, frameworks: list[str], warmup: int, repeats: int) -> d
 
 def memory_child(case: str, framework: str) -> dict:
     """Peak memory of a few steps: resident (ru_maxrss, the whole process) and, for nnframe,
-    the peak of Python-visible allocations during one step (tracemalloc sees numpy's buffers)."""
+    the peak of Python-visible allocations during two steps (tracemalloc sees numpy's buffers)."""
     import resource
+    import tracemalloc
 
-    step = make_step(case, framework)
-    step()
-    step()
     result = {}
     if framework == "nnframe":
-        import tracemalloc
-
+        # traced from before the first step, so buffers a layer keeps between steps count
+        step = make_step(case, framework)
         tracemalloc.start()
+        step()
         step()
         result["traced_mb"] = tracemalloc.get_traced_memory()[1] / 2**20
         tracemalloc.stop()
+    else:
+        step = make_step(case, framework)
+        step()
+        step()
     result["maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result
 
 
 def spawn(what: str, one_thread: bool, args) -> dict | None:
     env = dict(os.environ)
+    if args.low_memory:
+        env["BENCH_CNN_LOW_MEMORY"] = "1"
     for var in THREAD_VARS:
         if one_thread:
             env[var] = "1"
@@ -192,6 +201,11 @@ def main() -> None:
     parser.add_argument("--threads", nargs="+", default=["1", "default"], choices=["1", "default"])
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=20, help="(x10 for conv1d)")
+    parser.add_argument(
+        "--low-memory",
+        action="store_true",
+        help="nnframe convolutions rebuild their columns in backward (save_columns=False)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

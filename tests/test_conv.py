@@ -398,3 +398,23 @@ def test_small_cnn_learns_oriented_bars():
             opt.step()
     accuracy = (model(x_test).argmax(axis=1) == y_test).mean()
     assert accuracy > 0.95, accuracy
+
+
+@given(seed=seeds, save_columns=st.booleans())
+def test_shared_conv_called_twice_accumulates_both_uses(seed, save_columns):
+    # the same layer twice in one model: each call keeps its own columns until its backward,
+    # and a reused column buffer never overwrites columns that a pending backward still needs
+    conv = nf.Conv2d(2, 2, 3, padding=1, rng=seed)
+    conv.save_columns = save_columns
+    model = nf.Sequential(conv, nf.Tanh(), conv)
+    x = normal_array(seed, (2, 2, 4, 3))
+    nf.check_module(model, x)
+    model.to(np.float64)
+    grads = []
+    for _ in range(2):  # the second step reuses the column buffers of the first
+        model.zero_grad()
+        model(x)
+        dx = model.backward(np.ones((2, 2, 4, 3)))
+        grads.append((conv.weight.grad.copy(), dx))
+    np.testing.assert_array_equal(grads[1][0], grads[0][0])
+    np.testing.assert_array_equal(grads[1][1], grads[0][1])
