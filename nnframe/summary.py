@@ -48,7 +48,9 @@ class Summary:
     ``2 * weight.size`` per output position (Dense, convolutions, normalization), other layers
     with parameters ``2 * parameters`` per position (recurrent cells), and layers without
     parameters one operation per output element. Activation memory is the bytes of each
-    layer's output for the given batch (what backward keeps alive, roughly).
+    layer's output for the given batch (what backward keeps alive, roughly). A layer that
+    returns several arrays (an LSTM's output and its states) shows the first one's shape;
+    its memory counts them all.
     """
 
     model_name: str
@@ -219,23 +221,25 @@ def summary(
         is_leaf = not module.children()
         trainable, frozen = _own_counts(module)
         if not is_leaf and not (trainable or frozen):
-            shape = _out_shape(out)
+            arrays = _arrays(out)
+            shape = _out_shape(arrays[0]) if arrays else ()
             rows.append(
                 LayerRow(names.get(id(module), "?"), type(module).__name__, depth.get(id(module), 0),
                          shape, 0, 0, 0, 0)
             )  # fmt: skip
             continue
-        arr = out if isinstance(out, np.ndarray) else np.asarray(0.0)
+        arrays = _arrays(out)  # (output, (h, c)) of an LSTM: the first is the output proper
+        arr = arrays[0] if arrays else np.asarray(0.0)
         rows.append(
             LayerRow(
                 name=names.get(id(module), "?"),
                 kind=type(module).__name__,
                 depth=max(0, depth.get(id(module), 0)),
-                output_shape=_out_shape(out),
+                output_shape=_out_shape(arr) if arrays else (),
                 trainable=trainable,
                 frozen=frozen,
                 flops=_flops(module, arr, x),
-                activation_bytes=int(arr.nbytes) if isinstance(out, np.ndarray) else 0,
+                activation_bytes=sum(int(a.nbytes) for a in arrays),
             )
         )
     params = model.parameters()
@@ -252,6 +256,15 @@ def summary(
         activation_bytes=sum(r.activation_bytes for r in rows),
         parameter_bytes=sum(p.data.nbytes for p in params),
     )
+
+
+def _arrays(out) -> list[np.ndarray]:
+    """Every ndarray in a (possibly nested) output, depth first."""
+    if isinstance(out, np.ndarray):
+        return [out]
+    if isinstance(out, (tuple, list)):
+        return [a for o in out for a in _arrays(o)]
+    return []
 
 
 def _out_shape(out) -> tuple:

@@ -70,3 +70,15 @@ def test_summary_with_an_explicit_input_and_errors():
         nf.summary(model)
     with pytest.raises(TypeError, match=r"summary: expected a Module, got list"):
         nf.summary([], (3,))
+
+
+def test_summary_of_a_layer_with_several_outputs():
+    if not hasattr(nf, "LSTM"):
+        pytest.skip("recurrent layers are not in this checkout")
+    model = nf.Sequential(nf.Embedding(20, 8), nf.LSTM(8, 16, batch_first=True))
+    s = nf.summary(model, input=np.zeros((2, 5), dtype=np.int64))
+    lstm = s.rows[1]
+    assert lstm.output_shape == ("N", 5, 16)  # the output proper, not the (h, c) states
+    assert lstm.activation_bytes == (2 * 5 * 16 + 2 * 2 * 16) * 4  # output, h and c
+    assert s.rows[0].flops == 0  # a lookup
+    assert lstm.flops == 2 * lstm.trainable * 2 * 5  # 2 * parameters per (sample, step)
