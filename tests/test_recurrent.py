@@ -454,3 +454,15 @@ def test_lstm_learns_the_adding_problem():
         opt.step()
     x, y = batch()
     assert loss_fn(model(x), y) < 0.005
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_float32_matches_torch(kind):
+    """The kernels compute sigmoid as (1 + tanh(x/2)) / 2: still float32-accurate."""
+    torch = pytest.importorskip("torch")
+    ours = getattr(nf, kind)(8, 16, num_layers=2, bidirectional=True, rng=0)
+    theirs = getattr(torch.nn, kind)(8, 16, num_layers=2, bidirectional=True, batch_first=True)
+    theirs.load_state_dict({k: torch.from_numpy(v) for k, v in ours.state_dict().items()})
+    x = np.random.default_rng(0).normal(size=(4, 20, 8)).astype(np.float32) * 3
+    out, _ = ours(x)
+    np.testing.assert_allclose(out, theirs(torch.from_numpy(x))[0].detach().numpy(), atol=2e-6)
