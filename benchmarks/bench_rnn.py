@@ -26,6 +26,8 @@ import subprocess
 import sys
 import time
 
+from benchmarks.run import time_step
+
 BATCH, T, INPUT, HIDDEN, CLASSES = 64, 50, 32, 128, 10
 LR = 1e-3
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -138,22 +140,6 @@ def cases() -> dict:
         )
         for kind in ("LSTM", "GRU")
     }
-
-
-def time_step(step, repeats: int, min_time: float, clock=time.perf_counter) -> list[float]:
-    """Per-step seconds, one figure per repeat (each repeat runs enough steps for min_time)."""
-    for _ in range(2):
-        step()  # warm-up
-    t0 = clock()
-    step()
-    inner = max(1, int(min_time / max(clock() - t0, 1e-9)))
-    times = []
-    for _ in range(repeats):
-        t0 = clock()
-        for _ in range(inner):
-            step()
-        times.append((clock() - t0) / inner)
-    return times
 
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}

@@ -33,12 +33,10 @@ def all_cases() -> dict:
     from benchmarks import mlp
 
     cases = dict(mlp.cases())
-    for extra in ("benchmarks.cnn_cases", "benchmarks.rnn_cases"):
-        try:
-            module = __import__(extra, fromlist=["cases"])
-        except ImportError:
-            continue
-        cases.update(module.cases())
+    for extra in ("benchmarks.bench_cnn", "benchmarks.bench_rnn"):
+        module = __import__(extra, fromlist=["cases"])
+        if hasattr(module, "cases"):  # each standalone script also offers its cases here
+            cases.update(module.cases())
     return cases
 
 
@@ -60,21 +58,20 @@ def reset_peak_rss() -> None:
         pass
 
 
-def time_step(step, repeats: int, min_time: float) -> list[float]:
-    """Per-step seconds, one figure per repeat (each repeat runs enough steps for min_time)."""
-    for _ in range(3):
+def time_step(step, repeats: int, min_time: float, clock=time.perf_counter) -> list[float]:
+    """Per-step seconds, one figure per repeat; each repeat runs enough steps to last
+    ``min_time``. ``min_time=0`` is the smoke mode: one warm-up step, one timed step."""
+    for _ in range(3 if min_time > 0 else 1):
         step()  # warm-up: lazy state, caches, first-touch allocations
-    start, inner = time.perf_counter(), 0
-    while time.perf_counter() - start < min_time / 4 or inner < 1:
-        step()
-        inner += 1
-    inner = max(1, int(inner * 4 * min_time / max(min_time, time.perf_counter() - start) / 4))
+    t0 = clock()
+    step()
+    inner = max(1, int(min_time / max(clock() - t0, 1e-9)))
     times = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = clock()
         for _ in range(inner):
             step()
-        times.append((time.perf_counter() - t0) / inner)
+        times.append((clock() - t0) / inner)
     return times
 
 
@@ -263,6 +260,7 @@ def main(argv=None) -> None:
         prog="python -m benchmarks", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--quick", action="store_true", help="3 repeats of >= 0.05 s")
+    parser.add_argument("--smoke", action="store_true", help="one step per case (a test)")
     parser.add_argument("--filter", default="", help="only cases whose name contains this")
     parser.add_argument("--threads", choices=["1", "default", "both"], default="both")
     parser.add_argument("--impls", default=",".join(IMPLS), help="comma-separated implementations")
@@ -276,8 +274,11 @@ def main(argv=None) -> None:
         print("\n".join(all_cases()))
         return
     args.impls = [i for i in args.impls.split(",") if i]
+    if args.smoke:
+        args.repeats, args.min_time = 1, 0.0
     args.repeats = args.repeats or (3 if args.quick else 9)
-    args.min_time = args.min_time or (0.05 if args.quick else 0.3)
+    if args.min_time is None:
+        args.min_time = 0.05 if args.quick else 0.3
     results = run_suite(args)
     out = pathlib.Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
