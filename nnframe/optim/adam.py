@@ -79,6 +79,8 @@ class Adam(Optimizer):
         array([ 0.9, -0.9], dtype=float32)
     """
 
+    elementwise = True  # may update small parameters as one flat vector
+
     def __init__(
         self,
         params,

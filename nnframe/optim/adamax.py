@@ -54,6 +54,8 @@ class Adamax(Optimizer):
         clip_norm, clip_value: gradient clipping applied before each step.
     """
 
+    elementwise = True  # may update small parameters as one flat vector
+
     def __init__(
         self,
         params,

@@ -89,6 +89,14 @@ class Optimizer:
     # 32768 elements (p, grad, two states, two scratch) take 768 KiB, within a core's L2 cache
     CHUNK = 32768
 
+    #: True when ``update`` is element-wise with state that depends only on the step count
+    #: (every built-in optimizer). Such an optimizer may update a group of small parameters as
+    #: one flat vector (see ``_FusedGroup``); a subclass with per-tensor math leaves it False.
+    elementwise: bool = False
+    # fuse a group when its parameters average at most this many elements: below it, the
+    # Python cost of one update call per parameter outweighs copying them into one vector
+    FUSE_MEAN_SIZE = 16384
+
     def __init__(
         self,
         params: Iterable,
@@ -116,6 +124,7 @@ class Optimizer:
         self.state: dict[Parameter, dict] = {}
         self.last_grad_norm: float | None = None
         self._workspace: dict = {}
+        self._fused: dict[int, _FusedGroup] = {}
         is_group = [isinstance(p, dict) for p in params]
         if any(is_group) and not all(is_group):
             raise TypeError(
@@ -211,7 +220,11 @@ class Optimizer:
         if self.clip_value is not None or self.clip_norm is not None:
             self.clip_gradients()
         state = self.state
-        for group in self.param_groups:
+        for i, group in enumerate(self.param_groups):
+            fused = self._fused_group(i, group)
+            if fused is not None:
+                fused.step(self, group)
+                continue
             for p in group["params"]:
                 if not p.requires_grad:
                     continue
@@ -220,6 +233,20 @@ class Optimizer:
                     s = state[p] = self.init_state(p, group)
                 self.update(p, s, group)
         return loss
+
+    def _fused_group(self, i: int, group: dict) -> _FusedGroup | None:
+        """The flat view of group ``i`` when it can be updated as one vector, else None."""
+        if not self.elementwise:
+            return None
+        fused = self._fused.get(i)
+        if fused is not None and fused.valid(group["params"]):
+            return fused
+        fused = _FusedGroup.build(self, group)
+        if fused is None:
+            self._fused.pop(i, None)
+        else:
+            self._fused[i] = fused
+        return fused
 
     def apply_update(self, fn: Callable, *arrays: np.ndarray | None, **hyper):
         """Calls the element-wise update ``fn(*arrays, work=..., **hyper)`` on blocks of
@@ -334,6 +361,7 @@ class Optimizer:
         for g, own in zip(groups, self.param_groups):
             own.update({k: copy.deepcopy(v) for k, v in g.items() if k != "params"})
         self.state = new_state
+        self._fused.clear()  # rebuilt from the loaded per-parameter state at the next step
 
     def __repr__(self) -> str:
         lines = [f"{type(self).__name__} ("]
@@ -351,3 +379,103 @@ def _is_real(v) -> bool:
         and not isinstance(v, bool)
         and not math.isnan(v)
     )
+
+
+class _FusedGroup:
+    """A group of small parameters updated as one flat vector by an element-wise optimizer.
+
+    A step gathers the parameters and their gradients into two flat arrays, runs the
+    optimizer's ``update`` once on a stand-in Parameter made of them, and writes the parameters
+    back: a few copies instead of one Python-level update (a dozen numpy calls) per parameter.
+    The parameters' own arrays are never replaced, so references to ``p.data`` stay valid. The
+    optimizer state lives in flat arrays; ``optimizer.state[p]`` holds views into them (and the
+    step count), so ``state_dict`` and anything reading the state see the same values.
+    """
+
+    def __init__(self, params, param: Parameter, state: dict, slices):
+        self.params = list(params)
+        self.param, self.state, self.slices = param, state, slices
+        self.datas = [p.data for p in params]  # a replaced p.data (to(dtype)) means: rebuild
+        # each parameter's piece of the flat vector, shaped like the parameter
+        self.pieces = [param.data[sl].reshape(p.data.shape) for sl, p in zip(slices, params)]
+
+    @classmethod
+    def build(cls, opt: Optimizer, group: dict) -> _FusedGroup | None:
+        params = group["params"]
+        if len(params) < 2 or not all(p.requires_grad for p in params):
+            return None
+        dtype = params[0].data.dtype
+        if any(p.data.dtype != dtype for p in params):
+            return None
+        total = sum(p.data.size for p in params)
+        if total > opt.FUSE_MEAN_SIZE * len(params):
+            return None
+        slices, offset = [], 0
+        for p in params:
+            slices.append(slice(offset, offset + p.data.size))
+            offset += p.data.size
+        flat = Parameter(np.empty(total, dtype=dtype))
+        states = [opt.state.get(p) for p in params]
+        if all(s is None for s in states):
+            state = opt.init_state(flat, group)
+        elif any(s is None for s in states) or any(s.keys() != states[0].keys() for s in states):
+            return None
+        else:  # continue from per-parameter state (loaded, or from unfused steps)
+            state = {}
+            for key, first in states[0].items():
+                if isinstance(first, np.ndarray) and first.dtype == dtype:
+                    if any(s[key].shape != p.data.shape for s, p in zip(states, params)):
+                        return None
+                    state[key] = np.concatenate([s[key].reshape(-1) for s in states])
+                elif all(_same(s[key], first) for s in states):
+                    state[key] = copy.deepcopy(first)
+                else:
+                    return None  # e.g. different step counts: keep per-parameter updates
+        fused = cls(params, flat, state, slices)
+        fused.publish(opt)
+        return fused
+
+    def valid(self, params) -> bool:
+        """Still the same parameters, all trainable, holding the same arrays."""
+        return len(params) == len(self.params) and all(
+            p is q and p.data is d and p.requires_grad
+            for p, q, d in zip(params, self.params, self.datas)
+        )
+
+    def publish(self, opt: Optimizer) -> None:
+        """Points ``opt.state[p]`` at views of the flat state (and copies its scalars)."""
+        total = self.param.data.size
+        for p, sl in zip(self.params, self.slices):
+            opt.state[p] = {
+                k: (
+                    v[sl].reshape(p.data.shape)
+                    if isinstance(v, np.ndarray) and v.shape == (total,)
+                    else v
+                )
+                for k, v in self.state.items()
+            }
+
+    def step(self, opt: Optimizer, group: dict) -> None:
+        # gathered every step (p.data may have been changed between steps), then written back
+        np.concatenate([p.data.reshape(-1) for p in self.params], out=self.param.data)
+        np.concatenate([p.grad.reshape(-1) for p in self.params], out=self.param.grad)
+        arrays = _array_ids(self.state)
+        opt.update(self.param, self.state, group)
+        for p, piece in zip(self.params, self.pieces):
+            np.copyto(p.data, piece)
+        if _array_ids(self.state) != arrays:
+            self.publish(opt)  # update() created a state array (e.g. momentum switched on)
+        else:
+            scalars = [(k, v) for k, v in self.state.items() if not isinstance(v, np.ndarray)]
+            for p in self.params:
+                opt.state[p].update(scalars)
+
+
+def _array_ids(state: dict) -> list:
+    return [(k, id(v)) for k, v in state.items() if isinstance(v, np.ndarray)]
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and np.array_equal(a, b)
+    return a == b

@@ -75,6 +75,8 @@ class RAdam(Optimizer):
         clip_norm, clip_value: gradient clipping applied before each step.
     """
 
+    elementwise = True  # may update small parameters as one flat vector
+
     def __init__(
         self,
         params,

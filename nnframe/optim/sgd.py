@@ -72,6 +72,8 @@ class SGD(Optimizer):
         array([0.8], dtype=float32)
     """
 
+    elementwise = True  # may update small parameters as one flat vector
+
     def __init__(
         self,
         params,
