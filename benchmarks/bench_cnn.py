@@ -15,9 +15,10 @@ Cases (the issue's):
 
 Every (case, threads) setting runs in subprocesses, so that the thread count is set in the
 environment before numpy or torch is imported (OPENBLAS_NUM_THREADS and friends; the child also
-calls torch.set_num_threads). Timing: one child runs nnframe's and PyTorch's steps interleaved
-(after warm-up), so both see the same machine load; it reports each median step time and the
-median of the paired ratios. Memory: one child per framework, so its peak resident memory
+calls torch.set_num_threads). Timing with one thread: one child runs nnframe's and PyTorch's steps
+interleaved (after warm-up), so both see the same machine load; it reports each median step time
+and the median of the paired ratios. With the default threads each framework runs in its own
+child (idle library threads spin after a call and would slow the other framework down). Memory: one child per framework, so its peak resident memory
 (ru_maxrss, which includes the interpreter and the libraries) is its own; for nnframe the peak of
 Python-visible allocations during the first two steps (tracemalloc, which sees numpy's buffers;
 the model's parameters, allocated before, are not counted) is reported as well.
@@ -235,8 +236,17 @@ def main() -> None:
     for threads in args.threads:
         one = threads == "1"
         for case in args.cases:
-            t = spawn(f"time:{case}:{','.join(frameworks)}", one, args)
-            if t is None:
+            if one:
+                t = spawn(f"time:{case}:{','.join(frameworks)}", one, args)
+            else:
+                # with several threads each library's idle threads spin for a while after a
+                # call and would slow the other one down: time each in its own process
+                t = {}
+                for fw in frameworks:
+                    t.update(spawn(f"time:{case}:{fw}", one, args) or {})
+                if "nnframe" in t and "torch" in t:
+                    t["ratio"] = t["nnframe"] / t["torch"]  # ratio of the medians
+            if not t or "nnframe" not in t:
                 continue
             mem = {fw: spawn(f"memory:{case}:{fw}", one, args) or {} for fw in frameworks}
             has_torch = "torch" in t
@@ -254,8 +264,9 @@ def main() -> None:
             )
     print(
         "threads: 1 = OPENBLAS/OMP/MKL_NUM_THREADS=1 and torch.set_num_threads(1); "
-        "N* = library defaults (N = torch's threads).\nratio: median over repeats of the "
-        "paired step-time ratio nnframe / torch (steps interleaved in one process)."
+        "N* = library defaults (N = torch's threads).\nratio: with 1 thread, the median over "
+        "repeats of the paired step-time ratio nnframe / torch (steps interleaved in one "
+        "process); with N*, the ratio of the medians (one process each)."
     )
 
 

@@ -11,10 +11,12 @@ Backward, with g = dL/dy as ``(O, N*P)``:
     dL/dcols = W.T @ g                          (C*K, N*P) -> col2im -> un-pad -> dL/dx
 
 The forward's columns are kept for dL/dW and then overwritten by dL/dcols, so backward allocates
-no second column buffer. ``save_columns = False`` (a class or instance attribute) keeps only the
-input and rebuilds the columns in backward: peak memory drops to one layer's columns at a time,
-for one extra im2col copy per backward. A 1x1 convolution with stride 1 and no padding skips
-im2col: its columns are the input itself (a plain matrix product).
+no second column buffer; once consumed, that buffer is kept and the next forward of the same
+shape builds its columns in it (no new allocation, no page faults). ``save_columns = False``
+(a class or instance attribute) keeps only the input and rebuilds the columns in backward (and
+keeps no buffer between steps): peak memory drops to one layer's columns at a time, for one
+extra im2col copy per backward. A 1x1 convolution with stride 1 and no padding skips im2col:
+its columns are the input itself (a plain matrix product).
 
 A transposed convolution is the adjoint of a convolution: its forward is a convolution's
 input-gradient (GEMM then col2im) and its backward a convolution's forward (im2col then GEMM).
@@ -63,7 +65,8 @@ class _ConvNd(Module):
     """Shared code of Conv1d/2d/3d (``_n`` spatial dimensions)."""
 
     _n = 0
-    save_columns: bool = True
+    save_columns: bool = True  # keep the columns for backward (False: rebuild them there)
+    _spare = None  # a consumed column buffer, reused by the next forward (save_columns only)
 
     def __init__(
         self,
@@ -203,8 +206,6 @@ class _ConvNd(Module):
         spare, self._spare = self._spare, None
         cols = im2col(xp, self.kernel_size, self.stride, self.dilation, out_shape, out=spare)
         return cols.reshape(self.groups, -1, x.shape[0] * int(np.prod(out_shape)))
-
-    _spare = None  # a consumed column buffer, reused by the next forward (speed mode only)
 
     # ------------------------------------------------------------------ forward / backward
     def forward(self, x):
