@@ -87,6 +87,12 @@ class CallbackList:
         return call
 
 
+def _writes_files(trainer) -> bool:
+    """False on the ranks other than 0 of a data-parallel fit (``trainer.is_root``): callbacks
+    keep their state on every rank, but only rank 0 writes."""
+    return getattr(trainer, "is_root", True)
+
+
 def _monitored(who: str, monitor: str, logs: dict) -> float:
     if monitor not in logs:
         hint = " Pass validation_data or validation_split, or" if monitor.startswith("val_") else ""
@@ -229,7 +235,8 @@ class ModelCheckpoint(Callback):
                 return
             self.best = value
         path = self.path.format(epoch=epoch + 1, **logs)
-        save_weights(self.trainer.model, path)
+        if _writes_files(self.trainer):
+            save_weights(self.trainer.model, path)
         self.last_saved = path
 
 
@@ -347,12 +354,16 @@ class CSVLogger(Callback):
         self._writer = None
 
     def on_train_begin(self, logs) -> None:
+        if not _writes_files(self.trainer):  # data-parallel: rank 0 alone writes the log
+            return
         exists = self.append and os.path.exists(self.path) and os.path.getsize(self.path) > 0
         self._file = open(self.path, "a" if self.append else "w", newline="")  # noqa: SIM115
         self._writer = None
         self._header_written = exists
 
     def on_epoch_end(self, epoch, logs) -> None:
+        if not _writes_files(self.trainer):
+            return
         row = {"epoch": epoch, **logs}
         if self._writer is None:
             self._writer = csv.DictWriter(

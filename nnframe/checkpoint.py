@@ -203,7 +203,8 @@ class TrainingCheckpoint(Callback):
         if (epoch + 1) % self.every:
             return
         path = self.path.format(epoch=epoch + 1, **logs)
-        save_trainer_checkpoint(self.trainer, path, epoch + 1, logs)
+        if getattr(self.trainer, "is_root", True):  # data-parallel fit: only rank 0 writes
+            save_trainer_checkpoint(self.trainer, path, epoch + 1, logs)
         self.last_saved = path
 
     def __repr__(self) -> str:

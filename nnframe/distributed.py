@@ -169,6 +169,7 @@ class DataParallel:
             )
         total = sum(p.size for _, p in self._named)
         self._flat = np.empty(total, dtype=dtypes.pop())
+        self._flat_extra: np.ndarray | None = None  # gradients + a few values (the loss)
         self.broadcast_state()
 
     @property
@@ -206,11 +207,22 @@ class DataParallel:
     def zero_grad(self) -> None:
         self.optimizer.zero_grad()
 
-    def average_gradients(self) -> bool:
-        """Allreduces the mean gradient into every ``p.grad``; returns whether it is finite."""
+    def average_gradients(self, extra: np.ndarray | None = None) -> bool:
+        """Allreduces the mean gradient into every ``p.grad``; returns whether it is finite.
+
+        ``extra``: a few more values (such as the batch loss) averaged in place in the same
+        message, in the parameters' dtype.
+        """
         if self.comm.size == 1:  # nothing to average: skip the pack and unpack copies
             return all(np.isfinite(p.grad).all() for _, p in self._named)
-        flat, offset = self._flat, 0
+        total = self._flat.size
+        flat = self._flat
+        if extra is not None:
+            if self._flat_extra is None or self._flat_extra.size != total + extra.size:
+                self._flat_extra = np.empty(total + extra.size, dtype=self._flat.dtype)
+            flat = self._flat_extra
+            flat[total:] = extra.reshape(-1)
+        offset = 0
         for _, p in self._named:
             flat[offset : offset + p.size] = p.grad.reshape(-1)
             offset += p.size
@@ -219,7 +231,19 @@ class DataParallel:
         for _, p in self._named:
             p.grad[...] = flat[offset : offset + p.size].reshape(p.shape)
             offset += p.size
-        return bool(np.isfinite(flat).all())
+        if extra is not None:
+            extra[...] = flat[total:].reshape(extra.shape)
+        return bool(np.isfinite(flat[:total]).all())
+
+    def average_loss_and_gradients(self, loss: float) -> float:
+        """Averages the gradients and this rank's ``loss`` in one allreduce; returns the mean
+        loss, which is non-finite on every rank when it is on any (what
+        :class:`nnframe.Trainer` uses to take the same NaN decisions on every rank)."""
+        if self.comm.size == 1:
+            return float(loss)
+        slot = np.array([loss], dtype=self._flat.dtype)
+        self.average_gradients(slot)
+        return float(slot[0])
 
     def step(self) -> bool:
         """Averages, checks, clips and steps; returns False when a non-finite step was skipped."""
@@ -275,10 +299,14 @@ class DistributedSampler:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def indices(self) -> np.ndarray:
-        """This rank's sample indices for the current epoch."""
+    def indices(self, order: np.ndarray | None = None) -> np.ndarray:
+        """This rank's sample indices for the current epoch: every ``size``-th entry of the
+        epoch's order (padded or cut to equal shares), or of ``order`` when given (a
+        permutation of ``range(num_samples)``, the same on every rank)."""
         n, size = self.num_samples, self.comm.size
-        if self.shuffle:
+        if order is not None:
+            order = np.asarray(order)
+        elif self.shuffle:
             order = np.random.default_rng(self.seed + self.epoch).permutation(n)
         else:
             order = np.arange(n)
@@ -298,3 +326,185 @@ class DistributedSampler:
         idx = self.indices()
         for start in range(0, len(idx), batch_size):
             yield idx[start : start + batch_size]
+
+
+# ---------------------------------------------------------------- what Trainer.fit uses
+def shared_generator(rng: np.random.Generator, comm) -> np.random.Generator:
+    """A generator in rank 0's state on every rank: ``rng`` itself on rank 0, a copy elsewhere
+    (so the shuffles and the validation split drawn from it agree on all ranks, and rank 0
+    draws exactly what a single process would)."""
+    state = comm.broadcast_object(rng.bit_generator.state if comm.rank == 0 else None)
+    if comm.rank == 0:
+        return rng
+    bit_generator = getattr(np.random, state["bit_generator"])()
+    bit_generator.state = state
+    return np.random.Generator(bit_generator)
+
+
+def _rows_of(dataset, indices: np.ndarray):
+    """``dataset`` restricted to ``indices``, keeping batched indexing where it has it."""
+    from nnframe.data import ArrayDataset, Subset
+
+    if isinstance(dataset, (ArrayDataset, Subset)):
+        return Subset(dataset, indices)
+    return _IndexedView(dataset, indices)
+
+
+class _IndexedView:
+    """A per-sample view of a generic dataset (collated by the DataLoader)."""
+
+    def __init__(self, dataset, indices):
+        self.dataset, self.indices = dataset, np.asarray(indices, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        return self.dataset[int(self.indices[i])]
+
+
+class ShardedLoader:
+    """This rank's batches of a dataset for data-parallel training: the drop-in for a
+    :class:`nnframe.data.DataLoader` that :class:`nnframe.Trainer` uses when given a
+    communicator of size > 1.
+
+    Each epoch (each ``iter``) draws one order, ``rng.permutation(N)`` (``rng`` in the same
+    state on every rank, see :func:`shared_generator`) or ``range(N)``, and gives rank ``r``
+    every ``size``-th entry from ``r`` (:meth:`DistributedSampler.indices`), in batches of
+    ``batch_size``. So batch ``b`` of all ranks together is rows
+    ``order[b*size*batch_size : (b+1)*size*batch_size]``: exactly the batch of one process with
+    ``batch_size * size`` rows and the same generator. Every rank gets the same number of
+    batches (the tail is padded with the first rows of the order, or dropped).
+
+    Args:
+        dataset: an ArrayDataset, a Subset or any sized, indexable collection of samples.
+        batch_size: rows per rank and step (the global batch is ``batch_size * comm.size``).
+        comm: the communicator.
+        shuffle: a new order every epoch.
+        rng: the shuffling generator, in the same state on every rank.
+        drop_last: drop the tail rows instead of padding.
+    """
+
+    def __init__(self, dataset, batch_size: int, comm, *, shuffle=False, rng=None, drop_last=False):
+        check_hyper("ShardedLoader", "batch_size", batch_size, int(batch_size) > 0, "must be > 0")
+        self.dataset = dataset
+        self.batch_size = int(batch_size)
+        self.comm = comm
+        self.shuffle = bool(shuffle)
+        self.rng = rng  # restored by fit(resume_from=) like a DataLoader's
+        self.sampler = DistributedSampler(len(dataset), comm, shuffle=False, drop_last=drop_last)
+
+    @classmethod
+    def from_loader(cls, loader, comm) -> ShardedLoader:
+        """The shard of ``loader``'s dataset, batch size, shuffling and generator."""
+        from nnframe.random import get_rng
+
+        rng = shared_generator(get_rng(loader.rng), comm) if loader.shuffle else None
+        return cls(
+            loader.dataset, loader.batch_size, comm, shuffle=loader.shuffle, rng=rng,
+            drop_last=loader.drop_last,
+        )  # fmt: skip
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.sampler) / self.batch_size)
+
+    def __iter__(self):
+        from nnframe.data import DataLoader
+
+        order = self.rng.permutation(len(self.dataset)) if self.shuffle else None
+        rows = _rows_of(self.dataset, self.sampler.indices(order))
+        return iter(DataLoader(rows, self.batch_size))
+
+    def __repr__(self) -> str:
+        return (
+            f"ShardedLoader(rank={self.comm.rank}, size={self.comm.size}, "
+            f"batch_size={self.batch_size}, batches={len(self)}, shuffle={self.shuffle})"
+        )
+
+
+def shard_for_evaluation(loader, comm):
+    """A DataLoader over this rank's share of ``loader``'s rows (every ``size``-th row from
+    ``rank``, no padding: every row is evaluated once over all ranks)."""
+    from nnframe.data import DataLoader
+
+    rows = np.arange(comm.rank, len(loader.dataset), comm.size)
+    return DataLoader(_rows_of(loader.dataset, rows), loader.batch_size)
+
+
+def _accumulators(metric) -> list[str] | None:
+    """The attributes a metric's ``reset()`` sets (its running sums), or None if unknown."""
+    blank = object.__new__(type(metric))
+    try:
+        type(metric).reset(blank)
+    except Exception:  # a reset() that reads configuration: no generic merge
+        return None
+    return list(vars(blank))
+
+
+def _add(a, b):
+    """a + b for running sums: numbers, arrays (zero-padded to a common shape, as confusion
+    matrices that grew to different class counts), lists (concatenated)."""
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.shape != b.shape:
+        if a.ndim == b.ndim:
+            shape = tuple(np.maximum(a.shape, b.shape))
+            a = np.pad(a, [(0, s - n) for s, n in zip(shape, a.shape)])
+            b = np.pad(b, [(0, s - n) for s, n in zip(shape, b.shape)])
+    return a + b
+
+
+def _result_or_nan(metric) -> float:
+    try:
+        return float(metric.result())
+    except (ArithmeticError, ValueError, TypeError, IndexError):
+        return math.nan
+
+
+def reduce_sums(comm, sums: list[float], metrics=()) -> tuple[list[float], list[float]]:
+    """Sums ``sums`` over ranks and merges every metric's running sums in place, in one
+    allgather; returns the sums and the metrics' results, which are those of one process
+    over all ranks' data.
+
+    A metric whose sums cannot be found or added (a ``reset()`` that needs its configuration)
+    gets the mean of the ranks' results instead.
+    """
+    states = []
+    for m in metrics:
+        keys = _accumulators(m)
+        states.append({k: getattr(m, k) for k in keys} if keys is not None else None)
+    local = [_result_or_nan(m) for m in metrics]  # for the fallback
+    gathered = comm.allgather((list(sums), states, local))
+    totals = [math.fsum(g[0][i] for g in gathered) for i in range(len(sums))]
+    results = []
+    for i, m in enumerate(metrics):
+        merged = None
+        if states[i] is not None:
+            try:
+                merged = {}
+                for k in states[i]:
+                    value = gathered[0][1][i][k]
+                    for g in gathered[1:]:
+                        value = _add(value, g[1][i][k])
+                    merged[k] = value
+            except (TypeError, ValueError):
+                merged = None
+        if merged is not None:
+            for k, value in merged.items():
+                setattr(m, k, value)
+            results.append(float(m.result()))
+        else:  # every rank takes this branch alike (the same gathered data)
+            results.append(float(np.mean([g[2][i] for g in gathered])))
+    return totals, results
+
+
+def agree_stop(comm, stop: bool, reason: str | None) -> tuple[bool, str | None]:
+    """Whether any rank asked to stop, and why (the lowest such rank's reason), on every rank:
+    one allreduce of one number, and an allgather only when the ranks disagree."""
+    flag = np.array([1.0 if stop else 0.0])
+    comm.allreduce_mean_(flag)
+    if flag[0] == 0.0:
+        return False, reason
+    if flag[0] == 1.0:  # every rank stopped: on the same averaged values, for the same reason
+        return True, reason
+    everyone = comm.allgather((bool(stop), reason))
+    first = next(r for r, (s, _) in enumerate(everyone) if s)
+    return True, f"rank {first}: {everyone[first][1] or 'stop_training set by a callback'}"

@@ -36,6 +36,14 @@ from nnframe import metrics as metrics_module
 from nnframe.callbacks import CallbackList
 from nnframe.clip import clip_grad_norm_, clip_grad_value_, total_norm
 from nnframe.data import ArrayDataset, DataLoader, stratified_indices
+from nnframe.distributed import (
+    DataParallel,
+    ShardedLoader,
+    agree_stop,
+    reduce_sums,
+    shard_for_evaluation,
+    shared_generator,
+)
 from nnframe.errors import ShapeError, check_hyper
 from nnframe.module import Module
 from nnframe.random import get_rng
@@ -168,6 +176,12 @@ class Trainer:
         metrics: names (``'accuracy'``, ``'top_k_accuracy'``, ``'precision'``, ``'recall'``,
             ``'f1_score'``, ``'mse'``, ``'mae'``, ``'r2_score'``), :class:`nnframe.metrics.Metric`
             objects, or functions ``fn(pred, target) -> float``.
+        comm: a communicator from :mod:`nnframe.distributed` (e.g. ``get_communicator()``).
+            With more than one rank, ``fit`` trains data-parallel: every rank takes its shard
+            of each batch (``batch_size`` rows per rank), gradients and the loss are averaged
+            over ranks before every step, logged metrics and ``evaluate`` cover all ranks'
+            rows, stop decisions agree, and only rank 0 prints and writes files. None (the
+            default) or a size-1 communicator: one process, unchanged.
 
     Attributes:
         history: the :class:`History` of the last ``fit``.
@@ -176,7 +190,7 @@ class Trainer:
         split_indices: ``(train_rows, validation_rows)`` chosen by ``validation_split``.
     """
 
-    def __init__(self, model: Module, loss, optimizer, metrics=()):
+    def __init__(self, model: Module, loss, optimizer, metrics=(), *, comm=None):
         if not isinstance(model, Module):
             raise TypeError(f"Trainer: expected model to be a Module, got {type(model).__name__}")
         if not callable(loss) or not hasattr(loss, "backward"):
@@ -199,10 +213,29 @@ class Trainer:
             raise ValueError(
                 f"Trainer: expected distinct metric names other than 'loss', got {names}"
             )
+        if comm is not None and not all(
+            hasattr(comm, a) for a in ("rank", "size", "allreduce_mean_", "allgather")
+        ):
+            raise TypeError(
+                f"Trainer: expected comm to be a communicator from nnframe.distributed or None, "
+                f"got {type(comm).__name__}"
+            )
+        self.comm = comm
+        self._dp: DataParallel | None = None  # set by fit when training data-parallel
         self.history = History()
         self.stop_training = False
         self.stop_reason: str | None = None
         self.split_indices: tuple[np.ndarray, np.ndarray] | None = None
+
+    @property
+    def is_root(self) -> bool:
+        """False on every rank but 0 of a data-parallel Trainer: rank 0 alone prints and writes
+        files (checkpoints, logs); True in a single process."""
+        return self.comm is None or self.comm.rank == 0
+
+    def _dist(self):
+        """The communicator when training data-parallel (more than one rank), else None."""
+        return self.comm if self.comm is not None and self.comm.size > 1 else None
 
     def __repr__(self) -> str:
         names = [m.name for m in self.metrics]
@@ -340,6 +373,9 @@ class Trainer:
         self._check_fit_args(epochs, batch_size, validation_split, nan_policy, verbose)
         rng = get_rng(rng)
         self.fit_rng = rng  # saved by nnframe.TrainingCheckpoint (resume_from)
+        dist = self._dist()
+        if dist is not None:  # data-parallel: the same split and shuffles on every rank
+            rng = shared_generator(rng, dist)
         if validation_split:
             if validation_data is not None:
                 raise ValueError(
@@ -356,6 +392,8 @@ class Trainer:
         elif stratify:
             raise ValueError("Trainer.fit: stratify=True needs validation_split > 0, got 0")
         train = self._loader("fit", x, y, sample_weight, batch_size, shuffle, rng)
+        if dist is not None:  # this rank's share of every global batch
+            train = ShardedLoader.from_loader(train, dist)
         lut = self._class_weights(class_weight)
         all_params = self.model.parameters()  # found once: a tree walk per step costs ~0.2 ms
         params = [p for p in all_params if p.requires_grad]
@@ -364,7 +402,7 @@ class Trainer:
         self.stop_training = False
         self.stop_reason = None
         cbs = CallbackList(callbacks, self)
-        show_bar = verbose == 1 and _is_tty(sys.stderr)
+        show_bar = verbose == 1 and _is_tty(sys.stderr) and self.is_root
         self._skipped = 0
         logs: dict = {}
         cbs.on_train_begin(logs)
@@ -374,6 +412,8 @@ class Trainer:
             from nnframe.checkpoint import resume_fit
 
             start_epoch = resume_fit(self, resume_from, cbs.callbacks, train)
+        # data-parallel: check the ranks' parameters alike, then take rank 0's (after resuming)
+        self._dp = None if dist is None else DataParallel(self.model, self.optimizer, dist)
         for epoch in range(start_epoch, epochs):
             cbs.on_epoch_begin(epoch, {})
             bar = _progress_bar(len(train), epoch, epochs, show_bar)
@@ -386,14 +426,18 @@ class Trainer:
                     logs.update({f"val_{k}": v for k, v in val.items()})
                 logs.pop("_steps")
                 logs["time"] = time.perf_counter() - logs.pop("_start")
+                if dist is not None:  # rank 0's time, so that History is equal on all ranks
+                    logs["time"] = dist.broadcast_object(logs["time"])
                 if show_bar:  # the bar's last state shows the whole epoch, validation included
                     bar.set_postfix_str(self._epoch_line(epoch, epochs, logs, short=True))
             finally:
                 bar.close()
             history.record(epoch, logs)
-            if verbose == 2:
+            if verbose == 2 and self.is_root:
                 print(self._epoch_line(epoch, epochs, logs), flush=True)
             cbs.on_epoch_end(epoch, logs)
+            if dist is not None:  # a callback that stops one rank stops them all
+                self._agree_stop(dist)
             if self.stop_training:
                 break
         cbs.on_train_end(logs)
@@ -420,7 +464,7 @@ class Trainer:
     ) -> dict:
         show_bar = not bar.disable
         all_params = self._all_params
-        model, loss_fn, optimizer = self.model, self.loss, self.optimizer
+        model, loss_fn, optimizer, dp = self.model, self.loss, self.optimizer, self._dp
         model.train()
         for m in self.metrics:
             m.reset()
@@ -439,6 +483,10 @@ class Trainer:
             bad = None if math.isfinite(loss) else "loss"
             if bad is None:
                 model.backward(loss_fn.backward())
+            if dp is not None:  # mean gradients and loss over ranks: every rank decides alike
+                loss = dp.average_loss_and_gradients(loss)
+                bad = None if math.isfinite(loss) else "loss"
+            if bad is None:
                 cbs.on_after_backward(batch, {"loss": loss})
                 norm = total_norm([p.grad for p in params])
                 if not math.isfinite(norm):
@@ -477,11 +525,17 @@ class Trainer:
                     self.stop_reason = f"nan_policy='stop': non-finite {bad} at {where}"
                 else:
                     self._skipped += 1
+            if dp is not None:
+                self._agree_stop(dp.comm)
             if self.stop_training:
                 break
         logs = {"loss": total_loss / seen if seen else math.nan}
-        for m in self.metrics:
-            logs[m.name] = m.result() if seen else math.nan
+        if dp is not None:  # the metrics over every rank's rows (equal on all ranks)
+            results = reduce_sums(dp.comm, [], self.metrics)[1]
+        else:
+            results = [m.result() if seen else math.nan for m in self.metrics]
+        for m, result in zip(self.metrics, results):
+            logs[m.name] = result if seen else math.nan
         logs["lr"] = lr
         logs["grad_norm"] = float(np.mean(norms)) if norms else math.nan
         logs["grad_norm_max"] = float(np.max(norms)) if norms else math.nan
@@ -489,6 +543,11 @@ class Trainer:
         logs["_steps"] = steps
         logs["_start"] = start
         return logs
+
+    def _agree_stop(self, comm) -> None:
+        self.stop_training, self.stop_reason = agree_stop(
+            comm, self.stop_training, self.stop_reason
+        )
 
     def _postfix(self, total_loss: float, seen: int) -> str:
         parts = [f"loss {total_loss / seen:.4f}" if seen else "loss nan"]
@@ -518,6 +577,9 @@ class Trainer:
                 f"Trainer.{who}: expected validation data as (x, y), (x, y, sample_weight) or "
                 f"a DataLoader, got {type(data).__name__}"
             )
+        dist = self._dist()
+        if dist is not None:  # data-parallel: each rank evaluates its share of the rows
+            loader = shard_for_evaluation(loader, dist)
         metrics = [copy.deepcopy(m) for m in self.metrics]
         for m in metrics:
             m.reset()
@@ -536,8 +598,12 @@ class Trainer:
                     m.update(pred, yb)
         finally:
             self.model.train(was_training)
+        if dist is not None:  # sums over ranks: what one process gets on all the rows
+            (total, seen), results = reduce_sums(dist, [total, seen], metrics)
+        else:
+            results = [m.result() for m in metrics]
         out = {"loss": total / seen if seen else math.nan}
-        out.update({m.name: m.result() for m in metrics})
+        out.update({m.name: r for m, r in zip(metrics, results)})
         return out
 
     def evaluate(self, x, y=None, *, batch_size: int = 256, sample_weight=None) -> dict:

@@ -10,6 +10,7 @@ import sys
 import numpy as np
 
 import nnframe as nf
+from nnframe.callbacks import CSVLogger, EarlyStopping, LambdaCallback, ModelCheckpoint
 from nnframe.distributed import DataParallel, DistributedSampler, MPICommunicator
 
 
@@ -112,11 +113,150 @@ def root_writes(comm, outdir):
     return {"files": sorted(p.name for p in outdir.iterdir() if p.suffix == ".npz")}
 
 
+# ---------------------------------------------------------------- Trainer.fit, data-parallel
+def trainer(comm, metrics=("accuracy", "f1_score")):
+    model = mlp(0)
+    opt = nf.optim.Adam(model.parameters(), lr=0.05)
+    return nf.Trainer(model, nf.CrossEntropyLoss(), opt, metrics=list(metrics), comm=comm)
+
+
+def history_of(history):
+    return {"epoch": history.epoch, "logs": history.history, "stop_reason": history.stop_reason}
+
+
+def fit_parity(comm, per_rank=4):
+    """K ranks with a per-rank batch B against one process with batch K*B, same generator."""
+    x, y = data(48, seed=1)
+    val = data(20, seed=2)
+    kwargs = dict(epochs=3, validation_data=val, clip_norm=1.0, verbose=0, rng=5)
+    dist = trainer(comm)
+    history = dist.fit(x, y, batch_size=per_rank, **kwargs)
+    ref = trainer(None)
+    ref_history = ref.fit(x, y, batch_size=per_rank * comm.size, **kwargs)
+    diffs = {
+        k: float(np.max(np.abs(np.subtract(history[k], ref_history[k]))))
+        for k in ref_history.keys()
+        if k != "time"
+    }
+    ev, ref_ev = dist.evaluate(*val, batch_size=3), ref.evaluate(*val)
+    everyone = comm.allgather((params_of(dist.model).tolist(), history_of(history)))
+    return {
+        "param_diff": float(np.max(np.abs(params_of(dist.model) - params_of(ref.model)))),
+        "history_diffs": diffs,
+        "evaluate_diff": max(abs(ev[k] - ref_ev[k]) for k in ref_ev),
+        "same_on_all_ranks": all(e == everyone[0] for e in everyone),
+        "keys": sorted(history.keys()),
+    }
+
+
+def fit_files(comm, outdir):
+    """Writers on every rank, each into its own folder: only rank 0's folder gets files.
+    EarlyStopping on averaged validation metrics stops every rank at the same epoch, the one
+    where a single process with the global batch stops."""
+    mine = outdir / f"rank{comm.rank}"
+    mine.mkdir()
+    x, y = data(32, seed=3)
+    val = data(16, seed=4)
+
+    def callbacks():
+        return [EarlyStopping(monitor="val_loss", patience=2, min_delta=0.01)]
+
+    writers = [
+        ModelCheckpoint(mine / "best.npz", save_best_only=True),
+        CSVLogger(mine / "log.csv"),
+        nf.TrainingCheckpoint(mine / "ckpt-{epoch}.safetensors", every=2),
+    ]
+    dist = trainer(comm, metrics=["accuracy"])
+    kwargs = dict(epochs=30, validation_data=val, verbose=2, shuffle=False)
+    early = callbacks()
+    history = dist.fit(x, y, batch_size=4, callbacks=early + writers, **kwargs)
+    ref_early = callbacks()
+    if comm.rank == 0:
+        kwargs["verbose"] = 0
+        ref_history = trainer(None, ["accuracy"]).fit(
+            x, y, batch_size=4 * comm.size, callbacks=ref_early, **kwargs
+        )
+    comm.barrier()
+    everyone = comm.allgather(
+        (
+            history_of(history),
+            early[0].stopped_epoch,
+            writers[0].best,
+            pathlib.Path(writers[0].last_saved).name,
+            writers[2].last_saved is not None,
+        )
+    )
+    return {
+        "files": sorted(p.name for p in mine.iterdir()),
+        "epochs": len(history),
+        "stopped_epoch": early[0].stopped_epoch,
+        "ref_stopped_epoch": ref_early[0].stopped_epoch if comm.rank == 0 else None,
+        "ref_epochs": len(ref_history) if comm.rank == 0 else None,
+        "same_on_all_ranks": all(e == everyone[0] for e in everyone),
+    }
+
+
+def fit_resume(comm, outdir):
+    """Interrupted after 2 epochs (rank 0 writes the checkpoint, every rank reads it) and
+    resumed: the same parameters as 4 uninterrupted epochs, shuffled rows included."""
+    x, y = data(32, seed=6)
+    path = outdir / "ckpt.safetensors"
+    kwargs = dict(batch_size=4, verbose=0)
+    whole = trainer(comm)
+    whole.fit(x, y, epochs=4, rng=9, **kwargs)
+    trainer(comm).fit(x, y, epochs=2, rng=9, callbacks=[nf.TrainingCheckpoint(path)], **kwargs)
+    comm.barrier()
+    resumed = trainer(comm)
+    history = resumed.fit(x, y, epochs=4, rng=9, resume_from=path, **kwargs)
+    return {
+        "param_diff": float(np.max(np.abs(params_of(resumed.model) - params_of(whole.model)))),
+        "epochs": history.epoch,
+    }
+
+
+def fit_agree(comm):
+    """Stop and NaN decisions taken on one rank's data reach every rank at the same batch."""
+    x, y = data(32, seed=5)
+    x[5] = np.nan  # row 5: rank 1's first batch of every epoch when rows are not shuffled
+    out = {}
+    t = trainer(comm)
+    h = t.fit(x, y, epochs=2, batch_size=4, shuffle=False, nan_policy="skip_batch", verbose=0)
+    out["skip"] = {"skipped": h["skipped_batches"][-1], "params": params_of(t.model).tolist()}
+    t = trainer(comm)
+    h = t.fit(x, y, epochs=2, batch_size=4, shuffle=False, nan_policy="stop", verbose=0)
+    out["stop"] = {"epochs": len(h), "reason": h.stop_reason}
+    try:
+        trainer(comm).fit(x, y, epochs=1, batch_size=4, shuffle=False, verbose=0)
+        out["raise"] = None
+    except FloatingPointError as error:
+        out["raise"] = str(error)
+    x[5] = 0.0
+    t = trainer(comm)
+    batches = []
+
+    def on_batch_end(batch, logs):
+        batches.append(batch)
+        if comm.rank == 1 and batch == 2:  # one rank alone asks to stop
+            t.stop_training, t.stop_reason = True, "rank 1 had enough"
+
+    cb = LambdaCallback(on_batch_end=on_batch_end)
+    h = t.fit(x, y, epochs=3, batch_size=4, shuffle=False, callbacks=[cb], verbose=0)
+    out["callback"] = {
+        "batches": batches,
+        "epochs": len(h),
+        "reason": h.stop_reason,
+        "params": params_of(t.model).tolist(),
+    }
+    everyone = comm.allgather(out)
+    out["same_on_all_ranks"] = all(e == everyone[0] for e in everyone)
+    return out
+
+
 def main():
     scenario, outdir = sys.argv[1], pathlib.Path(sys.argv[2])
     comm = MPICommunicator()
-    if scenario == "root_writes":
-        result = root_writes(comm, outdir)
+    if scenario in ("root_writes", "fit_files", "fit_resume"):
+        result = globals()[scenario](comm, outdir)
     else:
         result = globals()[scenario](comm)
     result.update(rank=comm.rank, size=comm.size)
