@@ -112,6 +112,12 @@ def _contiguous(array: np.ndarray, who: str) -> np.ndarray:
     return array
 
 
+def is_communicator(obj) -> bool:
+    """Whether ``obj`` offers what data-parallel training uses (rank, size and collectives)."""
+    needed = ("rank", "size", "broadcast_", "broadcast_object", "allreduce_mean_", "allgather")
+    return all(hasattr(obj, name) for name in needed)
+
+
 def launched_by_mpi() -> bool:
     """True when this process was started by mpiexec (MPICH/Hydra or Open MPI)."""
     return any(
@@ -203,6 +209,24 @@ class DataParallel:
         state = self.comm.broadcast_object(self.optimizer.state_dict(), root)
         if self.comm.rank != root:
             self.optimizer.load_state_dict(state)
+
+    def average_buffers(self) -> None:
+        """Averages every floating-point buffer over ranks and gives the others rank 0's values.
+
+        BatchNorm's running statistics are updated by each rank from its own shard; their
+        average is what one process with the global batch would hold for the running mean
+        (the update is linear in the batch means), and close to it for the variance.
+        :class:`nnframe.Trainer` calls this at the end of every epoch, before validation.
+        """
+        if self.comm.size == 1:
+            return
+        for _, buffer in self.model.named_buffers():
+            if not (isinstance(buffer, np.ndarray) and buffer.flags.c_contiguous):
+                continue
+            if buffer.dtype.kind == "f":
+                self.comm.allreduce_mean_(buffer)
+            else:
+                self.comm.broadcast_(buffer, 0)
 
     def zero_grad(self) -> None:
         self.optimizer.zero_grad()

@@ -40,6 +40,7 @@ from nnframe.distributed import (
     DataParallel,
     ShardedLoader,
     agree_stop,
+    is_communicator,
     reduce_sums,
     shard_for_evaluation,
     shared_generator,
@@ -213,9 +214,7 @@ class Trainer:
             raise ValueError(
                 f"Trainer: expected distinct metric names other than 'loss', got {names}"
             )
-        if comm is not None and not all(
-            hasattr(comm, a) for a in ("rank", "size", "allreduce_mean_", "allgather")
-        ):
+        if comm is not None and not is_communicator(comm):
             raise TypeError(
                 f"Trainer: expected comm to be a communicator from nnframe.distributed or None, "
                 f"got {type(comm).__name__}"
@@ -343,7 +342,7 @@ class Trainer:
                 ``(x, y[, sample_weight])`` batches (then leave ``y`` None).
             y: targets, N rows.
             epochs: passes over the training data.
-            batch_size: rows per step (array inputs).
+            batch_size: rows per step (array inputs); per rank with a communicator.
             validation_data: ``(x, y)``, ``(x, y, sample_weight)`` or a DataLoader, evaluated at
                 the end of each epoch (``val_loss``, ``val_<metric>``).
             validation_split: a fraction of the rows held out for validation, at random
@@ -421,6 +420,8 @@ class Trainer:
                 logs = self._train_epoch(
                     train, epoch, cbs, params, lut, clip_norm, clip_value, nan_policy, bar
                 )
+                if self._dp is not None:  # BatchNorm statistics: the mean over ranks
+                    self._dp.average_buffers()
                 if validation_data is not None and logs["_steps"]:
                     val = self._evaluate(validation_data, batch_size, "fit")
                     logs.update({f"val_{k}": v for k, v in val.items()})
@@ -608,7 +609,9 @@ class Trainer:
 
     def evaluate(self, x, y=None, *, batch_size: int = 256, sample_weight=None) -> dict:
         """The loss and every metric over ``(x, y)`` (or a DataLoader), batched, in eval mode
-        (the previous mode is restored). Returns ``{'loss': ..., '<metric>': ...}``."""
+        (the previous mode is restored). Returns ``{'loss': ..., '<metric>': ...}``. With a
+        communicator, each rank evaluates a share of the rows and every rank gets the
+        results over all of them."""
         check_hyper("Trainer.evaluate", "batch_size", batch_size, batch_size >= 1, "must be >= 1")
         loader = self._loader("evaluate", x, y, sample_weight, batch_size, False, None)
         return self._evaluate(loader, batch_size, "evaluate")

@@ -140,7 +140,21 @@ def fit_parity(comm, per_rank=4):
     }
     ev, ref_ev = dist.evaluate(*val, batch_size=3), ref.evaluate(*val)
     everyone = comm.allgather((params_of(dist.model).tolist(), history_of(history)))
+    # BatchNorm first: each rank normalizes its own shard, so only the running mean (linear
+    # in the batch means) matches one process; every buffer is averaged, equal on all ranks
+    norms = []
+    for c, batch_size in ((comm, per_rank), (None, per_rank * comm.size)):
+        model = nf.Sequential(nf.BatchNorm1d(4), nf.Dense(4, 3, rng=0)).to(np.float64)
+        opt = nf.optim.SGD(model.parameters(), lr=0.1)
+        t = nf.Trainer(model, nf.CrossEntropyLoss(), opt, comm=c)
+        t.fit(x, y, epochs=2, batch_size=batch_size, verbose=0, rng=5)
+        norms.append(dict(model.named_buffers()))
+    buffers = comm.allgather({k: v.tolist() for k, v in norms[0].items()})
     return {
+        "running_mean_diff": float(
+            np.max(np.abs(norms[0]["0.running_mean"] - norms[1]["0.running_mean"]))
+        ),
+        "buffers_same_on_all_ranks": all(b == buffers[0] for b in buffers),
         "param_diff": float(np.max(np.abs(params_of(dist.model) - params_of(ref.model)))),
         "history_diffs": diffs,
         "evaluate_diff": max(abs(ev[k] - ref_ev[k]) for k in ref_ev),

@@ -132,6 +132,7 @@ def test_fit_equals_single_process_fit_with_the_global_batch(tmp_path):
         assert max(r["history_diffs"].values()) < 1e-10, r["history_diffs"]
         assert r["evaluate_diff"] < 1e-10
         assert r["same_on_all_ranks"]  # parameters and History (time included) on every rank
+        assert r["buffers_same_on_all_ranks"] and r["running_mean_diff"] < 1e-10
 
 
 def test_fit_writes_only_on_rank_zero_and_stops_every_rank_together(tmp_path):
