@@ -398,7 +398,8 @@ class ShardedLoader:
     ``batch_size``. So batch ``b`` of all ranks together is rows
     ``order[b*size*batch_size : (b+1)*size*batch_size]``: exactly the batch of one process with
     ``batch_size * size`` rows and the same generator. Every rank gets the same number of
-    batches (the tail is padded with the first rows of the order, or dropped).
+    batches: the tail is padded with the first rows of the order, or with ``drop_last`` the
+    rows past the last full global batch are dropped, as one process would.
 
     Args:
         dataset: an ArrayDataset, a Subset or any sized, indexable collection of samples.
@@ -416,13 +417,23 @@ class ShardedLoader:
         self.comm = comm
         self.shuffle = bool(shuffle)
         self.rng = rng  # restored by fit(resume_from=) like a DataLoader's
+        self.drop_last = bool(drop_last)
         self.sampler = DistributedSampler(len(dataset), comm, shuffle=False, drop_last=drop_last)
 
     @classmethod
     def from_loader(cls, loader, comm) -> ShardedLoader:
-        """The shard of ``loader``'s dataset, batch size, shuffling and generator."""
+        """The shard of ``loader``'s dataset, batch size, shuffling and generator. Raises on
+        every rank when the ranks' datasets or batching differ (they would take different
+        numbers of steps and wait for each other forever)."""
         from nnframe.random import get_rng
 
+        mine = (len(loader.dataset), loader.batch_size, loader.shuffle, loader.drop_last)
+        everyone = comm.allgather(mine)
+        if any(theirs != everyone[0] for theirs in everyone):
+            raise ValueError(
+                "Trainer.fit: expected the same (rows, batch_size, shuffle, drop_last) on every "
+                f"rank, got {', '.join(f'rank {r}: {e}' for r, e in enumerate(everyone))}"
+            )
         rng = shared_generator(get_rng(loader.rng), comm) if loader.shuffle else None
         return cls(
             loader.dataset, loader.batch_size, comm, shuffle=loader.shuffle, rng=rng,
@@ -430,6 +441,8 @@ class ShardedLoader:
         )  # fmt: skip
 
     def __len__(self) -> int:
+        if self.drop_last:
+            return len(self.sampler) // self.batch_size
         return math.ceil(len(self.sampler) / self.batch_size)
 
     def __iter__(self):
@@ -437,7 +450,7 @@ class ShardedLoader:
 
         order = self.rng.permutation(len(self.dataset)) if self.shuffle else None
         rows = _rows_of(self.dataset, self.sampler.indices(order))
-        return iter(DataLoader(rows, self.batch_size))
+        return iter(DataLoader(rows, self.batch_size, drop_last=self.drop_last))
 
     def __repr__(self) -> str:
         return (

@@ -176,6 +176,10 @@ def test_fit_takes_nan_and_stop_decisions_together(tmp_path):
     # rank 1 alone sets stop_training after its batch 3: rank 0 stops after the same batch
     assert r["callback"]["batches"] == [0, 1, 2] and r["callback"]["epochs"] == 1
     assert r["callback"]["reason"] == "rank 1: rank 1 had enough"
+    assert r["lengths"] == (
+        "Trainer.fit: expected the same (rows, batch_size, shuffle, drop_last) on every rank, "
+        "got rank 0: (32, 32, True, False), rank 1: (30, 32, True, False)"
+    )
 
 
 # ---------------------------------------------------------------- in process, no MPI needed
@@ -245,22 +249,25 @@ class FakeRank:
     ranks=st.integers(1, 4),
     per_rank=st.integers(1, 5),
     steps=st.integers(1, 3),
+    tail=st.integers(0, 7),
     generic=st.booleans(),
 )
-def test_sharded_batches_together_are_the_global_batches(seed, ranks, per_rank, steps, generic):
-    n = ranks * per_rank * steps
+def test_sharded_batches_together_are_the_global_batches(
+    seed, ranks, per_rank, steps, tail, generic
+):
+    """Step b of all ranks together takes the rows of one process's batch b (batch size
+    ranks * per_rank, same generator); with drop_last, the same steps as that process."""
+    n = ranks * per_rank * steps + tail * (ranks * per_rank > tail)  # full steps + a part
     x = np.arange(n * 2.0).reshape(n, 2)
     data = [(row,) for row in x] if generic else ArrayDataset(x)
-    glob = DataLoader(data, ranks * per_rank, shuffle=True, rng=seed)
+    glob = DataLoader(data, ranks * per_rank, shuffle=True, drop_last=True, rng=seed)
     shards = [
-        iter(
-            ShardedLoader(
-                data, per_rank, FakeRank(r, ranks), shuffle=True, rng=np.random.default_rng(seed)
-            )
-        )
+        ShardedLoader(data, per_rank, FakeRank(r, ranks), shuffle=True, drop_last=True,
+                      rng=np.random.default_rng(seed))
         for r in range(ranks)
-    ]
-    assert len(ShardedLoader(data, per_rank, FakeRank(0, ranks))) == steps
+    ]  # fmt: skip
+    assert [len(s) for s in shards] == [len(glob)] * ranks == [steps] * ranks
+    shards = [iter(s) for s in shards]
     for (global_batch,) in glob:
         parts = [next(s)[0] for s in shards]
         assert all(len(p) == per_rank for p in parts)
