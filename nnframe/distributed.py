@@ -330,6 +330,11 @@ class DistributedSampler:
         n, size = self.num_samples, self.comm.size
         if order is not None:
             order = np.asarray(order)
+            if order.shape != (n,):
+                raise ValueError(
+                    f"DistributedSampler.indices: expected an order of shape ({n},), "
+                    f"got {order.shape}"
+                )
         elif self.shuffle:
             order = np.random.default_rng(self.seed + self.epoch).permutation(n)
         else:

@@ -224,6 +224,8 @@ def test_invalid_arguments():
     model = nf.Dense(2, 1)
     with pytest.raises(ValueError, match=r"DataParallel: invalid clip_norm=0 \(must be > 0\)"):
         DataParallel(model, nf.optim.SGD(model.parameters()), LocalCommunicator(), clip_norm=0)
+    with pytest.raises(ValueError, match=r"indices: expected an order of shape \(4,\), got \(3,\)"):
+        DistributedSampler(4, LocalCommunicator()).indices(np.arange(3))
     with pytest.raises(ValueError, match="DistributedSampler: expected at least"):
         DistributedSampler(1, type("C", (), {"size": 2, "rank": 0})(), drop_last=True)
 
