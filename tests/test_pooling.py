@@ -85,6 +85,13 @@ def test_adaptive_pools_gradcheck(dims, data, seed):
     nf.check_module(cls_avg(arg), normal_array(seed, shape))
 
 
+@given(seed=seeds, out=st.sampled_from([1, 2]), n=st.integers(1, 2))
+def test_adaptive_pools_big_even_windows_gradcheck(seed, out, n):
+    shape = (n, 2, 10, 10)  # windows of 100 or 25 elements: the block (arg-max) paths
+    nf.check_module(nf.AdaptiveMaxPool2d(out), distinct_values(seed, shape))
+    nf.check_module(nf.AdaptiveAvgPool2d(out), normal_array(seed, shape))
+
+
 # ---------------------------------------------------------------------------- worked examples
 def test_max_pool_worked_example_and_first_maximum_tie_rule():
     pool = nf.MaxPool2d(2)
@@ -166,6 +173,12 @@ PARITY = [
     ("AdaptiveMaxPool2d", dict(output_size=(2, 3)), (2, 3, 8, 9)),
     ("AdaptiveAvgPool1d", dict(output_size=4), (2, 3, 7)),
     ("AdaptiveAvgPool2d", dict(output_size=(3, None)), (2, 3, 8, 5)),
+    # even windows: block mean, block arg-max (global pooling) and window max pooling
+    ("AdaptiveAvgPool2d", dict(output_size=(2, 3)), (2, 3, 8, 9)),
+    ("AdaptiveAvgPool1d", dict(output_size=1), (2, 3, 20)),
+    ("AdaptiveMaxPool2d", dict(output_size=1), (2, 3, 8, 9)),
+    ("AdaptiveMaxPool1d", dict(output_size=2), (2, 3, 40)),
+    ("AdaptiveMaxPool2d", dict(output_size=(4, 3)), (2, 3, 8, 9)),
 ]
 
 

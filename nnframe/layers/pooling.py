@@ -350,6 +350,16 @@ def _axis_slice(ndim: int, axis: int, sl) -> tuple:
     return (slice(None),) * (ndim + axis) + (sl,)
 
 
+def _blocks(x: np.ndarray, out_shape) -> np.ndarray:
+    """x ``(N, C, *S)`` as a view ``(N, C, *out, *kernel)`` of the windows that tile it
+    (kernel = S / out on every axis)."""
+    n = len(out_shape)
+    kernel = [s // o for s, o in zip(x.shape[2:], out_shape)]
+    split = x.reshape(x.shape[:2] + tuple(v for o, k in zip(out_shape, kernel) for v in (o, k)))
+    order = (0, 1, *range(2, 2 + 2 * n, 2), *range(3, 3 + 2 * n, 2))
+    return split.transpose(order)
+
+
 class _AdaptivePoolNd(Module):
     _n = 0
 
@@ -377,6 +387,12 @@ class _AdaptiveAvgPoolNd(_AdaptivePoolNd):
     def forward(self, x):
         x = _float_input(x)
         out_shape = self._out_shape(x)
+        n = self._n
+        if all(s % o == 0 for s, o in zip(x.shape[2:], out_shape)):
+            # even windows (global pooling included): a mean over each block
+            y = _blocks(x, out_shape).mean(axis=tuple(range(2 + n, 2 + 2 * n)))
+            self.save_for_backward(x.shape, out_shape, None)
+            return y
         # one (o, L) averaging matrix per axis: y = A_H @ x @ A_W^T (2-D), x @ A_L^T (1-D)
         mats = []
         for size, o in zip(x.shape[2:], out_shape):
@@ -385,15 +401,19 @@ class _AdaptiveAvgPoolNd(_AdaptivePoolNd):
                 a[i, s:e] = 1.0 / (e - s)
             mats.append(a)
         y = x @ mats[-1].T
-        if self._n == 2:
+        if n == 2:
             y = mats[0] @ y
-        self.save_for_backward(x.shape, mats)
+        self.save_for_backward(x.shape, out_shape, mats)
         return y
 
     def backward(self, grad_output):
-        x_shape, mats = self.saved
-        out_shape = tuple(a.shape[0] for a in mats)
+        x_shape, out_shape, mats = self.saved
         g = _check_grad(self, grad_output, x_shape[:2] + out_shape)
+        if mats is None:  # each input gets its block's gradient / block size
+            dx = np.empty(x_shape, dtype=g.dtype)
+            size = np.prod(x_shape[2:]) // np.prod(out_shape)
+            _blocks(dx, out_shape)[...] = (g / g.dtype.type(size)).reshape(g.shape + (1,) * self._n)
+            return dx
         if self._n == 2:
             g = mats[0].T @ g
         return g @ mats[-1]
@@ -441,8 +461,17 @@ class _AdaptiveMaxPoolNd(_AdaptivePoolNd):
         out_shape = self._out_shape(x)
         sizes = x.shape[2:]
         if all(s % o == 0 for s, o in zip(sizes, out_shape)):
-            # even windows: window max pooling with kernel = stride = L / o
             kernel = tuple(s // o for s, o in zip(sizes, out_shape))
+            if np.prod(kernel) > 16:
+                # big even windows (global pooling): arg-max over each block, flattened
+                # row-major, so np.argmax's first maximum is PyTorch's
+                flat = np.ascontiguousarray(_blocks(x, out_shape))
+                flat = flat.reshape(flat.shape[: 2 + self._n] + (-1,))
+                arg = flat.argmax(axis=-1)[..., None]
+                y = np.take_along_axis(flat, arg, axis=-1)[..., 0]
+                self.save_for_backward(x.shape, out_shape, ("blocks", arg, flat.shape))
+                return y
+            # small even windows: window max pooling with kernel = stride = L / o
             pads = ((0, 0),) * self._n
             y, xp = max_pool(x, kernel, kernel, (1,) * self._n, pads, out_shape)
             self.save_for_backward(x.shape, out_shape, ("windows", kernel, y, xp))
@@ -465,6 +494,13 @@ class _AdaptiveMaxPoolNd(_AdaptivePoolNd):
     def backward(self, grad_output):
         x_shape, out_shape, how = self.saved
         g = _check_grad(self, grad_output, x_shape[:2] + out_shape)
+        if how[0] == "blocks":
+            arg, flat_shape = how[1:]
+            dflat = np.zeros(flat_shape, dtype=g.dtype)
+            np.put_along_axis(dflat, arg, g[..., None], axis=-1)
+            dx = np.empty(x_shape, dtype=g.dtype)
+            _blocks(dx, out_shape)[...] = dflat.reshape(_blocks(dx, out_shape).shape)
+            return dx
         if how[0] == "windows":
             kernel, y, xp = how[1:]
             pads = ((0, 0),) * self._n
