@@ -99,6 +99,7 @@ def make_step(case: str, framework: str):
             # keep only the input between forward and backward; rebuild the columns
             nf.Conv1d.save_columns = nf.Conv2d.save_columns = False
         model, shape = nnframe_model(case)
+        model.needs_input_grad = False  # the images are data (PyTorch's x has no grad either)
         x = rng.normal(size=shape).astype(np.float32)
         y = rng.integers(0, 10, size=shape[0])
         loss = nf.CrossEntropyLoss()

@@ -418,3 +418,26 @@ def test_shared_conv_called_twice_accumulates_both_uses(seed, save_columns):
         grads.append((conv.weight.grad.copy(), dx))
     np.testing.assert_array_equal(grads[1][0], grads[0][0])
     np.testing.assert_array_equal(grads[1][1], grads[0][1])
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: nf.Conv2d(3, 4, 3, stride=2, padding=1, rng=0),
+        lambda: nf.Conv2d(3, 4, 1, rng=0),
+        lambda: nf.ConvTranspose2d(3, 4, 3, stride=2, rng=0),
+    ],
+    ids=["general", "pointwise", "transposed"],
+)
+def test_needs_input_grad_false_skips_the_input_gradient(make, rng):
+    full, data_only = make(), make()
+    model = nf.Sequential(data_only)
+    model.needs_input_grad = False  # Sequential hands the flag to its first layer
+    x = rng.normal(size=(2, 3, 6, 5)).astype(np.float32)
+    y = full(x)
+    np.testing.assert_array_equal(model(x), y)
+    g = rng.normal(size=y.shape).astype(np.float32)
+    assert full.backward(g).shape == x.shape
+    assert model.backward(g) is None
+    for (name, p), q in zip(full.named_parameters(), data_only.parameters()):
+        np.testing.assert_allclose(q.grad, p.grad, rtol=1e-6, err_msg=name)

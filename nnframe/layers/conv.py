@@ -16,7 +16,9 @@ shape builds its columns in it (no new allocation, no page faults). ``save_colum
 (a class or instance attribute) keeps only the input and rebuilds the columns in backward (and
 keeps no buffer between steps): peak memory drops to one layer's columns at a time, for one
 extra im2col copy per backward. A 1x1 convolution with stride 1 and no padding skips im2col:
-its columns are the input itself (a plain matrix product).
+its columns are the input itself (a plain matrix product). With ``needs_input_grad = False``
+(the first layer of a model whose input is data) backward computes only the parameters'
+gradients and returns None, skipping the ``W.T @ g`` product and col2im.
 
 A transposed convolution is the adjoint of a convolution: its forward is a convolution's
 input-gradient (GEMM then col2im) and its backward a convolution's forward (im2col then GEMM).
@@ -249,6 +251,8 @@ class _ConvNd(Module):
                 w.grad += np.matmul(g4, x4.swapaxes(-1, -2)).sum(axis=0).reshape(w.shape)
             if self.bias is not None and self.bias.requires_grad:
                 self.bias.grad += g4.sum(axis=(0, 3)).reshape(o)
+            if not self.needs_input_grad:
+                return None  # the input is data
             return np.matmul(w3.swapaxes(-1, -2), g4).reshape(x.shape)  # W^T @ g
         # g as (G, Og, N*P): the layout of the forward GEMM's output
         gt = np.ascontiguousarray(grad_output.reshape(n, o, p).transpose(1, 0, 2))
@@ -262,6 +266,10 @@ class _ConvNd(Module):
                 cols = self._columns(x, out_shape)
             # dL/dW = g @ cols^T: (Og, N*P) @ (N*P, Cg*K) per group
             w.grad += np.matmul(gt, cols.swapaxes(-1, -2)).reshape(w.shape)
+        if not self.needs_input_grad:  # the input is data: skip W^T @ g and col2im
+            if self.save_columns and cols is not None:
+                self._spare = cols
+            return None
         # dL/dcols = W^T @ g: (Cg*K, Og) @ (Og, N*P), written over the forward's columns
         dcols = np.matmul(w3.swapaxes(-1, -2), gt, out=cols)
         padded = tuple(s + lo + hi for s, (lo, hi) in zip(x.shape[2:], self._pads))
@@ -499,6 +507,8 @@ class _ConvTransposeNd(Module):
         if w.requires_grad:
             # dL/dW = x @ gcols^T: (Cin_g, N*P) @ (N*P, Cout_g*K) per group
             w.grad += np.matmul(xt, gcols.swapaxes(-1, -2)).reshape(w.shape)
+        if not self.needs_input_grad:
+            return None  # the input is data
         # dL/dx = W @ gcols: (Cin_g, Cout_g*K) @ (Cout_g*K, N*P), back to (N, Cin, *L)
         dxt = np.matmul(w.data.reshape(g, c_in // g, -1), gcols)
         dx = np.empty(x_shape, dtype=dxt.dtype)
