@@ -483,7 +483,12 @@ class Trainer:
             norm = math.nan
             bad = None if math.isfinite(loss) else "loss"
             if bad is None:
-                model.backward(loss_fn.backward())
+                needs_input_grad = model.needs_input_grad
+                model.needs_input_grad = False  # fit never uses dL/dx: the first layer skips it
+                try:
+                    model.backward(loss_fn.backward())
+                finally:
+                    model.needs_input_grad = needs_input_grad
             if dp is not None:  # mean gradients and loss over ranks: every rank decides alike
                 loss = dp.average_loss_and_gradients(loss)
                 bad = None if math.isfinite(loss) else "loss"

@@ -432,3 +432,27 @@ def test_fit_errors_are_clear():
         nf.Trainer(model, nf.MSELoss(), trainer.optimizer, metrics=["acc"])
     with pytest.raises(TypeError, match=r"Trainer.fit: expected Callback objects"):
         trainer.fit(x, y, callbacks=[print], verbose=0)
+
+
+def test_fit_skips_the_input_gradient_and_restores_the_flag():
+    calls = []
+
+    class Probe(nf.Module):
+        def forward(self, x):
+            return x
+
+        def backward(self, grad_output):
+            calls.append(self.needs_input_grad)
+            return grad_output
+
+    model = nf.Sequential(Probe(), nf.Dense(3, 2, rng=0))
+    x = np.random.default_rng(0).normal(size=(8, 3)).astype(np.float32)
+    y = np.arange(8) % 2
+    nf.Trainer(model, nf.CrossEntropyLoss(), nf.optim.SGD(model.parameters(), lr=0.1)).fit(
+        x, y, batch_size=4, verbose=0
+    )
+    assert calls == [False, False]
+    assert model.needs_input_grad  # restored: a manual backward gets dL/dx again
+    model(x)
+    assert model.backward(np.ones((8, 2), dtype=np.float32)).shape == (8, 3)
+    assert model[0].needs_input_grad is True
