@@ -240,3 +240,8 @@ def test_error_grad_output_shape():
     pool(np.zeros((1, 1, 4, 4)))
     with pytest.raises(nf.ShapeError, match=r"expected grad_output of shape \(1, 1, 2, 2\)"):
         pool.backward(np.zeros((1, 1, 4, 4)))
+
+
+def test_error_non_numeric_input():
+    with pytest.raises(TypeError, match=r"MaxPool1d\(.*\): expected a real numeric input, got"):
+        nf.MaxPool1d(2)(np.array([[["a", "b"]]]))

@@ -25,14 +25,14 @@ from nnframe.layers._im2col import check_input, ntuple, offset_slices, pad, spat
 from nnframe.module import Module
 
 
-def _float_input(x) -> np.ndarray:
+def _float_input(who, x) -> np.ndarray:
     """Pooling has no parameters: a floating input keeps its dtype, others become float32."""
     if type(x) is not np.ndarray:
         x = np.asarray(x)
     if x.dtype.kind == "f":
         return x
     if x.dtype.kind not in "biu":
-        raise TypeError(f"pooling: expected a real numeric input, got dtype {x.dtype}")
+        raise TypeError(expected_got(who, "a real numeric input", f"dtype {x.dtype}"))
     return x.astype(np.float32)
 
 
@@ -150,7 +150,7 @@ class _MaxPoolNd(_PoolNd):
         return self._base_repr()
 
     def forward(self, x):
-        x = _float_input(x)
+        x = _float_input(self, x)
         check_input(self, x, self._n, None)
         out_shape, pads = _geometry(
             self, x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode
@@ -269,7 +269,7 @@ class _AvgPoolNd(_PoolNd):
         return divisor.astype(x.dtype)
 
     def forward(self, x):
-        x = _float_input(x)
+        x = _float_input(self, x)
         check_input(self, x, self._n, None)
         out_shape, pads = _geometry(
             self, x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode
@@ -385,7 +385,7 @@ class _AdaptivePoolNd(Module):
 
 class _AdaptiveAvgPoolNd(_AdaptivePoolNd):
     def forward(self, x):
-        x = _float_input(x)
+        x = _float_input(self, x)
         out_shape = self._out_shape(x)
         n = self._n
         if all(s % o == 0 for s, o in zip(x.shape[2:], out_shape)):
@@ -457,7 +457,7 @@ class AdaptiveAvgPool2d(_AdaptiveAvgPoolNd):
 
 class _AdaptiveMaxPoolNd(_AdaptivePoolNd):
     def forward(self, x):
-        x = _float_input(x)
+        x = _float_input(self, x)
         out_shape = self._out_shape(x)
         sizes = x.shape[2:]
         if all(s % o == 0 for s, o in zip(sizes, out_shape)):
