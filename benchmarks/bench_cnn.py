@@ -273,3 +273,14 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def cases() -> dict:
+    """The same steps in the format of ``benchmarks/run.py``: name -> (builder, flops)."""
+    return {
+        f"cnn_{case}_train": (
+            lambda impl, c=case: make_step(c, impl) if impl in ("nnframe", "torch") else None,
+            None,
+        )
+        for case in CASES
+    }

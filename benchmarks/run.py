@@ -33,7 +33,7 @@ def all_cases() -> dict:
     from benchmarks import mlp
 
     cases = dict(mlp.cases())
-    for extra in ("benchmarks.bench_cnn", "benchmarks.bench_rnn"):
+    for extra in ("benchmarks.bench_cnn", "benchmarks.bench_rnn", "benchmarks.attention"):
         module = __import__(extra, fromlist=["cases"])
         if hasattr(module, "cases"):  # each standalone script also offers its cases here
             cases.update(module.cases())

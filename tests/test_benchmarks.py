@@ -30,7 +30,17 @@ def smoke(tmp_path_factory):
 def test_every_case_runs_for_nnframe_and_numpy(smoke):
     results, stdout = smoke
     cases = {row["case"] for row in results["runs"]}
-    assert {"small_mlp_sgd", "mnist_mlp_adam_clip", "wide_mlp_sgd", "mnist_mlp_inference"} <= cases
+    assert {
+        "small_mlp_sgd",
+        "mnist_mlp_adam_clip",
+        "wide_mlp_sgd",
+        "mnist_mlp_inference",
+        "cnn_mnist_train",
+        "cnn_conv1d_train",
+        "rnn_lstm_train",
+        "rnn_gru_train",
+        "attention_encoder_train",
+    } <= cases
     for row in results["runs"]:
         nf = row["impls"]["nnframe"]
         assert nf.get("median_s", 0) > 0, (row["case"], nf)
