@@ -1,22 +1,19 @@
 """nnframe: a layer-based neural-network framework on numpy; every layer writes its own backward.
 
-The public API is exactly ``__all__``. Sections are grouped by area; keep the marker comments.
+The public API is exactly ``__all__`` (pinned by tests/test_api.py).
 """
 
-from nnframe import init, optim
-from nnframe.activations import Identity, ReLU, Sigmoid, Tanh
-from nnframe.clip import clip_grad_norm_, clip_grad_value_
-from nnframe.containers import Sequential
-from nnframe.errors import GradcheckError, ShapeError
-from nnframe.gradcheck import check_loss, check_module
-from nnframe.layers.dense import Dense
-from nnframe.losses import CrossEntropyLoss, Loss, MSELoss
-from nnframe.module import Module, StateDictError
-from nnframe.parameter import Parameter
-from nnframe.random import default_rng, manual_seed
-
-# --- activations: imports ---
-# isort: split
+from nnframe import (
+    anomaly,
+    callbacks,
+    data,
+    datasets,
+    distributed,
+    init,
+    metrics,
+    optim,
+    serialization,
+)
 from nnframe.activations import (
     CELU,
     ELU,
@@ -25,51 +22,37 @@ from nnframe.activations import (
     Hardsigmoid,
     Hardswish,
     Hardtanh,
+    Identity,
     LeakyReLU,
     LogSigmoid,
     LogSoftmax,
     Mish,
     PReLU,
+    ReLU,
     ReLU6,
+    Sigmoid,
     SiLU,
     Softmax,
     Softplus,
     Softsign,
+    Tanh,
 )
-
-# --- losses: imports ---
-# isort: split
-from nnframe.losses import (
-    BCELoss,
-    BCEWithLogitsLoss,
-    CosineEmbeddingLoss,
-    HingeEmbeddingLoss,
-    HuberLoss,
-    KLDivLoss,
-    L1Loss,
-    MarginRankingLoss,
-    MultiMarginLoss,
-    NLLLoss,
-    PoissonNLLLoss,
-    SmoothL1Loss,
+from nnframe.anomaly import detect_anomaly, set_detect_anomaly
+from nnframe.checkpoint import (
+    Checkpoint,
+    TrainingCheckpoint,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
 )
-
-# --- conv: imports ---
+from nnframe.clip import clip_grad_norm_, clip_grad_value_
+from nnframe.config import from_config, get_config, register_layer
+from nnframe.containers import Add, Concat, ModuleDict, ModuleList, Residual, Sequential
+from nnframe.errors import AnomalyError, GradcheckError, ModelFormatError, ShapeError
+from nnframe.gradcheck import check_loss, check_module
+from nnframe.layers.attention import MultiheadAttention, PositionalEncoding
 from nnframe.layers.conv import Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d
-from nnframe.layers.pooling import (
-    AdaptiveAvgPool1d,
-    AdaptiveAvgPool2d,
-    AdaptiveMaxPool1d,
-    AdaptiveMaxPool2d,
-    AvgPool1d,
-    AvgPool2d,
-    MaxPool1d,
-    MaxPool2d,
-)
-from nnframe.layers.reshape import Flatten, Reshape, Unflatten, Upsample, ZeroPad2d
-# --- normalization: imports ---
-# isort: split
-from nnframe.containers import Add, Concat, ModuleDict, ModuleList, Residual
+from nnframe.layers.dense import Dense
 from nnframe.layers.dropout import AlphaDropout, Dropout, Dropout1d, Dropout2d
 from nnframe.layers.embedding import Embedding, EmbeddingBag
 from nnframe.layers.normalization import (
@@ -82,35 +65,42 @@ from nnframe.layers.normalization import (
     LayerNorm,
     RMSNorm,
 )
-
-# --- recurrent: imports ---
-# isort: split
-from nnframe.layers.attention import MultiheadAttention, PositionalEncoding
+from nnframe.layers.pooling import (
+    AdaptiveAvgPool1d,
+    AdaptiveAvgPool2d,
+    AdaptiveMaxPool1d,
+    AdaptiveMaxPool2d,
+    AvgPool1d,
+    AvgPool2d,
+    MaxPool1d,
+    MaxPool2d,
+)
 from nnframe.layers.recurrent import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
+from nnframe.layers.reshape import Flatten, Reshape, Unflatten, Upsample, ZeroPad2d
 from nnframe.layers.transformer import TransformerEncoder, TransformerEncoderLayer
-
-# --- training: imports ---
-# isort: split
-from nnframe import callbacks, data, datasets, metrics
+from nnframe.losses import (
+    BCELoss,
+    BCEWithLogitsLoss,
+    CosineEmbeddingLoss,
+    CrossEntropyLoss,
+    HingeEmbeddingLoss,
+    HuberLoss,
+    KLDivLoss,
+    L1Loss,
+    Loss,
+    MarginRankingLoss,
+    MSELoss,
+    MultiMarginLoss,
+    NLLLoss,
+    PoissonNLLLoss,
+    SmoothL1Loss,
+)
+from nnframe.module import Module, StateDictError
+from nnframe.parameter import Parameter
+from nnframe.random import default_rng, manual_seed
+from nnframe.serialization import load, load_weights, save, save_weights
 from nnframe.summary import Summary, summary
 from nnframe.training import History, Trainer
-
-# isort: split
-# --- serialization: imports ---
-from nnframe import anomaly, serialization
-from nnframe.anomaly import detect_anomaly, set_detect_anomaly
-from nnframe.checkpoint import (
-    Checkpoint,
-    TrainingCheckpoint,
-    latest_checkpoint,
-    load_checkpoint,
-    save_checkpoint,
-)
-from nnframe.config import from_config, get_config, register_layer
-from nnframe.errors import AnomalyError, ModelFormatError
-from nnframe.serialization import load, load_weights, save, save_weights
-# --- distributed: imports ---
-from nnframe import distributed
 
 __version__ = "0.1.0"
 
@@ -120,23 +110,19 @@ __all__ = [
     "Parameter",
     "Sequential",
     "Dense",
-    "ShapeError",
-    "StateDictError",
-    "GradcheckError",
+    "init",
+    "optim",
+    "manual_seed",
+    "default_rng",
     "check_module",
     "check_loss",
     "clip_grad_norm_",
     "clip_grad_value_",
-    "manual_seed",
-    "default_rng",
-    "init",
-    "optim",
+    "ShapeError",
+    "StateDictError",
+    "GradcheckError",
     # activations
     "ReLU",
-    "Sigmoid",
-    "Tanh",
-    "Identity",
-    # --- activations: names ---
     "LeakyReLU",
     "PReLU",
     "ELU",
@@ -147,23 +133,25 @@ __all__ = [
     "Mish",
     "Softplus",
     "Softsign",
+    "Sigmoid",
     "LogSigmoid",
+    "Tanh",
     "Hardtanh",
     "Hardsigmoid",
     "Hardswish",
     "ReLU6",
     "Softmax",
     "LogSoftmax",
+    "Identity",
     # losses
     "Loss",
     "MSELoss",
-    "CrossEntropyLoss",
-    # --- losses: names ---
     "L1Loss",
     "HuberLoss",
     "SmoothL1Loss",
     "BCELoss",
     "BCEWithLogitsLoss",
+    "CrossEntropyLoss",
     "NLLLoss",
     "KLDivLoss",
     "PoissonNLLLoss",
@@ -171,7 +159,7 @@ __all__ = [
     "MultiMarginLoss",
     "CosineEmbeddingLoss",
     "MarginRankingLoss",
-    # --- conv: names ---
+    # convolution, pooling, reshaping
     "Conv1d",
     "Conv2d",
     "Conv3d",
@@ -190,7 +178,7 @@ __all__ = [
     "Reshape",
     "ZeroPad2d",
     "Upsample",
-    # --- normalization: names ---
+    # normalization, regularization, embeddings
     "BatchNorm1d",
     "BatchNorm2d",
     "BatchNorm3d",
@@ -205,12 +193,13 @@ __all__ = [
     "AlphaDropout",
     "Embedding",
     "EmbeddingBag",
+    # containers
     "Residual",
     "Concat",
     "Add",
     "ModuleList",
     "ModuleDict",
-    # --- recurrent: names ---
+    # sequences
     "RNN",
     "LSTM",
     "GRU",
@@ -221,34 +210,34 @@ __all__ = [
     "TransformerEncoderLayer",
     "TransformerEncoder",
     "PositionalEncoding",
-    # --- training: names ---
+    # training
     "Trainer",
     "History",
     "summary",
     "Summary",
+    "callbacks",
+    "metrics",
     "data",
     "datasets",
-    "metrics",
-    "callbacks",
-    # --- serialization: names ---
+    # files and debugging
     "save",
     "load",
     "save_weights",
     "load_weights",
+    "serialization",
     "get_config",
     "from_config",
     "register_layer",
-    "ModelFormatError",
-    "AnomalyError",
-    "detect_anomaly",
-    "set_detect_anomaly",
-    "anomaly",
-    "serialization",
     "save_checkpoint",
     "load_checkpoint",
     "latest_checkpoint",
     "Checkpoint",
     "TrainingCheckpoint",
-    # --- distributed: names ---
+    "ModelFormatError",
+    "detect_anomaly",
+    "set_detect_anomaly",
+    "anomaly",
+    "AnomalyError",
+    # many processes
     "distributed",
 ]

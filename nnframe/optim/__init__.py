@@ -1,6 +1,5 @@
 """Optimizers (one file per algorithm) and learning-rate schedulers."""
 
-# --- optimizers: imports (keep this marker) ---
 from nnframe.optim.adadelta import Adadelta, adadelta_update
 from nnframe.optim.adagrad import Adagrad, adagrad_update
 from nnframe.optim.adam import Adam, adam_update
@@ -11,10 +10,6 @@ from nnframe.optim.nadam import NAdam, nadam_update
 from nnframe.optim.optimizer import Optimizer
 from nnframe.optim.radam import RAdam, radam_update
 from nnframe.optim.rmsprop import RMSprop, rmsprop_update
-from nnframe.optim.sgd import SGD, sgd_update
-
-# --- schedulers: imports ---
-# isort: split
 from nnframe.optim.schedulers import (
     CosineAnnealingLR,
     CosineAnnealingWarmRestarts,
@@ -29,12 +24,13 @@ from nnframe.optim.schedulers import (
     SequentialLR,
     StepLR,
 )
+from nnframe.optim.sgd import SGD, sgd_update
 
 __all__ = [
+    # optimizers and their pure update functions
     "Optimizer",
     "SGD",
     "sgd_update",
-    # --- optimizers: names (keep this marker) ---
     "Adam",
     "AdamW",
     "NAdam",
@@ -52,7 +48,7 @@ __all__ = [
     "adagrad_update",
     "adadelta_update",
     "lion_update",
-    # --- schedulers: names ---
+    # learning-rate schedulers
     "LRScheduler",
     "LambdaLR",
     "StepLR",
