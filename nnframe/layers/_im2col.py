@@ -1,5 +1,5 @@
-"""Shared machinery of convolution and pooling: argument parsing, output sizes, padding and its
-gradient, im2col and col2im.
+"""Shared machinery of convolution and pooling: argument parsing, input and gradient shape
+checks, output sizes, padding and its gradient, im2col and col2im.
 
 Column layout. ``im2col`` turns a padded input ``(N, C, *S)`` into columns of shape
 ``(C, *kernel, N, *out)``, contiguous, so that ``cols.reshape(C * K, N * P)`` (K = prod(kernel),
@@ -60,6 +60,18 @@ def check_input(who, x: np.ndarray, n: int, channels: int | None) -> None:
             who, f"input of shape {fmt_shape(['N', c, *spatial_names(n)])}", fmt_shape(x.shape)
         )
     )
+
+
+def check_grad(who, grad_output, expected) -> np.ndarray:
+    """grad_output as an array; a ShapeError unless its shape is ``expected``."""
+    grad_output = np.asarray(grad_output)
+    if grad_output.shape != tuple(expected):
+        raise ShapeError(
+            expected_got(
+                who, f"grad_output of shape {fmt_shape(expected)}", fmt_shape(grad_output.shape)
+            )
+        )
+    return grad_output
 
 
 # ------------------------------------------------------------------------------ padding

@@ -32,6 +32,7 @@ from nnframe.errors import ShapeError, as_float_input, check_hyper, expected_got
 from nnframe.init import default_uniform, make_weight
 from nnframe.layers._im2col import (
     PAD_MODES,
+    check_grad,
     check_input,
     col2im,
     conv_out_size,
@@ -52,15 +53,36 @@ def _positive_int(who: str, name: str, value) -> int:
     return int(value)
 
 
-def _check_grad(who, grad_output, expected: tuple) -> np.ndarray:
-    grad_output = np.asarray(grad_output)
-    if grad_output.shape != expected:
-        raise ShapeError(
-            expected_got(
-                who, f"grad_output of shape {fmt_shape(expected)}", fmt_shape(grad_output.shape)
-            )
-        )
-    return grad_output
+def _set_channels(layer, who: str, in_channels, out_channels, groups) -> None:
+    """Checks and sets in_channels, out_channels and groups (which must divide both)."""
+    layer.in_channels = _positive_int(who, "in_channels", in_channels)
+    layer.out_channels = _positive_int(who, "out_channels", out_channels)
+    layer.groups = _positive_int(who, "groups", groups)
+    for name, c in (("in_channels", in_channels), ("out_channels", out_channels)):
+        check_hyper(who, "groups", groups, c % groups == 0, f"must divide {name}={c}")
+
+
+def _set_parameters(layer, shape, fan_in: int, bias: bool, rng, dtype, init) -> None:
+    """The weight (``init``) and, with ``bias``, PyTorch's default bias U(+-1/sqrt(fan_in))."""
+    rng = get_rng(rng)
+    layer.weight = Parameter(make_weight(init, shape, rng, dtype))
+    layer.bias = (
+        Parameter(default_uniform((layer.out_channels,), rng=rng, dtype=dtype, fan_in=fan_in))
+        if bias
+        else None
+    )
+
+
+def _conv_repr(layer, optional) -> str:
+    """Channels, kernel_size and stride, then each ``(name, value, default)`` of ``optional``
+    whose value is not its default, as ``name=value!r``."""
+    parts = [
+        f"{layer.in_channels}, {layer.out_channels}",
+        f"kernel_size={layer.kernel_size}",
+        f"stride={layer.stride}",
+    ]
+    parts += [f"{name}={value!r}" for name, value, default in optional if value != default]
+    return ", ".join(parts)
 
 
 class _ConvNd(Module):
@@ -88,23 +110,7 @@ class _ConvNd(Module):
     ):
         super().__init__()
         who, n = type(self).__name__, self._n
-        self.in_channels = _positive_int(who, "in_channels", in_channels)
-        self.out_channels = _positive_int(who, "out_channels", out_channels)
-        self.groups = _positive_int(who, "groups", groups)
-        check_hyper(
-            who,
-            "groups",
-            groups,
-            in_channels % groups == 0,
-            f"must divide in_channels={in_channels}",
-        )
-        check_hyper(
-            who,
-            "groups",
-            groups,
-            out_channels % groups == 0,
-            f"must divide out_channels={out_channels}",
-        )
+        _set_channels(self, who, in_channels, out_channels, groups)
         self.kernel_size = ntuple(who, "kernel_size", kernel_size, n, 1)
         self.stride = ntuple(who, "stride", stride, n, 1)
         self.dilation = ntuple(who, "dilation", dilation, n, 1)
@@ -138,34 +144,22 @@ class _ConvNd(Module):
             and self.stride == (1,) * n
             and not any(lo or hi for lo, hi in self._pads)
         )
-        rng = get_rng(rng)
         shape = (out_channels, in_channels // groups, *self.kernel_size)
-        self.weight = Parameter(make_weight(init, shape, rng, dtype))
         fan_in = (in_channels // groups) * int(np.prod(self.kernel_size))
-        self.bias = (
-            Parameter(default_uniform((out_channels,), rng=rng, dtype=dtype, fan_in=fan_in))
-            if bias
-            else None
-        )
+        _set_parameters(self, shape, fan_in, bias, rng, dtype, init)
 
     def extra_repr(self) -> str:
         n = self._n
-        parts = [
-            f"{self.in_channels}, {self.out_channels}",
-            f"kernel_size={self.kernel_size}",
-            f"stride={self.stride}",
-        ]
-        if self.padding != (0,) * n:
-            parts.append(f"padding={self.padding!r}")
-        if self.dilation != (1,) * n:
-            parts.append(f"dilation={self.dilation}")
-        if self.groups != 1:
-            parts.append(f"groups={self.groups}")
-        if self.bias is None:
-            parts.append("bias=False")
-        if self.padding_mode != "zeros":
-            parts.append(f"padding_mode={self.padding_mode!r}")
-        return ", ".join(parts)
+        return _conv_repr(
+            self,
+            [
+                ("padding", self.padding, (0,) * n),
+                ("dilation", self.dilation, (1,) * n),
+                ("groups", self.groups, 1),
+                ("bias", self.bias is not None, True),
+                ("padding_mode", self.padding_mode, "zeros"),
+            ],
+        )
 
     # ------------------------------------------------------------------ shapes
     def _out_shape(self, x: np.ndarray) -> tuple[int, ...]:
@@ -239,7 +233,7 @@ class _ConvNd(Module):
     def backward(self, grad_output):
         x, out_shape, holder = self.saved
         n, g, o = x.shape[0], self.groups, self.out_channels
-        grad_output = _check_grad(self, grad_output, (n, o, *out_shape))
+        grad_output = check_grad(self, grad_output, (n, o, *out_shape))
         p = int(np.prod(out_shape))
         w = self.weight
         w3 = w.data.reshape(g, o // g, -1)
@@ -380,11 +374,7 @@ class _ConvTransposeNd(Module):
     ):
         super().__init__()
         who, n = type(self).__name__, self._n
-        self.in_channels = _positive_int(who, "in_channels", in_channels)
-        self.out_channels = _positive_int(who, "out_channels", out_channels)
-        self.groups = _positive_int(who, "groups", groups)
-        for name, c in (("in_channels", in_channels), ("out_channels", out_channels)):
-            check_hyper(who, "groups", groups, c % groups == 0, f"must divide {name}={c}")
+        _set_channels(self, who, in_channels, out_channels, groups)
         self.kernel_size = ntuple(who, "kernel_size", kernel_size, n, 1)
         self.stride = ntuple(who, "stride", stride, n, 1)
         self.padding = ntuple(who, "padding", padding, n, 0)
@@ -407,35 +397,23 @@ class _ConvTransposeNd(Module):
             "only 'zeros' is supported, as in PyTorch",
         )
         self.padding_mode = padding_mode
-        rng = get_rng(rng)
         # PyTorch's layout for transposed convolutions: (in, out // groups, *kernel)
         shape = (in_channels, out_channels // groups, *self.kernel_size)
-        self.weight = Parameter(make_weight(init, shape, rng, dtype))
         fan_in = (out_channels // groups) * int(np.prod(self.kernel_size))  # PyTorch's fan_in
-        self.bias = (
-            Parameter(default_uniform((out_channels,), rng=rng, dtype=dtype, fan_in=fan_in))
-            if bias
-            else None
-        )
+        _set_parameters(self, shape, fan_in, bias, rng, dtype, init)
 
     def extra_repr(self) -> str:
         n = self._n
-        parts = [
-            f"{self.in_channels}, {self.out_channels}",
-            f"kernel_size={self.kernel_size}",
-            f"stride={self.stride}",
-        ]
-        if self.padding != (0,) * n:
-            parts.append(f"padding={self.padding}")
-        if self.output_padding != (0,) * n:
-            parts.append(f"output_padding={self.output_padding}")
-        if self.dilation != (1,) * n:
-            parts.append(f"dilation={self.dilation}")
-        if self.groups != 1:
-            parts.append(f"groups={self.groups}")
-        if self.bias is None:
-            parts.append("bias=False")
-        return ", ".join(parts)
+        return _conv_repr(
+            self,
+            [
+                ("padding", self.padding, (0,) * n),
+                ("output_padding", self.output_padding, (0,) * n),
+                ("dilation", self.dilation, (1,) * n),
+                ("groups", self.groups, 1),
+                ("bias", self.bias is not None, True),
+            ],
+        )
 
     def _shapes(self, x):
         """(output spatial shape, full spatial shape before cropping the padding)."""
@@ -494,7 +472,7 @@ class _ConvTransposeNd(Module):
     def backward(self, grad_output):
         xt, x_shape, out_shape, full_shape = self.saved
         n, g, c_in, c_out = x_shape[0], self.groups, self.in_channels, self.out_channels
-        grad_output = _check_grad(self, grad_output, (n, c_out, *out_shape))
+        grad_output = check_grad(self, grad_output, (n, c_out, *out_shape))
         spatial = x_shape[2:]
         w = self.weight
         if self.bias is not None and self.bias.requires_grad:

@@ -21,7 +21,15 @@ from __future__ import annotations
 import numpy as np
 
 from nnframe.errors import ShapeError, check_hyper, expected_got, fmt_shape
-from nnframe.layers._im2col import check_input, ntuple, offset_slices, pad, spatial_names, unpad
+from nnframe.layers._im2col import (
+    check_grad,
+    check_input,
+    ntuple,
+    offset_slices,
+    pad,
+    spatial_names,
+    unpad,
+)
 from nnframe.module import Module
 
 
@@ -161,21 +169,10 @@ class _MaxPoolNd(_PoolNd):
 
     def backward(self, grad_output):
         y, xp, pads, out_shape = self.saved
-        g = _check_grad(self, grad_output, y.shape)
+        g = check_grad(self, grad_output, y.shape)
         return max_pool_backward(
             g, y, xp, self.kernel_size, self.stride, self.dilation, pads, out_shape
         )
-
-
-def _check_grad(who, grad_output, expected) -> np.ndarray:
-    grad_output = np.asarray(grad_output)
-    if grad_output.shape != tuple(expected):
-        raise ShapeError(
-            expected_got(
-                who, f"grad_output of shape {fmt_shape(expected)}", fmt_shape(grad_output.shape)
-            )
-        )
-    return grad_output
 
 
 class MaxPool1d(_MaxPoolNd):
@@ -286,7 +283,7 @@ class _AvgPoolNd(_PoolNd):
 
     def backward(self, grad_output):
         x_shape, pads, out_shape, divisor = self.saved
-        g = _check_grad(self, grad_output, x_shape[:2] + out_shape)
+        g = check_grad(self, grad_output, x_shape[:2] + out_shape)
         g = g / divisor
         padded = x_shape[:2] + tuple(s + lo + hi for s, (lo, hi) in zip(x_shape[2:], pads))
         dxp = np.zeros(padded, dtype=g.dtype)
@@ -408,7 +405,7 @@ class _AdaptiveAvgPoolNd(_AdaptivePoolNd):
 
     def backward(self, grad_output):
         x_shape, out_shape, mats = self.saved
-        g = _check_grad(self, grad_output, x_shape[:2] + out_shape)
+        g = check_grad(self, grad_output, x_shape[:2] + out_shape)
         if mats is None:  # each input gets its block's gradient / block size
             dx = np.empty(x_shape, dtype=g.dtype)
             size = np.prod(x_shape[2:]) // np.prod(out_shape)
@@ -493,7 +490,7 @@ class _AdaptiveMaxPoolNd(_AdaptivePoolNd):
 
     def backward(self, grad_output):
         x_shape, out_shape, how = self.saved
-        g = _check_grad(self, grad_output, x_shape[:2] + out_shape)
+        g = check_grad(self, grad_output, x_shape[:2] + out_shape)
         if how[0] == "blocks":
             arg, flat_shape = how[1:]
             dflat = np.zeros(flat_shape, dtype=g.dtype)

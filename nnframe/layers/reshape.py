@@ -13,22 +13,12 @@ import math
 import numpy as np
 
 from nnframe.errors import ShapeError, check_hyper, expected_got, fmt_shape
+from nnframe.layers._im2col import check_grad
 from nnframe.module import Module
 
 
 def _as_array(x) -> np.ndarray:
     return x if type(x) is np.ndarray else np.asarray(x)
-
-
-def _check_grad(who, grad_output, expected) -> np.ndarray:
-    grad_output = np.asarray(grad_output)
-    if grad_output.shape != tuple(expected):
-        raise ShapeError(
-            expected_got(
-                who, f"grad_output of shape {fmt_shape(expected)}", fmt_shape(grad_output.shape)
-            )
-        )
-    return grad_output
 
 
 class Flatten(Module):
@@ -251,7 +241,7 @@ class ZeroPad2d(Module):
 
     def backward(self, grad_output):
         shape, out_shape, out_sl, in_sl = self.saved
-        g = _check_grad(self, grad_output, out_shape)
+        g = check_grad(self, grad_output, out_shape)
         dx = np.zeros(shape, dtype=g.dtype)
         dx[in_sl] = g[out_sl]
         return dx
@@ -363,7 +353,7 @@ class Upsample(Module):
 
     def backward(self, grad_output):
         shape, mats = self.saved
-        g = _check_grad(self, grad_output, shape[:2] + tuple(m.shape[0] for m in mats))
+        g = check_grad(self, grad_output, shape[:2] + tuple(m.shape[0] for m in mats))
         for axis, m in enumerate(mats):
             g = np.moveaxis(np.moveaxis(g, 2 + axis, -1) @ m, -1, 2 + axis)
         return np.ascontiguousarray(g)
