@@ -75,6 +75,31 @@ def _renorm_(weight: np.ndarray, index: np.ndarray, max_norm: float, norm_type: 
         weight[rows[big]] *= scale[:, None].astype(weight.dtype)
 
 
+def _set_table(
+    layer, who, num_embeddings, embedding_dim, padding_idx, max_norm, norm_type, rng, dtype
+) -> None:
+    """Sets the table's sizes, padding_idx, max_norm and norm_type, and its N(0, 1) weight (with
+    the padding row zeroed); the caller has checked the sizes and max_norm."""
+    layer.num_embeddings = int(num_embeddings)
+    layer.embedding_dim = int(embedding_dim)
+    layer.padding_idx = _normalize_padding_idx(who, padding_idx, num_embeddings)
+    layer.max_norm = None if max_norm is None else float(max_norm)
+    layer.norm_type = float(norm_type)
+    weight = get_rng(rng).standard_normal((num_embeddings, embedding_dim)).astype(dtype)
+    if layer.padding_idx is not None:
+        weight[layer.padding_idx] = 0
+    layer.weight = Parameter(weight)
+
+
+def _table_repr(layer, text: str) -> str:
+    """``text``, then padding_idx and max_norm where set."""
+    if layer.padding_idx is not None:
+        text += f", padding_idx={layer.padding_idx}"
+    if layer.max_norm is not None:
+        text += f", max_norm={layer.max_norm}"
+    return text
+
+
 class Embedding(Module):
     """A lookup table: integer index i selects row i of ``weight`` (num_embeddings, embedding_dim).
 
@@ -124,24 +149,13 @@ class Embedding(Module):
         check_hyper(who, "embedding_dim", embedding_dim, embedding_dim > 0, "must be > 0")
         if max_norm is not None:
             check_hyper(who, "max_norm", max_norm, max_norm > 0, "must be > 0 or None")
-        self.num_embeddings = int(num_embeddings)
-        self.embedding_dim = int(embedding_dim)
-        self.padding_idx = _normalize_padding_idx(who, padding_idx, num_embeddings)
-        self.max_norm = None if max_norm is None else float(max_norm)
-        self.norm_type = float(norm_type)
+        _set_table(
+            self, who, num_embeddings, embedding_dim, padding_idx, max_norm, norm_type, rng, dtype
+        )
         self.scale_grad_by_freq = bool(scale_grad_by_freq)
-        weight = get_rng(rng).standard_normal((num_embeddings, embedding_dim)).astype(dtype)
-        if self.padding_idx is not None:
-            weight[self.padding_idx] = 0
-        self.weight = Parameter(weight)
 
     def extra_repr(self) -> str:
-        text = f"{self.num_embeddings}, {self.embedding_dim}"
-        if self.padding_idx is not None:
-            text += f", padding_idx={self.padding_idx}"
-        if self.max_norm is not None:
-            text += f", max_norm={self.max_norm}"
-        return text
+        return _table_repr(self, f"{self.num_embeddings}, {self.embedding_dim}")
 
     def forward(self, x):
         index = _check_indices(self, x, self.num_embeddings)
@@ -219,25 +233,14 @@ class EmbeddingBag(Module):
         check_hyper(who, "mode", mode, mode in _MODES, f"must be one of {_MODES}")
         if max_norm is not None:
             check_hyper(who, "max_norm", max_norm, max_norm > 0, "must be > 0 or None")
-        self.num_embeddings = int(num_embeddings)
-        self.embedding_dim = int(embedding_dim)
+        _set_table(
+            self, who, num_embeddings, embedding_dim, padding_idx, max_norm, norm_type, rng, dtype
+        )
         self.mode = mode
         self.include_last_offset = bool(include_last_offset)
-        self.padding_idx = _normalize_padding_idx(who, padding_idx, num_embeddings)
-        self.max_norm = None if max_norm is None else float(max_norm)
-        self.norm_type = float(norm_type)
-        weight = get_rng(rng).standard_normal((num_embeddings, embedding_dim)).astype(dtype)
-        if self.padding_idx is not None:
-            weight[self.padding_idx] = 0
-        self.weight = Parameter(weight)
 
     def extra_repr(self) -> str:
-        text = f"{self.num_embeddings}, {self.embedding_dim}, mode={self.mode!r}"
-        if self.padding_idx is not None:
-            text += f", padding_idx={self.padding_idx}"
-        if self.max_norm is not None:
-            text += f", max_norm={self.max_norm}"
-        return text
+        return _table_repr(self, f"{self.num_embeddings}, {self.embedding_dim}, mode={self.mode!r}")
 
     def _bags(self, index: np.ndarray, offsets) -> tuple[np.ndarray, np.ndarray, int]:
         """Flat indices (M,) and the bag of each (M,), from a 2-D input or a 1-D one + offsets."""
