@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nnframe.optim.optimizer import Optimizer, effective_grad, scratch, square_avg_
+from nnframe.optim.optimizer import Optimizer, effective_grad, scratch, square_avg_, zeros_state
 
 
 def adadelta_update(
@@ -77,23 +77,8 @@ class Adadelta(Optimizer):
         self.check_unit(group, "rho")
 
     def init_state(self, p, group) -> dict:
-        return {
-            "step": 0,
-            "square_avg": np.zeros_like(p.data),
-            "acc_delta": np.zeros_like(p.data),
-        }
+        return {"step": 0, **zeros_state(p, "square_avg", "acc_delta")}
 
     def update(self, p, state, group) -> None:
         state["step"] += 1
-        self.apply_update(
-            adadelta_update,
-            p.data,
-            p.grad,
-            state["square_avg"],
-            state["acc_delta"],
-            lr=group["lr"],
-            rho=group["rho"],
-            eps=group["eps"],
-            weight_decay=group["weight_decay"],
-            maximize=group["maximize"],
-        )
+        self.update_with(adadelta_update, p, group, state["square_avg"], state["acc_delta"])

@@ -88,15 +88,4 @@ class Adagrad(Optimizer):
 
     def update(self, p, state, group) -> None:
         state["step"] += 1
-        self.apply_update(
-            adagrad_update,
-            p.data,
-            p.grad,
-            state["sum"],
-            step=state["step"],
-            lr=group["lr"],
-            lr_decay=group["lr_decay"],
-            weight_decay=group["weight_decay"],
-            eps=group["eps"],
-            maximize=group["maximize"],
-        )
+        self.update_with(adagrad_update, p, group, state["sum"], step=state["step"])

@@ -6,7 +6,14 @@ import math
 
 import numpy as np
 
-from nnframe.optim.optimizer import Optimizer, effective_grad, lerp_, scratch, square_avg_
+from nnframe.optim.optimizer import (
+    Optimizer,
+    effective_grad,
+    lerp_,
+    scratch,
+    square_avg_,
+    zeros_state,
+)
 
 
 def adam_update(
@@ -106,16 +113,8 @@ class Adam(Optimizer):
         )
         super().__init__(params, defaults, clip_norm=clip_norm, clip_value=clip_value)
 
-    def validate(self, group: dict) -> None:
-        super().validate(group)
-        self.check_betas(group)
-
     def init_state(self, p, group) -> dict:
-        state = {
-            "step": 0,
-            "exp_avg": np.zeros_like(p.data),
-            "exp_avg_sq": np.zeros_like(p.data),
-        }
+        state = {"step": 0, **zeros_state(p, "exp_avg", "exp_avg_sq")}
         if group["amsgrad"]:
             state["max_exp_avg_sq"] = np.zeros_like(p.data)
         return state
@@ -124,21 +123,5 @@ class Adam(Optimizer):
         if group["amsgrad"] and "max_exp_avg_sq" not in state:
             state["max_exp_avg_sq"] = np.zeros_like(p.data)
         state["step"] += 1
-        beta1, beta2 = group["betas"]
-        self.apply_update(
-            adam_update,
-            p.data,
-            p.grad,
-            state["exp_avg"],
-            state["exp_avg_sq"],
-            state.get("max_exp_avg_sq"),
-            step=state["step"],
-            lr=group["lr"],
-            beta1=beta1,
-            beta2=beta2,
-            eps=group["eps"],
-            weight_decay=group["weight_decay"],
-            amsgrad=group["amsgrad"],
-            maximize=group["maximize"],
-            decoupled_weight_decay=group["decoupled_weight_decay"],
-        )
+        moments = state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq")
+        self.update_with(adam_update, p, group, *moments, step=state["step"])

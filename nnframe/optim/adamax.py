@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nnframe.optim.optimizer import Optimizer, effective_grad, lerp_, scratch
+from nnframe.optim.optimizer import Optimizer, effective_grad, lerp_, scratch, zeros_state
 
 
 def adamax_update(
@@ -71,27 +71,10 @@ class Adamax(Optimizer):
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize)
         super().__init__(params, defaults, clip_norm=clip_norm, clip_value=clip_value)
 
-    def validate(self, group: dict) -> None:
-        super().validate(group)
-        self.check_betas(group)
-
     def init_state(self, p, group) -> dict:
-        return {"step": 0, "exp_avg": np.zeros_like(p.data), "exp_inf": np.zeros_like(p.data)}
+        return {"step": 0, **zeros_state(p, "exp_avg", "exp_inf")}
 
     def update(self, p, state, group) -> None:
         state["step"] += 1
-        beta1, beta2 = group["betas"]
-        self.apply_update(
-            adamax_update,
-            p.data,
-            p.grad,
-            state["exp_avg"],
-            state["exp_inf"],
-            step=state["step"],
-            lr=group["lr"],
-            beta1=beta1,
-            beta2=beta2,
-            eps=group["eps"],
-            weight_decay=group["weight_decay"],
-            maximize=group["maximize"],
-        )
+        moments = state["exp_avg"], state["exp_inf"]
+        self.update_with(adamax_update, p, group, *moments, step=state["step"])

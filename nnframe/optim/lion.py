@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nnframe.optim.optimizer import Optimizer, effective_grad, lerp_, scratch
+from nnframe.optim.optimizer import Optimizer, effective_grad, lerp_, scratch, zeros_state
 
 
 def lion_update(
@@ -70,24 +70,9 @@ class Lion(Optimizer):
         defaults = dict(lr=lr, betas=betas, weight_decay=weight_decay, maximize=maximize)
         super().__init__(params, defaults, clip_norm=clip_norm, clip_value=clip_value)
 
-    def validate(self, group: dict) -> None:
-        super().validate(group)
-        self.check_betas(group)
-
     def init_state(self, p, group) -> dict:
-        return {"step": 0, "exp_avg": np.zeros_like(p.data)}
+        return {"step": 0, **zeros_state(p, "exp_avg")}
 
     def update(self, p, state, group) -> None:
         state["step"] += 1
-        beta1, beta2 = group["betas"]
-        self.apply_update(
-            lion_update,
-            p.data,
-            p.grad,
-            state["exp_avg"],
-            lr=group["lr"],
-            beta1=beta1,
-            beta2=beta2,
-            weight_decay=group["weight_decay"],
-            maximize=group["maximize"],
-        )
+        self.update_with(lion_update, p, group, state["exp_avg"])

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from nnframe.optim.optimizer import Optimizer, effective_grad, lerp_, scratch, square_avg_
+from nnframe.optim.optimizer import (
+    Optimizer,
+    effective_grad,
+    lerp_,
+    scratch,
+    square_avg_,
+    zeros_state,
+)
 
 
 def nadam_update(
@@ -107,34 +114,19 @@ class NAdam(Optimizer):
 
     def validate(self, group: dict) -> None:
         super().validate(group)
-        self.check_betas(group)
         self.check_nonnegative(group, "momentum_decay")
 
     def init_state(self, p, group) -> dict:
-        return {
-            "step": 0,
-            "mu_product": 1.0,
-            "exp_avg": np.zeros_like(p.data),
-            "exp_avg_sq": np.zeros_like(p.data),
-        }
+        return {"step": 0, "mu_product": 1.0, **zeros_state(p, "exp_avg", "exp_avg_sq")}
 
     def update(self, p, state, group) -> None:
         state["step"] += 1
-        beta1, beta2 = group["betas"]
-        state["mu_product"] = self.apply_update(
+        state["mu_product"] = self.update_with(
             nadam_update,
-            p.data,
-            p.grad,
+            p,
+            group,
             state["exp_avg"],
             state["exp_avg_sq"],
             step=state["step"],
             mu_product=state["mu_product"],
-            lr=group["lr"],
-            beta1=beta1,
-            beta2=beta2,
-            eps=group["eps"],
-            weight_decay=group["weight_decay"],
-            momentum_decay=group["momentum_decay"],
-            decoupled_weight_decay=group["decoupled_weight_decay"],
-            maximize=group["maximize"],
         )

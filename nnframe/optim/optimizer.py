@@ -14,6 +14,8 @@ allocates no new arrays and each block's passes run in the CPU cache.
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
 import math
 from collections.abc import Callable, Iterable
 
@@ -51,6 +53,21 @@ def scratch(param: np.ndarray, work: tuple | None) -> tuple[np.ndarray, np.ndarr
     return work
 
 
+def zeros_state(p: Parameter, *names: str) -> dict[str, np.ndarray]:
+    """``{name: zeros shaped like p.data}`` for each name: the zeroed moments of a new state."""
+    return {name: np.zeros_like(p.data) for name in names}
+
+
+@functools.cache
+def _keyword_options(fn: Callable) -> tuple[str, ...]:
+    """The keyword-only parameters of an update function, less ``work``."""
+    return tuple(
+        name
+        for name, q in inspect.signature(fn).parameters.items()
+        if q.kind is inspect.Parameter.KEYWORD_ONLY and name != "work"
+    )
+
+
 def lerp_(avg: np.ndarray, x: np.ndarray, weight: float, tmp: np.ndarray) -> None:
     """``avg += weight * (x - avg)`` in place (PyTorch's ``lerp_``): a running average with
     ``avg = (1 - weight) * avg + weight * x``."""
@@ -72,7 +89,9 @@ class Optimizer:
 
     A subclass passes its hyperparameters as ``defaults`` (checked by ``validate``, which it
     extends) and writes ``init_state(p, group)`` (the per-parameter state, created at the first
-    step) and ``update(p, state, group)`` (one in-place update of ``p.data`` from ``p.grad``).
+    step; ``zeros_state`` makes zeroed moments) and ``update(p, state, group)`` (one in-place
+    update of ``p.data`` from ``p.grad``; ``update_with`` calls a pure update function with the
+    group's options).
 
     Args:
         params: an iterable of Parameters, or of dicts ``{"params": [...], "lr": ...}`` (parameter
@@ -164,8 +183,11 @@ class Optimizer:
 
     # ------------------------------------------------------------------ validation helpers
     def validate(self, group: dict) -> None:
-        """Checks one group's hyperparameters; subclasses extend it (call super)."""
+        """Checks one group's hyperparameters (``betas`` too, when the group has them);
+        subclasses extend it (call super)."""
         self.check_nonnegative(group, "lr", "weight_decay", "eps")
+        if "betas" in group:
+            self.check_betas(group)
 
     def check_nonnegative(self, group: dict, *names: str) -> None:
         for key in names:
@@ -276,6 +298,16 @@ class Optimizer:
             k = j - i
             out = fn(*[None if a is None else a[i:j] for a in flat], work=(w0[:k], w1[:k]), **hyper)
         return out
+
+    def update_with(self, fn: Callable, p: Parameter, group: dict, *states, **given):
+        """``apply_update(fn, p.data, p.grad, *states, **options)``, where ``options`` are
+        ``given`` plus each of ``fn``'s keyword-only options found in ``group`` (``betas``
+        split into ``beta1`` and ``beta2``); returns what ``fn`` returned."""
+        names = _keyword_options(fn)
+        options = {k: group[k] for k in names if k in group}
+        if "beta1" in names:
+            options["beta1"], options["beta2"] = group["betas"]
+        return self.apply_update(fn, p.data, p.grad, *states, **options, **given)
 
     def _block(self, n: int, dtype) -> tuple[np.ndarray, np.ndarray]:
         """Two flat scratch arrays of ``n`` elements of ``dtype`` (grown once to the largest n:

@@ -6,7 +6,14 @@ import math
 
 import numpy as np
 
-from nnframe.optim.optimizer import Optimizer, effective_grad, lerp_, scratch, square_avg_
+from nnframe.optim.optimizer import (
+    Optimizer,
+    effective_grad,
+    lerp_,
+    scratch,
+    square_avg_,
+    zeros_state,
+)
 
 
 def radam_update(
@@ -100,28 +107,10 @@ class RAdam(Optimizer):
         )
         super().__init__(params, defaults, clip_norm=clip_norm, clip_value=clip_value)
 
-    def validate(self, group: dict) -> None:
-        super().validate(group)
-        self.check_betas(group)
-
     def init_state(self, p, group) -> dict:
-        return {"step": 0, "exp_avg": np.zeros_like(p.data), "exp_avg_sq": np.zeros_like(p.data)}
+        return {"step": 0, **zeros_state(p, "exp_avg", "exp_avg_sq")}
 
     def update(self, p, state, group) -> None:
         state["step"] += 1
-        beta1, beta2 = group["betas"]
-        self.apply_update(
-            radam_update,
-            p.data,
-            p.grad,
-            state["exp_avg"],
-            state["exp_avg_sq"],
-            step=state["step"],
-            lr=group["lr"],
-            beta1=beta1,
-            beta2=beta2,
-            eps=group["eps"],
-            weight_decay=group["weight_decay"],
-            decoupled_weight_decay=group["decoupled_weight_decay"],
-            maximize=group["maximize"],
-        )
+        moments = state["exp_avg"], state["exp_avg_sq"]
+        self.update_with(radam_update, p, group, *moments, step=state["step"])

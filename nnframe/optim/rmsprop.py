@@ -109,18 +109,5 @@ class RMSprop(Optimizer):
         if group["momentum"] > 0 and "momentum_buffer" not in state:
             state["momentum_buffer"] = np.zeros_like(p.data)
         state["step"] += 1
-        self.apply_update(
-            rmsprop_update,
-            p.data,
-            p.grad,
-            state["square_avg"],
-            state.get("grad_avg"),
-            state.get("momentum_buffer"),
-            lr=group["lr"],
-            alpha=group["alpha"],
-            eps=group["eps"],
-            weight_decay=group["weight_decay"],
-            momentum=group["momentum"],
-            centered=group["centered"],
-            maximize=group["maximize"],
-        )
+        buffers = state["square_avg"], state.get("grad_avg"), state.get("momentum_buffer")
+        self.update_with(rmsprop_update, p, group, *buffers)

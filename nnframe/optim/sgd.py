@@ -118,17 +118,7 @@ class SGD(Optimizer):
             # momentum switched on after the first steps (e.g. by a scheduler): start afresh
             state["momentum_buffer"] = np.zeros_like(p.data)
             state["step"] = 0
-        self.apply_update(
-            sgd_update,
-            p.data,
-            p.grad,
-            state["momentum_buffer"],
-            lr=group["lr"],
-            momentum=group["momentum"],
-            dampening=group["dampening"],
-            nesterov=group["nesterov"],
-            weight_decay=group["weight_decay"],
-            maximize=group["maximize"],
-            first_step=state["step"] == 0,
+        self.update_with(
+            sgd_update, p, group, state["momentum_buffer"], first_step=state["step"] == 0
         )
         state["step"] += 1
