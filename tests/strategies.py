@@ -14,3 +14,18 @@ def normal_array(seed: int, shape, scale: float = 1.0, away_from_zero: float = 0
     if away_from_zero:
         x = np.where(x >= 0, x + away_from_zero, x - away_from_zero)
     return x
+
+
+def assert_torch_parity(layer, ref, x: np.ndarray, rng, rtol: float, atol: float) -> None:
+    """Runs an nnframe ``layer`` and its PyTorch ``ref`` forward on x, then backward on one
+    output gradient drawn from ``rng``; asserts equal outputs and input gradients (within rtol
+    and atol). The caller has done ``pytest.importorskip("torch")``."""
+    import torch
+
+    xt = torch.tensor(x, requires_grad=True)
+    yt = ref(xt)
+    y = layer(x)
+    np.testing.assert_allclose(y, yt.detach().numpy(), rtol=rtol, atol=atol)
+    g = rng.normal(size=y.shape)
+    yt.backward(torch.tensor(g))
+    np.testing.assert_allclose(layer.backward(g), xt.grad.numpy(), rtol=rtol, atol=atol)

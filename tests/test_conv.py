@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import nnframe as nf
-from tests.strategies import normal_array, seeds
+from tests.strategies import assert_torch_parity, normal_array, seeds
 
 CHECKED_MODULES = [nf.Conv1d, nf.Conv2d, nf.Conv3d, nf.ConvTranspose1d, nf.ConvTranspose2d]
 
@@ -268,14 +268,7 @@ def test_torch_parity_forward_backward(name, kwargs, shape):
     layer = getattr(nf, name)(**kwargs, dtype=np.float64)
     layer.load_state_dict({k: v.detach().numpy() for k, v in ref.state_dict().items()})
     rng = np.random.default_rng(7)
-    x = rng.normal(size=shape)
-    xt = torch.tensor(x, requires_grad=True)
-    yt = ref(xt)
-    y = layer(x)
-    np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-10, atol=1e-12)
-    g = rng.normal(size=y.shape)
-    yt.backward(torch.tensor(g))
-    np.testing.assert_allclose(layer.backward(g), xt.grad.numpy(), rtol=1e-10, atol=1e-12)
+    assert_torch_parity(layer, ref, rng.normal(size=shape), rng, rtol=1e-10, atol=1e-12)
     for pname, p in layer.named_parameters():
         expected = getattr(ref, pname).grad.numpy()
         np.testing.assert_allclose(p.grad, expected, rtol=1e-10, atol=1e-12)

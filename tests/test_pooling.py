@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import nnframe as nf
-from tests.strategies import normal_array, seeds
+from tests.strategies import assert_torch_parity, normal_array, seeds
 
 CHECKED_MODULES = [
     nf.MaxPool1d,
@@ -189,13 +189,7 @@ def test_torch_parity_with_ties(name, kwargs, shape):
     layer = getattr(nf, name)(**kwargs)
     rng = np.random.default_rng(3)
     x = np.round(rng.normal(size=shape))  # many ties: the gradient must go where PyTorch's goes
-    xt = torch.tensor(x, requires_grad=True)
-    yt = ref(xt)
-    y = layer(x)
-    np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-12, atol=1e-12)
-    g = rng.normal(size=y.shape)
-    yt.backward(torch.tensor(g))
-    np.testing.assert_allclose(layer.backward(g), xt.grad.numpy(), rtol=1e-12, atol=1e-12)
+    assert_torch_parity(layer, ref, x, rng, rtol=1e-12, atol=1e-12)
 
 
 # ---------------------------------------------------------------------------- errors

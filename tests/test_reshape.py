@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import nnframe as nf
-from tests.strategies import normal_array, seeds, small
+from tests.strategies import assert_torch_parity, normal_array, seeds, small
 
 CHECKED_MODULES = [nf.Flatten, nf.Unflatten, nf.Reshape, nf.ZeroPad2d, nf.Upsample]
 
@@ -101,14 +101,7 @@ def test_torch_parity(name, kwargs, _, shape):
     ref = getattr(torch.nn, name)(**kwargs)
     layer = getattr(nf, name)(**kwargs)
     rng = np.random.default_rng(5)
-    x = rng.normal(size=shape)
-    xt = torch.tensor(x, requires_grad=True)
-    yt = ref(xt)
-    y = layer(x)
-    np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-12, atol=1e-12)
-    g = rng.normal(size=y.shape)
-    yt.backward(torch.tensor(g))
-    np.testing.assert_allclose(layer.backward(g), xt.grad.numpy(), rtol=1e-12, atol=1e-12)
+    assert_torch_parity(layer, ref, rng.normal(size=shape), rng, rtol=1e-12, atol=1e-12)
 
 
 def test_errors():
