@@ -21,16 +21,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 import time
 
-from benchmarks.run import time_step
+from benchmarks.run import run_worker_process, time_step
 
 BATCH, T, INPUT, HIDDEN, CLASSES = 64, 50, 32, 128, 10
 LR = 1e-3
-THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def make_data(seed=0):
@@ -158,18 +154,8 @@ def worker(kind: str, impl: str, threads: str, repeats: int, min_time: float, cl
 
 
 def run_worker(kind, impl, threads, repeats, min_time, clock) -> dict:
-    env = dict(os.environ)
-    for var in THREAD_VARS:
-        if threads == "1":
-            env[var] = "1"
-        else:
-            env.pop(var, None)
-    cmd = [sys.executable, "-m", "benchmarks.bench_rnn", "--worker", kind, impl, threads]
-    cmd += [str(repeats), str(min_time), clock]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-    if done.returncode:
-        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr else "failed"}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    args = kind, impl, threads, repeats, min_time, clock
+    return run_worker_process("benchmarks.bench_rnn", threads, *args)
 
 
 def main(argv=None) -> None:

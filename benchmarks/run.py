@@ -118,28 +118,25 @@ def worker(case: str, impl: str, threads: str, repeats: int, min_time: float) ->
     }
 
 
-def run_worker(case, impl, threads, repeats, min_time) -> dict:
+def run_worker_process(module: str, threads: str, *args) -> dict:
+    """Runs ``python -m <module> --worker <args>`` in a fresh process, its BLAS pools pinned to
+    one thread when ``threads == "1"`` (else left to the libraries' defaults), and returns the
+    JSON dict its last output line holds, or ``{"error": <last line of its stderr>}``."""
     env = dict(os.environ)
     for var in THREAD_VARS:
         if threads == "1":
             env[var] = "1"
         else:
             env.pop(var, None)
-    cmd = [
-        sys.executable,
-        "-m",
-        "benchmarks.run",
-        "--worker",
-        case,
-        impl,
-        threads,
-        str(repeats),
-        str(min_time),
-    ]
+    cmd = [sys.executable, "-m", module, "--worker", *map(str, args)]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     if proc.returncode != 0:
         return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"}
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run_worker(case, impl, threads, repeats, min_time) -> dict:
+    return run_worker_process("benchmarks.run", threads, case, impl, threads, repeats, min_time)
 
 
 # ---------------------------------------------------------------- orchestration
