@@ -138,6 +138,15 @@ class _PoolNd(Module):
         )
         self.ceil_mode = bool(ceil_mode)
 
+    def _window_input(self, x):
+        """(x as a float array, output spatial shape, pads), errors naming the layer."""
+        x = _float_input(self, x)
+        check_input(self, x, self._n, None)
+        out_shape, pads = _geometry(
+            self, x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode
+        )
+        return x, out_shape, pads
+
     def _base_repr(self) -> str:
         parts = [f"kernel_size={self.kernel_size}", f"stride={self.stride}"]
         if any(self.padding):
@@ -158,11 +167,7 @@ class _MaxPoolNd(_PoolNd):
         return self._base_repr()
 
     def forward(self, x):
-        x = _float_input(self, x)
-        check_input(self, x, self._n, None)
-        out_shape, pads = _geometry(
-            self, x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode
-        )
+        x, out_shape, pads = self._window_input(x)
         y, xp = max_pool(x, self.kernel_size, self.stride, self.dilation, pads, out_shape)
         self.save_for_backward(y, xp, pads, out_shape)
         return y
@@ -266,11 +271,7 @@ class _AvgPoolNd(_PoolNd):
         return divisor.astype(x.dtype)
 
     def forward(self, x):
-        x = _float_input(self, x)
-        check_input(self, x, self._n, None)
-        out_shape, pads = _geometry(
-            self, x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode
-        )
+        x, out_shape, pads = self._window_input(x)
         xp = pad(x, pads)
         slices = offset_slices(self.kernel_size, self.stride, self.dilation, out_shape)
         y = xp[(Ellipsis, *slices[0][1])].copy()
