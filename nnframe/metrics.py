@@ -46,31 +46,28 @@ __all__ = [
 
 
 # ---------------------------------------------------------------------- label helpers
+def _one_per_sample(who: str, a, expected: str) -> np.ndarray:
+    """``a`` as (N,): the arg-max of each row of (N, C > 1) (integers), the column of (N, 1), or
+    a 1-D array as it is; a ShapeError naming ``expected`` for any other shape."""
+    a = np.asarray(a)
+    if a.ndim == 2 and a.shape[1] > 1:
+        return a.argmax(axis=1)
+    if a.ndim == 2 and a.shape[1] == 1:
+        a = a[:, 0]
+    if a.ndim != 1:
+        raise ShapeError(f"{who}: expected {expected}, got {fmt_shape(a.shape)}")
+    return a
+
+
 def _target_labels(who: str, target) -> np.ndarray:
-    t = np.asarray(target)
-    if t.ndim == 2 and t.shape[1] > 1:
-        return t.argmax(axis=1)
-    if t.ndim == 2 and t.shape[1] == 1:
-        t = t[:, 0]
-    if t.ndim != 1:
-        raise ShapeError(
-            f"{who}: expected target of shape (N,) or one-hot (N, C), got {fmt_shape(t.shape)}"
-        )
+    t = _one_per_sample(who, target, "target of shape (N,) or one-hot (N, C)")
     if t.dtype.kind == "f":
         t = np.rint(t).astype(np.int64)
     return t
 
 
 def _pred_labels(who: str, pred, threshold: float = 0.5) -> np.ndarray:
-    p = np.asarray(pred)
-    if p.ndim == 2 and p.shape[1] > 1:
-        return p.argmax(axis=1)
-    if p.ndim == 2 and p.shape[1] == 1:
-        p = p[:, 0]
-    if p.ndim != 1:
-        raise ShapeError(
-            f"{who}: expected pred of shape (N, C) scores or (N,) labels, got {fmt_shape(p.shape)}"
-        )
+    p = _one_per_sample(who, pred, "pred of shape (N, C) scores or (N,) labels")
     if p.dtype.kind == "f":
         return (p > threshold).astype(np.int64)  # binary scores (floats); labels are integers
     return p.astype(np.int64)
