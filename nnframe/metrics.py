@@ -397,7 +397,8 @@ class R2Score(Metric):
 
     def update(self, pred, target) -> None:
         p, t = _regression_pair("r2_score", pred, target)
-        t2, p2 = t.reshape(len(t), -1), p.reshape(len(p), -1)
+        cols = int(np.prod(t.shape[1:]))  # not -1: an empty batch must reshape too
+        t2, p2 = t.reshape(len(t), cols), p.reshape(len(p), cols)
         self.ss_res = self.ss_res + ((t2 - p2) ** 2).sum(axis=0)
         self.sum_t = self.sum_t + t2.sum(axis=0)
         self.sum_t2 = self.sum_t2 + (t2 * t2).sum(axis=0)
