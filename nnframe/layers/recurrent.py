@@ -933,6 +933,14 @@ class _CellBase(Module):
             s += ", nonlinearity='relu'"
         return s
 
+    # RNNCell and GRUCell: one state h (LSTMCell overrides both for (h, c))
+    def forward(self, x, h=None):
+        return self._step(x, h, None)[0]
+
+    def backward(self, grad_output):
+        dx, dh, _, had_state = self._back(grad_output, None)
+        return (dx, dh) if had_state else dx
+
     def clear_saved(self) -> None:
         """Forgets every saved step."""
         self._stack.clear()
@@ -1048,13 +1056,6 @@ class RNNCell(_CellBase):
         mode = "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU"
         super().__init__(mode, input_size, hidden_size, bias, rng, dtype)
 
-    def forward(self, x, h=None):
-        return self._step(x, h, None)[0]
-
-    def backward(self, grad_output):
-        dx, dh, _, had_state = self._back(grad_output, None)
-        return (dx, dh) if had_state else dx
-
 
 class GRUCell(_CellBase):
     """One step of a GRU (gate order r, z, n, as PyTorch's GRUCell).
@@ -1073,13 +1074,6 @@ class GRUCell(_CellBase):
         self, input_size: int, hidden_size: int, bias: bool = True, *, rng=None, dtype=np.float32
     ):
         super().__init__("GRU", input_size, hidden_size, bias, rng, dtype)
-
-    def forward(self, x, h=None):
-        return self._step(x, h, None)[0]
-
-    def backward(self, grad_output):
-        dx, dh, _, had_state = self._back(grad_output, None)
-        return (dx, dh) if had_state else dx
 
 
 class LSTMCell(_CellBase):
