@@ -174,9 +174,9 @@ class Trainer:
         loss: a loss (``loss(pred, target[, sample_weight=])`` returns a float,
             ``loss.backward()`` returns dL/dpred), e.g. ``nf.CrossEntropyLoss()``.
         optimizer: an optimizer over (some of) the model's parameters.
-        metrics: names (``'accuracy'``, ``'top_k_accuracy'``, ``'precision'``, ``'recall'``,
-            ``'f1_score'``, ``'mse'``, ``'mae'``, ``'r2_score'``), :class:`nnframe.metrics.Metric`
-            objects, or functions ``fn(pred, target) -> float``.
+        metrics: names (``'accuracy'``, ``'f1_score'``, ``'roc_auc_score'``, ``'rmse'``...: see
+            :func:`nnframe.metrics.get`), :class:`nnframe.metrics.Metric` objects, or functions
+            ``fn(y_true, y_pred) -> float`` (scikit-learn's argument order).
         comm: a communicator from :mod:`nnframe.distributed` (e.g. ``get_communicator()``).
             With more than one rank, ``fit`` trains data-parallel: every rank takes its shard
             of each batch (``batch_size`` rows per rank), gradients and the loss are averaged
@@ -509,7 +509,7 @@ class Trainer:
                 steps += 1
                 norms.append(norm)
                 for m in self.metrics:
-                    m.update(pred, yb)
+                    m.update(yb, pred)
             else:
                 for p in all_params:  # the step is skipped: leave no poisoned gradient behind
                     p.grad.fill(0)
@@ -601,7 +601,7 @@ class Trainer:
                 total += float(loss) * n
                 seen += n
                 for m in metrics:
-                    m.update(pred, yb)
+                    m.update(yb, pred)
         finally:
             self.model.train(was_training)
         if dist is not None:  # sums over ranks: what one process gets on all the rows

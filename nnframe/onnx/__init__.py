@@ -58,7 +58,8 @@ def _names(given, count: int, default: str, what: str) -> list[str]:
 
 def _value_info(onnx, name: str, array: np.ndarray, dynamic: tuple[bool, ...]):
     elem = onnx.helper.np_dtype_to_tensor_dtype(array.dtype)
-    dims = ["batch" if d else int(s) for s, d in zip(array.shape, dynamic)]
+    # True: the symbolic batch; None: unknown; False: the example's size
+    dims = ["batch" if d else None if d is None else int(s) for s, d in zip(array.shape, dynamic)]
     return onnx.helper.make_tensor_value_info(name, elem, dims)
 
 
@@ -92,7 +93,9 @@ def export(
         path: where to write the ``.onnx`` file (a str or path-like), or None to only return it.
         opset: the ONNX opset to target (>= 17).
         dynamic_batch: make axis 0 of every input (and each output axis that follows it) a
-            symbolic ``batch`` dimension; False fixes every size to the example's.
+            symbolic ``batch`` dimension; False fixes every size to the example's. (For a
+            time-major layer, axis 0 is the time axis: the sequence length is then the free
+            size and the batch is fixed.)
         input_names, output_names: graph input/output names (default ``input``/``output``, or
             ``input0``, ``input1``, ... when there are several).
 
@@ -126,11 +129,14 @@ def export(
         for value, name in zip(outputs, out_names):
             ctx.node("Identity", [value.name], [name])
         if dynamic_batch:
-            grown = _flatten(model(*_grown(arrays)))
-            grown = [np.asarray(g) for g in grown if g is not None]
-            out_dynamic = [
-                tuple(a != b for a, b in zip(v.shape, g.shape)) for v, g in zip(outputs, grown)
-            ]
+            try:
+                grown = _flatten(model(*_grown(arrays)))
+                grown = [np.asarray(g) for g in grown if g is not None]
+                out_dynamic = [
+                    tuple(a != b for a, b in zip(v.shape, g.shape)) for v, g in zip(outputs, grown)
+                ]
+            except Exception:  # inputs whose axis 0 is not the batch (a state): sizes unknown
+                out_dynamic = [(None,) * v.ndim for v in outputs]
         else:
             out_dynamic = [(False,) * v.ndim for v in outputs]
     finally:

@@ -157,6 +157,9 @@ class ExportContext:
     def node(self, op: str, inputs, outputs: int | list[str] = 1, **attrs):
         """Appends a node; returns its output name (or the list of names when ``outputs`` is a
         count other than 1 or a list). An input of None is an omitted optional input ("")."""
+        inputs = list(inputs)
+        while inputs and inputs[-1] is None:  # trailing optional inputs are left out
+            inputs.pop()
         inputs = ["" if i is None else i for i in inputs]
         if isinstance(outputs, int):
             names = [self.fresh(op.lower()) for _ in range(outputs)]
