@@ -161,8 +161,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, subset: int |
 
     result = trainer.evaluate(x_test, y_test)
     pred = trainer.predict(x_test)
-    accuracy = nf.metrics.accuracy(pred, y_test)
-    f1 = nf.metrics.f1_score(pred, y_test)
+    accuracy = nf.metrics.accuracy(y_test, pred)
+    f1 = nf.metrics.f1_score(y_test, pred)
     model_path = save_model(model, args.out, kind)
     reloaded = nf.load(model_path)
     same = np.array_equal(nf.Trainer(reloaded, trainer.loss, optimizer).predict(x_test), pred)
@@ -172,7 +172,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, subset: int |
     if history.stop_reason:
         say(f"stopped early: {history.stop_reason}")
     say(f"confusion matrix (rows: true digit, columns: predicted):\n"
-        f"{nf.metrics.confusion_matrix(pred, y_test, num_classes=10)}")  # fmt: skip
+        f"{nf.metrics.confusion_matrix(y_test, pred, num_classes=10)}")  # fmt: skip
     say(
         f"test accuracy {accuracy:.2%} (macro F1 {f1:.3f}, loss {result['loss']:.4f}) after "
         f"{epochs_run} epochs | {examples_per_s:,.0f} training examples/s | "

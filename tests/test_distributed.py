@@ -304,7 +304,7 @@ def test_merged_metrics_equal_the_metrics_over_all_rows(seed, split):
         for m in metrics:
             m.reset()
             if len(target[rows]):
-                m.update(pred[rows], target[rows])
+                m.update(target[rows], pred[rows])
     other = FakeRank(1, 2)
     reduce_sums(other, [1.5, 2.0], ranks[1])  # records rank 1's payload
     totals, results = reduce_sums(FakeRank(0, 2, other.sent), [0.5, 1.0], ranks[0])
@@ -312,7 +312,7 @@ def test_merged_metrics_equal_the_metrics_over_all_rows(seed, split):
     for name, result in zip(names, results):
         full = get_metric(name)
         full.reset()
-        full.update(pred, target)
+        full.update(target, pred)
         assert result == pytest.approx(full.result(), abs=1e-12), name
 
 
@@ -327,7 +327,7 @@ def test_regression_metrics_merge_and_unknown_metrics_average():
         def reset(self):
             self.seen = self.value
 
-        def update(self, pred, target):
+        def update(self, y_true, y_pred, sample_weight=None):
             pass
 
         def result(self):
@@ -339,14 +339,14 @@ def test_regression_metrics_merge_and_unknown_metrics_average():
     for rows, value in ((slice(0, 5), 1.0), (slice(5, 12), 3.0)):
         metrics = [get_metric("r2_score"), get_metric("mse"), Configured(value)]
         for m in metrics[:2]:
-            m.update(pred[rows], target[rows])
+            m.update(target[rows], pred[rows])
         ranks.append(metrics)
     other = FakeRank(1, 2)
     reduce_sums(other, [], ranks[1])
     _, results = reduce_sums(FakeRank(0, 2, other.sent), [], ranks[0])
     r2, mse = get_metric("r2_score"), get_metric("mse")
-    r2.update(pred, target)
-    mse.update(pred, target)
+    r2.update(target, pred)
+    mse.update(target, pred)
     assert results == pytest.approx([r2.result(), mse.result(), 2.0], abs=1e-12)
 
 

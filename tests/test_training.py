@@ -157,8 +157,8 @@ def test_history_records_loss_metrics_validation_lr_and_gradient_norms():
     model = mlp(0)
     opt = nf.optim.SGD(model.parameters(), lr=0.2, momentum=0.9)
 
-    def hits(pred, target):
-        return float((pred.argmax(1) == target).mean())
+    def hits(y_true, y_pred):
+        return float((y_pred.argmax(1) == y_true).mean())
 
     trainer = nf.Trainer(model, nf.CrossEntropyLoss(), opt, metrics=["accuracy", hits])
     history = trainer.fit(
@@ -303,7 +303,7 @@ def test_evaluate_and_predict_are_batched_and_restore_the_mode():
     result = trainer.evaluate(x, y, batch_size=7)
     assert not model.training
     assert result["loss"] == pytest.approx(nf.CrossEntropyLoss()(model(x), y), rel=1e-5)
-    assert result["accuracy"] == nf.metrics.accuracy(model(x), y)
+    assert result["accuracy"] == nf.metrics.accuracy(y, model(x))
 
 
 def test_predict_uses_eval_mode():
