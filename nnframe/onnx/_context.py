@@ -7,6 +7,10 @@ same nested tuple structure that ``module.forward`` returns; None for an output 
 :meth:`ExportContext.convert` pairs those names with the module's eval-mode outputs, so the
 caller gets Values back. Converters never import onnx: they call :meth:`ExportContext.node` and
 :meth:`ExportContext.const`.
+
+A graph model is one more exporter of the same shape: walk its nodes in topological order,
+``ctx.convert`` each layer on the Values of its inputs (merges become ``ctx.node`` calls), and
+return the names of its outputs.
 """
 
 from __future__ import annotations
