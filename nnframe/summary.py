@@ -14,7 +14,7 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -36,7 +36,7 @@ class LayerRow:
     output_shape: tuple
     trainable: int
     frozen: int
-    flops: int
+    flops: int | None  # None: unknown (a layer defined outside nnframe)
     activation_bytes: int
 
 
@@ -47,10 +47,12 @@ class Summary:
     FLOPs count a multiply-add as 2 and are estimates: layers with a ``weight`` cost
     ``2 * weight.size`` per output position (Dense, convolutions, normalization), other layers
     with parameters ``2 * parameters`` per position (recurrent cells), and layers without
-    parameters one operation per output element. Activation memory is the bytes of each
-    layer's output for the given batch (what backward keeps alive, roughly). A layer that
-    returns several arrays (an LSTM's output and its states) shows the first one's shape;
-    its memory counts them all.
+    parameters one operation per output element. Layers defined outside nnframe (custom layers,
+    subclasses of built-in ones) have unknown FLOPs: their row shows ``?``, ``flops`` is None,
+    ``total_flops`` counts the known layers only and ``unknown_flops`` names the others.
+    Activation memory is the bytes of each layer's output for the given batch (what backward
+    keeps alive, roughly). A layer that returns several arrays (an LSTM's output and its
+    states) shows the first one's shape; its memory counts them all.
     """
 
     model_name: str
@@ -63,6 +65,7 @@ class Summary:
     total_flops: int
     activation_bytes: int
     parameter_bytes: int
+    unknown_flops: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         header = ("Layer (type)", "Output shape", "Params", "Frozen", "FLOPs", "Act. memory")
@@ -72,7 +75,7 @@ class Summary:
                 _shape(row.output_shape),
                 f"{row.trainable:,}",
                 f"{row.frozen:,}",
-                _si(row.flops),
+                "?" if row.flops is None else _si(row.flops),
                 _bytes(row.activation_bytes),
             )
             for row in self.rows
@@ -95,10 +98,18 @@ class Summary:
             f"Total params: {self.total_params:,} ({_bytes(self.parameter_bytes)})",
             f"Trainable params: {self.trainable_params:,}",
             f"Frozen params: {self.frozen_params:,}",
-            f"Forward FLOPs (estimate, batch {self.batch_size}): {_si(self.total_flops)}",
+            f"Forward FLOPs (estimate, batch {self.batch_size}): {_si(self.total_flops)}"
+            + _unknown_note(self.unknown_flops),
             f"Activation memory (batch {self.batch_size}): {_bytes(self.activation_bytes)}",
         ]
         return "\n".join(out)
+
+
+def _unknown_note(names: list[str]) -> str:
+    if not names:
+        return ""
+    shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+    return f" + unknown for {len(names)} custom layer{'s' * (len(names) > 1)} ({shown})"
 
 
 def _shape(shape) -> str:
@@ -129,7 +140,9 @@ def _own_counts(module: Module) -> tuple[int, int]:
     return trainable, frozen
 
 
-def _flops(module: Module, out: np.ndarray, x) -> int:
+def _flops(module: Module, out: np.ndarray, x) -> int | None:
+    if not type(module).__module__.startswith("nnframe."):
+        return None  # a custom layer: its cost is not ours to guess
     params = dict(module._own_parameters())
     if type(module).__name__ == "Embedding":
         return 0  # a table lookup
@@ -161,7 +174,8 @@ def summary(
             single-channel images); a zero batch of ``batch_size`` is run.
         input: a batch to run instead (integer indices for an Embedding, say).
         batch_size: rows in the zero batch; FLOPs and memory are for this batch.
-        dtype: the zero batch's dtype (the model's by default).
+        dtype: the zero batch's dtype: by default int64 (index 0) when the first layer is an
+            Embedding or EmbeddingBag, else the model's dtype.
 
     Returns:
         a :class:`Summary` (its ``str`` is the table; nothing is printed).
@@ -172,7 +186,7 @@ def summary(
         if input_shape is None:
             raise TypeError("summary: expected input_shape or input, got neither")
         shape = (int(batch_size), *tuple(int(s) for s in input_shape))
-        input = np.zeros(shape, dtype=dtype or model.dtype)
+        input = np.zeros(shape, dtype=dtype or _input_dtype(model))
     else:
         input = np.asarray(input)
         batch_size = input.shape[0]
@@ -252,10 +266,19 @@ def summary(
         total_params=sum(p.size for p in params),
         trainable_params=trainable,
         frozen_params=sum(p.size for p in params) - trainable,
-        total_flops=sum(r.flops for r in rows),
+        total_flops=sum(r.flops for r in rows if r.flops is not None),
         activation_bytes=sum(r.activation_bytes for r in rows),
         parameter_bytes=sum(p.data.nbytes for p in params),
+        unknown_flops=[f"{r.name} ({r.kind})" for r in rows if r.flops is None],
     )
+
+
+def _input_dtype(model: Module):
+    """int64 when the first layer (the first leaf in definition order) takes indices."""
+    from nnframe.layers.embedding import Embedding, EmbeddingBag
+
+    first = next((m for m in model.modules() if not m.children()), model)
+    return np.int64 if isinstance(first, (Embedding, EmbeddingBag)) else model.dtype
 
 
 def _arrays(out) -> list[np.ndarray]:

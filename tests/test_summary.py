@@ -82,3 +82,38 @@ def test_summary_of_a_layer_with_several_outputs():
     assert lstm.activation_bytes == (2 * 5 * 16 + 2 * 2 * 16) * 4  # output, h and c
     assert s.rows[0].flops == 0  # a lookup
     assert lstm.flops == 2 * lstm.trainable * 2 * 5  # 2 * parameters per (sample, step)
+
+
+def test_summary_of_an_embedding_first_model_needs_no_dtype():
+    model = nf.Sequential(nf.Embedding(20, 8), nf.Dense(8, 2, rng=0))
+    s = nf.summary(model, (5,), batch_size=3)  # the zero batch is int64 indices, not floats
+    assert s.input_shape == (5,)
+    assert [r.output_shape for r in s.rows] == [("N", 5, 8), ("N", 5, 2)]
+    assert s.rows[0].flops == 0  # a lookup
+    bag = nf.summary(nf.EmbeddingBag(10, 4, mode="mean"), (6,), batch_size=2)
+    assert bag.rows[0].output_shape == ("N", 4)
+    floats = nf.summary(nf.Sequential(nf.Dense(3, 2, rng=0)), (3,))  # others keep the model's
+    assert floats.rows[0].activation_bytes == 2 * 4
+
+
+def test_summary_marks_custom_layer_flops_unknown():
+    class Scale(nf.Module):
+        def __init__(self, features):
+            super().__init__()
+            self.gamma = nf.Parameter(np.ones(features, dtype=np.float32))
+
+        def forward(self, x):
+            return x * self.gamma.data
+
+    class Twice(nf.Module):  # no parameters: still not ours to guess
+        def forward(self, x):
+            return x * 2
+
+    model = nf.Sequential(nf.Dense(4, 8, rng=0), Scale(8), Twice())
+    s = nf.summary(model, (4,), batch_size=3)
+    assert [r.flops for r in s.rows] == [2 * 4 * 8 * 3 + 8 * 3, None, None]
+    assert s.total_flops == 2 * 4 * 8 * 3 + 8 * 3  # the known layers only
+    assert s.unknown_flops == ["1 (Scale)", "2 (Twice)"]
+    text = str(s)
+    assert "+ unknown for 2 custom layers (1 (Scale), 2 (Twice))" in text
+    assert [line.split()[-3] for line in text.splitlines() if "(Scale)" in line][0] == "?"
