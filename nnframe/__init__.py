@@ -100,6 +100,7 @@ from nnframe.parameter import Parameter
 from nnframe.random import default_rng, manual_seed
 from nnframe.serialization import load, load_weights, save, save_weights
 from nnframe.summary import Summary, summary
+from nnframe.tensorboard import TensorBoard
 from nnframe.training import History, Trainer
 
 __version__ = "0.1.0"
@@ -213,6 +214,7 @@ __all__ = [
     # training
     "Trainer",
     "History",
+    "TensorBoard",
     "summary",
     "Summary",
     "callbacks",

@@ -94,6 +94,7 @@ PUBLIC = [
     "StateDictError",
     "Summary",
     "Tanh",
+    "TensorBoard",
     "Trainer",
     "TrainingCheckpoint",
     "TransformerEncoder",
