@@ -313,6 +313,51 @@ def test_stateful_regression_metrics_equal_the_functions(data, batches):
         assert metric.result() == 0.0
 
 
+class _Rank:
+    """Rank ``rank`` of 2: its allgather records what this rank sends and answers it followed
+    by ``other`` (what the other rank sent)."""
+
+    size = 2
+
+    def __init__(self, rank, other=None):
+        self.rank, self.other, self.sent = rank, other, []
+
+    def allgather(self, obj):
+        self.sent.append(obj)
+        return [obj, self.other if self.other is not None else obj]
+
+
+@quiet
+@given(data=classification(min_n=1, max_n=30), split=st.integers(0, 30))
+def test_every_metric_merges_over_ranks_like_one_process(data, split):
+    from nnframe.distributed import reduce_sums
+
+    y_true, scores, w, _ = data
+    probs = softmax(scores)
+    weights = np.ones(len(y_true)) if w is None else w
+    names = CLASSIFICATION_NAMES + REGRESSION_NAMES
+
+    def inputs(name, rows):  # regression metrics read the first probability as a prediction
+        if name in REGRESSION_NAMES:
+            return y_true[rows].astype(np.float64), probs[rows, 0], weights[rows]
+        return y_true[rows], probs[rows], weights[rows]
+
+    ranks = []
+    for rows in (slice(0, split), slice(split, None)):  # rank 0 may see no row at all
+        metrics = [M.get(name) for name in names]
+        for name, m in zip(names, metrics):
+            if len(y_true[rows]):
+                m.update(*inputs(name, rows))
+        ranks.append(metrics)
+    rank1 = _Rank(1)
+    reduce_sums(rank1, [], ranks[1])  # records rank 1's payload
+    _, results = reduce_sums(_Rank(0, rank1.sent[0]), [], ranks[0])
+    for name, result in zip(names, results):
+        full = M.get(name)
+        full.update(*inputs(name, slice(None)))
+        np.testing.assert_allclose(result, full.result(), rtol=1e-9, atol=1e-12, err_msg=name)
+
+
 def test_get_resolves_names_metrics_and_callables():
     assert isinstance(M.get("accuracy"), M.Accuracy)
     assert isinstance(M.get("roc_auc_score"), M.ROCAUC)
