@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from nnframe import schema as S
 from nnframe.errors import check_hyper
 
 __all__ = [
@@ -40,12 +41,65 @@ _MAX_LIKE = ("acc", "precision", "recall", "f1", "r2", "auc")
 
 
 class Callback:
-    """Base class: every hook does nothing."""
+    """Base class: every hook does nothing.
+
+    A callback's resumable state is declared, never guessed: ``state_fields`` maps each
+    attribute a checkpoint saves to the :mod:`nnframe.schema` it must match. ``state_dict()``
+    returns those attributes; ``load_state_dict()`` validates the whole state first (unknown
+    names, wrong types and ranges raise :class:`nnframe.schema.SchemaError` and change nothing),
+    then sets only the declared attributes. Paths, functions and settings are never restored.
+    """
 
     trainer = None
+    #: the attributes saved in a checkpoint, each with the schema its stored value must match
+    state_fields: dict = {}
+    #: attributes holding an object with its own state_dict (a scheduler), saved through it
+    state_objects: tuple = ()
 
     def set_trainer(self, trainer) -> None:
         self.trainer = trainer
+
+    def state_dict(self) -> dict:
+        """The declared ``state_fields`` that are set, and the ``state_dict()`` of each
+        ``state_objects`` attribute (copies are made by the checkpoint)."""
+        state = {name: getattr(self, name) for name in self.state_fields if hasattr(self, name)}
+        for name in self.state_objects:
+            obj = getattr(self, name, None)
+            if hasattr(obj, "state_dict"):
+                state[name] = obj.state_dict()
+        return state
+
+    def check_state(self, state) -> dict:
+        """``state`` validated against ``state_fields`` (and each object's own check), nothing
+        applied; returns the cleaned state for :meth:`apply_state`. Raises SchemaError."""
+        who = f"{type(self).__name__}.load_state_dict"
+        fields = {**self.state_fields, **{name: S.Any() for name in self.state_objects}}
+        checked = S.validate(S.Record(fields, optional=fields), state, who)
+        for name in self.state_objects:
+            if name not in checked:
+                continue
+            obj = getattr(self, name, None)
+            if hasattr(obj, "check_state_dict"):
+                checked[name] = ("checked", obj.check_state_dict(checked[name]))
+            elif hasattr(obj, "load_state_dict"):
+                checked[name] = ("load", checked[name])
+            else:
+                raise S.SchemaError(f"{who}: {name}: expected no state, got some")
+        return checked
+
+    def apply_state(self, checked: dict) -> None:
+        """Sets the attributes of a state returned by :meth:`check_state`."""
+        for name, value in checked.items():
+            if name in self.state_objects:
+                how, inner = value
+                obj = getattr(self, name)
+                obj.apply_state_dict(inner) if how == "checked" else obj.load_state_dict(inner)
+            else:
+                setattr(self, name, value)
+
+    def load_state_dict(self, state) -> None:
+        """Restores a state from :meth:`state_dict`: validated completely, then applied."""
+        self.apply_state(self.check_state(state))
 
     def on_train_begin(self, logs: dict) -> None: ...
 
@@ -121,6 +175,28 @@ class EarlyStopping(Callback):
         mode: 'min', 'max', or 'auto' (max for accuracy-like names, else min).
         restore_best_weights: at the end of training, load the weights of the best epoch.
     """
+
+    state_fields = {
+        "best": S.Float(finite=False),
+        "best_epoch": S.Nullable(S.Int(min=0)),
+        "wait": S.Int(min=0),
+        "stopped_epoch": S.Nullable(S.Int(min=0)),
+        "best_weights": S.Nullable(S.DictOf(S.Str(), S.Array("biuf", finite=False))),
+    }
+
+    def check_state(self, state) -> dict:
+        checked = super().check_state(state)
+        weights = checked.get("best_weights")
+        model = getattr(self.trainer, "model", None)
+        if weights is not None and model is not None:  # must load into this model later
+            own = {k: v.shape for k, v in model.state_dict().items()}
+            got = {k: v.shape for k, v in weights.items()}
+            if own != got:
+                raise S.SchemaError(
+                    f"EarlyStopping.load_state_dict: best_weights: expected the model's keys and "
+                    f"shapes, got {len(got)} entries that differ"
+                )
+        return checked
 
     def __init__(
         self,
@@ -208,8 +284,11 @@ class ModelCheckpoint(Callback):
         save_best_only: save only when ``monitor`` improves on the best so far.
         mode: 'min', 'max' or 'auto'.
 
-    ``last_saved`` holds the path of the latest file written.
+    ``last_saved`` holds the path of the latest file written. Only ``best`` is checkpointed:
+    the path is a setting of the callback, never read from a file.
     """
+
+    state_fields = {"best": S.Float(finite=False)}
 
     def __init__(
         self,
@@ -250,6 +329,8 @@ class LearningRateScheduler(Callback):
         interval: 'epoch' or 'step'.
     """
 
+    state_objects = ("schedule",)  # a scheduler's position (a function has none)
+
     def __init__(self, schedule, interval: str = "epoch"):
         check_hyper(
             "LearningRateScheduler", "interval", interval, interval in ("epoch", "step"),
@@ -285,6 +366,8 @@ class ReduceLROnPlateau(Callback):
     :class:`nnframe.optim.ReduceLROnPlateau` (same arguments and PyTorch's count: the rate drops
     after more than ``patience`` bad epochs; ``mode='auto'`` picks max for accuracy-like
     names). ``scheduler`` is the wrapped scheduler, built at the start of fit."""
+
+    state_objects = ("scheduler",)
 
     def __init__(
         self,

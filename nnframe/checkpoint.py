@@ -21,9 +21,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from nnframe import schema as S
 from nnframe.callbacks import Callback
 from nnframe.errors import ModelFormatError
 from nnframe.random import default_rng
+from nnframe.schema import SchemaError
 from nnframe.serialization import load_file, model_from_file_parts, save_file
 
 _MODEL = "model/"
@@ -115,6 +117,35 @@ def load_checkpoint(
     default generator and the layers' generators get their saved states back. Returns a
     :class:`Checkpoint` with the epoch, step, extra values and every state.
     """
+    ckpt, steps = _prepare(path, model, optimizer, scheduler, loader, callbacks, restore_rng, cast)
+    _apply(steps)
+    return ckpt
+
+
+_TREE = S.Record(
+    {
+        "epoch": S.Int(min=0, what="epoch"),
+        "step": S.Int(min=0, what="step"),
+        "optimizer": S.Any(),
+        "scheduler": S.Any(),
+        "rng": S.Nullable(
+            S.Record(
+                {"default": S.Any(), "layers": S.Nullable(S.DictOf(S.Str(), S.Any()))},
+                optional=("default", "layers"),
+            )
+        ),
+        "loader": S.Any(),
+        "callbacks": S.Nullable(S.ListOf(S.Any(), max_len=10_000)),
+        "extra": S.Any(),
+    },
+    optional=("epoch", "step", "optimizer", "scheduler", "rng", "loader", "callbacks", "extra"),
+)
+
+
+def _prepare(path, model, optimizer, scheduler, loader, callbacks, restore_rng, cast):
+    """Reads and validates everything in the checkpoint; returns the :class:`Checkpoint` and
+    the list of functions that apply it. Nothing outside is changed here: every problem is
+    found before the first of those functions runs (all-or-nothing loading)."""
     tensors, metadata = load_file(path)
     where = f"load_checkpoint: {os.fspath(path)!r}"
     text = metadata.get("nnframe.checkpoint")
@@ -127,36 +158,62 @@ def load_checkpoint(
     if not isinstance(encoded, dict):
         raise ModelFormatError(f"{where}: the checkpoint state is not a JSON object")
     tree = {k: _decode(v, tensors, where, 0) for k, v in encoded.items()}
+    tree = S.validate(_TREE, tree, where)
     model_state = {k[len(_MODEL) :]: v for k, v in tensors.items() if k.startswith(_MODEL)}
+    steps = []
     if model is None and "nnframe.config" in metadata:
         model = model_from_file_parts(tensors, metadata, os.fspath(path), prefix=_MODEL)
-    elif model is not None:
-        model.load_state_dict(model_state, cast=cast)
+    elif model is not None:  # validates every key first, then copies: it goes first
+        steps.append(lambda: model.load_state_dict(model_state, cast=cast))
     ckpt = Checkpoint(
         model=model,
         model_state=model_state,
         optimizer_state=tree.get("optimizer"),
         scheduler_state=tree.get("scheduler"),
         rng_state=tree.get("rng"),
-        epoch=_int(tree.get("epoch", 0), where, "epoch"),
-        step=_int(tree.get("step", 0), where, "step"),
+        epoch=tree.get("epoch", 0),
+        step=tree.get("step", 0),
         loader_state=tree.get("loader"),
         callback_states=tree.get("callbacks"),
         extra=tree.get("extra"),
         metadata=metadata,
     )
-    if optimizer is not None and ckpt.optimizer_state is not None:
-        optimizer.load_state_dict(ckpt.optimizer_state)
-    if scheduler is not None and ckpt.scheduler_state is not None:
-        scheduler.load_state_dict(ckpt.scheduler_state)
+    for obj, state in ((optimizer, ckpt.optimizer_state), (scheduler, ckpt.scheduler_state)):
+        if obj is not None and state is not None:
+            steps.append(_checked_loader(obj, state))
     if loader is not None and hasattr(loader, "load_state_dict") and ckpt.loader_state is not None:
-        loader.load_state_dict(ckpt.loader_state)
+        steps.append(_checked_loader(loader, ckpt.loader_state))
     if callbacks is not None and ckpt.callback_states is not None:
         for cb, state in zip(callbacks, ckpt.callback_states):
-            load_callback_state(cb, state)
+            checked = check_callback_state(cb, state)
+            steps.append(lambda cb=cb, checked=checked: apply_callback_state(cb, checked))
     if restore_rng and ckpt.rng_state is not None:
-        _restore_rngs(ckpt.rng_state, model, where)
-    return ckpt
+        steps.append(_checked_rngs(ckpt.rng_state, model, where))
+    return ckpt, steps
+
+
+def _apply(steps) -> None:
+    for step in steps:
+        step()
+
+
+def _checked_loader(obj, state):
+    """Validates ``state`` for ``obj`` now (``check_state_dict``, when ``obj`` has one) and
+    returns the function that applies it."""
+    if hasattr(obj, "check_state_dict") and hasattr(obj, "apply_state_dict"):
+        checked = obj.check_state_dict(state)
+        return lambda: obj.apply_state_dict(checked)
+    return lambda: obj.load_state_dict(state)
+
+
+def _check_generator_state(generator: np.random.Generator, state, where: str, what: str):
+    """``state`` tried on a fresh bit generator of ``generator``'s kind (nothing changed)."""
+    trial = type(generator.bit_generator)()
+    try:
+        trial.state = state
+    except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as e:
+        raise SchemaError(f"{where}: {what}: invalid random generator state ({e})") from None
+    return trial.state
 
 
 def latest_checkpoint(directory, pattern: str = "*.safetensors") -> str | None:
@@ -247,67 +304,97 @@ def save_trainer_checkpoint(trainer, path, epoch: int, logs: dict | None = None)
     )
 
 
+_HISTORY = S.Record(
+    {
+        "epoch": S.ListOf(S.Int(min=0), max_len=1_000_000),
+        "logs": S.DictOf(S.Str(max_len=200), S.ListOf(S.Float(finite=False), max_len=1_000_000)),
+    }
+)
+
+
 def resume_fit(trainer, path, callbacks, loader) -> int:
     """Restores a :class:`TrainingCheckpoint` into ``trainer`` at the start of ``fit``
-    (after ``on_train_begin``); returns the epoch to start from."""
+    (after ``on_train_begin``); returns the epoch to start from. Everything is validated
+    before anything is restored: a bad checkpoint changes nothing."""
     callbacks = [cb for cb in callbacks if not isinstance(cb, TrainingCheckpoint)]
-    ckpt = load_checkpoint(path, trainer.model, trainer.optimizer, callbacks=callbacks)
-    state = ckpt.loader_state if isinstance(ckpt.loader_state, dict) else {}
+    ckpt, steps = _prepare(
+        path, trainer.model, trainer.optimizer, None, None, callbacks, True, False
+    )
     where = f"Trainer.fit: resume_from={os.fspath(path)!r}"
-    try:
-        fit_rng = getattr(trainer, "fit_rng", None)
-        if state.get("fit_rng") is not None and isinstance(fit_rng, np.random.Generator):
-            fit_rng.bit_generator.state = state["fit_rng"]
-        loader_rng = getattr(loader, "rng", None)
-        if state.get("loader_rng") is not None and isinstance(loader_rng, np.random.Generator):
-            loader_rng.bit_generator.state = state["loader_rng"]
-    except (TypeError, ValueError, KeyError) as e:
-        raise ModelFormatError(f"{where}: invalid generator state ({e})") from None
+    state = ckpt.loader_state if isinstance(ckpt.loader_state, dict) else {}
+    generators = []
+    for key, gen in (("fit_rng", getattr(trainer, "fit_rng", None)),
+                     ("loader_rng", getattr(loader, "rng", None))):  # fmt: skip
+        if state.get(key) is not None and isinstance(gen, np.random.Generator):
+            generators.append((gen, _check_generator_state(gen, state[key], where, key)))
     saved = (ckpt.extra or {}).get("history") if isinstance(ckpt.extra, dict) else None
+    if saved is not None:
+        saved = S.validate(_HISTORY, saved, where, "history")
+    _apply(steps)
+    for gen, gen_state in generators:
+        gen.bit_generator.state = gen_state
     history = getattr(trainer, "history", None)
-    if isinstance(saved, dict) and history is not None and hasattr(history, "record"):
-        logs = saved.get("logs", {})
-        for i, epoch in enumerate(saved.get("epoch", [])):
+    if saved is not None and history is not None and hasattr(history, "record"):
+        logs = saved["logs"]
+        for i, epoch in enumerate(saved["epoch"]):
             history.record(epoch, {k: v[i] for k, v in logs.items() if i < len(v)})
     return ckpt.epoch
 
 
 def callback_state(cb) -> dict | None:
-    """A callback's state: its ``state_dict()`` if it has one, else its storable attributes
-    (numbers, strings, arrays, dicts of arrays such as best weights) and the ``state_dict()``
-    of attributes that have one (a scheduler)."""
-    if cb is None:
+    """A callback's state: ``{"state_dict": cb.state_dict()}`` (for a :class:`Callback`, its
+    declared ``state_fields``); None for an object without ``state_dict``."""
+    if cb is None or not hasattr(cb, "state_dict"):
         return None
-    if hasattr(cb, "state_dict"):
-        return {"state_dict": cb.state_dict()}
-    attrs, objects = {}, {}
-    for name, value in vars(cb).items():
-        if name == "trainer":
-            continue
-        if hasattr(value, "state_dict") and hasattr(value, "load_state_dict"):
-            objects[name] = value.state_dict()
-            continue
-        try:
-            _encode(value, [], name, 0)
-        except (TypeError, ValueError):
-            continue  # a file, a function, ...: not state that can be stored
-        attrs[name] = value
-    return {"attrs": attrs, "objects": objects}
+    return {"state_dict": cb.state_dict()}
+
+
+def _legacy_state(cb, state: dict) -> dict:
+    """A callback state written before the declared fields (``{"attrs", "objects"}``): only
+    the names ``cb`` declares are kept; every other name in the file is ignored, never set."""
+    fields = {**getattr(cb, "state_fields", {}), **dict.fromkeys(getattr(cb, "state_objects", ()))}
+    attrs = state.get("attrs") if isinstance(state.get("attrs"), dict) else {}
+    objects = state.get("objects") if isinstance(state.get("objects"), dict) else {}
+    kept = {k: v for k, v in attrs.items() if k in fields}
+    kept.update({k: v for k, v in objects.items() if k in fields})
+    return kept
+
+
+def check_callback_state(cb, state):
+    """Validates one callback's stored state (nothing applied); returns what
+    :func:`apply_callback_state` applies, or None when there is nothing to restore."""
+    if state is None or cb is None:
+        return None
+    who = f"{type(cb).__name__}.load_state_dict"
+    if not isinstance(state, dict):
+        raise SchemaError(f"{who}: expected a dict of callback state, got {type(state).__name__}")
+    if set(state) <= {"attrs", "objects"}:  # written by nnframe before declared fields
+        inner = _legacy_state(cb, state)
+    elif set(state) == {"state_dict"}:
+        inner = state["state_dict"]
+    else:
+        raise SchemaError(f"{who}: expected a dict with key 'state_dict', got {sorted(state)}")
+    if hasattr(cb, "check_state") and hasattr(cb, "apply_state"):
+        return ("checked", cb.check_state(inner))
+    if hasattr(cb, "load_state_dict"):  # not an nnframe Callback: its own method validates
+        return ("load", inner)
+    return None
+
+
+def apply_callback_state(cb, checked) -> None:
+    if checked is None:
+        return
+    how, value = checked
+    if how == "checked":
+        cb.apply_state(value)
+    else:
+        cb.load_state_dict(value)
 
 
 def load_callback_state(cb, state) -> None:
-    if not isinstance(state, dict) or cb is None:
-        return
-    if "state_dict" in state and hasattr(cb, "load_state_dict"):
-        cb.load_state_dict(state["state_dict"])
-        return
-    for name, value in (state.get("attrs") or {}).items():
-        if isinstance(name, str) and not name.startswith("__"):
-            setattr(cb, name, value)
-    for name, value in (state.get("objects") or {}).items():
-        target = getattr(cb, name, None)
-        if hasattr(target, "load_state_dict"):
-            target.load_state_dict(value)
+    """Validates, then restores, one callback's state (see :class:`nnframe.callbacks.Callback`:
+    only declared, typed fields are ever set)."""
+    apply_callback_state(cb, check_callback_state(cb, state))
 
 
 # ---------------------------------------------------------------------- states and generators
@@ -329,21 +416,26 @@ def _layer_rngs(model) -> dict:
     return states
 
 
-def _restore_rngs(rng_state, model, where: str) -> None:
-    if not isinstance(rng_state, dict):
-        raise ModelFormatError(f"{where}: malformed random generator state")
-    try:
-        if rng_state.get("default") is not None:
-            default_rng().bit_generator.state = rng_state["default"]
-        layers = rng_state.get("layers") or {}
-        if model is not None and layers:
-            for prefix, module in model.named_modules():
-                for attr, value in vars(module).items():
-                    key = f"{prefix}.{attr}" if prefix else attr
-                    if isinstance(value, np.random.Generator) and key in layers:
-                        value.bit_generator.state = layers[key]
-    except (TypeError, ValueError, KeyError, AttributeError) as e:
-        raise ModelFormatError(f"{where}: invalid random generator state ({e})") from None
+def _checked_rngs(rng_state, model, where: str):
+    """Validates the stored generator states; returns the function that sets them."""
+    states = []
+    if rng_state.get("default") is not None:
+        gen = default_rng()
+        states.append((gen, _check_generator_state(gen, rng_state["default"], where, "rng")))
+    layers = rng_state.get("layers") or {}
+    if model is not None and layers:
+        for prefix, module in model.named_modules():
+            for attr, value in vars(module).items():
+                key = f"{prefix}.{attr}" if prefix else attr
+                if isinstance(value, np.random.Generator) and key in layers:
+                    state = _check_generator_state(value, layers[key], where, f"rng {key}")
+                    states.append((value, state))
+
+    def apply():
+        for gen, state in states:
+            gen.bit_generator.state = state
+
+    return apply
 
 
 def _int(value, where: str, what: str) -> int:

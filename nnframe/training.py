@@ -47,6 +47,7 @@ from nnframe.distributed import (
 )
 from nnframe.errors import ShapeError, check_hyper
 from nnframe.module import Module
+from nnframe.optim.optimizer import NonFiniteUpdateError
 from nnframe.random import get_rng
 
 __all__ = ["Trainer", "History"]
@@ -152,6 +153,37 @@ def _is_tty(stream) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+class _BufferGuard:
+    """Puts the model's buffers (BatchNorm running statistics, counters...) back as they were
+    before a batch that is rejected: a NaN loss, gradient or update, or an exception.
+
+    The forward pass of a training batch updates buffers before the loss is known, so the
+    Trainer copies them first (they are small: a few values per channel) and restores them, in
+    place, when the batch is not applied. Buffers are found once per ``fit`` by their dotted
+    names (``model.named_buffers()``), through the public module tree.
+    """
+
+    def __init__(self, model: Module):
+        modules = dict(model.named_modules())
+        self.slots = []  # (module, attribute name)
+        for name, _ in model.named_buffers():
+            prefix, _, attr = name.rpartition(".")
+            self.slots.append((modules[prefix], attr))
+        self.saved: list = []
+
+    def snapshot(self) -> None:
+        self.saved = [(m, a, getattr(m, a)) for m, a in self.slots]
+        self.saved = [(m, a, v, None if v is None else np.array(v, copy=True))
+                      for m, a, v in self.saved]  # fmt: skip
+
+    def restore(self) -> None:
+        for module, attr, original, values in self.saved:
+            if original is not None:
+                np.copyto(original, values)  # the same array object, with its old values
+            if getattr(module, attr) is not original:  # the layer replaced it: put it back
+                setattr(module, attr, original)
 
 
 def _rows(a) -> int:
@@ -397,6 +429,7 @@ class Trainer:
         all_params = self.model.parameters()  # found once: a tree walk per step costs ~0.2 ms
         params = [p for p in all_params if p.requires_grad]
         self._all_params = all_params
+        self._buffers = _BufferGuard(self.model)  # a rejected batch leaves them unchanged
         history = self.history = History()
         self.stop_training = False
         self.stop_reason = None
@@ -465,44 +498,29 @@ class Trainer:
     ) -> dict:
         show_bar = not bar.disable
         all_params = self._all_params
-        model, loss_fn, optimizer, dp = self.model, self.loss, self.optimizer, self._dp
+        model, dp = self.model, self._dp
         model.train()
         for m in self.metrics:
             m.reset()
         start = time.perf_counter()
-        lr = float(optimizer.param_groups[0]["lr"])
+        lr = float(self.optimizer.param_groups[0]["lr"])
         total_loss, seen, steps, norms = 0.0, 0, 0, []
+        buffers = self._buffers
         for batch, data in enumerate(loader):
             xb, yb, wb = self._unpack("fit", data)
             wb = self._weights(yb, wb, lut)
             cbs.on_batch_begin(batch, {})
             for p in all_params:  # model.zero_grad(), without walking the module tree
                 p.grad.fill(0)
-            pred = model(xb)
-            loss = float(loss_fn(pred, yb) if wb is None else loss_fn(pred, yb, sample_weight=wb))
-            norm = math.nan
-            bad = None if math.isfinite(loss) else "loss"
+            buffers.snapshot()
+            try:
+                pred, loss, norm, bad = self._train_step(
+                    xb, yb, wb, batch, cbs, params, clip_norm, clip_value
+                )
+            except BaseException:
+                buffers.restore()  # an exception rejects the batch too: nothing of it stays
+                raise
             if bad is None:
-                needs_input_grad = model.needs_input_grad
-                model.needs_input_grad = False  # fit never uses dL/dx: the first layer skips it
-                try:
-                    model.backward(loss_fn.backward())
-                finally:
-                    model.needs_input_grad = needs_input_grad
-            if dp is not None:  # mean gradients and loss over ranks: every rank decides alike
-                loss = dp.average_loss_and_gradients(loss)
-                bad = None if math.isfinite(loss) else "loss"
-            if bad is None:
-                cbs.on_after_backward(batch, {"loss": loss})
-                norm = total_norm([p.grad for p in params])
-                if not math.isfinite(norm):
-                    bad = "gradient norm"
-            if bad is None:
-                if clip_value is not None:
-                    clip_grad_value_(params, clip_value)
-                if clip_norm is not None:
-                    clip_grad_norm_(params, clip_norm)
-                optimizer.step()
                 n = _rows(xb)
                 total_loss += loss * n
                 seen += n
@@ -511,6 +529,7 @@ class Trainer:
                 for m in self.metrics:
                     m.update(yb, pred)
             else:
+                buffers.restore()  # the forward pass moved the running statistics: undo it
                 for p in all_params:  # the step is skipped: leave no poisoned gradient behind
                     p.grad.fill(0)
             batch_logs = {"loss": loss, "batch_size": _rows(xb), "grad_norm": norm}
@@ -522,7 +541,8 @@ class Trainer:
                 where = f"epoch {epoch + 1}, batch {batch + 1}"  # 1-based, as printed
                 if nan_policy == "raise":
                     raise FloatingPointError(
-                        f"Trainer.fit: expected a finite {bad}, got {loss if bad == 'loss' else norm} "
+                        f"Trainer.fit: expected a finite {bad}, got "
+                        f"{loss if bad == 'loss' else norm if bad != 'update' else 'NaN/Inf'} "
                         f"at {where} (the step was not applied). Lower the learning rate, "
                         "clip gradients (clip_norm=), or pass nan_policy='skip_batch' or 'stop'"
                     )
@@ -549,6 +569,40 @@ class Trainer:
         logs["_steps"] = steps
         logs["_start"] = start
         return logs
+
+    def _train_step(self, xb, yb, wb, batch, cbs, params, clip_norm, clip_value):
+        """One forward, backward and step; returns ``(pred, loss, norm, bad)`` where ``bad``
+        names what was not finite (the loss, the gradient norm, the update) or is None."""
+        model, loss_fn, optimizer, dp = self.model, self.loss, self.optimizer, self._dp
+        pred = model(xb)
+        loss = float(loss_fn(pred, yb) if wb is None else loss_fn(pred, yb, sample_weight=wb))
+        norm = math.nan
+        bad = None if math.isfinite(loss) else "loss"
+        if bad is None:
+            needs_input_grad = model.needs_input_grad
+            model.needs_input_grad = False  # fit never uses dL/dx: the first layer skips it
+            try:
+                model.backward(loss_fn.backward())
+            finally:
+                model.needs_input_grad = needs_input_grad
+        if dp is not None:  # mean gradients and loss over ranks: every rank decides alike
+            loss = dp.average_loss_and_gradients(loss)
+            bad = None if math.isfinite(loss) else "loss"
+        if bad is None:
+            cbs.on_after_backward(batch, {"loss": loss})
+            norm = total_norm([p.grad for p in params])
+            if not math.isfinite(norm):
+                bad = "gradient norm"
+        if bad is None:
+            if clip_value is not None:
+                clip_grad_value_(params, clip_value)
+            if clip_norm is not None:
+                clip_grad_norm_(params, clip_norm)
+            try:
+                optimizer.step()  # writes nothing when the update would not be finite
+            except NonFiniteUpdateError:
+                bad = "update"
+        return pred, loss, norm, bad
 
     def _agree_stop(self, comm) -> None:
         self.stop_training, self.stop_reason = agree_stop(

@@ -504,3 +504,89 @@ def test_replacing_a_file_keeps_its_permissions(tmp_path):
     os.chmod(path, 0o600)
     nf.save_checkpoint(path, mlp(1))
     assert (os.stat(path).st_mode & 0o777) == 0o600
+
+
+# ---------------------------------------------------------------------- issue 15: callback state
+class _Crafted:
+    """Stands for a hostile file: its 'state' is whatever the attacker wrote."""
+
+    def __init__(self, state):
+        self.state = state
+
+    def state_dict(self):
+        return self.state
+
+
+def _fit_parts(tmp_path):
+    rng = np.random.default_rng(0)
+    model = mlp(0)
+    x = rng.normal(size=(16, model[0].in_features)).astype(np.float32)
+    y = rng.integers(0, model[-1].out_features, size=16)
+    opt = nf.optim.SGD(model.parameters(), lr=0.1)
+    return model, opt, x, y
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        {"state_dict": {"path": "VICTIM"}},
+        {"state_dict": {"on_epoch_end": "x"}},
+        {"state_dict": {"best": "not a number"}},
+        {"state_dict": {"best": 1.0, "__class__": "x"}},
+        {"state_dict": 5},
+        {"evil": 1},
+    ],
+)
+def test_a_crafted_callback_state_is_refused_and_changes_nothing(tmp_path, state):
+    # issue 15 defect 2: restoring used setattr with names from the file
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    model, opt, x, y = _fit_parts(tmp_path)
+    ckpt = tmp_path / "c.safetensors"
+    if isinstance(state.get("state_dict"), dict):
+        inner = {k: (str(victim) if v == "VICTIM" else v) for k, v in state["state_dict"].items()}
+        state = {"state_dict": inner}
+    nf.checkpoint.save_checkpoint(ckpt, mlp(1), epoch=1, callbacks=[_Crafted(state)])
+    cb = nf.callbacks.ModelCheckpoint(tmp_path / "m.safetensors", monitor="loss")
+    before = model.state_dict()
+    trainer = nf.Trainer(model, nf.CrossEntropyLoss(), opt)
+    with pytest.raises(nf.schema.SchemaError, match="ModelCheckpoint.load_state_dict"):
+        trainer.fit(x, y, epochs=2, verbose=0, callbacks=[cb], resume_from=ckpt)
+    assert victim.read_text() == "precious"
+    assert cb.path == str(tmp_path / "m.safetensors") and callable(cb.on_epoch_end)
+    for k, v in model.state_dict().items():  # all-or-nothing: the weights were not loaded
+        assert v.tobytes() == before[k].tobytes()
+
+
+def test_a_legacy_callback_state_restores_only_declared_fields(tmp_path, monkeypatch):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    model, opt, x, y = _fit_parts(tmp_path)
+    ckpt = tmp_path / "c.safetensors"
+    legacy = {"attrs": {"path": str(victim), "on_epoch_end": "x", "best": 0.5}, "objects": {}}
+    monkeypatch.setattr(nf.checkpoint, "callback_state", lambda cb: legacy)
+    nf.checkpoint.save_checkpoint(ckpt, model, opt, epoch=1, callbacks=[object()])
+    monkeypatch.undo()
+    cb = nf.callbacks.ModelCheckpoint(tmp_path / "m.safetensors", monitor="loss")
+    nf.Trainer(model, nf.CrossEntropyLoss(), opt).fit(
+        x, y, epochs=2, verbose=0, callbacks=[cb], resume_from=ckpt
+    )
+    assert victim.read_text() == "precious"
+    assert cb.path == str(tmp_path / "m.safetensors")
+    assert (tmp_path / "m.safetensors").exists()
+    assert cb.best <= 0.5  # the declared field was restored
+
+
+def test_callback_state_round_trips_only_declared_fields():
+    es = nf.callbacks.EarlyStopping(monitor="loss")
+    es.on_train_begin({})
+    es.best, es.wait = 0.25, 3
+    es.secret = "not state"
+    state = es.state_dict()
+    assert set(state) == set(nf.callbacks.EarlyStopping.state_fields)
+    other = nf.callbacks.EarlyStopping(monitor="loss")
+    other.load_state_dict(state)
+    assert other.best == 0.25 and other.wait == 3 and not hasattr(other, "secret")
+    with pytest.raises(nf.schema.SchemaError, match=r"EarlyStopping.load_state_dict: wait"):
+        other.load_state_dict({"wait": -1, "best": 9.0})
+    assert other.best == 0.25  # all or nothing

@@ -643,7 +643,7 @@ HYPER_ERRORS = [
         r"Adam: invalid betas=\(1.0, 0.999\) \(expected two values in \[0, 1\)\)",
     ),
     (optim.Adam, dict(betas=(0.9,)), r"Adam: invalid betas=\(0.9,\)"),
-    (optim.Adam, dict(eps=-1e-8), r"Adam: invalid eps=-1e-08 \(must be >= 0\)"),
+    (optim.Adam, dict(eps=-1e-8), r"Adam: invalid eps=-1e-08 \(must be > 0\)"),
     (optim.AdamW, dict(weight_decay=-0.01), r"AdamW: invalid weight_decay=-0.01 \(must be >= 0\)"),
     (optim.AdamW, dict(lr=-1), r"AdamW: invalid lr=-1 \(must be >= 0\)"),
     (
@@ -653,7 +653,7 @@ HYPER_ERRORS = [
     ),
     (optim.NAdam, dict(betas=(0.9, -0.1)), r"NAdam: invalid betas=\(0.9, -0.1\)"),
     (optim.RAdam, dict(betas=(0.9, 1.5)), r"RAdam: invalid betas=\(0.9, 1.5\)"),
-    (optim.Adamax, dict(eps=-1.0), r"Adamax: invalid eps=-1.0 \(must be >= 0\)"),
+    (optim.Adamax, dict(eps=-1.0), r"Adamax: invalid eps=-1.0 \(must be > 0\)"),
     (optim.RMSprop, dict(alpha=-0.1), r"RMSprop: invalid alpha=-0.1 \(must be >= 0\)"),
     (optim.RMSprop, dict(momentum=-0.1), r"RMSprop: invalid momentum=-0.1 \(must be >= 0\)"),
     (optim.Adagrad, dict(lr_decay=-0.1), r"Adagrad: invalid lr_decay=-0.1 \(must be >= 0\)"),

@@ -456,3 +456,74 @@ def test_fit_skips_the_input_gradient_and_restores_the_flag():
     model(x)
     assert model.backward(np.ones((8, 2), dtype=np.float32)).shape == (8, 3)
     assert model[0].needs_input_grad is True
+
+
+# ---------------------------------------------------------------------- issue 15: rejected batches
+def bn_model():
+    nf.manual_seed(0)
+    return nf.Sequential(nf.Dense(4, 8, rng=0), nf.BatchNorm1d(8), nf.Tanh(), nf.Dense(8, 3, rng=1))
+
+
+def bn_data():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 4)).astype(np.float32)
+    y = rng.integers(0, 3, size=32)
+    return x, y
+
+
+def full_state(model, opt):
+    return model.state_dict(), opt.state_dict()
+
+
+def assert_same_state(a, b):
+    (ma, oa), (mb, ob) = a, b
+    assert list(ma) == list(mb)
+    for k in ma:
+        assert ma[k].tobytes() == mb[k].tobytes(), k
+    assert oa["param_groups"] == ob["param_groups"]
+    assert sorted(oa["state"]) == sorted(ob["state"])
+    for i in oa["state"]:
+        for k, v in oa["state"][i].items():
+            np.testing.assert_array_equal(v, ob["state"][i][k])
+
+
+@pytest.mark.parametrize("policy", ["skip_batch", "stop", "raise"])
+def test_a_rejected_nan_batch_leaves_buffers_parameters_and_optimizer_state_unchanged(policy):
+    # issue 15 defect 1: the skipped batch's forward pass used to leave NaN running statistics
+    x, y = bn_data()
+    bad = x.copy()
+    bad[13, 1] = np.nan  # batch 1 of 4 (rows 8..15)
+    model = bn_model()
+    opt = nf.optim.Adam(model.parameters(), lr=0.01)
+    trainer = nf.Trainer(model, nf.CrossEntropyLoss(), opt)
+    kw = dict(batch_size=8, shuffle=False, verbose=0, nan_policy=policy)
+    if policy == "raise":
+        with pytest.raises(FloatingPointError):
+            trainer.fit(bad, y, **kw)
+    else:
+        trainer.fit(bad, y, **kw)
+    # the same training without the rejected rows (and, for raise/stop, without what follows)
+    ref = bn_model()
+    ref_opt = nf.optim.Adam(ref.parameters(), lr=0.01)
+    keep = np.r_[0:8, 16:32] if policy == "skip_batch" else np.r_[0:8]
+    nf.Trainer(ref, nf.CrossEntropyLoss(), ref_opt).fit(x[keep], y[keep], **kw)
+    assert np.isfinite(model[1].running_mean).all() and np.isfinite(model[1].running_var).all()
+    assert_same_state(full_state(model, opt), full_state(ref, ref_opt))
+    assert np.isfinite(trainer.predict(x)).all()
+
+
+def test_an_exception_inside_a_batch_restores_the_buffers():
+    x, y = bn_data()
+    model = bn_model()
+    before = model.state_dict()
+    trainer = nf.Trainer(model, nf.CrossEntropyLoss(), nf.optim.SGD(model.parameters(), lr=0.1))
+
+    def boom(batch, logs):
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        trainer.fit(
+            x, y, batch_size=8, verbose=0, callbacks=[LambdaCallback(on_after_backward=boom)]
+        )
+    for k, v in model.state_dict().items():
+        assert v.tobytes() == before[k].tobytes(), k

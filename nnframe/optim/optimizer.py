@@ -26,6 +26,11 @@ from nnframe.errors import check_hyper
 from nnframe.parameter import Parameter
 
 
+class NonFiniteUpdateError(FloatingPointError):
+    """An optimizer step would have written NaN or Inf into a parameter or its state; the step
+    was undone, so parameters and optimizer state are exactly as before it."""
+
+
 def effective_grad(
     param: np.ndarray,
     grad: np.ndarray,
@@ -144,6 +149,7 @@ class Optimizer:
         self.last_grad_norm: float | None = None
         self._workspace: dict = {}
         self._fused: dict[int, _FusedGroup] = {}
+        self._backups: dict[int, np.ndarray] = {}  # see step: what it puts back on NaN/Inf
         is_group = [isinstance(p, dict) for p in params]
         if any(is_group) and not all(is_group):
             raise TypeError(
@@ -185,7 +191,9 @@ class Optimizer:
     def validate(self, group: dict) -> None:
         """Checks one group's hyperparameters (``betas`` too, when the group has them);
         subclasses extend it (call super)."""
-        self.check_nonnegative(group, "lr", "weight_decay", "eps")
+        self.check_nonnegative(group, "lr", "weight_decay")
+        # eps divides: 0 would make 0 / 0 on a parameter whose gradient is always zero
+        self.check_positive(group, "eps")
         if "betas" in group:
             self.check_betas(group)
 
@@ -193,7 +201,17 @@ class Optimizer:
         for key in names:
             if key in group:
                 v = group[key]
-                check_hyper(type(self).__name__, key, v, _is_real(v) and v >= 0, "must be >= 0")
+                finite = _is_real(v) and math.isfinite(v)
+                rule = "must be >= 0" if finite else "must be finite and >= 0"
+                check_hyper(type(self).__name__, key, v, finite and v >= 0, rule)
+
+    def check_positive(self, group: dict, *names: str) -> None:
+        for key in names:
+            if key in group:
+                v = group[key]
+                finite = _is_real(v) and math.isfinite(v)
+                rule = "must be > 0" if finite else "must be finite and > 0"
+                check_hyper(type(self).__name__, key, v, finite and v > 0, rule)
 
     def check_betas(self, group: dict) -> None:
         betas = group["betas"]
@@ -234,13 +252,45 @@ class Optimizer:
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         """Clips (if asked), then updates every trainable parameter in place.
 
+        A step is all or nothing: every group's options are checked first (a rate set through
+        ``param_groups`` or a scheduler included), and when the update would leave a NaN or Inf
+        in a parameter or in the optimizer state, everything is put back as it was and
+        :class:`NonFiniteUpdateError` is raised (lower the rate, raise ``eps``, clip).
+
         Args:
             closure: optional function that recomputes the loss (and the gradients); it is
                 called first and its value is returned, as in PyTorch.
         """
         loss = closure() if closure is not None else None
+        for group in self.param_groups:  # options may have changed since they were added
+            self.validate(group)
         if self.clip_value is not None or self.clip_norm is not None:
             self.clip_gradients()
+        undo = self._snapshot()
+        try:
+            self._step()
+            where = self._first_non_finite()
+        except BaseException:
+            self._restore(undo)
+            raise
+        if where is not None:
+            self._restore(undo)
+            raise NonFiniteUpdateError(
+                f"{type(self).__name__}.step: expected finite values after the update, got "
+                f"NaN/Inf in {where} (nothing was written). Lower the learning rate, raise eps, "
+                "or clip gradients"
+            )
+        self._reserve()
+        return loss
+
+    def _reserve(self) -> None:
+        """Backup buffers for state arrays the step created, so the next step allocates none."""
+        for _, a in self._guarded():
+            b = self._backups.get(id(a))
+            if b is None or b.shape != a.shape or b.dtype != a.dtype:
+                self._backups[id(a)] = np.empty_like(a)
+
+    def _step(self) -> None:
         state = self.state
         for i, group in enumerate(self.param_groups):
             fused = self._fused_group(i, group)
@@ -254,7 +304,54 @@ class Optimizer:
                 if s is None:
                     s = state[p] = self.init_state(p, group)
                 self.update(p, s, group)
-        return loss
+
+    # ------------------------------------------------------------------ the finite guarantee
+    def _guarded(self) -> list[tuple[str, np.ndarray]]:
+        """Every array a step writes: the trainable parameters and the state arrays."""
+        arrays = {}
+        for i, p in enumerate(self.parameters()):
+            if p.requires_grad:
+                arrays.setdefault(id(p.data), (f"parameter {i}", p.data))
+        index = {id(p): i for i, p in enumerate(self.parameters())}
+        for p, s in self.state.items():
+            for k, v in s.items():
+                if isinstance(v, np.ndarray):
+                    arrays.setdefault(id(v), (f"state[{index.get(id(p))}][{k!r}]", v))
+        return list(arrays.values())
+
+    def _snapshot(self):
+        """Copies of what a step may change, in buffers kept from step to step."""
+        backups = self._backups
+        saved = []
+        for _, a in self._guarded():
+            b = backups.get(id(a))
+            if b is None or b.shape != a.shape or b.dtype != a.dtype:
+                b = backups[id(a)] = np.empty_like(a)
+            np.copyto(b, a)
+            saved.append((a, b))
+        if len(backups) > 2 * len(saved) + 8:  # arrays gone since: drop their buffers
+            live = {id(a) for a, _ in saved}
+            for key in [k for k in backups if k not in live]:
+                del backups[key]
+        states = {p: dict(s) for p, s in self.state.items()}
+        return saved, states
+
+    def _restore(self, undo) -> None:
+        saved, states = undo
+        for a, b in saved:
+            np.copyto(a, b)
+        self.state = {p: dict(s) for p, s in states.items()}
+        self._fused.clear()  # rebuilt from the restored per-parameter state
+
+    def _first_non_finite(self) -> str | None:
+        for name, a in self._guarded():
+            if a.dtype.kind == "f" and not _all_finite(a):
+                return name
+        for s in self.state.values():
+            for k, v in s.items():
+                if isinstance(v, float) and not math.isfinite(v):
+                    return f"state {k!r}"
+        return None
 
     def _fused_group(self, i: int, group: dict) -> _FusedGroup | None:
         """The flat view of group ``i`` when it can be updated as one vector, else None."""
@@ -403,6 +500,27 @@ class Optimizer:
                 if k != "params":
                     lines.append(f"    {k}: {g[k]}")
         return "\n".join(lines) + "\n)"
+
+
+def check_lrs(who: str, lrs, negative: bool = False) -> list[float]:
+    """``lrs`` as a list, or a ValueError naming ``who`` unless every rate is finite and >= 0
+    (a scheduler or a callback never writes a NaN or infinite rate). ``negative`` lets a
+    finite negative rate through (PyTorch's OneCycleLR sequences can dip below 0; the
+    optimizer's step refuses it)."""
+    lrs = list(lrs)
+    for lr in lrs:
+        if not (_is_real(lr) and math.isfinite(lr) and (negative or lr >= 0)):
+            rule = "finite learning rates" if negative else "finite learning rates >= 0"
+            raise ValueError(f"{who}: expected {rule}, got {lr!r}")
+    return lrs
+
+
+def _all_finite(a: np.ndarray) -> bool:
+    """True when ``a`` holds no NaN or Inf: one NaN or Inf makes the sum NaN or Inf, so a
+    finite sum answers at once (no allocation); a sum that is not finite (or overflowed) is
+    checked element by element."""
+    total = a.sum()
+    return bool(np.isfinite(total)) or bool(np.isfinite(a).all())
 
 
 def _is_real(v) -> bool:

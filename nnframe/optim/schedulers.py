@@ -24,8 +24,9 @@ import bisect
 import math
 from collections.abc import Callable, Sequence
 
+from nnframe import schema as S
 from nnframe.errors import check_hyper
-from nnframe.optim.optimizer import Optimizer
+from nnframe.optim.optimizer import Optimizer, check_lrs
 
 __all__ = [
     "LRScheduler",
@@ -48,7 +49,35 @@ def _check_optimizer(who: str, optimizer) -> None:
         raise TypeError(f"{who}: expected an nnframe Optimizer, got {type(optimizer).__name__}")
 
 
-class LRScheduler:
+class _SavedState:
+    """``load_state_dict`` for schedulers: the stored state must have exactly the keys and
+    kinds this scheduler writes (settings such as ``mode`` unchanged, rates finite and >= 0);
+    it is validated completely before any attribute is set (nnframe.schema)."""
+
+    _finite_state = True
+
+    def check_state_dict(self, state_dict) -> dict:
+        """``state_dict`` validated (nothing applied); returns what ``apply_state_dict`` sets."""
+        who = f"{type(self).__name__}.load_state_dict"
+        spec = S.like(self.state_dict(), finite=self._finite_state, same_strings=True)
+        checked = S.validate(spec, state_dict, who)
+        for key in ("base_lrs", "_last_lr", "min_lrs"):
+            if key in checked:
+                try:
+                    check_lrs(who, checked[key])
+                except ValueError as e:
+                    raise S.SchemaError(f"{e} in {key}") from None
+        return checked
+
+    def apply_state_dict(self, checked: dict) -> None:
+        self.__dict__.update(checked)
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Restores a state saved by ``state_dict``: validated completely, then applied."""
+        self.apply_state_dict(self.check_state_dict(state_dict))
+
+
+class LRScheduler(_SavedState):
     """Base class: a subclass writes ``lr_at(base_lr, epoch)``, the rate at step ``epoch``.
 
     ``last_epoch`` counts the steps taken (0 right after construction); ``get_last_lr()`` returns
@@ -79,6 +108,7 @@ class LRScheduler:
         self._apply(self.get_lr())
 
     def _apply(self, lrs: Sequence[float]) -> None:
+        lrs = check_lrs(type(self).__name__, lrs, negative=True)  # a NaN/Inf rate is never set
         for group, lr in zip(self.optimizer.param_groups, lrs):
             group["lr"] = lr
         self._last_lr = list(lrs)
@@ -95,9 +125,6 @@ class LRScheduler:
             for k, v in vars(self).items()
             if k not in self._unsaved and not callable(v) and not k.startswith("_fn")
         }
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        self.__dict__.update(state_dict)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(last_epoch={self.last_epoch}, lr={self._last_lr})"
@@ -408,14 +435,25 @@ class SequentialLR(LRScheduler):
         state["schedulers"] = [s.state_dict() for s in self.schedulers]
         return state
 
-    def load_state_dict(self, state_dict: dict) -> None:
-        state = dict(state_dict)
-        for s, sd in zip(self.schedulers, state.pop("schedulers")):
-            s.load_state_dict(sd)
-        self.__dict__.update(state)
+    def check_state_dict(self, state_dict) -> dict:
+        who = "SequentialLR.load_state_dict"
+        n = len(self.schedulers)
+        spec = S.Record({"schedulers": S.ListOf(S.Any(), min_len=n, max_len=n)}, extra=True)
+        subs = S.validate(spec, state_dict, who)["schedulers"]
+        own = {k: v for k, v in state_dict.items() if k != "schedulers"}
+        template = {k: v for k, v in self.state_dict().items() if k != "schedulers"}
+        checked = S.validate(S.like(template, finite=True, same_strings=True), own, who)
+        checked["schedulers"] = [s.check_state_dict(sd) for s, sd in zip(self.schedulers, subs)]
+        return checked
+
+    def apply_state_dict(self, checked: dict) -> None:
+        checked = dict(checked)
+        for s, sd in zip(self.schedulers, checked.pop("schedulers")):
+            s.apply_state_dict(sd)
+        self.__dict__.update(checked)
 
 
-class ReduceLROnPlateau:
+class ReduceLROnPlateau(_SavedState):
     """Multiplies the rate by ``factor`` when a monitored value stops improving for more than
     ``patience`` epochs: call ``step(value)`` after each validation.
 
@@ -496,7 +534,7 @@ class ReduceLROnPlateau:
             self.num_bad_epochs = 0  # bad epochs during cooldown do not count
         if self.num_bad_epochs > self.patience:
             for group, floor in zip(self.optimizer.param_groups, self.min_lrs):
-                new = max(group["lr"] * self.factor, floor)
+                new = max(group["lr"] * self.factor, floor)  # both checked finite and >= 0
                 if group["lr"] - new > self.eps:
                     group["lr"] = new
             self.cooldown_counter = self.cooldown
@@ -506,11 +544,10 @@ class ReduceLROnPlateau:
     def get_last_lr(self) -> list[float]:
         return list(self._last_lr)
 
+    _finite_state = False  # best starts at +-inf
+
     def state_dict(self) -> dict:
         return {k: v for k, v in vars(self).items() if k != "optimizer"}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        self.__dict__.update(state_dict)
 
     def __repr__(self) -> str:
         return (
