@@ -49,6 +49,7 @@ from nnframe.clip import clip_grad_norm_, clip_grad_value_
 from nnframe.config import from_config, get_config, register_layer
 from nnframe.containers import Add, Concat, ModuleDict, ModuleList, Residual, Sequential
 from nnframe.errors import AnomalyError, GradcheckError, ModelFormatError, ShapeError
+from nnframe.schema import SchemaError
 from nnframe.gradcheck import check_loss, check_module
 from nnframe.layers.attention import MultiheadAttention, PositionalEncoding
 from nnframe.layers.conv import Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d
@@ -236,6 +237,7 @@ __all__ = [
     "Checkpoint",
     "TrainingCheckpoint",
     "ModelFormatError",
+    "SchemaError",
     "detect_anomaly",
     "set_detect_anomaly",
     "anomaly",

@@ -2,6 +2,7 @@
 against torch.optim in float64, the base class (groups, state, state_dict, errors, clipping),
 worked examples with hand-computed numbers, float32 kept and no per-step allocation."""
 
+import copy
 import math
 import tracemalloc
 
@@ -853,3 +854,179 @@ def test_base_class_contract():
     w0, w1 = opt.work(p)
     assert w0.shape == w1.shape == (3, 2) and w0.dtype == np.float32
     assert not np.shares_memory(w0, w1)
+
+
+# ---------------------------------------------------------------------- issue 15: finite updates
+def _snapshot(opt, params):
+    return [p.data.copy() for p in params], opt.state_dict()
+
+
+def _assert_unchanged(before, opt, params):
+    datas, sd = before
+    for p, d in zip(params, datas):
+        assert p.data.tobytes() == d.tobytes()
+    now = opt.state_dict()
+    assert now["param_groups"] == sd["param_groups"]
+    assert sorted(now["state"]) == sorted(sd["state"])
+    for i, s in sd["state"].items():
+        for k, v in s.items():
+            np.testing.assert_array_equal(now["state"][i][k], v)
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+def test_non_finite_hyperparameters_are_refused_in_the_constructor(value):
+    p = nf.Parameter(np.ones(2, dtype=np.float32))
+    with pytest.raises(ValueError, match=r"SGD: invalid lr="):
+        optim.SGD([p], lr=value)
+    with pytest.raises(ValueError, match=r"Adam: invalid weight_decay="):
+        optim.Adam([p], weight_decay=value)
+
+
+@pytest.mark.parametrize("cls", [c for c in ALL if "eps" in c([nf.Parameter(np.ones(1))]).defaults])
+def test_eps_zero_is_refused_because_it_divides_zero_by_zero(cls):
+    with pytest.raises(ValueError, match=rf"{cls.__name__}: invalid eps=0.0 \(must be > 0\)"):
+        cls([nf.Parameter(np.ones(1))], eps=0.0)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -1.0, "abc"])
+def test_a_rate_set_through_param_groups_is_checked_at_the_step(value):
+    p = nf.Parameter(np.ones(3, dtype=np.float32))
+    opt = optim.SGD([p], lr=0.1, momentum=0.9)
+    p.grad[:] = 1.0
+    opt.step()
+    before = _snapshot(opt, [p])
+    opt.param_groups[0]["lr"] = value
+    with pytest.raises(ValueError, match=r"SGD: invalid lr="):
+        opt.step()
+    opt.param_groups[0]["lr"] = 0.1
+    _assert_unchanged(before, opt, [p])
+
+
+def test_a_scheduler_never_writes_a_non_finite_rate():
+    p = nf.Parameter(np.ones(3, dtype=np.float32))
+    opt = optim.SGD([p], lr=0.1)
+    with pytest.raises(ValueError, match=r"LambdaLR: expected finite learning rates"):
+        optim.LambdaLR(opt, lambda epoch: float("nan"))
+    sched = optim.LambdaLR(opt, lambda epoch: 1.0 if epoch < 2 else float("inf"))
+    sched.step()
+    with pytest.raises(ValueError, match=r"LambdaLR: expected finite learning rates"):
+        sched.step()
+    assert opt.param_groups[0]["lr"] == 0.1
+
+
+@pytest.mark.parametrize("cls", ALL, ids=lambda c: c.__name__)
+def test_an_update_that_would_not_be_finite_is_never_written(cls):
+    # issue 15 defect 4: every optimizer shares one guarantee in Optimizer.step
+    rng = np.random.default_rng(0)
+    params = [nf.Parameter(rng.normal(size=(4, 3)).astype(np.float32)) for _ in range(3)]
+    opt = cls(params, **{**OPTIONS[cls], "lr": 1e30})
+    for p in params:
+        p.grad[...] = 1.0
+    opt.step()  # a first (finite or refused) step creates the state
+    for p in params:
+        p.grad[...] = 3e38  # float32's edge: squares, sums and products overflow
+    params[0].grad[0, 0] = -3e38
+    before = _snapshot(opt, params)
+    try:
+        opt.step()
+    except optim.NonFiniteUpdateError as e:
+        assert f"{cls.__name__}.step: expected finite values after the update" in str(e)
+        _assert_unchanged(before, opt, params)
+    for p in params:
+        assert np.isfinite(p.data).all()
+    for s in opt.state.values():
+        for v in s.values():
+            if isinstance(v, np.ndarray):
+                assert np.isfinite(v).all()
+
+
+def test_sgd_overflow_is_undone_and_the_trainer_skips_the_batch():
+    p = nf.Parameter(np.ones(2, dtype=np.float32))
+    opt = optim.SGD([p], lr=3e38, momentum=0.9)
+    p.grad[:] = 10.0
+    before = _snapshot(opt, [p])
+    with pytest.raises(optim.NonFiniteUpdateError, match="nothing was written"):
+        opt.step()
+    _assert_unchanged(before, opt, [p])
+    assert opt.state == {}
+
+
+def test_fit_with_an_overflowing_rate_never_corrupts_the_parameters():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 3)).astype(np.float32)
+    y = rng.integers(0, 2, size=32)
+    model = nf.Sequential(nf.Dense(3, 4, rng=0), nf.Tanh(), nf.Dense(4, 2, rng=1))
+    before = model.state_dict()
+    opt = optim.SGD(model.parameters(), lr=3e38, weight_decay=10.0)  # every update overflows
+    trainer = nf.Trainer(model, nf.CrossEntropyLoss(), opt)
+    history = trainer.fit(x, y, batch_size=8, nan_policy="skip_batch", verbose=0)
+    assert history["skipped_batches"][-1] == 4
+    for k, v in model.state_dict().items():
+        assert v.tobytes() == before[k].tobytes()
+    with pytest.raises(FloatingPointError, match=r"expected a finite update"):
+        trainer.fit(x, y, batch_size=8, verbose=0)
+
+
+# ---------------------------------------------------------------------- issue 15: crafted state
+def _trained_adam():
+    p, q = nf.Parameter(np.ones(3, dtype=np.float32)), nf.Parameter(np.ones(2, dtype=np.float32))
+    opt = optim.Adam([p, q], lr=0.01)
+    p.grad[:] = 1.0
+    q.grad[:] = 2.0
+    opt.step()
+    return opt, [p, q]
+
+
+def _crafted_states():
+    opt, _ = _trained_adam()
+    good = opt.state_dict()
+    sgd_state = optim.SGD([nf.Parameter(np.ones(3)), nf.Parameter(np.ones(2))]).state_dict()
+
+    def edit(fn):
+        sd = copy.deepcopy(good)
+        fn(sd)
+        return sd
+
+    return {
+        "no param_groups": edit(lambda sd: sd.pop("param_groups")),
+        "no state": edit(lambda sd: sd.pop("state")),
+        "param_groups=5": edit(lambda sd: sd.__setitem__("param_groups", 5)),
+        "group not a dict": edit(lambda sd: sd.__setitem__("param_groups", ["x"])),
+        "state key x": edit(lambda sd: sd["state"].__setitem__("x", {})),
+        "state key 99": edit(lambda sd: sd["state"].__setitem__(99, {})),
+        "state key -1": edit(lambda sd: sd["state"].__setitem__(-1, {})),
+        "lr abc": edit(lambda sd: sd["param_groups"][0].__setitem__("lr", "abc")),
+        "lr nan": edit(lambda sd: sd["param_groups"][0].__setitem__("lr", float("nan"))),
+        "lr inf": edit(lambda sd: sd["param_groups"][0].__setitem__("lr", float("inf"))),
+        "lr negative": edit(lambda sd: sd["param_groups"][0].__setitem__("lr", -1.0)),
+        "betas of 3": edit(lambda sd: sd["param_groups"][0].__setitem__("betas", (0.9, 0.9, 0.9))),
+        "beta of 1": edit(lambda sd: sd["param_groups"][0].__setitem__("betas", (1.0, 0.9))),
+        "amsgrad string": edit(lambda sd: sd["param_groups"][0].__setitem__("amsgrad", "yes")),
+        "unknown option": edit(lambda sd: sd["param_groups"][0].__setitem__("momentum", 0.9)),
+        "step negative": edit(lambda sd: sd["state"][0].__setitem__("step", -3)),
+        "step float": edit(lambda sd: sd["state"][0].__setitem__("step", 1.5)),
+        "moment nan": edit(lambda sd: sd["state"][0]["exp_avg"].__setitem__(0, np.nan)),
+        "moment list": edit(lambda sd: sd["state"][0].__setitem__("exp_avg", [1, 2, 3])),
+        "moment int": edit(lambda sd: sd["state"][0].__setitem__("exp_avg", np.ones(3, np.int64))),
+        "unknown entry": edit(lambda sd: sd["state"][0].__setitem__("__class__", 1)),
+        "state not a dict": edit(lambda sd: sd["state"].__setitem__(0, 7)),
+        "sgd state": sgd_state,
+    }
+
+
+@pytest.mark.parametrize("name", list(_crafted_states()))
+def test_a_crafted_optimizer_state_is_refused_and_changes_nothing(name):
+    # issue 15 defect 5: raw KeyError/TypeError, or bad values loaded and failing later
+    opt, params = _trained_adam()
+    before = _snapshot(opt, params)
+    with pytest.raises(nf.SchemaError, match=r"Adam.load_state_dict: "):
+        opt.load_state_dict(_crafted_states()[name])
+    _assert_unchanged(before, opt, params)
+
+
+def test_an_adam_state_loaded_into_sgd_is_refused():
+    opt, _ = _trained_adam()
+    sgd = optim.SGD([nf.Parameter(np.ones(3)), nf.Parameter(np.ones(2))], lr=0.1)
+    with pytest.raises(nf.SchemaError, match=r"SGD.load_state_dict: .*unknown"):
+        sgd.load_state_dict(opt.state_dict())
+    assert "betas" not in sgd.param_groups[0] and sgd.state == {}

@@ -309,3 +309,45 @@ def test_schedulers_exported_from_optim():
     assert math.isclose(
         our_sequence(lambda o: nf.optim.ExponentialLR(o, 0.5), steps=3)[-1, 0], 0.025
     )
+
+
+# ---------------------------------------------------------------------- issue 15: crafted state
+def _steplr():
+    p = nf.Parameter(np.ones(2))
+    opt = nf.optim.SGD([p], lr=0.1)
+    sched = nf.optim.StepLR(opt, step_size=2, gamma=0.5)
+    sched.step()
+    return sched
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        {"optimizer": 5},
+        {"lr_at": "x"},
+        {"last_epoch": "3"},
+        {"last_epoch": 1.5},
+        {"gamma": float("nan")},
+        {"base_lrs": [float("inf")]},
+        {"base_lrs": [0.1, 0.2]},
+        {"_last_lr": "abc"},
+    ],
+)
+def test_a_crafted_scheduler_state_is_refused_and_changes_nothing(edit):
+    sched = _steplr()
+    before = dict(vars(sched))
+    state = {**sched.state_dict(), **edit}
+    with pytest.raises(nf.SchemaError, match="StepLR.load_state_dict: "):
+        sched.load_state_dict(state)
+    assert vars(sched) == before
+
+
+def test_a_crafted_plateau_state_cannot_change_its_settings():
+    p = nf.Parameter(np.ones(2))
+    sched = nf.optim.ReduceLROnPlateau(nf.optim.SGD([p], lr=0.1))
+    for edit in ({"mode": "evil"}, {"best": float("nan")}, {"min_lrs": [float("nan")]}):
+        with pytest.raises(nf.SchemaError, match="ReduceLROnPlateau.load_state_dict: "):
+            sched.load_state_dict({**sched.state_dict(), **edit})
+    state = {**sched.state_dict(), "best": 0.5, "num_bad_epochs": 2}
+    sched.load_state_dict(state)
+    assert sched.best == 0.5 and sched.num_bad_epochs == 2

@@ -7,7 +7,7 @@ from nnframe.optim.adamax import Adamax, adamax_update
 from nnframe.optim.adamw import AdamW
 from nnframe.optim.lion import Lion, lion_update
 from nnframe.optim.nadam import NAdam, nadam_update
-from nnframe.optim.optimizer import Optimizer
+from nnframe.optim.optimizer import NonFiniteUpdateError, Optimizer
 from nnframe.optim.radam import RAdam, radam_update
 from nnframe.optim.rmsprop import RMSprop, rmsprop_update
 from nnframe.optim.schedulers import (
@@ -29,6 +29,7 @@ from nnframe.optim.sgd import SGD, sgd_update
 __all__ = [
     # optimizers and their pure update functions
     "Optimizer",
+    "NonFiniteUpdateError",
     "SGD",
     "sgd_update",
     "Adam",

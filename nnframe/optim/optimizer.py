@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
+from nnframe import schema as S
 from nnframe.clip import clip_grad_norm_, clip_grad_value_
 from nnframe.errors import check_hyper
 from nnframe.parameter import Parameter
@@ -268,7 +269,8 @@ class Optimizer:
             self.clip_gradients()
         undo = self._snapshot()
         try:
-            self._step()
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                self._step()  # an overflow is not warned about: the step is undone below
             where = self._first_non_finite()
         except BaseException:
             self._restore(undo)
@@ -448,49 +450,80 @@ class Optimizer:
         state = {index[id(p)]: copy.deepcopy(s) for p, s in self.state.items() if id(p) in index}
         return {"state": state, "param_groups": groups}
 
-    def load_state_dict(self, state_dict: dict) -> None:
-        """Restores options and per-parameter state saved by ``state_dict`` (arrays are copied
-        and cast to each parameter's dtype; their shapes must match the parameters')."""
+    #: state entries an update may create after the first step (besides init_state's)
+    lazy_state: tuple = ()
+
+    def check_state_dict(self, state_dict) -> tuple:
+        """Validates a state saved by ``state_dict`` against this optimizer (nothing applied):
+        the same number of groups and parameters, only this optimizer's options with valid
+        values, state for existing parameters with this optimizer's entries, shapes and finite
+        values. Raises :class:`nnframe.schema.SchemaError`; returns what
+        :meth:`apply_state_dict` applies."""
         name = type(self).__name__
+        who = f"{name}.load_state_dict"
+        top = S.Record({"state": S.DictOf(S.Any(), S.Any()), "param_groups": S.ListOf(S.Any())})
+        state_dict = S.validate(top, state_dict, who)
         groups = state_dict["param_groups"]
-        if len(groups) != len(self.param_groups) or any(
-            len(g["params"]) != len(own["params"]) for g, own in zip(groups, self.param_groups)
-        ):
-            raise ValueError(
-                f"{name}.load_state_dict: expected {len(self.param_groups)} group(s) of sizes "
-                f"{[len(g['params']) for g in self.param_groups]}, got {len(groups)} of sizes "
-                f"{[len(g['params']) for g in groups]}"
+        sizes = [len(g["params"]) for g in self.param_groups]
+        got = [len(g["params"]) if isinstance(g, dict) and isinstance(g.get("params"), list)
+               else None for g in groups]  # fmt: skip
+        if got != sizes:
+            raise S.SchemaError(
+                f"{who}: expected {len(sizes)} group(s) of sizes {sizes}, got {len(got)} of "
+                f"sizes {got}"
             )
+        options = []
+        for i, (g, own) in enumerate(zip(groups, self.param_groups)):
+            spec = {k: _option_spec(v) for k, v in own.items() if k != "params"}
+            spec["params"] = S.ListOf(S.Int(min=0))
+            checked = S.validate(S.Record(spec, optional=spec), g, who, f"param_groups[{i}]")
+            checked.pop("params", None)
+            try:
+                self.validate({**own, **checked})
+            except (ValueError, TypeError) as e:
+                raise S.SchemaError(f"{who}: param_groups[{i}]: {e}") from None
+            options.append(checked)
         params = self.parameters()
-        new_state: dict[Parameter, dict] = {}
-        problems = []
-        for i, s in state_dict["state"].items():
-            i = int(i)
-            if not 0 <= i < len(params):
-                problems.append(f"state for parameter index {i} (only {len(params)} parameters)")
-                continue
-            p = params[i]
-            entry = {}
-            for k, v in s.items():
-                if isinstance(v, np.ndarray) and v.dtype.kind == "f":
-                    if v.ndim and v.shape != p.data.shape:
-                        problems.append(
-                            f"state[{i}][{k!r}] of shape {v.shape} for a parameter of shape {p.data.shape}"
-                        )
-                    v = np.array(v, dtype=p.data.dtype)
-                else:
-                    v = copy.deepcopy(v)
-                entry[k] = v
-            new_state[p] = entry
+        problems = [  # every mis-shaped moment, reported together
+            f"state[{k}][{n!r}] of shape {v.shape} for a parameter of shape "
+            f"{params[_index(k)].data.shape}"
+            for k, s in state_dict["state"].items()
+            if type(_index(k)) is int and 0 <= _index(k) < len(params) and isinstance(s, dict)
+            for n, v in s.items()
+            if isinstance(v, np.ndarray) and v.ndim and v.shape != params[_index(k)].data.shape
+        ]
         if problems:
-            raise ValueError(
-                f"{name}.load_state_dict: expected state matching the parameters, got "
-                + "; ".join(problems)
+            raise S.SchemaError(
+                f"{who}: expected state matching the parameters, got " + "; ".join(problems)
             )
-        for g, own in zip(groups, self.param_groups):
-            own.update({k: copy.deepcopy(v) for k, v in g.items() if k != "params"})
+        new_state: dict[Parameter, dict] = {}
+        for key, s in state_dict["state"].items():
+            i = S.validate(S.Int(min=0, max=len(params) - 1), _index(key), who, "state key")
+            p = params[i]
+            group = next(g for g in self.param_groups if any(q is p for q in g["params"]))
+            template = self.init_state(p, {**group, **options[self.param_groups.index(group)]})
+            names = set(template) | set(self.lazy_state) | set(self.state.get(p, {}))
+            spec = {k: _state_spec(template.get(k), p) for k in names}
+            entry = S.validate(S.Record(spec, optional=spec), s, who, f"state[{i}]")
+            new_state[p] = {
+                k: v.astype(p.data.dtype) if isinstance(v, np.ndarray) else v
+                for k, v in entry.items()
+            }
+        return options, new_state
+
+    def apply_state_dict(self, checked: tuple) -> None:
+        """Applies what :meth:`check_state_dict` returned (cannot fail)."""
+        options, new_state = checked
+        for own, opts in zip(self.param_groups, options):
+            own.update(opts)
         self.state = new_state
         self._fused.clear()  # rebuilt from the loaded per-parameter state at the next step
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Restores options and per-parameter state saved by ``state_dict``: validated
+        completely first (see :meth:`check_state_dict`), then applied; a bad state changes
+        nothing. Arrays are copied and cast to each parameter's dtype."""
+        self.apply_state_dict(self.check_state_dict(state_dict))
 
     def __repr__(self) -> str:
         lines = [f"{type(self).__name__} ("]
@@ -513,6 +546,36 @@ def check_lrs(who: str, lrs, negative: bool = False) -> list[float]:
             rule = "finite learning rates" if negative else "finite learning rates >= 0"
             raise ValueError(f"{who}: expected {rule}, got {lr!r}")
     return lrs
+
+
+def _index(key):
+    """A state key as saved (an int) or as JSON writes it (a decimal string)."""
+    if isinstance(key, str) and key.isdigit() and len(key) < 10:
+        return int(key)
+    return key
+
+
+def _option_spec(current):
+    """What a stored group option may hold, from the option's current value."""
+    if isinstance(current, (bool, np.bool_)):
+        return S.Bool()
+    if isinstance(current, (int, float, np.integer, np.floating)):
+        return S.Float()  # finite; the optimizer's validate checks the range
+    if isinstance(current, (tuple, list)):
+        return S.ListOf(S.Float(), min_len=len(current), max_len=len(current), as_tuple=True)
+    return S.like(current, finite=True)
+
+
+def _state_spec(template, p: Parameter):
+    """What a stored state entry may hold, from the entry ``init_state`` creates."""
+    if isinstance(template, (bool, np.bool_)):
+        return S.Bool()
+    if isinstance(template, (int, np.integer)):
+        return S.Int(min=0)
+    if isinstance(template, (float, np.floating)):
+        return S.Float()
+    array = S.Array("f", p.data.shape)
+    return array if isinstance(template, np.ndarray) else S.Nullable(array)
 
 
 def _all_finite(a: np.ndarray) -> bool:

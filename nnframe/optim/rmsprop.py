@@ -99,6 +99,8 @@ class RMSprop(Optimizer):
         super().validate(group)
         self.check_nonnegative(group, "alpha", "momentum")
 
+    lazy_state = ("grad_avg", "momentum_buffer")  # created when centered/momentum is on
+
     def init_state(self, p, group) -> dict:
         return {"step": 0, "square_avg": np.zeros_like(p.data)}
 
