@@ -228,28 +228,29 @@ class _NeuralNet(BaseEstimator):
             multi_output=self._multi_output, y_numeric=self._multi_output,
         )  # fmt: skip
 
-    def _fit(self, X, y, sample_weight, epochs: int, first: bool):
-        """Trains for ``epochs`` on already validated data; builds everything when ``first``."""
-        if first:
+    def _fit(self, X, y, sample_weight, *, partial: bool):
+        """Trains on already validated data: ``epochs`` epochs of a new network (``fit``), or
+        one more epoch of the current one (``partial_fit``; a new one on the first call)."""
+        if sample_weight is not None:  # checked before anything changes
+            sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float32)
+        if not partial or not hasattr(self, "module_"):
             init_rng, fit_rng = (
                 np.random.default_rng(s)
                 for s in _generator(self.random_state).integers(2**63, size=2)
             )
             self._build(self.n_features_in_, self._n_outputs(), init_rng)
             self._fit_rng = fit_rng  # partial_fit goes on shuffling from here
-        if sample_weight is not None:
-            sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float32)
         trainer = Trainer(self.module_, self.loss_, self.optimizer_)
         history = trainer.fit(
-            X, y, epochs=epochs, batch_size=int(self.batch_size),
+            X, y, epochs=1 if partial else int(self.epochs), batch_size=int(self.batch_size),
             validation_split=self.validation_split, sample_weight=sample_weight,
             callbacks=list(self.callbacks or ()), verbose=self.verbose, rng=self._fit_rng,
         )  # fmt: skip
-        if first and epochs == int(self.epochs):
-            self.history_ = history
-        else:  # partial_fit: one more epoch in the same History
+        if partial:  # one more epoch in the same History
             for epoch_logs in _epoch_logs(history):
                 self.history_.record(len(self.history_), epoch_logs)
+        else:
+            self.history_ = history
         self.n_iter_ = len(self.history_)
         return self
 
@@ -363,8 +364,8 @@ class NeuralNetClassifier(ClassifierMixin, _NeuralNet):
         check_classification_targets(y)
         encoder = LabelEncoder().fit(y)
         self.classes_ = encoder.classes_
-        return self._fit(X, encoder.transform(y).astype(np.int64), sample_weight,
-                         int(self.epochs), first=True)  # fmt: skip
+        indices = encoder.transform(y).astype(np.int64)
+        return self._fit(X, indices, sample_weight, partial=False)
 
     def partial_fit(self, X, y, classes=None, sample_weight=None):
         """One epoch on ``(X, y)``, continuing the current network (a new one on the first
@@ -393,7 +394,7 @@ class NeuralNetClassifier(ClassifierMixin, _NeuralNet):
                 f"{self.classes_.tolist()}, got {unseen.tolist()}"
             )
         indices = np.searchsorted(self.classes_, y).astype(np.int64)
-        return self._fit(X, indices, sample_weight, 1, first=first)
+        return self._fit(X, indices, sample_weight, partial=True)
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities ``(N, n_classes)``: the softmax of the network's outputs."""
@@ -454,7 +455,7 @@ class NeuralNetRegressor(RegressorMixin, _NeuralNet):
         self._check_params()
         X, y = self._validate(X, y, reset=True)
         y = self._targets(y, first=True)
-        return self._fit(X, y, sample_weight, int(self.epochs), first=True)
+        return self._fit(X, y, sample_weight, partial=False)
 
     def partial_fit(self, X, y, sample_weight=None):
         """One epoch on ``(X, y)``, continuing the current network (a new one on the first
@@ -463,7 +464,7 @@ class NeuralNetRegressor(RegressorMixin, _NeuralNet):
         if first:
             self._check_params()
         X, y = self._validate(X, y, reset=first)
-        return self._fit(X, self._targets(y, first), sample_weight, 1, first=first)
+        return self._fit(X, self._targets(y, first), sample_weight, partial=True)
 
     def predict(self, X) -> np.ndarray:
         """The network's outputs: ``(N,)`` when fitted on 1-D targets, else ``(N, n_targets)``."""
