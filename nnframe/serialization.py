@@ -243,7 +243,35 @@ def _read(f, size: int, who: str):
     return tensors, metadata
 
 
+# What a header may hold for its size, counted on the raw bytes before it is parsed (counts
+# within strings included, which only makes them larger). A tensor entry such as
+# "0.weight":{"dtype":"F32","shape":[8,4],"data_offsets":[0,128]} takes >= 50 bytes for 3
+# containers, 5 commas and 10 quotes, and an architecture config string is sparser still, so
+# these bounds pass real files; a crafted header of tiny objects is refused unparsed, and what
+# is parsed costs at most about 10x its size (a dict ~100 bytes, a str ~55, a list slot 8).
+_SMALL_HEADER = 1 << 20
+_HEADER_DENSITY = (("containers", (b"{", b"["), 16), ("items", (b",",), 8), ("quotes", (b'"',), 4))
+
+
+def _check_header_size(raw: bytes, who: str) -> None:
+    """Refuses a header that would parse into far more objects than its bytes justify (a
+    header under 1 MiB is left to the parser: whatever it holds costs a few dozen MB at most)."""
+    n = len(raw)
+    if n <= _SMALL_HEADER:
+        return
+    for what, tokens, bytes_each in _HEADER_DENSITY:
+        count = sum(raw.count(t) for t in tokens)
+        limit = 64 + n // bytes_each
+        if count > limit:
+            raise _fail(
+                who,
+                f"the header holds {count} JSON {what} in {n} bytes (at most {limit}): a "
+                "crafted header, refused before parsing",
+            )
+
+
 def _parse_header(raw: bytes, who: str) -> dict:
+    _check_header_size(raw, who)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:

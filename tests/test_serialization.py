@@ -403,3 +403,34 @@ def test_valid_file_whose_length_bytes_look_like_a_pickle_loads(tmp_path):
     path.write_bytes(raw_file(header, GOOD_BODY))
     assert path.read_bytes()[:2] == b"\x80\x02"
     np.testing.assert_array_equal(load_file(path)[0]["a"], [1.0, 2.0])
+
+
+# ---------------------------------------------------------------------- issue 15: bounded headers
+@pytest.mark.parametrize(
+    "unit",
+    [b"{},", b"[],", b"0,", b'"ab",', b'{"k":1},'],
+    ids=["objects", "lists", "numbers", "strings", "small dicts"],
+)
+def test_a_header_of_millions_of_tiny_values_is_refused_with_bounded_memory(tmp_path, unit):
+    # issue 15 defect 3: 94 MB of tiny JSON objects cost +2.46 GB before being refused
+    header = b'{"x":[' + (unit * (6_000_000 // len(unit))).rstrip(b",") + b"]}"
+    path = tmp_path / "crafted.safetensors"
+    path.write_bytes(raw_file(header))
+    size = path.stat().st_size
+    tracemalloc.start()
+    try:
+        with pytest.raises(nf.ModelFormatError, match="crafted header|expected an object"):
+            load_file(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * size, f"{peak / size:.1f}x the file size"
+
+
+def test_a_real_header_of_many_tensors_still_loads(tmp_path):
+    # the density bounds pass real files: 20000 small 4-D tensors make a header over 1 MiB
+    tensors = {f"block{i}.conv.weight": np.zeros((1, 1, 1, 1), np.float32) for i in range(20000)}
+    path = tmp_path / "many.safetensors"
+    save_file(tensors, path, {"note": '{"a": [1, 2, {"b": "c"}]}' * 2000})
+    loaded, meta = load_file(path)
+    assert len(loaded) == 20000 and meta["note"].startswith('{"a"')
