@@ -28,7 +28,9 @@ import errno
 import hashlib
 import json
 import os
+import re
 import stat
+import time
 import uuid
 from collections.abc import Mapping
 
@@ -407,10 +409,18 @@ def _verify(metadata: dict, entries: dict, body: bytearray, who: str) -> None:
 def atomic_write(path, chunks) -> None:
     """Writes the byte ``chunks`` to ``path`` atomically: a temporary file in the same
     directory, fsync, ``os.replace``, fsync of the directory. On any failure (including
-    KeyboardInterrupt) the temporary file is removed and the previous file is untouched."""
+    KeyboardInterrupt) the temporary file is removed and the previous file is untouched.
+
+    A symbolic link is followed (as ``open`` does): its target is replaced and the link stays.
+    Temporary names fit the file system's name limit (a 255-byte name can be saved), and carry
+    the writing host and process, so that each successful save removes the temporaries of the
+    same target that killed saves left behind, never one a live process is still writing.
+    """
     path = os.fsdecode(path)
     if not path or path.endswith(os.sep):
         raise ValueError(f"save: expected a file path, got {path!r}")
+    if os.path.islink(path):  # replace the link's target, keep the link
+        path = os.path.realpath(path)
     directory = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
         raise IsADirectoryError(
@@ -421,7 +431,8 @@ def atomic_write(path, chunks) -> None:
         )
     if not os.path.isdir(directory):
         raise FileNotFoundError(errno.ENOENT, f"save: no such directory: {directory!r}", path)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp")
+    prefix = _temp_prefix(os.path.basename(path), directory)
+    tmp = os.path.join(directory, f"{prefix}{_HOST}-{os.getpid():x}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except OSError as e:
@@ -446,6 +457,71 @@ def atomic_write(path, chunks) -> None:
             raise _write_error(e, path, directory) from None
         raise
     _fsync_directory(directory)
+    _remove_stale_temporaries(directory, os.path.basename(path), prefix)
+
+
+# the writing host, in temporary names: a process id is only meaningful on its own host
+_HOST = (
+    hashlib.sha256(os.uname().nodename.encode()).hexdigest()[:6]
+    if hasattr(os, "uname")
+    else "000000"
+)
+_TEMP_SUFFIX_BYTES = 6 + 1 + 8 + 1 + 8 + 4  # host-pid.random.tmp (pid in hex, <= 8 digits)
+_LEGACY_AGE_S = 3600  # temporaries of older nnframe versions (no process id) are removed after
+
+
+def _temp_prefix(name: str, directory: str) -> str:
+    """``.<name, shortened to fit>.<tag>.``: the start of every temporary name of ``name``;
+    ``tag`` (a hash of the full name) tells the temporaries of two long names apart."""
+    try:
+        limit = os.pathconf(directory, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        limit = 255
+    tag = hashlib.sha256(os.fsencode(name)).hexdigest()[:8]
+    budget = min(limit, 255) - _TEMP_SUFFIX_BYTES - len(tag) - 3  # the dots
+    short = name
+    while len(os.fsencode(short)) > budget:  # shorten by characters: never split a UTF-8 one
+        short = short[:-1]
+    return f".{short}.{tag}."
+
+
+def _remove_stale_temporaries(directory: str, name: str, prefix: str) -> None:
+    """Removes temporaries of ``name`` left by killed saves: ours when their process (on this
+    host) is gone; those of older versions (``.name.<12 hex>.tmp``) once an hour old."""
+    legacy = re.compile(re.escape(f".{name}.") + r"[0-9a-f]{12}\.tmp")
+    ours = re.compile(re.escape(prefix) + r"([0-9a-f]{6})-([0-9a-f]{1,8})\.[0-9a-f]{8}\.tmp")
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return
+    now = time.time()
+    for entry in entries:
+        stale = False
+        m = ours.fullmatch(entry.name)
+        if m:
+            stale = m.group(1) == _HOST and not _alive(int(m.group(2), 16))
+        elif legacy.fullmatch(entry.name):
+            try:
+                stale = now - entry.stat(follow_symlinks=False).st_mtime > _LEGACY_AGE_S
+            except OSError:
+                continue
+        if stale and entry.is_file(follow_symlinks=False):
+            try:
+                os.unlink(entry.path)
+            except OSError:
+                pass
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # another user's process: alive
+    return True
 
 
 def _write_error(e: OSError, path: str, directory: str) -> OSError:

@@ -434,3 +434,81 @@ def test_a_real_header_of_many_tensors_still_loads(tmp_path):
     save_file(tensors, path, {"note": '{"a": [1, 2, {"b": "c"}]}' * 2000})
     loaded, meta = load_file(path)
     assert len(loaded) == 20000 and meta["note"].startswith('{"a"')
+
+
+# ---------------------------------------------------------------------- issue 15: temporaries
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_a_255_byte_file_name_can_be_saved(tmp_path):
+    # issue 15 defect 9: the temporary name added ~19 characters (File name too long)
+    name = "m" * 243 + ".safetensors"
+    assert len(name) == 255
+    save_file({"a": np.ones(2, np.float32)}, tmp_path / name)
+    assert load_file(tmp_path / name)[0]["a"].tolist() == [1.0, 1.0]
+    assert os.listdir(tmp_path) == [name]
+    utf8 = "é" * 120 + ".st"  # 243 bytes: shortening must not split a character
+    save_file({"a": np.ones(1, np.float32)}, tmp_path / utf8)
+    assert sorted(os.listdir(tmp_path)) == sorted([name, utf8])
+
+
+def test_a_successful_save_removes_stale_temporaries_of_killed_saves(tmp_path):
+    # issue 15 defect 8: 15 stale temporaries of killed saves held 2 GB
+    from nnframe import serialization as ser
+
+    target = tmp_path / "ckpt.safetensors"
+    prefix = ser._temp_prefix(target.name, str(tmp_path))
+    dead = tmp_path / f"{prefix}{ser._HOST}-{_dead_pid():x}.0123abcd.tmp"
+    live = tmp_path / f"{prefix}{ser._HOST}-{os.getppid():x}.0123abcd.tmp"
+    other_host = tmp_path / f"{prefix}ffffff-{_dead_pid():x}.0123abcd.tmp"
+    legacy_old = tmp_path / ".ckpt.safetensors.0123456789ab.tmp"
+    legacy_new = tmp_path / ".ckpt.safetensors.ba9876543210.tmp"
+    other_target = tmp_path / ".other.safetensors.0123456789ab.tmp"
+    for f in (dead, live, other_host, legacy_old, legacy_new, other_target):
+        f.write_bytes(b"x" * 100)
+    two_hours_ago = os.path.getmtime(legacy_old) - 7200
+    os.utime(legacy_old, (two_hours_ago, two_hours_ago))
+    os.utime(other_target, (two_hours_ago, two_hours_ago))
+    save_file({"a": np.ones(2, np.float32)}, target)
+    left = set(os.listdir(tmp_path))
+    assert dead.name not in left and legacy_old.name not in left
+    assert {live.name, other_host.name, legacy_new.name, other_target.name} <= left
+
+
+def test_killed_saves_leave_no_temporaries_after_the_next_save(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    target = tmp_path / "big.safetensors"
+    code = (
+        "import numpy as np, sys; from nnframe.serialization import save_file;"
+        "save_file({'a': np.zeros(60_000_000, np.float32)}, sys.argv[1])"
+    )
+    for _ in range(2):
+        child = subprocess.Popen([sys.executable, "-c", code, str(target)])
+        deadline = time.time() + 60
+        while not any(n.endswith(".tmp") for n in os.listdir(tmp_path)) and time.time() < deadline:
+            time.sleep(0.01)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    assert any(n.endswith(".tmp") for n in os.listdir(tmp_path))
+    save_file({"a": np.ones(2, np.float32)}, target)
+    assert os.listdir(tmp_path) == ["big.safetensors"]
+
+
+def test_saving_over_a_symbolic_link_replaces_its_target_and_keeps_the_link(tmp_path):
+    real = tmp_path / "ckpt-1.safetensors"
+    save_file({"a": np.zeros(2, np.float32)}, real)
+    link = tmp_path / "latest.safetensors"
+    link.symlink_to(real.name)
+    save_file({"a": np.ones(2, np.float32)}, link)
+    assert link.is_symlink() and os.readlink(link) == real.name
+    assert load_file(real)[0]["a"].tolist() == [1.0, 1.0]
