@@ -9,6 +9,7 @@ from nnframe import (
     data,
     datasets,
     distributed,
+    hooks,
     init,
     metrics,
     optim,
@@ -51,6 +52,7 @@ from nnframe.containers import Add, Concat, ModuleDict, ModuleList, Residual, Se
 from nnframe.errors import AnomalyError, GradcheckError, ModelFormatError, ShapeError
 from nnframe.schema import SchemaError
 from nnframe.gradcheck import check_loss, check_module
+from nnframe.hooks import enable_grad, is_grad_enabled, no_grad
 from nnframe.layers.attention import MultiheadAttention, PositionalEncoding
 from nnframe.layers.conv import Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d
 from nnframe.layers.dense import Dense
@@ -123,6 +125,10 @@ __all__ = [
     "ShapeError",
     "StateDictError",
     "GradcheckError",
+    "no_grad",
+    "enable_grad",
+    "is_grad_enabled",
+    "hooks",
     # activations
     "ReLU",
     "LeakyReLU",

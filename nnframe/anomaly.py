@@ -1,7 +1,8 @@
 """Anomaly mode: find the first layer where a NaN or Inf appears, forward or backward.
 
-Off by default, and then it costs one boolean test per layer call. Switched on (a context
-manager, :func:`detect_anomaly`, or :func:`set_detect_anomaly`), every module call checks its
+Off by default, and then it costs nothing. Switched on (a context manager,
+:func:`detect_anomaly`, or :func:`set_detect_anomaly`), it registers global hooks
+(:mod:`nnframe.hooks`) through which every module call checks its
 inputs and its output, and every module's ``backward`` checks the gradient it returns and the
 gradients of its parameters. The first non-finite value raises :class:`AnomalyError` naming the
 layer (its dotted name when the model was given, else its repr, with its container positions),
@@ -29,6 +30,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from nnframe.errors import AnomalyError
+from nnframe.hooks import (
+    CALL,
+    register_module_backward_hook,
+    register_module_backward_pre_hook,
+    register_module_forward_hook,
+    register_module_forward_pre_hook,
+)
 
 __all__ = ["detect_anomaly", "set_detect_anomaly", "set_step", "Anomaly", "STATE"]
 
@@ -47,60 +55,50 @@ class Anomaly:
 
 
 class _State:
-    """The switch read by ``Module.__call__`` and what anomaly mode tracks while on."""
+    """What anomaly mode tracks while on; its checks run as global hooks (nnframe.hooks)."""
 
-    __slots__ = ("enabled", "step", "depth", "names", "wrapped", "first")
+    __slots__ = ("enabled", "step", "names", "first", "handles")
 
     def __init__(self) -> None:
         self.enabled = False
         self.step = 0
-        self.depth = 0
         self.names: dict[int, str] = {}
-        self.wrapped: dict[int, object] = {}
         self.first: Anomaly | None = None
+        self.handles: list = []
 
-    # ----------------------------------------------------------------- forward (Module.__call__)
-    def call(self, module, args, kwargs):
-        if self.depth == 0:
+    def switch(self, on: bool) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
+        self.enabled = on
+        if on:
+            self.handles = [
+                register_module_forward_pre_hook(self.before_forward),
+                register_module_forward_hook(self.after_forward),
+                register_module_backward_pre_hook(self.before_backward),
+                register_module_backward_hook(self.after_backward),
+            ]
+
+    # ----------------------------------------------------------------- the hooks
+    def before_forward(self, module, args) -> None:
+        if CALL.depth == 1:  # the outermost call: a new step
             self.step += 1
-        self._wrap_backward(module)
         for a in args:
             self.check(module, a, "input", "forward")
-        self.depth += 1
-        try:
-            out = module.forward(*args, **kwargs)
-        finally:
-            self.depth -= 1
+
+    def after_forward(self, module, args, out) -> None:
         for o in out if isinstance(out, tuple) else (out,):
             self.check(module, o, "output", "forward")
-        return out
 
-    # ----------------------------------------------------------------- backward
-    def _wrap_backward(self, module) -> None:
-        """Shadows ``module.backward`` with a checking version (an instance attribute, removed
-        when the mode is switched off), so containers need no hook of their own."""
-        if id(module) in self.wrapped or "backward" in module.__dict__:
-            return
-        original = module.backward
+    def before_backward(self, module, grad_output) -> None:
+        # non-finite here and not caught before: it came from the loss
+        self.check(module, grad_output, "incoming gradient", "backward")
 
-        def backward(grad_output, *args, **kwargs):
-            if self.enabled:  # non-finite here and not caught before: it came from the loss
-                self.check(module, grad_output, "incoming gradient", "backward")
-            grad = original(grad_output, *args, **kwargs)
-            if self.enabled:
-                for g in grad if isinstance(grad, tuple) else (grad,):
-                    self.check(module, g, "input gradient", "backward")
-                for name, p in module._own_parameters():
-                    self.check(module, p.grad, f"gradient of {name}", "backward")
-            return grad
-
-        module.__dict__["backward"] = backward
-        self.wrapped[id(module)] = module
-
-    def unwrap_all(self) -> None:
-        for module in self.wrapped.values():
-            module.__dict__.pop("backward", None)
-        self.wrapped = {}
+    def after_backward(self, module, grad_input, grad_output) -> None:
+        for g in grad_input if isinstance(grad_input, tuple) else (grad_input,):
+            self.check(module, g, "input gradient", "backward")
+        for name, p in module._own_parameters():
+            self.check(module, p.grad, f"gradient of {name}", "backward")
 
     # ----------------------------------------------------------------- the check
     def check(self, module, value, what: str, phase: str) -> None:
@@ -111,8 +109,7 @@ class _State:
         nan = int(np.isnan(value).sum())
         inf = int(value.size - nan - np.isfinite(value).sum())
         name = self.names.get(id(module))
-        # a container's repr spans lines: its class is enough (its children are named apart)
-        short = f"{type(module).__name__}(...)" if module.children() else repr(module)
+        short = module._who()  # a container's repr spans lines: its class is enough
         if name == "":
             layer = f"model {short}"
         else:
@@ -135,21 +132,14 @@ def set_step(step: int) -> None:
 def set_detect_anomaly(mode: bool, model=None) -> None:
     """Switches anomaly mode on or off. ``model`` (optional) gives layers their dotted names
     in messages. Switching on resets the step counter."""
+    STATE.names = {}
     if mode:
-        STATE.unwrap_all()
-        STATE.names = {}
         if model is not None:
             for name, m in model.named_modules():
                 STATE.names[id(m)] = name  # "" for the model itself
-                STATE._wrap_backward(m)
         STATE.step = 0
-        STATE.depth = 0
         STATE.first = None
-        STATE.enabled = True
-    else:
-        STATE.enabled = False
-        STATE.unwrap_all()
-        STATE.names = {}
+    STATE.switch(bool(mode))
 
 
 class detect_anomaly:
@@ -176,6 +166,6 @@ class detect_anomaly:
         set_detect_anomaly(False)
         enabled, step, names = self._previous
         if enabled:  # nested use: the outer block's mode goes on
+            STATE.switch(True)
             STATE.names = names
             STATE.step = step
-            STATE.enabled = True

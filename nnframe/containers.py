@@ -10,30 +10,6 @@ from nnframe.errors import ShapeError, fmt_shape
 from nnframe.module import Module
 
 
-def snapshot_saved(module: Module | list[Module]) -> list[tuple[Module, tuple | None]]:
-    """What ``module`` and its descendants (or the given list of modules) saved for backward.
-    A container that calls the same module twice keeps one snapshot per call and restores it
-    before that call's backward, so a shared module backpropagates through both uses and
-    accumulates both gradients."""
-    modules = module if isinstance(module, list) else module.modules()
-    return [(m, m._saved) for m in modules]
-
-
-# Bumped by every container mutation (append, insert, ...), so that a Sequential knows when to
-# recompute which of its positions share modules with another position.
-_structure_version = 0
-
-
-def structure_changed() -> None:
-    global _structure_version
-    _structure_version += 1
-
-
-def restore_saved(snapshot: list[tuple[Module, tuple | None]]) -> None:
-    for m, saved in snapshot:
-        m._saved = saved
-
-
 def reraise_with_prefix(error: Exception, prefix: str) -> None:
     """Re-raises ``error`` as the same type with ``prefix`` before its message, so a failure
     deep inside a model says where it happened (``Sequential[2] Dense(...): ...``).
@@ -70,7 +46,6 @@ class Sequential(Module):
         for i, layer in enumerate(layers):
             _check_module(layer, i)
         self._layers: list[Module] = list(layers)
-        self._plan: tuple[int, list] = (-1, [])
 
     def named_children(self) -> Iterator[tuple[str, Module]]:
         for i, layer in enumerate(self._layers):
@@ -91,52 +66,35 @@ class Sequential(Module):
         """Adds a layer at the end; returns self."""
         _check_module(layer, len(self._layers))
         self._layers.append(layer)
-        structure_changed()
         return self
-
-    def _shared(self) -> list:
-        """Per position: None, or the modules of its subtree when one of them is also used at
-        another position (their saves need a snapshot per use). Cached until a container
-        changes anywhere."""
-        version, plan = self._plan
-        if version != _structure_version or len(plan) != len(self._layers):
-            subtrees = [layer.modules() for layer in self._layers]
-            counts: dict[int, int] = {}
-            for modules in subtrees:
-                for m in {id(m): m for m in modules}.values():
-                    counts[id(m)] = counts.get(id(m), 0) + 1
-            plan = [
-                modules if any(counts[id(m)] > 1 for m in modules) else None for modules in subtrees
-            ]
-            self._plan = (_structure_version, plan)
-        return plan
 
     def forward(self, x):
         shapes = []
-        snapshots = {}
-        shared = self._shared()
         for i, layer in enumerate(self._layers):
             shapes.append(getattr(x, "shape", None))
             try:
                 x = layer(x)
             except Exception as error:
                 reraise_with_prefix(error, f"Sequential[{i}] ")
-            if shared[i] is not None:
-                snapshots[i] = snapshot_saved(shared[i])
-        self.save_for_backward(shapes, snapshots)
+        self.save_for_backward(shapes, getattr(x, "shape", None))
         return x
 
     def backward(self, grad_output):
-        shapes, snapshots = self.saved
-        if self._layers and 0 not in snapshots:  # (a shared first layer keeps its own flag)
-            self._layers[0].needs_input_grad = self.needs_input_grad
+        shapes, out_shape = self.saved
+        if isinstance(grad_output, np.ndarray) and out_shape is not None:
+            if grad_output.shape != out_shape:
+                raise ShapeError(
+                    f"Sequential.backward: expected grad_output of the output's shape "
+                    f"{fmt_shape(out_shape)}, got {fmt_shape(grad_output.shape)}"
+                )
         grad = grad_output
         for i in range(len(self._layers) - 1, -1, -1):
             layer = self._layers[i]
-            if i in snapshots:
-                restore_saved(snapshots[i])
             try:
-                grad = layer.backward(grad)
+                if i == 0:
+                    grad = _backward_with_flag(layer, grad, self.needs_input_grad)
+                else:
+                    grad = layer.backward(grad)
             except Exception as error:
                 reraise_with_prefix(error, f"Sequential[{i}] ")
             if grad is None and i == 0:
@@ -144,10 +102,21 @@ class Sequential(Module):
             if getattr(grad, "shape", None) != shapes[i]:
                 got = fmt_shape(grad.shape) if hasattr(grad, "shape") else type(grad).__name__
                 raise ShapeError(
-                    f"Sequential[{i}] {layer!r}: expected backward to return a gradient of the "
-                    f"input's shape {fmt_shape(shapes[i])}, got {got}"
+                    f"Sequential[{i}] {layer._who()}: expected backward to return a gradient of "
+                    f"the input's shape {fmt_shape(shapes[i])}, got {got}"
                 )
         return grad
+
+
+def _backward_with_flag(layer: Module, grad, needs_input_grad: bool):
+    """``layer.backward(grad)`` with the container's ``needs_input_grad`` for this call only (a
+    first layer that is also used elsewhere keeps its own flag for its other calls)."""
+    own = layer.needs_input_grad
+    layer.needs_input_grad = needs_input_grad
+    try:
+        return layer.backward(grad)
+    finally:
+        layer.needs_input_grad = own
 
 
 def _check_module(layer, index: int) -> None:
@@ -172,9 +141,9 @@ def _sum_gradients(grads: list) -> object:
 
 
 class _Branches(Module):
-    """Runs several modules on the same input. After each branch's forward it snapshots what the
-    branch's modules saved and restores it before that branch's backward, so a module used in
-    two branches (or in two containers) backpropagates through each use and accumulates both."""
+    """Runs several modules on the same input; backward runs the branches in reverse order (so
+    a module used in two branches consumes each call's saved state) and sums their input
+    gradients."""
 
     def __init__(self, *branches: Module):
         super().__init__()
@@ -202,26 +171,24 @@ class _Branches(Module):
         """How errors name branch i: ``Concat[1]``."""
         return f"{type(self).__name__}[{i}]"
 
-    def _run_branches(self, x) -> tuple[list, list]:
-        outputs, snapshots = [], []
+    def _run_branches(self, x) -> list:
+        outputs = []
         for i, branch in enumerate(self._branches):
             try:
                 outputs.append(branch(x))
             except Exception as error:
                 reraise_with_prefix(error, f"{self._where(i)} ")
-            snapshots.append(snapshot_saved(branch))
-        return outputs, snapshots
+        return outputs
 
-    def _backward_branches(self, grads: list, snapshots: list, shape) -> object:
+    def _backward_branches(self, grads: list, shape) -> object:
         grads_in = []
         for i in range(len(self._branches) - 1, -1, -1):
             branch = self._branches[i]
-            restore_saved(snapshots[i])
             try:
                 g = branch.backward(grads[i])
             except Exception as error:
                 reraise_with_prefix(error, f"{self._where(i)} ")
-            _check_gradient(f"{self._where(i)} {branch!r}", g, shape)
+            _check_gradient(f"{self._where(i)} {branch._who()}", g, shape)
             grads_in.append(g)
         return _sum_gradients(grads_in)
 
@@ -267,7 +234,7 @@ class Concat(_Branches):
         return f"axis={self.axis}"
 
     def forward(self, x):
-        outputs, snapshots = self._run_branches(x)
+        outputs = self._run_branches(x)
         try:
             y = np.concatenate(outputs, axis=self.axis)
         except ValueError as error:  # numpy's AxisError is a ValueError too
@@ -277,13 +244,13 @@ class Concat(_Branches):
                 f"{self.axis}, got {shapes}"
             ) from error
         sizes = [o.shape[self.axis] for o in outputs]
-        self.save_for_backward(getattr(x, "shape", None), sizes, snapshots)
+        self.save_for_backward(getattr(x, "shape", None), sizes)
         return y
 
     def backward(self, grad_output):
-        shape, sizes, snapshots = self.saved
+        shape, sizes = self.saved
         grads = np.split(grad_output, np.cumsum(sizes)[:-1], axis=self.axis)
-        return self._backward_branches(grads, snapshots, shape)
+        return self._backward_branches(grads, shape)
 
 
 class Add(_Branches):
@@ -310,7 +277,7 @@ class Add(_Branches):
             raise ValueError("Add: expected at least one branch, got none")
 
     def forward(self, x):
-        outputs, snapshots = self._run_branches(x)
+        outputs = self._run_branches(x)
         shapes = [o.shape for o in outputs]
         if any(s != shapes[0] for s in shapes):
             raise ShapeError(
@@ -320,13 +287,13 @@ class Add(_Branches):
         y = outputs[0].copy()
         for o in outputs[1:]:
             y += o
-        self.save_for_backward(getattr(x, "shape", None), snapshots)
+        self.save_for_backward(getattr(x, "shape", None))
         return y
 
     def backward(self, grad_output):
-        shape, snapshots = self.saved
+        (shape,) = self.saved
         grads = [grad_output] * len(self._branches)
-        return self._backward_branches(grads, snapshots, shape)
+        return self._backward_branches(grads, shape)
 
 
 class Residual(_Branches):
@@ -366,7 +333,7 @@ class Residual(_Branches):
         return "Residual.module" if i == 0 else "Residual.projection"
 
     def forward(self, x):
-        outputs, snapshots = self._run_branches(x)
+        outputs = self._run_branches(x)
         skip = x if self.projection is None else outputs[1]
         if outputs[0].shape != np.shape(skip):
             what = "x" if self.projection is None else "projection(x)"
@@ -376,13 +343,13 @@ class Residual(_Branches):
                 + ("" if self.projection else ". Pass a projection to change the shape")
             )
         y = outputs[0] + skip
-        self.save_for_backward(getattr(x, "shape", None), snapshots)
+        self.save_for_backward(getattr(x, "shape", None))
         return y
 
     def backward(self, grad_output):
-        shape, snapshots = self.saved
+        (shape,) = self.saved
         grads = [grad_output] * len(self._branches)
-        grad = self._backward_branches(grads, snapshots, shape)
+        grad = self._backward_branches(grads, shape)
         if self.projection is not None:
             return grad
         return grad_output.copy() if grad is None else grad + grad_output
@@ -431,16 +398,13 @@ class ModuleList(Module):
 
     def __setitem__(self, index: int, module: Module) -> None:
         self._modules[index] = self._checked(module, index)
-        structure_changed()
 
     def __delitem__(self, index) -> None:
         del self._modules[index]
-        structure_changed()
 
     def append(self, module: Module) -> ModuleList:
         """Adds a module at the end; returns self."""
         self._modules.append(self._checked(module, len(self._modules)))
-        structure_changed()
         return self
 
     def extend(self, modules) -> ModuleList:
@@ -451,7 +415,6 @@ class ModuleList(Module):
 
     def insert(self, index: int, module: Module) -> None:
         self._modules.insert(index, self._checked(module, index))
-        structure_changed()
 
     def forward(self, *args, **kwargs):
         raise RuntimeError(
@@ -506,11 +469,9 @@ class ModuleDict(Module):
         if not isinstance(module, Module):
             raise TypeError(f"ModuleDict[{key!r}]: expected a Module, got {type(module).__name__}")
         self._modules[key] = module
-        structure_changed()
 
     def __delitem__(self, key: str) -> None:
         del self._modules[key]
-        structure_changed()
 
     def keys(self):
         return self._modules.keys()
@@ -524,7 +485,6 @@ class ModuleDict(Module):
     def pop(self, key: str) -> Module:
         module = self[key]
         del self._modules[key]
-        structure_changed()
         return module
 
     def update(self, modules) -> None:

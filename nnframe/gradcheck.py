@@ -4,7 +4,8 @@
 ``backward`` produces (the input's and each trainable parameter's) with central differences of
 the scalar ``L = sum(output * G)`` for a random ``G``. It also checks the output shape, that
 neither the input nor ``G`` is mutated, that gradients *accumulate* (a second backward doubles
-them), and that frozen parameters receive nothing. ``directional=True`` compares one random
+them), that frozen parameters receive nothing, and that the module can be shared: called twice
+before two backwards in reverse order, each backward uses its own call's saved state. ``directional=True`` compares one random
 directional derivative per tensor instead of every element: use it for large shapes.
 
 Random layers (dropout) are handled by restoring every ``numpy.random.Generator`` found in the
@@ -24,6 +25,7 @@ from collections.abc import Callable
 import numpy as np
 
 from nnframe.errors import GradcheckError, fmt_shape
+from nnframe.module import Module
 
 
 def _as_tuple(value) -> tuple:
@@ -223,6 +225,74 @@ def check_module(
                 f"{who}: gradient of parameter {name!r} does not accumulate: a second backward "
                 f"should double it (did backward assign instead of add?)"
             )
+    _check_sharing(who, m, xs, kwargs, gs, frozen, params, atol, rtol)
+
+
+def _check_sharing(who, m, xs, kwargs, gs, frozen, params, atol, rtol) -> None:
+    """A module called twice before its two backwards (a shared layer) must give each call's
+    backward that call's gradients: backward uses what *its* forward saved, not the latest."""
+    xs2 = tuple(_other_input(a) for a in xs)
+    gs2 = tuple(None if g is None else 0.5 * g[::-1].copy() for g in gs)
+
+    def single(inputs, grads):
+        frozen.restore()
+        out = m(*inputs, **kwargs)
+        m.zero_grad()
+        g_in = _as_tuple(m.backward(grads if isinstance(out, tuple) else grads[0]))
+        return g_in, {name: p.grad.copy() for name, p in params}
+
+    in1, p1 = single(xs, gs)
+    in2, p2 = single(xs2, gs2)
+    twice = _CalledTwice(m, frozen)
+    out, _ = twice((xs, xs2), kwargs)
+    m.zero_grad()
+    tup = isinstance(out, tuple)
+    got1, got2 = twice.backward(tuple(g if tup else g[0] for g in (gs, gs2)))
+    for want, got, call in ((in1, got1, "first"), (in2, got2, "second")):
+        for i, (w, g) in enumerate(zip(want, got)):
+            if _is_float(w) and not np.allclose(g, w, atol=atol, rtol=rtol):
+                raise GradcheckError(
+                    f"{who}: called twice, the {call} call's backward returned a wrong gradient for "
+                    f"input {i}: backward must use what its own forward saved (save_for_backward), "
+                    f"not attributes set by the latest forward"
+                )
+    for name, p in params:
+        if p.requires_grad and not np.allclose(p.grad, p1[name] + p2[name], atol=atol, rtol=rtol):
+            raise GradcheckError(
+                f"{who}: called twice, parameter {name!r} did not get the sum of both calls' "
+                f"gradients: backward must use what its own forward saved (save_for_backward)"
+            )
+
+
+class _CalledTwice(Module):
+    """A user's module that calls ``module`` twice in its forward (a shared layer) and runs the
+    two backwards in reverse order."""
+
+    def __init__(self, module: Module, frozen: _Frozen):
+        super().__init__()
+        self.module, self.frozen = module, frozen
+
+    def forward(self, inputs, kwargs):
+        outs = []
+        for xs in inputs:
+            self.frozen.restore()
+            outs.append(self.module(*xs, **kwargs))
+        return tuple(outs)
+
+    def backward(self, grad_output):
+        g1, g2 = grad_output
+        got2 = _as_tuple(self.module.backward(g2))  # the latest call first
+        return _as_tuple(self.module.backward(g1)), got2
+
+
+def _other_input(a):
+    """A second, different input of the same kind: the batch rolled, floats also shifted."""
+    if not isinstance(a, np.ndarray) or a.ndim == 0:
+        return a
+    b = np.roll(a, 1, axis=0) if a.shape[0] > 1 else a.copy()
+    if _is_float(b):
+        b = b * 1.25 + 0.125
+    return b
 
 
 def _cast_arrays(obj):

@@ -15,13 +15,40 @@ from collections.abc import Iterator, Mapping
 
 import numpy as np
 
-from nnframe.anomaly import STATE as _ANOMALY
 from nnframe.errors import fmt_shape
+from nnframe.hooks import CALL, GLOBAL_HOOKS, HookSet, RemovableHandle, run_backward, run_forward
 from nnframe.parameter import Parameter
 
 
 class StateDictError(ValueError):
     """``load_state_dict`` found missing, unexpected or mis-shaped keys (all listed at once)."""
+
+
+class _Unsaved:
+    """Stands where a call's saved state would be: says why backward cannot run."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+
+_NEVER_RUN = _Unsaved("backward called before forward")
+_EXHAUSTED = _Unsaved(
+    "backward called before forward: every forward call of this pass has had its backward"
+)
+_NO_GRAD = _Unsaved(
+    "backward called after a forward under nf.no_grad(), which saves nothing for backward; "
+    "run the forward outside no_grad to train"
+)
+_NOTHING_SAVED = _Unsaved(
+    "backward called, but forward saved nothing for it: call self.save_for_backward(...) in "
+    "forward with what backward needs"
+)
+# the attributes Module.__init__ sets: reading one that is missing means it did not run
+_INIT_ATTRIBUTES = frozenset(
+    ("training", "_buffer_names", "_hooks", "_stack", "_pass", "_calls", "_saves", "_saved")
+)
 
 
 class Module:
@@ -53,7 +80,15 @@ class Module:
     def __init__(self) -> None:
         self.training = True
         self._buffer_names: dict[str, None] = {}
-        self._saved: tuple | None = None
+        self._hooks: HookSet | None = None
+        # per-call state (see save_for_backward): one entry per forward call not yet consumed
+        # by a backward, the pass they belong to (-1 after a backward), the current entry
+        self._stack: list = []
+        self._pass = -1
+        self._calls = 0  # calls whose entries were pushed since the stack was last cleared
+        self._saves = 0
+        self._saved: tuple | _Unsaved = _NEVER_RUN
+        self._in_backward = False
 
     # ------------------------------------------------------------------ the layer contract
     def forward(self, *args, **kwargs):
@@ -63,20 +98,109 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__}.backward is not implemented")
 
     def __call__(self, *args, **kwargs):
-        if _ANOMALY.enabled:  # anomaly mode (nnframe.anomaly): off by default, one bool test
-            return _ANOMALY.call(self, args, kwargs)
-        return self.forward(*args, **kwargs)
+        """Runs ``forward`` through the call path: pass counting, hooks (nnframe.hooks), and
+        exactly one saved entry per call (a forward that saved nothing gets a marker, so that
+        a later backward says so)."""
+        call = CALL
+        if call.depth == 0:
+            call.pass_id += 1  # a call from outside any forward starts a new pass
+        call.depth += 1
+        saves = self._saves
+        try:
+            if self._hooks is None and not GLOBAL_HOOKS.active:
+                out = self.forward(*args, **kwargs)
+            else:
+                out = run_forward(self, self._hooks, args, kwargs)
+        finally:
+            call.depth -= 1
+        n = self._saves - saves
+        if n != 1 and call.grad_enabled:
+            if n == 0:
+                self._push(_NOTHING_SAVED, call.depth > 0)
+            else:  # several saves in one call (a subclass's forward around its parent's)
+                del self._stack[-n:-1]
+        return out
 
     def save_for_backward(self, *arrays) -> None:
-        """Keeps what ``backward`` needs; overwrites the previous call's save."""
-        self._saved = arrays
+        """Keeps what ``backward`` needs from this call.
+
+        Each call's save is kept apart: a module called several times before its backwards
+        (a shared layer, a recurrent cell in a hand-written loop) keeps one entry per call, and
+        each ``backward`` consumes the latest one, so backwards run in the reverse order of
+        the forwards. Entries left over from an earlier pass are dropped when a new pass saves.
+        Under ``nf.no_grad()`` nothing is kept.
+        """
+        if not CALL.grad_enabled:
+            self._saved = _NO_GRAD
+            return
+        self._push(arrays, CALL.depth > 1)
+        self._saves += 1
+
+    def _push(self, entry, nested: bool) -> None:
+        call = CALL
+        if self._pass != call.pass_id:
+            # a new pass: leftovers of older passes go, except for a module called by hand at
+            # the top level in training mode (a cell stepped through a loop) before a backward
+            if nested or self._pass < 0 or not self.training:
+                self._stack.clear()
+                self._calls = 0
+            self._pass = call.pass_id
+        self._stack.append(entry)
+        self._calls += 1
+        self._saved = entry
 
     @property
     def saved(self) -> tuple:
-        """What the last ``forward`` saved; a RuntimeError if forward has not run."""
-        if self._saved is None:
-            raise RuntimeError(f"{self!r}: backward called before forward")
-        return self._saved
+        """What this call's ``forward`` saved; a RuntimeError saying why if there is nothing."""
+        saved = self._saved
+        if type(saved) is _Unsaved:
+            raise RuntimeError(f"{self._who()}: {saved.reason}")
+        return saved
+
+    def clear_saved(self) -> None:
+        """Forgets every saved call (after a forward-only pass in training mode)."""
+        self._stack.clear()
+        self._saved = _NEVER_RUN
+        self._pass = -1
+        self._calls = 0
+
+    def _who(self) -> str:
+        """How messages name this module: its repr, or ``Class(...)`` for a container."""
+        return f"{type(self).__name__}(...)" if self.children() else repr(self)
+
+    # ------------------------------------------------------------------ hooks
+    def _hook_set(self) -> HookSet:
+        if self._hooks is None:
+            self._hooks = HookSet()
+        return self._hooks
+
+    def register_forward_pre_hook(self, hook) -> RemovableHandle:
+        """Calls ``hook(module, args)`` before each forward; it may return new args."""
+        return self._hook_set().add("forward_pre", hook)
+
+    def register_forward_hook(self, hook) -> RemovableHandle:
+        """Calls ``hook(module, args, output)`` after each forward; it may return a new output."""
+        return self._hook_set().add("forward", hook)
+
+    def register_backward_pre_hook(self, hook) -> RemovableHandle:
+        """Calls ``hook(module, grad_output)`` before each backward; it may return a new
+        grad_output."""
+        return self._hook_set().add("backward_pre", hook)
+
+    def register_backward_hook(self, hook) -> RemovableHandle:
+        """Calls ``hook(module, grad_input, grad_output)`` after each backward; it may return a
+        new grad_input."""
+        return self._hook_set().add("backward", hook)
+
+    def __getattr__(self, name: str):
+        # only reached when normal lookup fails: the usual cause is a missing super().__init__()
+        if name in _INIT_ATTRIBUTES and "_stack" not in self.__dict__:
+            cls = type(self).__name__
+            raise RuntimeError(
+                f"{cls}: expected Module.__init__ to have run, got an object without it. Add "
+                f"super().__init__() as the first line of {cls}.__init__"
+            )
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     # ------------------------------------------------------------------ discovery
     def named_children(self) -> Iterator[tuple[str, Module]]:
@@ -88,6 +212,14 @@ class Module:
                 for i, child in enumerate(value):
                     if isinstance(child, Module):
                         yield f"{name}.{i}", child
+            elif isinstance(value, dict) and any(isinstance(v, Module) for v in value.values()):
+                # a plain dict would hide its modules' parameters from optimizers and state_dict
+                cls = type(self).__name__
+                raise TypeError(
+                    f"{cls}.{name}: expected modules in a dict to be held by nf.ModuleDict, got "
+                    f"a plain dict (its parameters would be invisible). Write "
+                    f"self.{name} = nf.ModuleDict({{...}})"
+                )
 
     def children(self) -> list[Module]:
         return [m for _, m in self.named_children()]
@@ -172,16 +304,31 @@ class Module:
         """Casts every floating parameter and buffer to ``dtype`` (e.g. float64 for gradient
         checks); returns self. Gradients are reset to zero in the new dtype."""
         dtype = np.dtype(dtype)
+
+        def cast(array):
+            if isinstance(array, np.ndarray) and np.issubdtype(array.dtype, np.floating):
+                return array.astype(dtype)
+            return array
+
+        self._apply(cast)
+        for module in self.modules():
+            module._on_dtype_change(dtype)
+        return self
+
+    def _apply(self, fn) -> Module:
+        """Replaces every parameter's data and every buffer by ``fn(array)`` (which returns the
+        array itself to leave it); a parameter whose data changed gets a zero gradient of the
+        new kind. The one place where ``to`` (dtype, and later devices) touches the arrays."""
         for p in self.parameters():
-            if np.issubdtype(p.data.dtype, np.floating):
-                p.data = p.data.astype(dtype)
-                p.grad = np.zeros_like(p.data)
+            data = fn(p.data)
+            if data is not p.data:
+                p.data = data
+                p.grad = np.zeros_like(data)
         for module in self.modules():
             for name in module._buffer_names:
                 value = getattr(module, name)
-                if isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.floating):
-                    setattr(module, name, value.astype(dtype))
-            module._on_dtype_change(dtype)
+                if value is not None:
+                    setattr(module, name, fn(value))
         return self
 
     def _on_dtype_change(self, dtype: np.dtype) -> None:
@@ -258,6 +405,9 @@ class Module:
         init = cls.__dict__.get("__init__")
         if init is not None and not getattr(init, "_records_args", False):
             cls.__init__ = _recording_init(init)
+        backward = cls.__dict__.get("backward")
+        if backward is not None and not getattr(backward, "_call_path", False):
+            cls.backward = _backward_call_path(backward)
 
     def get_config(self) -> dict:
         """The architecture as JSON-ready ``{"class": name, "config": {arguments}}``: the
@@ -300,6 +450,61 @@ class InitRecord:
 
     def __init__(self, init, args: tuple, kwargs: dict):
         self.init, self.args, self.kwargs = init, args, kwargs
+
+
+def _backward_call_path(backward):
+    """A subclass's ``backward`` wrapped in the call path: it checks the incoming gradient's
+    kind, takes the matching call's saved state (the latest not yet consumed), and runs the
+    backward hooks. A ``super().backward(...)`` inside it runs the parent's code directly."""
+
+    @functools.wraps(backward)
+    def call_path(self, *args, **kwargs):
+        if self._in_backward:
+            return backward(self, *args, **kwargs)
+        if args:
+            _check_grad_output(self, args[0])
+        stack = self._stack
+        if stack:
+            self._saved = stack.pop()
+        # a module called once may run backward again (gradients accumulate); one called
+        # several times has consumed every call's entry once its stack is empty
+        exhausted = not stack and self._calls > 1
+        self._pass = -1  # a backward ran: the next save starts afresh
+        self._in_backward = True
+        try:
+            if self._hooks is None and not GLOBAL_HOOKS.active:
+                return backward(self, *args, **kwargs)
+            return run_backward(self, self._hooks, backward, args, kwargs)
+        finally:
+            self._in_backward = False
+            if exhausted:
+                self._saved = _EXHAUSTED
+
+    call_path._call_path = True
+    return call_path
+
+
+def _check_grad_output(module: Module, grad_output) -> None:
+    """The output gradient is an array (a tuple, list or dict of them, or None, for several
+    outputs); a loss
+    value or the loss's backward method passed by mistake would otherwise broadcast silently."""
+    if grad_output is None or isinstance(grad_output, (np.ndarray, tuple, list, Mapping)):
+        return
+    if hasattr(grad_output, "shape") and hasattr(grad_output, "dtype"):
+        if getattr(grad_output, "ndim", 1) > 0:  # another array type (sparse, GPU)
+            return
+    who = f"{module._who()}.backward"
+    if callable(grad_output):
+        name = getattr(grad_output, "__qualname__", type(grad_output).__name__)
+        raise TypeError(
+            f"{who}: expected grad_output as an array of the output's shape, got the callable "
+            f"{name}. Call it: model.backward(loss_fn.backward())"
+        )
+    raise TypeError(
+        f"{who}: expected grad_output as an array of the output's shape, got "
+        f"{type(grad_output).__name__} {grad_output!r}. Pass dL/doutput: "
+        f"model.backward(loss_fn.backward()), not the loss value"
+    )
 
 
 def _recording_init(init):

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from nnframe.containers import restore_saved, snapshot_saved
+from nnframe.hooks import no_grad
 from nnframe.module import Module
 
 __all__ = ["summary", "Summary", "LayerRow"]
@@ -216,11 +216,11 @@ def summary(
     for m in modules:
         originals.append((m, vars(m).get("forward", _MISSING)))
         m.forward = wrap(m)
-    saved = snapshot_saved(model)
     was_training = model.training
     model.eval()
     try:
-        model(input)
+        with no_grad():  # what the model saved for a pending backward stays as it is
+            model(input)
     finally:
         for m, own in originals:
             if own is _MISSING:
@@ -228,7 +228,6 @@ def summary(
             else:
                 m.forward = own
         model.train(was_training)
-        restore_saved(saved)
 
     rows = []
     for module, out, x in records:

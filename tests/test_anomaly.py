@@ -107,7 +107,7 @@ def test_without_anomaly_mode_nothing_is_checked_and_state_is_clean():
             model(x)
     finally:
         nf.set_detect_anomaly(False)
-    assert not nf.anomaly.STATE.enabled and not nf.anomaly.STATE.wrapped
+    assert not nf.anomaly.STATE.enabled and not nf.hooks.GLOBAL_HOOKS.active
     assert np.isnan(model(x)).any()
 
 

@@ -901,11 +901,11 @@ class GRU(_RNNBase):
 class _CellBase(Module):
     """One step of a recurrent layer.
 
-    A cell is called once per time step, so it keeps a *stack* of saves: in training mode each
-    ``forward`` pushes what its ``backward`` needs and each ``backward`` pops the latest, so a
-    hand-written loop backpropagates by calling ``backward`` once per step in reverse order.
-    In eval mode only the latest call is kept. ``clear_saved()`` empties the stack (for instance
-    after a forward-only pass in training mode).
+    A cell is called once per time step. Like every module it keeps one saved entry per call
+    (see ``Module.save_for_backward``), so a hand-written loop backpropagates by calling
+    ``backward`` once per step in reverse order. In eval mode a call at the top level keeps only
+    the latest step; ``clear_saved()`` forgets every step (after a forward-only pass in training
+    mode).
     """
 
     def __init__(self, mode, input_size, hidden_size, bias, rng, dtype):
@@ -923,7 +923,6 @@ class _CellBase(Module):
         self.weight_hh = _init_param((gates, hidden_size), bound, rng, dtype)
         self.bias_ih = _init_param((gates,), bound, rng, dtype) if bias else None
         self.bias_hh = _init_param((gates,), bound, rng, dtype) if bias else None
-        self._stack: list = []
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
@@ -940,11 +939,6 @@ class _CellBase(Module):
     def backward(self, grad_output):
         dx, dh, _, had_state = self._back(grad_output, None)
         return (dx, dh) if had_state else dx
-
-    def clear_saved(self) -> None:
-        """Forgets every saved step."""
-        self._stack.clear()
-        self._saved = None
 
     def _check_state(self, value, name, N, dtype):
         value = as_float_input(self, value, dtype)
@@ -977,19 +971,11 @@ class _CellBase(Module):
         hT = np.ascontiguousarray(h.T)
         cT = None if c is None else np.ascontiguousarray(c.T)
         _, h_new, c_new, cache = _direction_forward(self.mode, kw, xt, hT, cT, None, False)
-        saved = (xt, kw, cache, had_state)
-        if self.training:
-            self._stack.append(saved)
-        else:
-            self._stack[:] = [saved]
-        self._saved = saved
+        self.save_for_backward(xt, kw, cache, had_state)
         return h_new.T.copy(), (None if c_new is None else c_new.T.copy())
 
     def _back(self, dh, dc):
-        if not self._stack:
-            raise RuntimeError(f"{self!r}: backward called before forward (or more often)")
-        xt, kw, cache, had_state = self._stack.pop()
-        self._saved = self._stack[-1] if self._stack else None
+        xt, kw, cache, had_state = self.saved
         N, H = xt.shape[2], self.hidden_size
         for value, name in ((dh, "grad_h"), (dc, "grad_c")):
             if value is not None and getattr(value, "shape", None) != (N, H):
