@@ -263,13 +263,31 @@ def _build(config, names: Mapping[str, type], built: dict, depth: int) -> Module
     args = config.get("config", {})
     if not isinstance(args, Mapping):
         raise ModelFormatError(f"from_config: {name}: expected 'config' to be an object")
+    unknown = sorted(str(k) for k in config if k not in ("class", "config", "ref"))
+    if unknown:
+        raise ModelFormatError(
+            f"from_config: {name}: expected keys among ['class', 'config', 'ref'], got {unknown}"
+        )
+    ref = config.get("ref")
+    if ref is not None and (type(ref) is not int or ref < 0 or ref in built):
+        raise ModelFormatError(
+            f"from_config: {name}: expected 'ref' to be a new integer >= 0, got {_short(ref)}"
+        )
     if cls.from_config.__func__ is not Module.from_config.__func__:  # the class reads its own
-        module = cls.from_config({"class": name, "config": dict(args)})
+        try:
+            module = cls.from_config({"class": name, "config": dict(args)})
+        except ModelFormatError:
+            raise
+        except Exception as e:  # a bad value in the file: say which layer refused it
+            raise ModelFormatError(
+                f"from_config: {name}: the stored config was refused: {e}"
+            ) from None
     else:
         decoded = {k: _decode(v, names, built, depth + 1, f"{name}.{k}") for k, v in args.items()}
         module = _construct(cls, name, decoded)
-    ref = config.get("ref")
     if ref is not None:
+        if ref in built:  # a child claimed the same reference
+            raise ModelFormatError(f"from_config: {name}: 'ref' {ref} is used twice")
         built[ref] = module
     return module
 

@@ -596,6 +596,36 @@ def load(path, *, registry=None):
     )
 
 
+def _match_dtypes(model, state: dict) -> None:
+    """Casts each layer to the float dtype its stored tensors have (a model whose layers were
+    moved to different dtypes, ``model[2].to(np.float64)``, loads as it was saved). Layers are
+    visited outermost first, so an inner layer's own dtype wins over its container's."""
+    float_dtypes = {v.dtype for v in state.values() if v.dtype.kind == "f"}
+    if len(float_dtypes) == 1 and model.dtype != next(iter(float_dtypes)):
+        model.to(next(iter(float_dtypes)))  # the model was saved after .to(dtype)
+    if len(float_dtypes) <= 1:
+        return
+    owner = {}  # dotted tensor name -> (module name, module)
+    for prefix, module in model.named_modules():
+        for name, _ in module.named_parameters():
+            owner[f"{prefix}.{name}" if prefix else name] = (prefix, module)
+        for name, _ in module.named_buffers():
+            owner[f"{prefix}.{name}" if prefix else name] = (prefix, module)
+    # the innermost module owning each tensor (named_modules is outermost first)
+    stored: dict[str, tuple] = {}
+    for key, value in state.items():
+        if key in owner and value.dtype.kind == "f":
+            prefix, module = owner[key]
+            stored.setdefault(prefix, (module, set()))[1].add(value.dtype)
+    for _, (module, dtypes) in sorted(
+        stored.items(), key=lambda kv: kv[0].count(".") + bool(kv[0])
+    ):
+        if len(dtypes) == 1:
+            dtype = next(iter(dtypes))
+            if any(p.data.dtype != dtype for _, p in module.named_parameters()):
+                module.to(dtype)
+
+
 def model_from_file_parts(tensors, metadata, path: str, registry=None, prefix: str = ""):
     from nnframe.config import from_config
     from nnframe.module import StateDictError
@@ -614,9 +644,7 @@ def model_from_file_parts(tensors, metadata, path: str, registry=None, prefix: s
         ) from None
     model = from_config(config, registry=registry)
     state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-    float_dtypes = {v.dtype for v in state.values() if v.dtype.kind == "f"}
-    if len(float_dtypes) == 1 and model.dtype != next(iter(float_dtypes)):
-        model.to(next(iter(float_dtypes)))  # the model was saved after .to(dtype)
+    _match_dtypes(model, state)
     try:
         model.load_state_dict(state)
     except StateDictError as e:

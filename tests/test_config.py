@@ -322,3 +322,34 @@ def test_saving_never_changes_the_default_random_stream(tmp_path):
     nf.manual_seed(3)
     nf.save(model, tmp_path / "m.safetensors")  # rebuilds the config to check it
     np.testing.assert_array_equal(nf.default_rng().normal(size=4), expected)
+
+
+# ---------------------------------------------------------------------- issue 15: malformed configs
+@pytest.mark.parametrize(
+    "edit",
+    [
+        {"ref": [1]},
+        {"ref": {"a": 1}},
+        {"ref": "x"},
+        {"ref": -1},
+        {"ref": True},
+        {"ref": 1.5},
+        {"extra": 1},
+    ],
+)
+def test_a_malformed_ref_or_key_is_a_model_format_error(edit):
+    # issue 15 defect 7: a list ref escaped as TypeError: unhashable type: 'list'
+    config = nf.get_config(nf.Sequential(nf.Dense(2, 3), nf.ReLU()))
+    config.update(edit)
+    with pytest.raises(nf.ModelFormatError, match="from_config: Sequential"):
+        nf.from_config(config)
+
+
+def test_a_ref_used_twice_is_a_model_format_error():
+    shared = nf.Dense(2, 2)
+    config = nf.get_config(nf.Sequential(shared, nf.ReLU(), shared))
+    text = json.dumps(config)
+    assert '"__shared__": 1' in text
+    config["ref"] = 1
+    with pytest.raises(nf.ModelFormatError, match="from_config: .*ref"):
+        nf.from_config(config)

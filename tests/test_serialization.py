@@ -512,3 +512,19 @@ def test_saving_over_a_symbolic_link_replaces_its_target_and_keeps_the_link(tmp_
     save_file({"a": np.ones(2, np.float32)}, link)
     assert link.is_symlink() and os.readlink(link) == real.name
     assert load_file(real)[0]["a"].tolist() == [1.0, 1.0]
+
+
+@pytest.mark.parametrize("base, odd", [(np.float32, np.float64), (np.float64, np.float32)])
+def test_a_model_with_layers_of_two_dtypes_loads_as_saved(tmp_path, base, odd):
+    # issue 15 defect 6: saved, then load refused 'expected dtype float32, got float64'
+    model = nf.Sequential(
+        nf.Dense(3, 4, rng=0), nf.Tanh(), nf.Dense(4, 2, rng=1), nf.BatchNorm1d(2)
+    ).to(base)
+    model[2].to(odd)
+    nf.save(model, tmp_path / "m.safetensors")
+    loaded = nf.load(tmp_path / "m.safetensors")
+    assert loaded[0].weight.data.dtype == base and loaded[2].weight.data.dtype == odd
+    assert loaded[3].running_mean.dtype == base
+    for k, v in model.state_dict().items():
+        got = loaded.state_dict()[k]
+        assert got.dtype == v.dtype and got.tobytes() == v.tobytes(), k
