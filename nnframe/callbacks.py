@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import string
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -157,6 +158,40 @@ def _monitored(who: str, monitor: str, logs: dict) -> float:
     return float(logs[monitor])
 
 
+def _check_monitor(who: str, monitor: str, trainer) -> None:
+    """Raises the error of :func:`_monitored` before training when ``monitor`` will not be in
+    the epoch logs (``trainer.epoch_log_keys``: what ``fit`` will log)."""
+    keys = getattr(trainer, "epoch_log_keys", None)
+    if keys is not None and monitor not in keys:
+        _monitored(who, monitor, dict.fromkeys(keys, 0.0))
+
+
+def check_path_template(who: str, path: str, trainer) -> None:
+    """Raises before training when ``path`` names a log key that will not exist, or has a
+    format the epoch logs cannot fill (``{epoch}`` and the keys of ``trainer.epoch_log_keys``)."""
+    keys = getattr(trainer, "epoch_log_keys", None)
+    if keys is None:
+        return
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(path) if f is not None]
+    except ValueError as e:
+        raise ValueError(f"{who}: expected a path template, got {path!r} ({e})") from None
+    for field in fields:
+        name = field.split(".")[0].split("[")[0]
+        if name != "epoch" and name not in keys:
+            hint = " Pass validation_data or validation_split." if name.startswith("val_") else ""
+            raise KeyError(
+                f"{who}: expected the path's fields among epoch and the epoch logs "
+                f"{sorted(keys)}, got {name!r}.{hint}"
+            )
+    try:
+        path.format(epoch=1, **dict.fromkeys(keys, 0.0))
+    except (ValueError, KeyError, IndexError, AttributeError, TypeError) as e:
+        raise ValueError(
+            f"{who}: expected a path template the epoch logs fill, got {path!r} ({e})"
+        ) from None
+
+
 def _resolve_mode(who: str, mode: str, monitor: str) -> str:
     check_hyper(who, "mode", mode, mode in ("auto", "min", "max"), "must be 'auto', 'min' or 'max'")
     if mode == "auto":
@@ -215,6 +250,7 @@ class EarlyStopping(Callback):
         self.restore_best_weights = restore_best_weights
 
     def on_train_begin(self, logs) -> None:
+        _check_monitor("EarlyStopping", self.monitor, self.trainer)
         self.best = math.inf if self.mode == "min" else -math.inf
         self.best_epoch: int | None = None
         self.best_weights = None
@@ -304,6 +340,9 @@ class ModelCheckpoint(Callback):
         self.last_saved: str | None = None
 
     def on_train_begin(self, logs) -> None:
+        check_path_template("ModelCheckpoint", self.path, self.trainer)
+        if self.save_best_only:
+            _check_monitor("ModelCheckpoint", self.monitor, self.trainer)
         self.best = math.inf if self.mode == "min" else -math.inf
 
     def on_epoch_end(self, epoch, logs) -> None:
@@ -396,6 +435,7 @@ class ReduceLROnPlateau(Callback):
     def on_train_begin(self, logs) -> None:
         from nnframe.optim.schedulers import ReduceLROnPlateau as Plateau
 
+        _check_monitor("ReduceLROnPlateau", self.monitor, self.trainer)
         self.scheduler = Plateau(self.trainer.optimizer, **self.kwargs)
 
     def on_epoch_end(self, epoch, logs) -> None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from nnframe import schema as S
-from nnframe.callbacks import Callback
+from nnframe.callbacks import Callback, check_path_template
 from nnframe.errors import ModelFormatError
 from nnframe.random import default_rng
 from nnframe.schema import SchemaError
@@ -255,6 +255,9 @@ class TrainingCheckpoint(Callback):
         self.path = os.fspath(path)
         self.every = int(every)
         self.last_saved: str | None = None
+
+    def on_train_begin(self, logs: dict) -> None:
+        check_path_template("TrainingCheckpoint", self.path, self.trainer)
 
     def on_epoch_end(self, epoch: int, logs: dict) -> None:
         if (epoch + 1) % self.every:

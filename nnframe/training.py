@@ -186,6 +186,17 @@ class _BufferGuard:
                 setattr(module, attr, original)
 
 
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
+def _check_count(who: str, name: str, value) -> None:
+    """``value`` must be an integer >= 1 (not a float such as 1.5, nan or 2.0, not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{who}: invalid {name}={value!r} (must be an integer >= 1)")
+    check_hyper(who, name, value, value >= 1, "must be >= 1")
+
+
 def _rows(a) -> int:
     return a.shape[0]
 
@@ -423,6 +434,11 @@ class Trainer:
         elif stratify:
             raise ValueError("Trainer.fit: stratify=True needs validation_split > 0, got 0")
         train = self._loader("fit", x, y, sample_weight, batch_size, shuffle, rng)
+        if len(train) == 0:
+            raise ValueError(
+                "Trainer.fit: expected at least one batch of training rows, got none "
+                "(empty inputs, or drop_last with fewer rows than batch_size)"
+            )
         if dist is not None:  # this rank's share of every global batch
             train = ShardedLoader.from_loader(train, dist)
         lut = self._class_weights(class_weight)
@@ -433,6 +449,13 @@ class Trainer:
         history = self.history = History()
         self.stop_training = False
         self.stop_reason = None
+        # what every epoch will log: callbacks check their monitors and paths against it
+        names = ["loss"] + [m.name for m in self.metrics]
+        self.epoch_log_keys = (
+            names
+            + ([f"val_{k}" for k in names] if validation_data is not None else [])
+            + ["lr", "grad_norm", "grad_norm_max", "skipped_batches", "time"]
+        )
         cbs = CallbackList(callbacks, self)
         show_bar = verbose == 1 and _is_tty(sys.stderr) and self.is_root
         self._skipped = 0
@@ -481,17 +504,16 @@ class Trainer:
     @staticmethod
     def _check_fit_args(epochs, batch_size, validation_split, nan_policy, verbose) -> None:
         who = "Trainer.fit"
-        check_hyper(who, "epochs", epochs, int(epochs) >= 1, "must be >= 1")
-        check_hyper(who, "batch_size", batch_size, int(batch_size) >= 1, "must be >= 1")
+        _check_count(who, "epochs", epochs)
+        _check_count(who, "batch_size", batch_size)
+        split_ok = _is_number(validation_split) and 0.0 <= validation_split < 1.0
+        check_hyper(who, "validation_split", validation_split, split_ok, "must be in [0, 1)")
         check_hyper(
-            who, "validation_split", validation_split, 0.0 <= validation_split < 1.0,
-            "must be in [0, 1)",
-        )  # fmt: skip
-        check_hyper(
-            who, "nan_policy", nan_policy, nan_policy in _NAN_POLICIES,
+            who, "nan_policy", nan_policy, isinstance(nan_policy, str) and nan_policy in _NAN_POLICIES,
             f"must be one of {_NAN_POLICIES}",
         )  # fmt: skip
-        check_hyper(who, "verbose", verbose, verbose in (0, 1, 2), "must be 0, 1 or 2")
+        verbose_ok = type(verbose) is int and verbose in (0, 1, 2)
+        check_hyper(who, "verbose", verbose, verbose_ok, "must be 0, 1 or 2")
 
     def _train_epoch(
         self, loader, epoch, cbs, params, lut, clip_norm, clip_value, nan_policy, bar
@@ -662,7 +684,9 @@ class Trainer:
             (total, seen), results = reduce_sums(dist, [total, seen], metrics)
         else:
             results = [m.result() for m in metrics]
-        out = {"loss": total / seen if seen else math.nan}
+        if not seen:
+            raise ValueError(f"Trainer.{who}: expected at least one row to evaluate, got none")
+        out = {"loss": total / seen}
         out.update({m.name: r for m, r in zip(metrics, results)})
         return out
 
@@ -671,14 +695,14 @@ class Trainer:
         (the previous mode is restored). Returns ``{'loss': ..., '<metric>': ...}``. With a
         communicator, each rank evaluates a share of the rows and every rank gets the
         results over all of them."""
-        check_hyper("Trainer.evaluate", "batch_size", batch_size, batch_size >= 1, "must be >= 1")
+        _check_count("Trainer.evaluate", "batch_size", batch_size)
         loader = self._loader("evaluate", x, y, sample_weight, batch_size, False, None)
         return self._evaluate(loader, batch_size, "evaluate")
 
     def predict(self, x, *, batch_size: int = 256) -> np.ndarray:
         """The model's outputs for ``x`` (ndarray, scipy.sparse matrix or DataLoader whose
         batches start with x), batched, in eval mode (the previous mode is restored)."""
-        check_hyper("Trainer.predict", "batch_size", batch_size, batch_size >= 1, "must be >= 1")
+        _check_count("Trainer.predict", "batch_size", batch_size)
         if isinstance(x, DataLoader):
             batches = (b[0] if isinstance(b, (tuple, list)) else b for b in x)
         else:

@@ -2,6 +2,7 @@
 weighting, validation, clipping, NaN handling, progress output."""
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -527,3 +528,82 @@ def test_an_exception_inside_a_batch_restores_the_buffers():
         )
     for k, v in model.state_dict().items():
         assert v.tobytes() == before[k].tobytes(), k
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (
+            dict(epochs=1.5),
+            TypeError,
+            r"Trainer.fit: invalid epochs=1.5 \(must be an integer >= 1\)",
+        ),
+        (dict(epochs=float("nan")), TypeError, r"Trainer.fit: invalid epochs=nan"),
+        (dict(epochs=2.0), TypeError, r"Trainer.fit: invalid epochs=2.0"),
+        (dict(epochs=True), TypeError, r"Trainer.fit: invalid epochs=True"),
+        (dict(epochs="3"), TypeError, r"Trainer.fit: invalid epochs='3'"),
+        (dict(epochs=0), ValueError, r"Trainer.fit: invalid epochs=0 \(must be >= 1\)"),
+        (dict(batch_size=2.5), TypeError, r"Trainer.fit: invalid batch_size=2.5"),
+        (dict(batch_size=None), TypeError, r"Trainer.fit: invalid batch_size=None"),
+        (dict(validation_split=float("nan")), ValueError, r"invalid validation_split=nan"),
+        (dict(validation_split="0.2"), ValueError, r"invalid validation_split='0.2'"),
+        (dict(verbose=1.0), ValueError, r"invalid verbose=1.0"),
+        (dict(nan_policy=["raise"]), ValueError, r"invalid nan_policy=\['raise'\]"),
+    ],
+)
+def test_fit_arguments_name_themselves(kwargs, error, message):
+    # issue 15 defect 10: epochs=1.5 gave a raw TypeError, batch_size=2.5 was used as 2
+    x, y = blobs(0, n=10)
+    model = mlp(0)
+    before = model.state_dict()
+    trainer = nf.Trainer(model, nf.CrossEntropyLoss(), nf.optim.SGD(model.parameters(), lr=0.1))
+    with pytest.raises(error, match=message):
+        trainer.fit(x, y, **{"verbose": 0, **kwargs})
+    for k, v in model.state_dict().items():
+        assert v.tobytes() == before[k].tobytes()
+
+
+def test_evaluate_and_predict_batch_size_must_be_an_integer():
+    x, y = blobs(0, n=10)
+    model = mlp(0)
+    trainer = nf.Trainer(model, nf.CrossEntropyLoss(), nf.optim.SGD(model.parameters(), lr=0.1))
+    with pytest.raises(TypeError, match=r"Trainer.evaluate: invalid batch_size=2.5"):
+        trainer.evaluate(x, y, batch_size=2.5)
+    with pytest.raises(TypeError, match=r"Trainer.predict: invalid batch_size=2.5"):
+        trainer.predict(x, batch_size=2.5)
+
+
+def test_empty_data_is_refused():
+    # issue 15 defect 11: fit on zero rows returned {'loss': [nan]}, evaluate returned NaN
+    x, y = blobs(0, n=10)
+    model = mlp(0)
+    trainer = nf.Trainer(model, nf.CrossEntropyLoss(), nf.optim.SGD(model.parameters(), lr=0.1))
+    with pytest.raises(ValueError, match=r"Trainer.fit: expected at least one batch"):
+        trainer.fit(x[:0], y[:0], verbose=0)
+    with pytest.raises(ValueError, match=r"Trainer.evaluate: expected at least one row"):
+        trainer.evaluate(x[:0], y[:0])
+    with pytest.raises(ValueError, match=r"Trainer.fit: expected at least one row"):
+        trainer.fit(x, y, validation_data=(x[:0], y[:0]), verbose=0)
+    loader = DataLoader(ArrayDataset(x, y), batch_size=32, drop_last=True)
+    with pytest.raises(ValueError, match=r"Trainer.fit: expected at least one batch"):
+        trainer.fit(loader, verbose=0)
+
+
+def test_a_checkpoint_template_naming_a_missing_key_fails_before_training(tmp_path):
+    # issue 15 defect 12: the docs' template without validation data failed after epoch 1
+    x, y = blobs(0, n=10)
+    model = mlp(0)
+    before = model.state_dict()
+    trainer = nf.Trainer(model, nf.CrossEntropyLoss(), nf.optim.SGD(model.parameters(), lr=0.1))
+    path = str(tmp_path / "ckpt-{epoch:02d}-{val_loss:.3f}.safetensors")
+    for cb in (nf.callbacks.ModelCheckpoint(path), nf.TrainingCheckpoint(path)):
+        with pytest.raises(KeyError, match=r"expected the path's fields .* got 'val_loss'"):
+            trainer.fit(x, y, epochs=2, verbose=0, callbacks=[cb])
+    bad_spec = nf.callbacks.ModelCheckpoint(str(tmp_path / "m-{epoch:q}.safetensors"))
+    with pytest.raises(ValueError, match=r"ModelCheckpoint: expected a path template"):
+        trainer.fit(x, y, verbose=0, callbacks=[bad_spec])
+    for k, v in model.state_dict().items():
+        assert v.tobytes() == before[k].tobytes()
+    ok = nf.callbacks.ModelCheckpoint(path)
+    trainer.fit(x, y, epochs=1, verbose=0, callbacks=[ok], validation_data=(x, y))
+    assert os.path.exists(ok.last_saved)
