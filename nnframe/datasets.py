@@ -16,6 +16,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import importlib.util
+import math
 import os
 import shutil
 import struct
@@ -106,20 +107,42 @@ def read_idx(path) -> np.ndarray:
                 f"{who}: expected an IDX header (0x0000, a type code, ndim), got {head.hex()!r}"
             )
         dtype, ndim = _IDX_DTYPES[head[2]], head[3]
+        if ndim > 32:
+            raise ValueError(f"{who}: expected at most 32 dimensions, got {ndim}")
         dims_raw = f.read(4 * ndim)
         if len(dims_raw) < 4 * ndim:
             raise ValueError(f"{who}: expected {ndim} dimension sizes, got a truncated header")
         shape = struct.unpack(f">{ndim}I", dims_raw)
-        count = int(np.prod(shape, dtype=np.int64))
-        data = f.read(count * dtype.itemsize + 1)
-    if len(data) != count * dtype.itemsize:
+        # exact integer arithmetic: (2**32 - 1) * 3 must not wrap around as an int64 would
+        expected = math.prod(shape) * dtype.itemsize
+        if not isinstance(f, gzip.GzipFile):  # the declared size must be the file's own
+            available = os.fstat(f.fileno()).st_size - 4 - 4 * ndim
+            if available != expected:
+                raise ValueError(
+                    f"{who}: expected {expected} data bytes for shape {shape}, got {available}"
+                )
+        data = _read_at_most(f, expected + 1)  # compressed: never more than the stream holds
+    if len(data) != expected:
         raise ValueError(
-            f"{who}: expected {count * dtype.itemsize} data bytes for shape {shape}, got "
-            f"{len(data)}{'+' if len(data) > count * dtype.itemsize else ''}"
+            f"{who}: expected {expected} data bytes for shape {shape}, got "
+            f"{len(data)}{'+' if len(data) > expected else ''}"
         )
     return (
         np.frombuffer(data, dtype=dtype).astype(dtype.newbyteorder("="), copy=True).reshape(shape)
     )
+
+
+def _read_at_most(f, n: int, chunk: int = 1 << 20) -> bytes:
+    """Up to ``n`` bytes of ``f``, read in chunks, so that memory follows what the file holds
+    and not what its header declares."""
+    parts, got = [], 0
+    while got < n:
+        part = f.read(min(chunk, n - got))
+        if not part:
+            break
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)
 
 
 def write_idx(path, array, compress: bool | None = None) -> None:

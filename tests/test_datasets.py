@@ -171,3 +171,40 @@ def test_synthetic_sets_have_their_structure():
     x, y = D.make_spirals(200, noise=0.0, rng=0)
     radius = np.linalg.norm(x, axis=1)
     assert radius.max() <= 1.0 + 1e-6 and np.bincount(y).tolist() == [100, 100]
+
+
+# ---------------------------------------------------------------------- issue 15: declared sizes
+@pytest.mark.parametrize("compress", [False, True])
+@pytest.mark.parametrize(
+    "code, dims",
+    [(0x0E, (65535, 65535, 4)), (0x08, (2**32 - 1, 3)), (0x0D, (2**32 - 1, 2**32 - 1, 2**32 - 1))],
+)
+def test_read_idx_checks_declared_sizes_against_the_file(tmp_path, code, dims, compress):
+    # issue 15 defect 13: a 32-byte file declaring 137 GB raised MemoryError; 2**32-1 x 3 wrapped
+    import gzip
+    import struct
+    import tracemalloc
+
+    raw = struct.pack(">BBBB", 0, 0, code, len(dims)) + struct.pack(f">{len(dims)}I", *dims)
+    raw += b"\x00" * 16
+    path = tmp_path / ("crafted.idx.gz" if compress else "crafted.idx")
+    path.write_bytes(gzip.compress(raw) if compress else raw)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=r"read_idx\(.*\): expected \d+ data bytes for shape"):
+            D.read_idx(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4_000_000
+
+
+def test_read_idx_refuses_more_dimensions_than_numpy_holds(tmp_path):
+    import struct
+
+    path = tmp_path / "deep.idx"
+    path.write_bytes(
+        struct.pack(">BBBB", 0, 0, 0x08, 200) + struct.pack(">200I", *[1] * 200) + b"\x00"
+    )
+    with pytest.raises(ValueError, match=r"expected at most 32 dimensions, got 200"):
+        D.read_idx(path)
