@@ -567,8 +567,23 @@ def load_weights(model, path, strict: bool = True, cast: bool = False):
     tensors, metadata = load_file(path)
     if metadata.get("nnframe.kind") == "checkpoint":  # the model's part of a checkpoint
         tensors = {k[6:]: v for k, v in tensors.items() if k.startswith("model/")}
+    if not cast:
+        check_kinds(model, tensors, f"load_weights({os.fspath(path)!r})")
     model.load_state_dict(tensors, strict=strict, cast=cast)
     return model
+
+
+def check_kinds(model, state: dict, who: str) -> None:
+    """Integer or bool tensors do not go silently into float parameters and buffers (as a
+    float64 file does not go into a float32 model): ``cast=True`` asks for the conversion."""
+    own = model.state_dict()
+    wrong = [
+        f"{k}: expected dtype {own[k].dtype}, got {v.dtype}"
+        for k, v in state.items()
+        if k in own and own[k].dtype.kind == "f" and np.asarray(v).dtype.kind != "f"
+    ]
+    if wrong:
+        raise ModelFormatError(f"{who}: {'; '.join(wrong[:5])} (pass cast=True to convert)")
 
 
 def save(model, path) -> None:
@@ -579,10 +594,46 @@ def save(model, path) -> None:
     """
     from nnframe.config import check_rebuild, get_config
 
+    _check_no_late_ties(model)
     config = get_config(model)
     check_rebuild(model, config)
     meta = {"nnframe.kind": "model", "nnframe.config": json.dumps(config)}
     save_file(model.state_dict(), path, meta)
+
+
+def _check_no_late_ties(model) -> None:
+    """A Parameter shared by two layers after construction (``m[2].weight = m[0].weight``)
+    cannot come back from the config, which records constructor arguments only: say so."""
+    first: dict[int, str] = {}
+    for prefix, module in model.named_modules():
+        for name, p in module._own_parameters():
+            full = f"{prefix}.{name}" if prefix else name
+            if id(p) in first and first[id(p)] != full:
+                if _ties_in_constructor(model):  # the config rebuilds the same ties
+                    return
+                raise ValueError(
+                    f"save: expected parameters tied by a layer's constructor, got {full!r} "
+                    f"tied to {first[id(p)]!r} after construction. Tie them in the __init__ of a "
+                    "registered layer (nnframe.register_layer), or save the weights with "
+                    "nnframe.save_weights and build the model in code"
+                )
+            first.setdefault(id(p), full)
+
+
+def _ties_in_constructor(model) -> bool:
+    """True when rebuilding ``model`` from its config gives the same tied parameters."""
+    from nnframe.config import from_config, get_config
+    from nnframe.random import default_rng
+
+    rng = default_rng()
+    state = rng.bit_generator.state
+    try:
+        rebuilt = from_config(get_config(model))
+    except (ModelFormatError, TypeError, ValueError):
+        return True  # check_rebuild reports it
+    finally:
+        rng.bit_generator.state = state
+    return list(rebuilt.state_dict()) == list(model.state_dict())
 
 
 def load(path, *, registry=None):

@@ -528,3 +528,30 @@ def test_a_model_with_layers_of_two_dtypes_loads_as_saved(tmp_path, base, odd):
     for k, v in model.state_dict().items():
         got = loaded.state_dict()[k]
         assert got.dtype == v.dtype and got.tobytes() == v.tobytes(), k
+
+
+# ---------------------------------------------------------------------- issue 15: design notes
+def test_integer_tensors_need_cast_to_go_into_a_float_model(tmp_path):
+    model = nf.Sequential(nf.Dense(2, 2, rng=0))
+    path = tmp_path / "w.safetensors"
+    save_file({k: v.astype(np.int32) for k, v in model.state_dict().items()}, path)
+    before = model.state_dict()
+    with pytest.raises(nf.ModelFormatError, match=r"0.weight: expected dtype float32, got int32"):
+        nf.load_weights(model, path)
+    assert model.state_dict()["0.weight"].tobytes() == before["0.weight"].tobytes()
+    nf.load_weights(model, path, cast=True)
+    assert model[0].weight.data.dtype == np.float32
+
+
+def test_parameters_tied_after_construction_are_refused_by_save_with_a_clear_message(tmp_path):
+    model = nf.Sequential(nf.Dense(3, 3, rng=0), nf.Dense(3, 3, rng=1))
+    model[1].weight = model[0].weight
+    with pytest.raises(
+        ValueError, match=r"save: expected parameters tied by a layer's constructor"
+    ):
+        nf.save(model, tmp_path / "m.safetensors")
+    assert not os.listdir(tmp_path)
+    shared = nf.Dense(3, 3, rng=0)  # a module used twice comes back shared
+    nf.save(nf.Sequential(shared, nf.Tanh(), shared), tmp_path / "s.safetensors")
+    loaded = nf.load(tmp_path / "s.safetensors")
+    assert loaded[0] is loaded[2]
