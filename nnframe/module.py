@@ -17,6 +17,7 @@ import numpy as np
 
 from nnframe.errors import fmt_shape
 from nnframe.hooks import CALL, GLOBAL_HOOKS, HookSet, RemovableHandle, run_backward, run_forward
+from nnframe.input_spec import InputSpec, Unbatched
 from nnframe.parameter import Parameter
 
 
@@ -77,6 +78,10 @@ class Module:
     #: ``model.needs_input_grad = False`` saves the first layer's input-gradient product.
     needs_input_grad: bool = True
 
+    #: What the first input looks like (nnframe.input_spec): the call path checks it and
+    #: handles inputs without a batch axis. None: the layer checks its inputs itself.
+    input_spec: InputSpec | None = None
+
     def __init__(self) -> None:
         self.training = True
         self._buffer_names: dict[str, None] = {}
@@ -88,6 +93,7 @@ class Module:
         self._calls = 0  # calls whose entries were pushed since the stack was last cleared
         self._saves = 0
         self._saved: tuple | _Unsaved = _NEVER_RUN
+        self._unbatched: Unbatched | None = None  # the current entry's batch-axis undo
         self._in_backward = False
 
     # ------------------------------------------------------------------ the layer contract
@@ -102,6 +108,9 @@ class Module:
         exactly one saved entry per call (a forward that saved nothing gets a marker, so that
         a later backward says so)."""
         call = CALL
+        undo = None
+        if self.input_spec is not None and args:
+            args, undo = self.input_spec.admit(self, args)  # checks; adds a missing batch axis
         if call.depth == 0:
             call.pass_id += 1  # a call from outside any forward starts a new pass
         call.depth += 1
@@ -113,12 +122,17 @@ class Module:
                 out = run_forward(self, self._hooks, args, kwargs)
         finally:
             call.depth -= 1
-        n = self._saves - saves
-        if n != 1 and call.grad_enabled:
+        if call.grad_enabled:
+            n = self._saves - saves
             if n == 0:
                 self._push(_NOTHING_SAVED, call.depth > 0)
-            else:  # several saves in one call (a subclass's forward around its parent's)
+            elif n > 1:  # several saves in one call (a subclass's forward around its parent's)
                 del self._stack[-n:-1]
+            if undo is not None:  # this call's backward adds and removes the same axes
+                undo.entry = self._stack[-1]
+                self._stack[-1] = undo
+        if undo is not None:
+            out = undo.remove_from_output(out)
         return out
 
     def save_for_backward(self, *arrays) -> None:
@@ -465,7 +479,12 @@ def _backward_call_path(backward):
             _check_grad_output(self, args[0])
         stack = self._stack
         if stack:
-            self._saved = stack.pop()
+            entry = stack.pop()
+            self._unbatched = entry if type(entry) is Unbatched else None
+            self._saved = entry.entry if self._unbatched is not None else entry
+        undo = self._unbatched
+        if undo is not None and args:  # an unbatched call: the same axes as its forward
+            args = (undo.add_to_grad_output(args[0]), *args[1:])
         # a module called once may run backward again (gradients accumulate); one called
         # several times has consumed every call's entry once its stack is empty
         exhausted = not stack and self._calls > 1
@@ -473,8 +492,10 @@ def _backward_call_path(backward):
         self._in_backward = True
         try:
             if self._hooks is None and not GLOBAL_HOOKS.active:
-                return backward(self, *args, **kwargs)
-            return run_backward(self, self._hooks, backward, args, kwargs)
+                grad = backward(self, *args, **kwargs)
+            else:
+                grad = run_backward(self, self._hooks, backward, args, kwargs)
+            return grad if undo is None else undo.remove_from_grad_input(grad)
         finally:
             self._in_backward = False
             if exhausted:

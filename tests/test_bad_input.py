@@ -23,7 +23,7 @@ def mlp(seed=0):
 @pytest.mark.parametrize(
     "shape, expected, got",
     [
-        ((3,), r"\(N, 3\)", r"\(3,\)"),
+        ((4,), r"\(N, 3\)", r"\(4,\)"),  # (3,) is an unbatched input, accepted
         ((), r"\(N, 3\)", r"\(\)"),
         ((2, 4), r"\(N, 3\)", r"\(2, 4\)"),
         ((2, 3, 4), r"\(N, \*, 3\)", r"\(2, 3, 4\)"),

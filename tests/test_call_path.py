@@ -199,3 +199,58 @@ def test_cells_in_a_hand_written_loop_keep_every_step():
     cell.clear_saved()
     with pytest.raises(RuntimeError, match="backward called before forward"):
         cell.backward(np.ones((1, 3), np.float32))
+
+
+# ---------------------------------------------------------------------- inputs without a batch axis
+UNBATCHED = [
+    (lambda: nf.Dense(3, 2, rng=0), (3,)),
+    (lambda: nf.Conv1d(2, 3, 3, rng=0), (2, 7)),
+    (lambda: nf.Conv2d(2, 3, 3, padding=1, rng=0), (2, 5, 4)),
+    (lambda: nf.Conv3d(2, 2, 2, rng=0), (2, 3, 3, 3)),
+    (lambda: nf.ConvTranspose1d(2, 3, 3, rng=0), (2, 5)),
+    (lambda: nf.ConvTranspose2d(2, 3, 3, stride=2, rng=0), (2, 3, 4)),
+    (lambda: nf.MaxPool1d(2), (3, 8)),
+    (lambda: nf.MaxPool2d(2), (3, 4, 6)),
+    (lambda: nf.AvgPool1d(3, stride=2), (2, 9)),
+    (lambda: nf.AvgPool2d(2), (2, 4, 4)),
+    (lambda: nf.AdaptiveAvgPool1d(3), (2, 7)),
+    (lambda: nf.AdaptiveAvgPool2d((2, 3)), (2, 5, 7)),
+    (lambda: nf.AdaptiveMaxPool1d(2), (2, 6)),
+    (lambda: nf.AdaptiveMaxPool2d(2), (1, 4, 4)),
+]
+
+
+@pytest.mark.parametrize("make, shape", UNBATCHED)
+def test_unbatched_input_equals_a_batch_of_one(make, shape):
+    layer = make().to(np.float64)
+    x = normal_array(3, shape).astype(np.float64)
+    y = layer(x)
+    dx = layer.backward(np.ones_like(y))
+    grads = [p.grad.copy() for p in layer.parameters()]
+    layer.zero_grad()
+    y1 = layer(x[None])
+    dx1 = layer.backward(np.ones_like(y1))
+    np.testing.assert_allclose(y, y1[0])  # the output loses the batch axis
+    np.testing.assert_allclose(dx, dx1[0])  # and so does the input gradient
+    for g, p in zip(grads, layer.parameters()):
+        np.testing.assert_allclose(g, p.grad)
+    nf.check_module(layer, x)
+
+
+def test_a_shared_layer_mixes_batched_and_unbatched_calls():
+    layer = nf.Dense(3, 2, rng=0).to(np.float64)
+
+    class Mixed(nf.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = layer
+
+        def forward(self, x):
+            return self.layer(x[0]) + self.layer(x)  # (2,) + (N, 2)
+
+        def backward(self, grad_output):
+            g = self.layer.backward(grad_output)
+            g[0] += self.layer.backward(grad_output.sum(axis=0))
+            return g
+
+    nf.check_module(Mixed(), normal_array(4, (4, 3)))

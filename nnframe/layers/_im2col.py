@@ -50,18 +50,6 @@ def spatial_names(n: int) -> tuple[str, ...]:
     return {1: ("L",), 2: ("H", "W"), 3: ("D", "H", "W")}[n]
 
 
-def check_input(who, x: np.ndarray, n: int, channels: int | None) -> None:
-    """Raises a ShapeError unless x is ``(N, channels, *n spatial dims)``."""
-    if x.ndim == n + 2 and (channels is None or x.shape[1] == channels):
-        return
-    c = "C" if channels is None else channels
-    raise ShapeError(
-        expected_got(
-            who, f"input of shape {fmt_shape(['N', c, *spatial_names(n)])}", fmt_shape(x.shape)
-        )
-    )
-
-
 def check_grad(who, grad_output, expected) -> np.ndarray:
     """grad_output as an array; a ShapeError unless its shape is ``expected``."""
     grad_output = np.asarray(grad_output)

@@ -30,10 +30,10 @@ import numpy as np
 
 from nnframe.errors import ShapeError, as_float_input, check_hyper, expected_got, fmt_shape
 from nnframe.init import default_uniform, make_weight
+from nnframe.input_spec import InputSpec
 from nnframe.layers._im2col import (
     PAD_MODES,
     check_grad,
-    check_input,
     col2im,
     conv_out_size,
     im2col,
@@ -207,7 +207,6 @@ class _ConvNd(Module):
     def forward(self, x):
         w = self.weight.data
         x = as_float_input(self, x, w.dtype)
-        check_input(self, x, self._n, self.in_channels)
         out_shape = self._out_shape(x)
         n, g, o = x.shape[0], self.groups, self.out_channels
         p = int(np.prod(out_shape))
@@ -309,6 +308,7 @@ class Conv1d(_ConvNd):
     """
 
     _n = 1
+    input_spec = InputSpec(("N", "C", *spatial_names(1)), size="in_channels")
 
 
 class Conv2d(_ConvNd):
@@ -330,6 +330,7 @@ class Conv2d(_ConvNd):
     """
 
     _n = 2
+    input_spec = InputSpec(("N", "C", *spatial_names(2)), size="in_channels")
 
 
 class Conv3d(_ConvNd):
@@ -348,6 +349,7 @@ class Conv3d(_ConvNd):
     """
 
     _n = 3
+    input_spec = InputSpec(("N", "C", *spatial_names(3)), size="in_channels")
 
 
 class _ConvTransposeNd(Module):
@@ -444,7 +446,6 @@ class _ConvTransposeNd(Module):
     def forward(self, x):
         w = self.weight.data
         x = as_float_input(self, x, w.dtype)
-        check_input(self, x, self._n, self.in_channels)
         out_shape, full_shape = self._shapes(x)
         n, g, c_in, c_out = x.shape[0], self.groups, self.in_channels, self.out_channels
         spatial = x.shape[2:]
@@ -521,6 +522,7 @@ class ConvTranspose1d(_ConvTransposeNd):
     """
 
     _n = 1
+    input_spec = InputSpec(("N", "C", *spatial_names(1)), size="in_channels")
 
 
 class ConvTranspose2d(_ConvTransposeNd):
@@ -540,3 +542,4 @@ class ConvTranspose2d(_ConvTransposeNd):
     """
 
     _n = 2
+    input_spec = InputSpec(("N", "C", *spatial_names(2)), size="in_channels")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import sparse
 
-from nnframe.errors import as_float_input, check_features, check_hyper
+from nnframe.errors import as_float_input, check_hyper
 from nnframe.init import default_uniform, make_weight
+from nnframe.input_spec import InputSpec
 from nnframe.module import Module
 from nnframe.parameter import Parameter
 from nnframe.random import get_rng
@@ -41,6 +42,8 @@ class Dense(Module):
         (5, 2)
     """
 
+    input_spec = InputSpec(None, axis=-1, size="in_features")
+
     def __init__(
         self,
         in_features: int,
@@ -74,12 +77,10 @@ class Dense(Module):
     def forward(self, x):
         w = self.weight.data
         if sparse.issparse(x):
-            check_features(self, x, self.in_features, ndim=2)
             x = sparse.csr_matrix(x, dtype=w.dtype) if x.dtype != w.dtype else x.tocsr()
             y = np.asarray(x @ w.T)  # (N, D_in) sparse @ (D_in, D_out) dense -> dense
         else:
             x = as_float_input(self, x, w.dtype)
-            check_features(self, x, self.in_features)
             y = x @ w.T  # the transposed view costs no copy; BLAS reads it as is
         if self.bias is not None:
             y += self.bias.data  # in place: no second output array

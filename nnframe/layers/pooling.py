@@ -21,9 +21,9 @@ from __future__ import annotations
 import numpy as np
 
 from nnframe.errors import ShapeError, check_hyper, expected_got, fmt_shape
+from nnframe.input_spec import InputSpec
 from nnframe.layers._im2col import (
     check_grad,
-    check_input,
     ntuple,
     offset_slices,
     pad,
@@ -141,7 +141,6 @@ class _PoolNd(Module):
     def _window_input(self, x):
         """(x as a float array, output spatial shape, pads), errors naming the layer."""
         x = _float_input(self, x)
-        check_input(self, x, self._n, None)
         out_shape, pads = _geometry(
             self, x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode
         )
@@ -205,6 +204,7 @@ class MaxPool1d(_MaxPoolNd):
     """
 
     _n = 1
+    input_spec = InputSpec(("N", "C", *spatial_names(1)))
 
 
 class MaxPool2d(_MaxPoolNd):
@@ -223,6 +223,7 @@ class MaxPool2d(_MaxPoolNd):
     """
 
     _n = 2
+    input_spec = InputSpec(("N", "C", *spatial_names(2)))
 
 
 class _AvgPoolNd(_PoolNd):
@@ -313,6 +314,7 @@ class AvgPool1d(_AvgPoolNd):
     """
 
     _n = 1
+    input_spec = InputSpec(("N", "C", *spatial_names(1)))
 
     def __init__(
         self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True
@@ -336,6 +338,7 @@ class AvgPool2d(_AvgPoolNd):
     """
 
     _n = 2
+    input_spec = InputSpec(("N", "C", *spatial_names(2)))
 
 
 # ---------------------------------------------------------------------------- adaptive pooling
@@ -377,7 +380,6 @@ class _AdaptivePoolNd(Module):
         return f"output_size={size}"
 
     def _out_shape(self, x) -> tuple[int, ...]:
-        check_input(self, x, self._n, None)
         return tuple(s if o is None else o for s, o in zip(x.shape[2:], self.output_size))
 
 
@@ -433,6 +435,7 @@ class AdaptiveAvgPool1d(_AdaptiveAvgPoolNd):
     """
 
     _n = 1
+    input_spec = InputSpec(("N", "C", *spatial_names(1)))
 
 
 class AdaptiveAvgPool2d(_AdaptiveAvgPoolNd):
@@ -451,6 +454,7 @@ class AdaptiveAvgPool2d(_AdaptiveAvgPoolNd):
     """
 
     _n = 2
+    input_spec = InputSpec(("N", "C", *spatial_names(2)))
 
 
 class _AdaptiveMaxPoolNd(_AdaptivePoolNd):
@@ -530,6 +534,7 @@ class AdaptiveMaxPool1d(_AdaptiveMaxPoolNd):
     """
 
     _n = 1
+    input_spec = InputSpec(("N", "C", *spatial_names(1)))
 
 
 class AdaptiveMaxPool2d(_AdaptiveMaxPoolNd):
@@ -548,3 +553,4 @@ class AdaptiveMaxPool2d(_AdaptiveMaxPoolNd):
     """
 
     _n = 2
+    input_spec = InputSpec(("N", "C", *spatial_names(2)))

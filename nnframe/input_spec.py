@@ -1,0 +1,156 @@
+"""Input specs: what a layer's input looks like, declared once on the class and checked by the
+call path (``Module.__call__``) before ``forward`` runs.
+
+A spec states the ranks a batched input may have, the feature (channel) axis and the attribute
+that holds its size, and whether PyTorch accepts the input without its batch axis. The call
+path then does two things that no layer writes again:
+
+- **the check**, with the one message form: ``Conv2d(...): expected input of shape
+  (N, 3, H, W), got (2, 3)``;
+- **unbatched inputs** (PyTorch's rule): an input one rank short is given a batch axis of size
+  1 on the way in; the output, and in backward the input gradient, lose it again (the output
+  gradient gains it). The batch axes of every input and output come from
+  :meth:`InputSpec.batch_axes`, so layers whose batch axis moves (recurrent layers with
+  ``batch_first=False``) or whose outputs put it elsewhere (a recurrent state) override one
+  method.
+
+Example:
+    >>> import numpy as np, nnframe as nf
+    >>> conv = nf.Conv2d(3, 4, 3, padding=1, rng=0)
+    >>> conv(np.ones((3, 5, 5), dtype=np.float32)).shape  # (C, H, W): no batch axis
+    (4, 5, 5)
+    >>> conv(np.ones((2, 5), dtype=np.float32))
+    Traceback (most recent call last):
+    ...
+    nnframe.errors.ShapeError: Conv2d(3, 4, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1)): expected input of shape (N, 3, H, W), got (2, 5)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from nnframe.errors import ShapeError, expected_got, fmt_shape
+
+__all__ = ["InputSpec", "Unbatched"]
+
+
+class InputSpec:
+    """The input a layer takes: declared as a class attribute ``input_spec``.
+
+    Args:
+        names: the axes of a batched input, for messages (``("N", "C", "H", "W")``). Their
+            number is the batched rank; several tuples allow several ranks (BatchNorm1d takes
+            ``(N, C)`` and ``(N, C, L)``). None: any rank of at least 2, written ``(N, *, D)``.
+        axis: the feature axis checked against ``size`` (1 for channels, -1 for features).
+        size: the name of the layer attribute holding the size of ``axis`` (``"in_features"``),
+            or None to leave the axis unchecked.
+        unbatched: whether an input one rank short (no batch axis) is accepted.
+    """
+
+    __slots__ = ("ranks", "names", "axis", "size", "unbatched")
+
+    def __init__(
+        self,
+        names: Sequence[str] | Sequence[Sequence[str]] | None,
+        *,
+        axis: int = 1,
+        size: str | None = None,
+        unbatched: bool = True,
+    ):
+        if names is not None and names and isinstance(names[0], str):
+            names = (names,)
+        self.names: tuple[tuple[str, ...], ...] | None = (
+            None if names is None else tuple(tuple(n) for n in names)
+        )
+        self.ranks = None if self.names is None else frozenset(len(n) for n in self.names)
+        self.axis, self.size, self.unbatched = axis, size, unbatched
+
+    # ------------------------------------------------------------------ the check
+    def admit(self, module, args: tuple) -> tuple[tuple, Unbatched | None]:
+        """Checks the first argument; returns the arguments (with a batch axis added when the
+        input came without one) and, for an unbatched call, how to undo it."""
+        x = args[0]
+        ndim = getattr(x, "ndim", None)
+        if ndim is None:  # a list or a scalar: what the layer's own conversion would make of it
+            x = np.asarray(x)
+            ndim = x.ndim
+            args = (x, *args[1:])
+        batched = ndim >= 2 if self.ranks is None else ndim in self.ranks
+        if batched:
+            self._check_size(module, x.shape, x.shape)
+            return args, None
+        unbatched_rank = ndim == 1 if self.ranks is None else ndim + 1 in self.ranks
+        if not (self.unbatched and unbatched_rank):
+            raise self._error(module, x.shape)
+        self._check_size(module, (1, *x.shape), x.shape)
+        undo = Unbatched(*self.batch_axes(module))
+        return undo.add_to_inputs(args), undo
+
+    def _check_size(self, module, shape: tuple, got: tuple) -> None:
+        if self.size is not None and shape[self.axis] != getattr(module, self.size):
+            raise self._error(module, got)
+
+    def _error(self, module, got: tuple) -> ShapeError:
+        size = "C" if self.size is None else getattr(module, self.size)
+        if self.names is None:  # (N, D) or (N, *, D): as many axes as the input had, >= 2
+            layout: list = ["N"] + ["*"] * (max(len(got), 2) - 1)
+        else:
+            layout = list(min(self.names, key=lambda n: abs(len(n) - len(got))))
+        layout[self.axis] = size
+        return ShapeError(expected_got(module, f"input of shape {fmt_shape(layout)}", fmt_shape(got)))
+
+    # ------------------------------------------------------------------ where the batch axis is
+    def batch_axes(self, module) -> tuple:
+        """(input axes, output axes): the batch axis of each positional input and of each
+        output (nested like the output: ``(0, (1, 1))`` for ``(out, (h, c))``). Axis 0 for one
+        input and one output; override for other layouts."""
+        return (0,), 0
+
+
+class Unbatched:
+    """How one unbatched call is undone: the batch axes of its inputs and outputs. Kept with
+    the call's saved state, so its backward adds and removes the same axes."""
+
+    __slots__ = ("in_axes", "out_axes", "entry")
+
+    def __init__(self, in_axes: tuple, out_axes):
+        self.in_axes, self.out_axes = in_axes, out_axes
+        self.entry = None  # the call's saved state, once forward has run
+
+    def add_to_inputs(self, args: tuple) -> tuple:
+        return tuple(
+            _map(_expand, a, self.in_axes[i]) if i < len(self.in_axes) else a
+            for i, a in enumerate(args)
+        )
+
+    def remove_from_output(self, out):
+        return _map(_squeeze, out, self.out_axes)
+
+    def add_to_grad_output(self, grad_output):
+        return _map(_expand, grad_output, self.out_axes)
+
+    def remove_from_grad_input(self, grad_input):
+        if isinstance(grad_input, tuple):
+            return tuple(_map(_squeeze, g, a) for g, a in zip(grad_input, self.in_axes))
+        return _map(_squeeze, grad_input, self.in_axes[0])
+
+
+def _map(fn, value, axes):
+    """``fn(array, axis)`` over a value nested like ``axes`` (tuples); None stays None."""
+    if value is None:
+        return None
+    if isinstance(value, (tuple, list)):
+        if isinstance(axes, tuple):
+            return tuple(_map(fn, v, a) for v, a in zip(value, axes))
+        return tuple(_map(fn, v, axes) for v in value)
+    return fn(value, axes)
+
+
+def _expand(a, axis: int):
+    return np.expand_dims(np.asarray(a), axis) if axis is not None else a
+
+
+def _squeeze(a, axis: int):
+    return np.squeeze(a, axis) if axis is not None and hasattr(a, "ndim") else a
