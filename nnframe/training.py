@@ -178,6 +178,15 @@ class _BufferGuard:
         self.saved = [(m, a, v, None if v is None else np.array(v, copy=True))
                       for m, a, v in self.saved]  # fmt: skip
 
+    def finite(self) -> bool:
+        """True when no float buffer holds NaN or Inf (after this batch's forward pass)."""
+        for module, attr, _, _ in self.saved:
+            value = getattr(module, attr)
+            if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+                if not np.isfinite(value).all():
+                    return False
+        return True
+
     def restore(self) -> None:
         for module, attr, original, values in self.saved:
             if original is not None:
@@ -564,7 +573,7 @@ class Trainer:
                 if nan_policy == "raise":
                     raise FloatingPointError(
                         f"Trainer.fit: expected a finite {bad}, got "
-                        f"{loss if bad == 'loss' else norm if bad != 'update' else 'NaN/Inf'} "
+                        f"{loss if bad == 'loss' else norm if bad == 'gradient norm' else 'NaN/Inf'} "
                         f"at {where} (the step was not applied). Lower the learning rate, "
                         "clip gradients (clip_norm=), or pass nan_policy='skip_batch' or 'stop'"
                     )
@@ -600,6 +609,8 @@ class Trainer:
         loss = float(loss_fn(pred, yb) if wb is None else loss_fn(pred, yb, sample_weight=wb))
         norm = math.nan
         bad = None if math.isfinite(loss) else "loss"
+        if bad is None and not self._buffers.finite():  # e.g. a variance that overflowed
+            bad = "buffer (running statistic)"
         if bad is None:
             needs_input_grad = model.needs_input_grad
             model.needs_input_grad = False  # fit never uses dL/dx: the first layer skips it

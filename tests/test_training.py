@@ -607,3 +607,17 @@ def test_a_checkpoint_template_naming_a_missing_key_fails_before_training(tmp_pa
     ok = nf.callbacks.ModelCheckpoint(path)
     trainer.fit(x, y, epochs=1, verbose=0, callbacks=[ok], validation_data=(x, y))
     assert os.path.exists(ok.last_saved)
+
+
+def test_a_batch_whose_running_statistics_overflow_is_rejected():
+    # found by tests/test_hostile.py: 1e30 is finite, its variance is not (float32); the loss
+    # stayed finite, so the batch was applied and running_var became inf
+    x, y = bn_data()
+    x[3, 0] = 1e30
+    model = bn_model()
+    trainer = nf.Trainer(model, nf.CrossEntropyLoss(), nf.optim.SGD(model.parameters(), lr=0.1))
+    history = trainer.fit(x, y, batch_size=8, shuffle=False, nan_policy="skip_batch", verbose=0)
+    assert history["skipped_batches"][-1] == 1
+    assert np.isfinite(model[1].running_var).all() and np.isfinite(model[1].running_mean).all()
+    with pytest.raises(FloatingPointError, match=r"expected a finite buffer \(running statistic\)"):
+        trainer.fit(x, y, batch_size=8, shuffle=False, verbose=0)

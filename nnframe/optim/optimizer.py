@@ -504,7 +504,8 @@ class Optimizer:
             template = self.init_state(p, {**group, **options[self.param_groups.index(group)]})
             names = set(template) | set(self.lazy_state) | set(self.state.get(p, {}))
             spec = {k: _state_spec(template.get(k), p) for k in names}
-            entry = S.validate(S.Record(spec, optional=spec), s, who, f"state[{i}]")
+            optional = names - set(template)  # what init_state makes, a step needs
+            entry = S.validate(S.Record(spec, optional=optional), s, who, f"state[{i}]")
             new_state[p] = {
                 k: v.astype(p.data.dtype) if isinstance(v, np.ndarray) else v
                 for k, v in entry.items()
