@@ -34,6 +34,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from nnframe import schema as S
 from nnframe.errors import ModelFormatError
 from nnframe.module import Module
 
@@ -246,6 +247,13 @@ def from_config(config: Mapping, registry: Mapping[str, type] | None = None) -> 
     return _build(config, names, {}, 0)
 
 
+# one module's node in a config (nnframe.schema): what get_config writes, nothing else
+_NODE = S.Record(
+    {"class": S.Str(max_len=200), "config": S.Any(), "ref": S.Nullable(S.Int(min=0))},
+    optional=("config", "ref"),
+)
+
+
 def _build(config, names: Mapping[str, type], built: dict, depth: int) -> Module:
     if depth > _MAX_DEPTH:
         raise ModelFormatError(f"from_config: modules nested deeper than {_MAX_DEPTH}")
@@ -263,16 +271,10 @@ def _build(config, names: Mapping[str, type], built: dict, depth: int) -> Module
     args = config.get("config", {})
     if not isinstance(args, Mapping):
         raise ModelFormatError(f"from_config: {name}: expected 'config' to be an object")
-    unknown = sorted(str(k) for k in config if k not in ("class", "config", "ref"))
-    if unknown:
-        raise ModelFormatError(
-            f"from_config: {name}: expected keys among ['class', 'config', 'ref'], got {unknown}"
-        )
+    S.validate(_NODE, config, f"from_config: {name}")  # the node's keys and their kinds
     ref = config.get("ref")
-    if ref is not None and (type(ref) is not int or ref < 0 or ref in built):
-        raise ModelFormatError(
-            f"from_config: {name}: expected 'ref' to be a new integer >= 0, got {_short(ref)}"
-        )
+    if ref in built:
+        raise ModelFormatError(f"from_config: {name}: 'ref' {ref} is used twice")
     if cls.from_config.__func__ is not Module.from_config.__func__:  # the class reads its own
         try:
             module = cls.from_config({"class": name, "config": dict(args)})

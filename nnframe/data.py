@@ -411,8 +411,17 @@ class Standardizer:
         return {"mean": self.mean.copy(), "std": self.std.copy()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.mean = np.array(state["mean"])
-        self.std = np.array(state["std"])
+        """Restores ``mean`` and ``std`` (validated first: float arrays of one shape, finite,
+        ``std > 0``; a bad state raises SchemaError and changes nothing)."""
+        from nnframe import schema as S
+
+        who = "Standardizer.load_state_dict"
+        spec = S.Record({"mean": S.Array("f"), "std": S.Array("f")})
+        checked = S.validate(spec, state, who)
+        if checked["mean"].shape != checked["std"].shape or not (checked["std"] > 0).all():
+            raise S.SchemaError(f"{who}: expected mean and std of one shape with std > 0, got "
+                                f"shapes {checked['mean'].shape} and {checked['std'].shape}")  # fmt: skip
+        self.mean, self.std = checked["mean"], checked["std"]
 
     def __repr__(self) -> str:
         return f"Standardizer(axis={self.axis})"

@@ -171,3 +171,18 @@ def test_standardizer_per_channel_keeps_dtype_and_handles_sparse():
     np.testing.assert_allclose(zs.toarray().std(axis=0), 1, rtol=1e-6)
     with pytest.raises(RuntimeError, match=r"Standardizer.transform: called before fit"):
         Standardizer().transform(images)
+
+
+@pytest.mark.parametrize(
+    "state",
+    [{}, {"mean": np.zeros(2)}, {"mean": [0.0], "std": [1.0]}, {"mean": np.zeros(2), "std": np.zeros(2)},
+     {"mean": np.zeros(2), "std": np.ones(3)}, {"mean": np.full(2, np.nan), "std": np.ones(2)},
+     {"mean": np.zeros(2), "std": np.ones(2), "extra": 1}],
+)  # fmt: skip
+def test_a_crafted_standardizer_state_is_refused_and_changes_nothing(state):
+    s = Standardizer().fit(np.arange(6, dtype=np.float32).reshape(3, 2))
+    mean, std = s.mean.copy(), s.std.copy()
+    with pytest.raises(nf.SchemaError, match="Standardizer.load_state_dict: "):
+        s.load_state_dict(state)
+    np.testing.assert_array_equal(s.mean, mean)
+    np.testing.assert_array_equal(s.std, std)
