@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -167,8 +168,10 @@ def check_module(
     kwargs = forward_kwargs or {}
     m = copy.deepcopy(module).to(np.float64)
     who = f"check_module {module!r}".replace("\n", " ")
-    xs = tuple(_to_float64(np.asarray(a)) if a is not None else None for a in _as_tuple(x))
-    originals = [None if a is None else a.copy() for a in xs]
+    xs: tuple[Any, ...] = tuple(
+        _to_float64(np.asarray(a)) if a is not None else None for a in _as_tuple(x)
+    )
+    originals: list[Any] = [None if a is None else a.copy() for a in xs]
     frozen = _Frozen(m)
     rng = np.random.default_rng(seed)
 
@@ -184,7 +187,7 @@ def check_module(
         if shapes != tuple(tuple(s) if s is not None else None for s in want):
             raise GradcheckError(f"{who}: expected output shape {want}, got {shapes}")
     gs = tuple(rng.normal(size=o.shape) if _is_float(o) else None for o in outs)
-    g_copies = [None if g is None else g.copy() for g in gs]
+    g_copies: list[Any] = [None if g is None else g.copy() for g in gs]
 
     def objective() -> float:
         return float(sum(np.sum(o * g) for o, g in zip(_as_tuple(run()), gs) if g is not None))
@@ -201,7 +204,7 @@ def check_module(
     params = [(name, p) for name, p in m.named_parameters()]
     first = {name: p.grad.copy() for name, p in params}
 
-    opts = dict(eps=eps, atol=atol, rtol=rtol, directional=directional, rng=rng)
+    opts: dict[str, Any] = dict(eps=eps, atol=atol, rtol=rtol, directional=directional, rng=rng)
     float_inputs = [i for i, a in enumerate(xs) if _is_float(a)]
     if len(grads_in) < len(float_inputs):
         raise GradcheckError(
@@ -363,5 +366,5 @@ def check_loss(
         )
     for i, (p, a) in enumerate(zip(preds, analytics)):
         name = f"pred[{i}]" if isinstance(pred, tuple) else "pred"
-        opts = dict(atol=atol, rtol=rtol, directional=directional, rng=rng)
+        opts: dict[str, Any] = dict(atol=atol, rtol=rtol, directional=directional, rng=rng)
         _compare(who, name, p, a, objective, eps=eps, **opts)

@@ -59,11 +59,10 @@ class InputSpec:
         size: str | None = None,
         unbatched: bool = True,
     ):
-        if names is not None and names and isinstance(names[0], str):
-            names = (names,)
-        self.names: tuple[tuple[str, ...], ...] | None = (
-            None if names is None else tuple(tuple(n) for n in names)
-        )
+        self.names: tuple[tuple[str, ...], ...] | None = None
+        if names is not None:
+            nested = names if names and not isinstance(names[0], str) else (names,)
+            self.names = tuple(tuple(n) for n in nested)  # type: ignore[arg-type]
         self.ranks = None if self.names is None else frozenset(len(n) for n in self.names)
         self.axis, self.size, self.unbatched = axis, size, unbatched
 
@@ -94,12 +93,16 @@ class InputSpec:
 
     def _error(self, module, got: tuple) -> ShapeError:
         size = "C" if self.size is None else getattr(module, self.size)
+        layout: list
         if self.names is None:  # (N, D) or (N, *, D): as many axes as the input had, >= 2
-            layout: list = ["N"] + ["*"] * (max(len(got), 2) - 1)
+            layout = ["N"] + ["*"] * (max(len(got), 2) - 1)
         else:
-            layout = list(min(self.names, key=lambda n: abs(len(n) - len(got))))
+            distance = {abs(len(n) - len(got)): n for n in reversed(self.names)}
+            layout = list(distance[min(distance)])  # the declared rank nearest the input's
         layout[self.axis] = size
-        return ShapeError(expected_got(module, f"input of shape {fmt_shape(layout)}", fmt_shape(got)))
+        return ShapeError(
+            expected_got(module, f"input of shape {fmt_shape(layout)}", fmt_shape(got))
+        )
 
     # ------------------------------------------------------------------ where the batch axis is
     def batch_axes(self, module) -> tuple:

@@ -52,6 +52,20 @@ _INIT_ATTRIBUTES = frozenset(
 )
 
 
+class _SymbolicCalls:
+    """The hook of graph models (set by :mod:`nnframe.graph`): ``record(module, args, kwargs)``
+    records a call on symbolic nodes and returns its output node(s), or NotImplemented when no
+    argument is a node. Tried only when the first argument is not an ndarray."""
+
+    __slots__ = ("record",)
+
+    def __init__(self) -> None:
+        self.record = None
+
+
+SYMBOLIC = _SymbolicCalls()
+
+
 class Module:
     """Base class of layers: subclass it and write ``forward`` and ``backward``.
 
@@ -107,6 +121,10 @@ class Module:
         """Runs ``forward`` through the call path: pass counting, hooks (nnframe.hooks), and
         exactly one saved entry per call (a forward that saved nothing gets a marker, so that
         a later backward says so)."""
+        if args and type(args[0]) is not np.ndarray and SYMBOLIC.record is not None:
+            out = SYMBOLIC.record(self, args, kwargs)  # nnframe.graph: a call on nodes
+            if out is not NotImplemented:
+                return out
         call = CALL
         undo = None
         if self.input_spec is not None and args:
@@ -167,7 +185,7 @@ class Module:
     def saved(self) -> tuple:
         """What this call's ``forward`` saved; a RuntimeError saying why if there is nothing."""
         saved = self._saved
-        if type(saved) is _Unsaved:
+        if isinstance(saved, _Unsaved):
             raise RuntimeError(f"{self._who()}: {saved.reason}")
         return saved
 
