@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from nnframe._pytorch_args import check_device, check_flag, resolve_dtype
 from nnframe.errors import ShapeError, as_float_input, check_hyper, expected_got, fmt_shape
 from nnframe.module import Module
 from nnframe.parameter import Parameter
@@ -64,10 +65,15 @@ class _NormBase(Module):
         momentum: float | None,
         affine: bool,
         track_running_stats: bool,
+        device,
         dtype,
+        bias: bool,
     ):
         super().__init__()
         who = type(self).__name__
+        check_device(who, device)
+        dtype = resolve_dtype(dtype)
+        bias = check_flag(who, "bias", bias)
         check_hyper(who, "num_features", num_features, num_features > 0, "must be > 0")
         check_hyper(who, "eps", eps, eps >= 0, "must be >= 0")
         _check_momentum(who, momentum)
@@ -79,7 +85,8 @@ class _NormBase(Module):
         self._dtype = np.dtype(dtype)
         c = self.num_features
         self.weight = Parameter(np.ones(c, dtype=dtype)) if affine else None
-        self.bias = Parameter(np.zeros(c, dtype=dtype)) if affine else None
+        # bias=False (PyTorch's keyword): a learned scale without a shift
+        self.bias = Parameter(np.zeros(c, dtype=dtype)) if affine and bias else None
         if track_running_stats:
             self.register_buffer("running_mean", np.zeros(c, dtype=dtype))
             self.register_buffer("running_var", np.ones(c, dtype=dtype))
@@ -96,6 +103,7 @@ class _NormBase(Module):
         return (
             f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
             f"affine={self.affine}, track_running_stats={self.track_running_stats}"
+            + (", bias=False" if self.affine and self.bias is None else "")
         )
 
     def reset_running_stats(self) -> None:
@@ -140,7 +148,8 @@ class _NormBase(Module):
             return xhat.copy()
         shape = self._param_shape(xhat.ndim)
         y = xhat * self.weight.data.reshape(shape)
-        y += self.bias.data.reshape(shape)
+        if self.bias is not None:
+            y += self.bias.data.reshape(shape)
         return y
 
     def _affine_backward(self, grad_output: np.ndarray, xhat: np.ndarray, axes) -> np.ndarray:
@@ -149,7 +158,7 @@ class _NormBase(Module):
             return grad_output
         if self.weight.requires_grad:
             self.weight.grad += np.sum(grad_output * xhat, axis=axes)
-        if self.bias.requires_grad:
+        if self.bias is not None and self.bias.requires_grad:
             self.bias.grad += grad_output.sum(axis=axes)
         return grad_output * self.weight.data.reshape(self._param_shape(grad_output.ndim))
 
@@ -173,10 +182,14 @@ class _BatchNorm(_NormBase):
         momentum: float | None = 0.1,
         affine: bool = True,
         track_running_stats: bool = True,
-        *,
+        device=None,
         dtype=np.float32,
+        *,
+        bias: bool = True,
     ):
-        super().__init__(num_features, eps, momentum, affine, track_running_stats, dtype)
+        super().__init__(
+            num_features, eps, momentum, affine, track_running_stats, device, dtype, bias
+        )
 
     def forward(self, x):
         x = self._check_input(x)
@@ -209,7 +222,7 @@ class _BatchNorm(_NormBase):
         if self.affine:
             if self.weight.requires_grad:
                 self.weight.grad += sum_g_xhat
-            if self.bias.requires_grad:
+            if self.bias is not None and self.bias.requires_grad:
                 self.bias.grad += sum_g
             scale = inv_std * self.weight.data.reshape(shape)
         if not batch_stats:
@@ -238,7 +251,10 @@ class BatchNorm1d(_BatchNorm):
         affine: learn ``weight`` (ones) and ``bias`` (zeros) of shape (C,).
         track_running_stats: keep the buffers ``running_mean``, ``running_var`` and
             ``num_batches_tracked`` (saved in the state_dict under PyTorch's names).
-        dtype: parameter and buffer dtype.
+        device: None or ``"cpu"`` (nnframe's arrays live in main memory; others are refused).
+        dtype: parameter and buffer dtype (None: float32).
+        bias: keyword-only, as in PyTorch: with ``affine``, ``bias=False`` learns the scale
+            ``weight`` only (no ``bias`` parameter in the state_dict).
 
     Shape:
         input: (N, C) or (N, C, L).    output: same as input.
@@ -298,15 +314,19 @@ class _InstanceNorm(_NormBase):
         momentum: float | None = 0.1,
         affine: bool = False,
         track_running_stats: bool = False,
-        *,
+        device=None,
         dtype=np.float32,
+        *,
+        bias: bool = True,
     ):
         if momentum is None:
             raise ValueError(
                 f"{type(self).__name__}: invalid momentum=None (must be in [0, 1]; the "
                 "cumulative average of momentum=None is BatchNorm's)"
             )
-        super().__init__(num_features, eps, momentum, affine, track_running_stats, dtype)
+        super().__init__(
+            num_features, eps, momentum, affine, track_running_stats, device, dtype, bias
+        )
 
     def forward(self, x):
         x = self._check_input(x)
@@ -348,7 +368,8 @@ class InstanceNorm1d(_InstanceNorm):
 
     Args:
         num_features: C.
-        eps, momentum, affine, track_running_stats, dtype: as in :class:`BatchNorm1d`.
+        eps, momentum, affine, track_running_stats, device, dtype, bias: as in
+            :class:`BatchNorm1d`.
 
     Shape:
         input: (N, C, L).    output: same as input.
@@ -418,7 +439,8 @@ class LayerNorm(_LastAxesNorm):
         eps: added to the variance.
         elementwise_affine: learn ``weight`` (ones) of shape ``normalized_shape``.
         bias: with ``elementwise_affine``, also learn ``bias`` (zeros).
-        dtype: parameter dtype.
+        device: None or ``"cpu"`` (as in :class:`BatchNorm1d`).
+        dtype: parameter dtype (None: float32).
 
     Shape:
         input: (*, *normalized_shape).    output: same as input.
@@ -436,10 +458,12 @@ class LayerNorm(_LastAxesNorm):
         eps: float = 1e-5,
         elementwise_affine: bool = True,
         bias: bool = True,
-        *,
+        device=None,
         dtype=np.float32,
     ):
         super().__init__()
+        check_device("LayerNorm", device)
+        dtype = resolve_dtype(dtype)
         self.normalized_shape = _as_shape("LayerNorm", normalized_shape)
         check_hyper("LayerNorm", "eps", eps, eps >= 0, "must be >= 0")
         self.eps = float(eps)
@@ -487,7 +511,8 @@ class RMSNorm(_LastAxesNorm):
         normalized_shape: an int D or a tuple of trailing dimensions.
         eps: added to the mean square; None means the machine epsilon of the input's dtype.
         elementwise_affine: learn ``weight`` (ones) of shape ``normalized_shape``.
-        dtype: parameter dtype.
+        device: None or ``"cpu"`` (as in :class:`BatchNorm1d`).
+        dtype: parameter dtype (None: float32).
 
     Shape:
         input: (*, *normalized_shape).    output: same as input.
@@ -504,10 +529,12 @@ class RMSNorm(_LastAxesNorm):
         normalized_shape: int | Sequence[int],
         eps: float | None = None,
         elementwise_affine: bool = True,
-        *,
+        device=None,
         dtype=np.float32,
     ):
         super().__init__()
+        check_device("RMSNorm", device)
+        dtype = resolve_dtype(dtype)
         self.normalized_shape = _as_shape("RMSNorm", normalized_shape)
         if eps is not None:
             check_hyper("RMSNorm", "eps", eps, eps >= 0, "must be >= 0 or None")
@@ -557,7 +584,9 @@ class GroupNorm(Module):
         num_channels: C.
         eps: added to the variance.
         affine: learn per-channel ``weight`` (ones) and ``bias`` (zeros).
-        dtype: parameter dtype.
+        device: None or ``"cpu"`` (as in :class:`BatchNorm1d`).
+        dtype: parameter dtype (None: float32).
+        bias: keyword-only, as in PyTorch: with ``affine``, ``bias=False`` learns ``weight`` only.
 
     Shape:
         input: (N, C, *).    output: same as input.
@@ -569,11 +598,16 @@ class GroupNorm(Module):
         num_channels: int,
         eps: float = 1e-5,
         affine: bool = True,
-        *,
+        device=None,
         dtype=np.float32,
+        *,
+        bias: bool = True,
     ):
         super().__init__()
         who = "GroupNorm"
+        check_device(who, device)
+        dtype = resolve_dtype(dtype)
+        bias = check_flag(who, "bias", bias)
         check_hyper(who, "num_groups", num_groups, num_groups > 0, "must be > 0")
         check_hyper(who, "num_channels", num_channels, num_channels > 0, "must be > 0")
         check_hyper(
@@ -590,13 +624,14 @@ class GroupNorm(Module):
         self.affine = bool(affine)
         self._dtype = np.dtype(dtype)
         self.weight = Parameter(np.ones(num_channels, dtype=dtype)) if affine else None
-        self.bias = Parameter(np.zeros(num_channels, dtype=dtype)) if affine else None
+        self.bias = Parameter(np.zeros(num_channels, dtype=dtype)) if affine and bias else None
 
     def _on_dtype_change(self, dtype: np.dtype) -> None:
         self._dtype = np.dtype(dtype)
 
     def extra_repr(self) -> str:
-        return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"
+        text = f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"
+        return text + (", bias=False" if self.affine and self.bias is None else "")
 
     def forward(self, x):
         x = as_float_input(self, x, self._dtype)
@@ -615,7 +650,8 @@ class GroupNorm(Module):
             return xhat.copy()
         shape = (1, self.num_channels) + (1,) * (x.ndim - 2)
         y = xhat * self.weight.data.reshape(shape)
-        y += self.bias.data.reshape(shape)
+        if self.bias is not None:
+            y += self.bias.data.reshape(shape)
         return y
 
     def backward(self, grad_output):
@@ -625,7 +661,7 @@ class GroupNorm(Module):
             axes = (0, *range(2, xhat.ndim))
             if self.weight.requires_grad:
                 self.weight.grad += np.sum(grad_output * xhat, axis=axes)
-            if self.bias.requires_grad:
+            if self.bias is not None and self.bias.requires_grad:
                 self.bias.grad += grad_output.sum(axis=axes)
             shape = (1, self.num_channels) + (1,) * (xhat.ndim - 2)
             dxhat = grad_output * self.weight.data.reshape(shape)
