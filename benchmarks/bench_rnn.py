@@ -5,8 +5,10 @@
     python -m benchmarks.bench_rnn --threads 1   # only the pinned run
     python -m benchmarks.bench_rnn --threads 1 --clock cpu   # CPU time: steadier when shared
 
-One step = zero_grad, forward (batch 64, T=50, input 32, hidden 128), a Dense head on the last
-hidden state, cross-entropy, backward through time, optimizer step. The optimizer is Adam
+One step = zero_grad, forward, a Dense head on the last hidden state, the loss, backward through
+time, optimizer step, on one of 8 cycled batches. Two settings: the classifier (batch 64, T=50,
+input 32, hidden 128, 10 classes, cross-entropy; LSTM and GRU) and the adding problem (LSTM,
+batch 64, T=100, 2 features: a value and a marker, hidden 64, one output, MSE). The optimizer is Adam
 (``nf.optim.Adam``) when nnframe has it, else SGD with momentum, and PyTorch uses the same one.
 Both frameworks start from the same weights. Each (implementation, thread setting) runs in its
 own process so that the BLAS thread count is fixed before numpy loads. The figure is the median
@@ -25,17 +27,32 @@ import time
 
 from benchmarks.run import run_worker_process, time_step
 
-BATCH, T, INPUT, HIDDEN, CLASSES = 64, 50, 32, 128, 10
 LR = 1e-3
+POOL = 8  # batches cycled through, as the issue's measurements (one repeated batch is memorized)
+# case -> (batch, T, input features, hidden, outputs, loss): the classifier (10 classes,
+# cross-entropy) and the adding problem (2 features: value and marker; one output, MSE)
+SETTINGS = {
+    "classifier": (64, 50, 32, 128, 10, "ce"),
+    "adding": (64, 100, 2, 64, 1, "mse"),
+}
+BATCH, T, INPUT, HIDDEN, CLASSES, _ = SETTINGS["classifier"]
 
 
-def make_data(seed=0):
+def make_data(setting="classifier", seed=0):
+    """POOL batches: x (POOL, N, T, F) float32 and targets (class indices, or float sums)."""
     import numpy as np
 
+    n, t, f, _, out, loss = SETTINGS[setting]
     rng = np.random.default_rng(seed)
-    x = rng.normal(size=(BATCH, T, INPUT)).astype(np.float32)
-    y = rng.integers(0, CLASSES, size=BATCH)
-    return x, y
+    if loss == "ce":
+        x = rng.normal(size=(POOL, n, t, f)).astype(np.float32)
+        return x, rng.integers(0, out, size=(POOL, n))
+    values = rng.uniform(0, 1, size=(POOL, n, t))
+    markers = np.zeros((POOL, n, t))
+    for row in markers.reshape(-1, t):
+        row[rng.choice(t, size=2, replace=False)] = 1
+    x = np.stack([values, markers], axis=3).astype(np.float32)
+    return x, (values * markers).sum(axis=2)[..., None].astype(np.float32)
 
 
 def optimizer_name() -> str:
@@ -44,17 +61,19 @@ def optimizer_name() -> str:
     return "adam" if hasattr(nf.optim, "Adam") else "sgd"
 
 
-def _nnframe_model(kind: str):
+def _nnframe_model(kind: str, setting: str = "classifier"):
     import nnframe as nf
+
+    _, _, f, hidden, out, _ = SETTINGS[setting]
 
     class Classifier(nf.Module):
         """RNN over the sequence, Dense on the last layer's final hidden state."""
 
         def __init__(self):
             super().__init__()
-            self.rnn = getattr(nf, kind)(INPUT, HIDDEN, rng=0)
+            self.rnn = getattr(nf, kind)(f, hidden, rng=0)
             self.rnn.needs_input_grad = False  # x is data, as in the PyTorch version
-            self.head = nf.Dense(HIDDEN, CLASSES, rng=1)
+            self.head = nf.Dense(hidden, out, rng=1)
 
         def forward(self, x):
             _, state = self.rnn(x)
@@ -69,32 +88,45 @@ def _nnframe_model(kind: str):
     return Classifier()
 
 
-def nnframe_step(kind: str):
+def _cycle():
+    state = [-1]
+
+    def nxt():
+        state[0] = (state[0] + 1) % POOL
+        return state[0]
+
+    return nxt
+
+
+def nnframe_step(kind: str, setting: str = "classifier"):
     import nnframe as nf
 
-    model = _nnframe_model(kind)
-    x, y = make_data()
-    loss_fn = nf.CrossEntropyLoss()
+    model = _nnframe_model(kind, setting)
+    x, y = make_data(setting)
+    nxt = _cycle()
+    loss_fn = nf.CrossEntropyLoss() if SETTINGS[setting][-1] == "ce" else nf.MSELoss()
     if optimizer_name() == "adam":
         opt = nf.optim.Adam(model.parameters(), lr=LR)
     else:
         opt = nf.optim.SGD(model.parameters(), lr=LR, momentum=0.9)
 
     def step():
+        i = nxt()
         opt.zero_grad()
-        loss_fn(model(x), y)
+        loss_fn(model(x[i]), y[i])
         model.backward(loss_fn.backward())
         opt.step()
 
     return step
 
 
-def torch_step(kind: str, onednn: bool = True):
+def torch_step(kind: str, onednn: bool = True, setting: str = "classifier"):
     import torch
 
-    nf_model = _nnframe_model(kind)  # the same initial weights as nnframe's
-    rnn = getattr(torch.nn, kind)(INPUT, HIDDEN, batch_first=True)
-    head = torch.nn.Linear(HIDDEN, CLASSES)
+    _, _, f, hidden, out, loss = SETTINGS[setting]
+    nf_model = _nnframe_model(kind, setting)  # the same initial weights as nnframe's
+    rnn = getattr(torch.nn, kind)(f, hidden, batch_first=True)
+    head = torch.nn.Linear(hidden, out)
     state = nf_model.state_dict()
     rnn.load_state_dict({k[4:]: torch.from_numpy(v) for k, v in state.items() if k[:4] == "rnn."})
     head.load_state_dict({k[5:]: torch.from_numpy(v) for k, v in state.items() if k[:5] == "head."})
@@ -103,17 +135,20 @@ def torch_step(kind: str, onednn: bool = True):
         opt = torch.optim.Adam(params, lr=LR)
     else:
         opt = torch.optim.SGD(params, lr=LR, momentum=0.9)
-    x, y = make_data()
+    x, y = make_data(setting)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    loss_fn = torch.nn.CrossEntropyLoss()
+    nxt = _cycle()
+    loss_fn = torch.nn.CrossEntropyLoss() if loss == "ce" else torch.nn.MSELoss()
 
     def step():
+        i = nxt()
         with torch.backends.mkldnn.flags(enabled=onednn):
             opt.zero_grad()
-            _, state = rnn(xt)
+            _, state = rnn(xt[i])
             h_n = state[0] if kind == "LSTM" else state
-            loss = loss_fn(head(h_n[-1]), yt)
-            loss.backward()
+            value = loss_fn(head(h_n[-1]), yt[i])
+            value.backward()
+            value.item()  # the loss as a number, as nnframe gives it
             opt.step()
 
     return step
@@ -123,18 +158,31 @@ IMPLEMENTATIONS = {
     "nnframe": nnframe_step,
     "torch": torch_step,
     # PyTorch with oneDNN off: its own per-step kernels (the LSTM is otherwise one fused oneDNN call)
-    "torch_native": lambda kind: torch_step(kind, onednn=False),
+    "torch_native": lambda kind, setting="classifier": torch_step(kind, False, setting),
 }
+# (kind, setting) pairs run by main() and offered by cases()
+RUNS = (("LSTM", "classifier"), ("GRU", "classifier"), ("LSTM", "adding"))
+
+
+def _name(kind: str, setting: str) -> str:
+    return kind if setting == "classifier" else f"{kind}-{setting}"
+
+
+def _parse(name: str) -> tuple[str, str]:
+    kind, _, setting = name.partition("-")
+    return kind, setting or "classifier"
 
 
 def cases() -> dict:
     """name -> (builder(impl) -> step or None, flops per step or None), as benchmarks/run.py."""
     return {
-        f"rnn_{kind.lower()}_train": (
-            lambda impl, k=kind: IMPLEMENTATIONS[impl](k) if impl in IMPLEMENTATIONS else None,
+        f"rnn_{kind.lower()}{'' if s == 'classifier' else '_' + s}_train": (
+            lambda impl, k=kind, s=s: (
+                IMPLEMENTATIONS[impl](k, setting=s) if impl in IMPLEMENTATIONS else None
+            ),
             None,
         )
-        for kind in ("LSTM", "GRU")
+        for kind, s in RUNS
     }
 
 
@@ -149,7 +197,9 @@ def worker(kind: str, impl: str, threads: str, repeats: int, min_time: float, cl
             return {"skipped": "torch not installed"}
         if threads == "1":
             torch.set_num_threads(1)
-    times = sorted(time_step(IMPLEMENTATIONS[impl](kind), repeats, min_time, CLOCKS[clock]))
+    kind, setting = _parse(kind)
+    step = IMPLEMENTATIONS[impl](kind, setting=setting)
+    times = sorted(time_step(step, repeats, min_time, CLOCKS[clock]))
     return {"median_s": times[len(times) // 2], "times_s": times}
 
 
@@ -182,19 +232,20 @@ def main(argv=None) -> None:
         f"optimizer {optimizer_name()}; median of {repeats} repeats, {args.clock} clock"
     )
     print("ratio = nnframe / torch; 'native' = torch with oneDNN off (its own per-step kernels)")
-    header = f"{'case':<6} {'threads':<8} {'nnframe ms':>11} {'torch ms':>9} {'ratio':>6}"
+    header = f"{'case':<13} {'threads':<8} {'nnframe ms':>11} {'torch ms':>9} {'ratio':>6}"
     print(header + f" {'native ms':>10} {'ratio':>6}")
     for threads in settings:
-        for kind in ("LSTM", "GRU"):
+        for kind, setting in RUNS:
+            kind = _name(kind, setting)
             res = {
                 impl: run_worker(kind, impl, threads, repeats, min_time, args.clock)
                 for impl in IMPLEMENTATIONS
             }
             a = res["nnframe"]
             if "median_s" not in a:
-                print(f"{kind:<6} {threads:<8} nnframe: {a}")
+                print(f"{kind:<13} {threads:<8} nnframe: {a}")
                 continue
-            line = f"{kind:<6} {threads:<8} {a['median_s'] * 1e3:>11.2f}"
+            line = f"{kind:<13} {threads:<8} {a['median_s'] * 1e3:>11.2f}"
             for impl, width in (("torch", 9), ("torch_native", 10)):
                 b = res[impl]
                 if "median_s" not in b:

@@ -104,12 +104,22 @@ class _Prepared:
             self.b = b[:, None]
         self.w_hr = w_hr
 
-    def project(self, xt: np.ndarray) -> np.ndarray:
-        """Every step's input pre-activations: (G*H, F) @ (T, F, N) -> (T, G*H, N)."""
-        xp = np.matmul(self.w_ih_s, xt)
-        if self.b is not None:
-            xp += self.b
-        return xp
+    def project(self, xt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every step's input pre-activations: (G*H, F) @ (T, F, N) -> (T, G*H, N), and the
+        input the product read. With biases, that input is xt with a row of ones appended,
+        (T, F+1, N), and the weights carry the bias as their last column: the bias rides in the
+        GEMM (a copy of the F-row input is cheaper than a pass over the G*H-row output), and
+        the weight gradient's last column is the bias gradient."""
+        if self.b is None:
+            return np.matmul(self.w_ih_s, xt), xt
+        T, F, N = xt.shape
+        xa = np.empty((T, F + 1, N), dtype=xt.dtype)
+        xa[:, :F] = xt
+        xa[:, F] = 1
+        w = np.empty((self.w_ih_s.shape[0], F + 1), dtype=xt.dtype)
+        w[:, :F] = self.w_ih_s
+        w[:, F] = self.b[:, 0]
+        return np.matmul(w, xa), xa
 
     def to_torch_order(self, d: np.ndarray) -> np.ndarray:
         """A gradient with gate rows in kernel order, back in PyTorch's order."""
@@ -145,12 +155,12 @@ def _rnn_forward(xp, h0, kw, mask, reverse, relu):
     return hs, h, None, (hs, hs_prev, relu)
 
 
-def _rnn_backward(cache, dout, dh, dc, kw, mask, reverse):
+def _rnn_backward(cache, dout, dh, dc, kw, mask, reverse, wg):
     hs, hs_prev, relu = cache
     T, H, N = hs.shape
-    dA = np.empty((H, T, N), dtype=hs.dtype)  # folded: the GEMMs after the loop read it as is
-    da = np.empty((H, N), dtype=hs.dtype)  # contiguous: BLAS is slower on a strided operand
+    dA = np.empty((T, H, N), dtype=hs.dtype)  # time-major: each step writes a contiguous block
     for t in _order(T, not reverse):
+        da = dA[t]
         if dout is None:
             np.copyto(da, dh)
         else:
@@ -162,71 +172,87 @@ def _rnn_backward(cache, dout, dh, dc, kw, mask, reverse):
             da *= hs[t] > 0
         else:
             da *= 1 - hs[t] * hs[t]  # d tanh = 1 - y^2
-        dA[:, t] = da
+        wg.add(t, da)
         dh = kw.w_hh_t @ da
         if mask is not None:
             dh += passed
-    return dA, None, dh, None, None
+    return dA, dh, None, None
 
 
-def _lstm_forward(xp, h0, c0, kw, mask, reverse):
+def _lstm_forward(xp, h0, c0, kw, mask, reverse, zero_init=False):
     T, G, N = xp.shape
     H = G // 4
     P = h0.shape[0]
     w_hr = kw.w_hr
     dtype = xp.dtype
     acts = np.empty_like(xp)  # gate activations, kernel order i, f, o, g
-    cs_prev = np.empty((T, H, N), dtype=dtype)
+    # states in time order, (T+1, ., N): the step at t reads slot t + r and writes slot
+    # t + 1 - r (r = 1 when reversed), so each step's previous state is a slice, not a copy
+    r = 1 if reverse else 0
+    hst = np.empty((T + 1, P, N), dtype=dtype)
+    cst = np.empty((T + 1, H, N), dtype=dtype)
+    hst[T * r] = h0
+    cst[T * r] = c0
+    # outputs: the states themselves, unless padded steps make them differ (zero outputs)
+    hs = hst[1 - r : T + 1 - r] if mask is None else np.empty((T, P, N), dtype=dtype)
     tcs = np.empty((T, H, N), dtype=dtype)  # tanh(c')
-    hs = np.empty((T, P, N), dtype=dtype)
-    hs_prev = np.empty((T, P, N), dtype=dtype)
     us = np.empty((T, H, N), dtype=dtype) if w_hr is not None else None  # o*tanh(c') unprojected
     ig = np.empty((H, N), dtype=dtype)
-    h, c = h0, c0
+    h, c = hst[T * r], cst[T * r]
+    first = True
     for t in _order(T, reverse):
-        hs_prev[t] = h
-        cs_prev[t] = c
         a = acts[t]
-        np.matmul(kw.w_hh_s, h, out=a)
-        a += xp[t]
-        np.tanh(a, out=a)
+        if first and zero_init:  # h0 = 0: no recurrent product at the first step
+            np.tanh(xp[t], out=a)
+        else:
+            np.matmul(kw.w_hh_s, h, out=a)
+            a += xp[t]
+            np.tanh(a, out=a)
+        first = False
         _sigmoid_fixup(a[: 3 * H])
         i, f, o, g = a[:H], a[H : 2 * H], a[2 * H : 3 * H], a[3 * H :]
-        c_new = f * c  # c' = f*c + i*g
+        c_slot = cst[t + 1 - r]
+        c_new = np.multiply(f, c, out=c_slot) if mask is None else f * c  # c' = f*c + i*g
         np.multiply(i, g, out=ig)
         c_new += ig
         tc = tcs[t]
         np.tanh(c_new, out=tc)
+        h_new = hs[t]
         if w_hr is None:
-            h_new = np.multiply(o, tc, out=hs[t])
+            np.multiply(o, tc, out=h_new)
         else:
             u = us[t]
             np.multiply(o, tc, out=u)
-            h_new = np.matmul(w_hr, u, out=hs[t])  # (P, H) @ (H, N)
+            np.matmul(w_hr, u, out=h_new)  # (P, H) @ (H, N)
         if mask is None:
             h, c = h_new, c_new
         else:
             mf, keep = mask[0][t], mask[1][t]
             h_new *= mf
-            h = h_new + h * keep
-            c = c_new * mf + c * keep
+            h = np.multiply(h, keep, out=hst[t + 1 - r])
+            h += h_new
+            c_new *= mf
+            c = np.multiply(c, keep, out=c_slot)
+            c += c_new
+    hs_prev, cs_prev = hst[r : T + r], cst[r : T + r]
     return hs, h, c, (acts, cs_prev, tcs, hs_prev, us)
 
 
-def _lstm_backward(cache, dout, dh, dc, kw, mask, reverse):
+def _lstm_backward(cache, dout, dh, dc, kw, mask, reverse, wg, need_dh0=True):
     acts, cs_prev, tcs, hs_prev, us = cache
     T, G, N = acts.shape
     H = G // 4
     w_hr = kw.w_hr
     dtype = acts.dtype
-    dA = np.empty((G, T, N), dtype=dtype)  # folded: the GEMMs after the loop read it as is
+    dA = np.empty((T, G, N), dtype=dtype)  # time-major: each step writes a contiguous block
     dhs = np.empty_like(hs_prev) if w_hr is not None else None  # dL/dh' per step (for dW_hr)
     sd = np.empty((3 * H, N), dtype=dtype)  # sigmoid' of i, f, o
     up = np.empty((3 * H, N), dtype=dtype)  # dL/di, dL/df, dL/do
     tmp = np.empty((H, N), dtype=dtype)
-    da = np.empty((G, N), dtype=dtype)  # contiguous: BLAS is slower on a strided operand
     g_buf = np.empty_like(hs_prev[0])
+    last = 0 if not reverse else T - 1  # the first step in time: its dL/dh may not be needed
     for t in _order(T, not reverse):
+        da = dA[t]
         g_h = dh if dout is None else np.add(dout[t], dh, out=g_buf)  # dL/dh' (not mutated)
         if mask is not None:
             mf, keep = mask[0][t], mask[1][t]
@@ -260,7 +286,10 @@ def _lstm_backward(cache, dout, dh, dc, kw, mask, reverse):
         tmp *= i
         np.multiply(dc, tmp, out=da[3 * H :])
         dc *= f
-        dA[:, t] = da
+        wg.add(t, da)
+        if t == last and not need_dh0:
+            dh = dc = None
+            break
         dh = kw.w_hh_t @ da
         if mask is not None:
             dh += h_passed
@@ -269,7 +298,7 @@ def _lstm_backward(cache, dout, dh, dc, kw, mask, reverse):
     if w_hr is not None:
         # dL/dW_hr = sum_t dh'_t @ u_t^T: one GEMM over all steps
         dw_hr = _fold(dhs) @ _unfold_t(us)
-    return dA, None, dh, dc, dw_hr
+    return dA, dh, dc, dw_hr
 
 
 def _gru_forward(xp, h0, kw, mask, reverse):
@@ -312,15 +341,14 @@ def _gru_forward(xp, h0, kw, mask, reverse):
     return hs, h, None, (acts, hhn, hs_prev)
 
 
-def _gru_backward(cache, dout, dh, dc, kw, mask, reverse):
+def _gru_backward(cache, dout, dh, dc, kw, mask, reverse, wg):
     acts, hhn, hs_prev = cache
     T, G, N = acts.shape
     H = G // 3
     dtype = acts.dtype
     # gradients of the input pre-activations (and b_ih), and of W_hn h + b_hn (for r and z the
-    # hidden part's gradient equals dxp's); folded (rows, T, N) for the GEMMs after the loop
-    dxp = np.empty((G, T, N), dtype=dtype)
-    dhn = np.empty((H, T, N), dtype=dtype)
+    # hidden part's gradient equals dxp's); time-major, each step writes contiguous blocks
+    dxp = np.empty((T, G, N), dtype=dtype)
     dhh = np.empty((G, N), dtype=dtype)
     g_buf = np.empty((H, N), dtype=dtype)
     tmp = np.empty((H, N), dtype=dtype)
@@ -332,7 +360,7 @@ def _gru_backward(cache, dout, dh, dc, kw, mask, reverse):
             g = g * mask[0][t]
         a = acts[t]
         r, z, n = a[:H], a[H : 2 * H], a[2 * H :]
-        dx = dhh  # contiguous (BLAS is slower on a strided operand); copied into dxp below
+        dx = dxp[t]
         # through h' = n + z (h - n), then n = tanh(.): dn_pre = g (1 - z) (1 - n^2)
         dn = dx[2 * H :]
         np.multiply(n, n, out=dn)
@@ -348,66 +376,116 @@ def _gru_backward(cache, dout, dh, dc, kw, mask, reverse):
         np.subtract(1, s, out=sd)
         sd *= s
         dx[: 2 * H] *= sd
-        dxp[:, t] = dx
         # the hidden side: the same r and z rows; the n rows are r * dn_pre
-        dhh[2 * H :] *= r
-        dhn[:, t] = dhh[2 * H :]
+        np.copyto(dhh[: 2 * H], dx[: 2 * H])
+        np.multiply(dx[2 * H :], r, out=dhh[2 * H :])
+        wg[0].add(t, dx)
+        wg[1].add(t, dhh)
         dh = kw.w_hh_t @ dhh
         np.multiply(g, z, out=tmp)
         dh += tmp
         if mask is not None:
             dh += passed
-    return dxp, dhn, dh, None, None
+    return dxp, dh, None, None
 
 
-def _direction_forward(mode, kw, xt, h0, c0, mask, reverse):
+def _direction_forward(mode, kw, xt, h0, c0, mask, reverse, zero_init=False):
     """One direction of one layer on xt (T, F, N): returns (output (T, H_out, N), h_T, c_T,
-    cache), states (H, N)."""
-    xp = kw.project(xt)
+    cache), states (H, N). ``zero_init``: h0 (and c0) are zeros, the first recurrent product
+    is skipped."""
+    xp, xa = kw.project(xt)
     if mode == "LSTM":
-        return _lstm_forward(xp, h0, c0, kw, mask, reverse)
-    if mode == "GRU":
-        return _gru_forward(xp, h0, kw, mask, reverse)
-    return _rnn_forward(xp, h0, kw, mask, reverse, mode == "RNN_RELU")
-
-
-def _direction_backward(mode, kw, cache, xt, dout, dh, dc, mask, reverse, need_dx):
-    """Backward through one direction. dout: (T, H_out, N) or None (zeros); dh, dc: gradients of the final
-    state (H, N) (not mutated). Returns (dL/dxt (T, F, N) or None, dL/dh0, dL/dc0, grads) with
-    grads the weight gradients by base name, gate rows in PyTorch's order."""
-    if mode == "LSTM":
-        dxp, dhn, dh0, dc0, dw_hr = _lstm_backward(cache, dout, dh, dc.copy(), kw, mask, reverse)
-        hs_prev = cache[3]
+        out = _lstm_forward(xp, h0, c0, kw, mask, reverse, zero_init)
     elif mode == "GRU":
-        dxp, dhn, dh0, dc0, dw_hr = _gru_backward(cache, dout, dh, dc, kw, mask, reverse)
-        hs_prev = cache[2]
+        out = _gru_forward(xp, h0, kw, mask, reverse)
     else:
-        dxp, dhn, dh0, dc0, dw_hr = _rnn_backward(cache, dout, dh, dc, kw, mask, reverse)
-        hs_prev = cache[1]
-    # the weight gradients: one GEMM each over all steps, (G*H, T*N) @ (T*N, F)
-    G, T, N = dxp.shape
-    d2 = dxp.reshape(G, T * N)  # a view: the kernels store gradients folded
-    h2 = _unfold_t(hs_prev)  # (T*N, H_out)
-    dw_hh = d2 @ h2
-    grads = {"weight_ih": kw.to_torch_order(d2 @ _unfold_t(xt))}
-    ones = np.ones(T * N, dtype=d2.dtype)
-    if dhn is not None:  # GRU: the new gate's hidden part is r * dn, not dn
-        H = dhn.shape[0]
-        dhn2 = dhn.reshape(H, T * N)
-        dw_hh[2 * H :] = dhn2 @ h2
+        out = _rnn_forward(xp, h0, kw, mask, reverse, mode == "RNN_RELU")
+    hs, hT, cT, cache = out
+    return hs, hT, cT, (cache, xa, zero_init)
+
+
+class _WeightGrads:
+    """sum_t dA_t @ rhs_t^T for right-hand sides (T, C, N) (the state before each step, the
+    step's input), fed one step's (R, N) gate gradient at a time, in any step order.
+
+    Steps are gathered in blocks of k steps, (R, k*N) with k*N about 512, which stay in cache:
+    each full block is one GEMM per right-hand side with k*N columns. A GEMM per step (N
+    columns) runs far below BLAS's speed, and folding the whole sequence at once is a strided
+    copy through memory."""
+
+    def __init__(self, rows: int, rhs: list, dtype):
+        T, _, N = rhs[0].shape
+        self.k = max(1, min(T, 512 // max(N, 1)))
+        self.T, self.N = T, N
+        self.rhs = rhs
+        self.block = np.empty((rows, self.k * N), dtype=dtype)
+        self.grads = [np.zeros((rows, r.shape[1]), dtype=dtype) for r in rhs]
+        self.current = None  # the block being filled
+
+    def add(self, t: int, da: np.ndarray) -> None:
+        b = t // self.k
+        if b != self.current:
+            self.flush()
+            self.current = b
+        j = (t - b * self.k) * self.N
+        self.block[:, j : j + self.N] = da
+
+    def flush(self) -> list:
+        b, self.current = self.current, None
+        if b is not None:
+            t0 = b * self.k
+            t1 = min(t0 + self.k, self.T)
+            blk = self.block[:, : (t1 - t0) * self.N]
+            for r, grad in zip(self.rhs, self.grads):
+                part = r[t0:t1]  # (m, C, N) -> (C, m*N), in cache
+                grad += blk @ part.transpose(1, 0, 2).reshape(part.shape[1], -1).T
+        return self.grads
+
+
+def _direction_backward(mode, kw, cache, xt, dout, dh, dc, mask, reverse, need_dx, need_dh0=True):
+    """Backward through one direction. dout: (T, H_out, N) or None (zeros); dh, dc: gradients
+    of the final state (H, N) (not mutated). Returns (dL/dxt (T, F, N) or None, dL/dh0 (None
+    unless ``need_dh0``), dL/dc0, grads) with grads the weight gradients by base name, gate rows
+    in PyTorch's order."""
+    cache, xa, zero_init = cache
+    G = kw.w_ih_s.shape[0]
+    dtype = xa.dtype
+    hs_prev = cache[{"LSTM": 3, "GRU": 2}.get(mode, 1)]
+    # the weight gradients, summed over the steps as the kernels go (see _WeightGrads); with
+    # biases the input's last row is ones, so dW_ih's last column is the bias gradient
+    if mode == "GRU":  # the hidden side differs in the new gate's rows (r * dn, not dn)
+        hidden = [hs_prev]
+        if kw.b is not None:  # a row of ones: the hidden bias gradient
+            hidden.append(np.ones((hs_prev.shape[0], 1, hs_prev.shape[2]), dtype=dtype))
+        wg = _WeightGrads(G, [xa], dtype), _WeightGrads(G, hidden, dtype)
+    else:
+        wg = _WeightGrads(G, [hs_prev, xa], dtype)
+    if mode == "LSTM":
+        dxp, dh0, dc0, dw_hr = _lstm_backward(
+            cache, dout, dh, dc.copy(), kw, mask, reverse, wg, need_dh0
+        )
+    elif mode == "GRU":
+        dxp, dh0, dc0, dw_hr = _gru_backward(cache, dout, dh, dc, kw, mask, reverse, wg)
+    else:
+        dxp, dh0, dc0, dw_hr = _rnn_backward(cache, dout, dh, dc, kw, mask, reverse, wg)
+    if mode == "GRU":
+        (dw_ih,), (dw_hh, *db_hh) = wg[0].flush(), wg[1].flush()
+    else:
+        dw_hh, dw_ih = wg.flush()
+    F = xt.shape[1]
+    grads = {"weight_ih": kw.to_torch_order(dw_ih[:, :F])}
     grads["weight_hh"] = kw.to_torch_order(dw_hh)
     if kw.b is not None:
-        db = d2 @ ones  # sum over steps and batch, as a GEMV
-        grads["bias_ih"] = kw.to_torch_order(db)
-        if dhn is not None:
-            db = db.copy()
-            db[2 * H :] = dhn2 @ ones
-        grads["bias_hh"] = kw.to_torch_order(db)
+        grads["bias_ih"] = kw.to_torch_order(dw_ih[:, F])
+        if mode == "GRU":
+            grads["bias_hh"] = db_hh[0][:, 0]
+        else:
+            grads["bias_hh"] = grads["bias_ih"]
     if dw_hr is not None:
         grads["weight_hr"] = dw_hr
     dx = None
-    if need_dx:  # (F, G*H) @ (G*H, T*N), back to (T, F, N)
-        dx = np.ascontiguousarray((kw.w_ih_t @ d2).reshape(-1, T, N).transpose(1, 0, 2))
+    if need_dx:  # (F, G*H) @ (T, G*H, N) -> (T, F, N)
+        dx = np.matmul(kw.w_ih_t, dxp)
     return dx, dh0, dc0, grads
 
 
@@ -608,7 +686,14 @@ class _RNNBase(Module):
                 kw = self._prepared(k)
                 c0k = None if c0 is None else np.ascontiguousarray(c0[k].T)
                 out, hT, cT, cache = _direction_forward(
-                    self.mode, kw, layer_in, np.ascontiguousarray(h0[k].T), c0k, mask, d == 1
+                    self.mode,
+                    kw,
+                    layer_in,
+                    np.ascontiguousarray(h0[k].T),
+                    c0k,
+                    mask,
+                    d == 1,
+                    zero_init=hx is None,
                 )
                 h_n[k] = hT.T
                 if c_n is not None:
@@ -679,11 +764,22 @@ class _RNNBase(Module):
                 if self.mode == "LSTM":
                     dc = zeros_c if gc is None else np.ascontiguousarray(gc[k].T, dtype=dtype)
                 dx, dh0k, dc0k, grads = _direction_backward(
-                    self.mode, kw, cache, layer_in, dout, dh, dc, mask, d == 1, need_dx
+                    self.mode,
+                    kw,
+                    cache,
+                    layer_in,
+                    dout,
+                    dh,
+                    dc,
+                    mask,
+                    d == 1,
+                    need_dx,
+                    need_dh0=had_state,
                 )
-                dh0[k] = dh0k.T
-                if dc0 is not None:
-                    dc0[k] = dc0k.T
+                if had_state:
+                    dh0[k] = dh0k.T
+                    if dc0 is not None:
+                        dc0[k] = dc0k.T
                 for base, value in grads.items():
                     p = getattr(self, self._names[k][base])
                     if p.requires_grad:
