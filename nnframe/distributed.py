@@ -25,6 +25,7 @@ import numpy as np
 
 from nnframe.clip import clip_grad_norm_, clip_grad_value_
 from nnframe.errors import check_hyper
+from nnframe.optim.optimizer import NonFiniteUpdateError
 
 
 class LocalCommunicator:
@@ -142,7 +143,9 @@ class DataParallel:
     3. skips the step on *every* rank if the averaged gradient is not finite (a NaN anywhere
        reaches every rank through the sum, so all ranks agree without another message);
     4. clips (``clip_norm`` / ``clip_value``): the gradients are equal, so every rank clips alike;
-    5. runs the wrapped optimizer's step.
+    5. runs the wrapped optimizer's step, which writes nothing when the update would not be
+       finite (:class:`nnframe.optim.NonFiniteUpdateError`): then ``step`` returns False on every
+       rank, as for a non-finite gradient.
 
     Args:
         model: the Module being trained (the same architecture on every rank).
@@ -280,7 +283,12 @@ class DataParallel:
             clip_grad_value_(params, self.clip_value)
         if self.clip_norm is not None:
             self.last_grad_norm = clip_grad_norm_(params, self.clip_norm)
-        self.optimizer.step()
+        try:  # every rank holds the same parameters and gradients: they all decide alike
+            self.optimizer.step()
+        except NonFiniteUpdateError:  # the optimizer undid it: nothing was written
+            self.skipped_steps += 1
+            self.optimizer.zero_grad()
+            return False
         return True
 
     def average_metrics(self, metrics: dict[str, float]) -> dict[str, float]:

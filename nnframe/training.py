@@ -619,8 +619,11 @@ class Trainer:
             finally:
                 model.needs_input_grad = needs_input_grad
         if dp is not None:  # mean gradients and loss over ranks: every rank decides alike
-            loss = dp.average_loss_and_gradients(loss)
-            bad = None if math.isfinite(loss) else "loss"
+            # a rank whose batch is bad for any reason sends NaN: every rank then rejects it
+            shared = dp.average_loss_and_gradients(loss if bad is None else math.nan)
+            if bad is None and not math.isfinite(shared):
+                bad = "loss"  # on another rank
+            loss = shared if bad is None or bad == "loss" else loss
         if bad is None:
             cbs.on_after_backward(batch, {"loss": loss})
             norm = total_norm([p.grad for p in params])

@@ -271,6 +271,38 @@ def fit_agree(comm):
     return out
 
 
+def fit_poisoned_buffers(comm):
+    """Issue 15: one rank's batch overflows BatchNorm's variance (finite loss): every rank
+    rejects that global batch, and the running statistics stay finite and equal."""
+    x, y = data(32, seed=5)
+    x[5, 0] = 1e300 if comm.rank == 1 else x[5, 0]  # float64 model: the variance overflows
+    model = nf.Sequential(
+        nf.Dense(4, 6, rng=0), nf.BatchNorm1d(6), nf.Tanh(), nf.Dense(6, 3, rng=1)
+    )
+    model.to(np.float64)
+    t = nf.Trainer(
+        model, nf.CrossEntropyLoss(), nf.optim.SGD(model.parameters(), lr=0.1), comm=comm
+    )
+    h = t.fit(x, y, epochs=2, batch_size=4, shuffle=False, nan_policy="skip_batch", verbose=0)
+    buffers = np.concatenate([model[1].running_mean, model[1].running_var])
+    out = {
+        "skipped": h["skipped_batches"][-1],
+        "finite": bool(np.isfinite(buffers).all() and np.isfinite(params_of(model)).all()),
+        "state": np.concatenate([params_of(model), buffers]).tolist(),
+    }
+    # a step that would overflow is undone on every rank alike
+    dp_model = mlp(0)
+    dp = DataParallel(dp_model, nf.optim.SGD(dp_model.parameters(), lr=1e308), comm)
+    before = params_of(dp_model)
+    for p in dp_model.parameters():
+        p.grad[...] = 100.0 + comm.rank  # lr * grad overflows float64
+    out["dp_step"] = dp.step()
+    out["dp_unchanged"] = bool((params_of(dp_model) == before).all())
+    everyone = comm.allgather(out)
+    out["same_on_all_ranks"] = all(e == everyone[0] for e in everyone)
+    return out
+
+
 def main():
     scenario, outdir = sys.argv[1], pathlib.Path(sys.argv[2])
     comm = MPICommunicator()

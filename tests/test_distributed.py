@@ -398,3 +398,23 @@ def test_average_loss_and_gradients_in_one_message():
     assert dp.average_loss_and_gradients(1.0) == 3.0  # (1 + 5) / 2
     np.testing.assert_array_equal(model.weight.grad, [[2.0, 2.0]])  # (1 + 3) / 2
     np.testing.assert_array_equal(model.bias.grad, [1.5])  # (0 + 3) / 2
+
+
+def test_a_rank_with_poisoned_buffers_makes_every_rank_reject_the_batch(tmp_path):
+    # issue 15: BatchNorm statistics and the finite-update guarantee on the data-parallel path
+    proc, results, _ = mpirun("fit_poisoned_buffers", 2, tmp_path, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    r = results[0]
+    assert r["same_on_all_ranks"] and r["finite"]
+    assert r["skipped"] == 2  # rank 1's poisoned batch, once per epoch, on both ranks
+    assert r["dp_step"] is False and r["dp_unchanged"]
+
+
+def test_an_update_that_would_overflow_is_skipped_by_data_parallel():
+    model = nf.Dense(2, 1, rng=0)
+    dp = DataParallel(model, nf.optim.SGD(model.parameters(), lr=3e38), LocalCommunicator())
+    before = model.weight.data.copy()
+    model.weight.grad[...] = 10.0
+    assert dp.step() is False and dp.skipped_steps == 1
+    np.testing.assert_array_equal(model.weight.data, before)
+    assert not model.weight.grad.any()
