@@ -9,9 +9,9 @@ any other input (lists, ints, bools) is cast to float32. PReLU, which holds a pa
 input to the parameter's dtype like Dense does.
 
 Where the derivative is cheaper from the output (sigmoid, tanh, softmax, ...), the output is
-cached instead of the input. The math lives in small pure functions (:func:`sigmoid`,
-:func:`softplus`, :func:`log_sigmoid`, :func:`softmax`, :func:`log_softmax`, :func:`normal_cdf`)
-that the Modules call and that users may call on plain arrays.
+cached instead of the input. The math lives in small pure functions (:mod:`nnframe.functional`: ``sigmoid``,
+``softplus``, ``log_sigmoid``, ``softmax``, ``log_softmax``; here: :func:`normal_cdf`) that the
+Modules call and that users may call on plain arrays.
 
 Unlike PyTorch there is no ``inplace=`` argument: a forward never writes into its input.
 
@@ -36,52 +36,9 @@ from nnframe.errors import (
     expected_got,
     fmt_shape,
 )
-from nnframe.losses import log_softmax
+from nnframe.functional import log_sigmoid, log_softmax, sigmoid, softmax, softplus
 from nnframe.module import Module
 from nnframe.parameter import Parameter
-
-
-# ---------------------------------------------------------------------------- pure functions
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    """Logistic function 1 / (1 + exp(-x)), stable: exp is only taken of numbers <= 0.
-
-    Written as exp(min(x, 0)) / (1 + exp(-|x|)): for x >= 0 that is 1 / (1 + exp(-x)), for
-    x < 0 it is exp(x) / (1 + exp(x)); both factors keep full relative precision (no 1 - s).
-    Its derivative is sigmoid(x) * (1 - sigmoid(x)).
-    """
-    d = np.asarray(np.abs(x))  # asarray: a 0-d input gives a numpy scalar, which has no out=
-    np.negative(d, out=d)
-    np.exp(d, out=d)
-    d += 1
-    y = np.asarray(np.minimum(x, 0))
-    np.exp(y, out=y)
-    y /= d
-    return y
-
-
-def softplus(x: np.ndarray) -> np.ndarray:
-    """log(1 + exp(x)), stable: written as max(x, 0) + log1p(exp(-|x|)).
-
-    Its derivative is sigmoid(x), which is also 1 - exp(-softplus(x)) = -expm1(-softplus(x)):
-    a layer that caches the output gets the derivative with one expm1.
-    """
-    return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
-
-
-def log_sigmoid(x: np.ndarray) -> np.ndarray:
-    """log(sigmoid(x)) = -softplus(-x), stable: min(x, 0) - log1p(exp(-|x|)).
-
-    Its derivative is 1 - sigmoid(x) = 1 - exp(log_sigmoid(x)) = -expm1(log_sigmoid(x)).
-    """
-    return np.minimum(x, 0) - np.log1p(np.exp(-np.abs(x)))
-
-
-def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    """exp(x) / sum(exp(x)) along ``axis``, stable: the max is subtracted first, so every exp
-    is of a number <= 0 and cannot overflow (and the largest term is exactly 1)."""
-    e = np.exp(x - x.max(axis=axis, keepdims=True))
-    e /= e.sum(axis=axis, keepdims=True)
-    return e
 
 
 # ---------------------------------------------------------------------------- helpers

@@ -51,6 +51,18 @@ def check_features(who: object, x, features: int, axis: int = -1, ndim: int | No
     raise shape_error(who, expected, shape)
 
 
+def check_grad(who, grad_output, expected) -> np.ndarray:
+    """grad_output as an array; a ShapeError unless its shape is ``expected``."""
+    grad_output = np.asarray(grad_output)
+    if grad_output.shape != tuple(expected):
+        raise ShapeError(
+            expected_got(
+                who, f"grad_output of shape {fmt_shape(expected)}", fmt_shape(grad_output.shape)
+            )
+        )
+    return grad_output
+
+
 def check_hyper(who: str, name: str, value, ok: bool, rule: str) -> None:
     """Raises a ValueError ``who: invalid name=value (rule)`` unless ``ok``."""
     if not ok:

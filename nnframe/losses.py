@@ -19,6 +19,7 @@ import numpy as np
 from scipy.special import expit, xlogy
 
 from nnframe.errors import ShapeError, as_float_input, check_hyper, expected_got, fmt_shape
+from nnframe.functional import log_softmax
 
 
 def _float_array(who: str, x) -> np.ndarray:
@@ -645,12 +646,6 @@ class CrossEntropyLoss(NLLLoss):
         e /= total[:, None]  # softmax, kept for the gradient
         self.save_for_backward(e, target, rows)
         return np.log(total) - shifted[rows, target]  # -log softmax(z)_y
-
-
-def log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    """log softmax, stable: subtract the max so exp cannot overflow (log-sum-exp)."""
-    shifted = x - x.max(axis=axis, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
 
 
 class MultiMarginLoss(Loss):

@@ -18,8 +18,6 @@ from functools import lru_cache
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from nnframe.errors import ShapeError, expected_got, fmt_shape
-
 # PyTorch's padding_mode -> numpy.pad's mode
 PAD_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
@@ -48,18 +46,6 @@ def conv_out_size(size: int, kernel: int, stride: int, pad_total: int, dilation:
 
 def spatial_names(n: int) -> tuple[str, ...]:
     return {1: ("L",), 2: ("H", "W"), 3: ("D", "H", "W")}[n]
-
-
-def check_grad(who, grad_output, expected) -> np.ndarray:
-    """grad_output as an array; a ShapeError unless its shape is ``expected``."""
-    grad_output = np.asarray(grad_output)
-    if grad_output.shape != tuple(expected):
-        raise ShapeError(
-            expected_got(
-                who, f"grad_output of shape {fmt_shape(expected)}", fmt_shape(grad_output.shape)
-            )
-        )
-    return grad_output
 
 
 # ------------------------------------------------------------------------------ padding

@@ -28,12 +28,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from nnframe.errors import ShapeError, as_float_input, check_hyper, expected_got, fmt_shape
+from nnframe.errors import (
+    ShapeError,
+    as_float_input,
+    check_grad,
+    check_hyper,
+    expected_got,
+    fmt_shape,
+)
 from nnframe.init import default_uniform, make_weight
 from nnframe.input_spec import InputSpec
 from nnframe.layers._im2col import (
     PAD_MODES,
-    check_grad,
     col2im,
     conv_out_size,
     im2col,

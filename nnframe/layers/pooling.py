@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from nnframe.errors import ShapeError, check_hyper, expected_got, fmt_shape
+from nnframe.errors import ShapeError, check_grad, check_hyper, expected_got, fmt_shape
 from nnframe.input_spec import InputSpec
 from nnframe.layers._im2col import (
-    check_grad,
     ntuple,
     offset_slices,
     pad,

@@ -12,8 +12,7 @@ import math
 
 import numpy as np
 
-from nnframe.errors import ShapeError, check_hyper, expected_got, fmt_shape
-from nnframe.layers._im2col import check_grad
+from nnframe.errors import ShapeError, check_grad, check_hyper, expected_got, fmt_shape
 from nnframe.module import Module
 
 
