@@ -314,6 +314,23 @@ class Module:
         """Sets evaluation mode here and below; returns self."""
         return self.train(False)
 
+    def apply(self, fn) -> Module:
+        """Calls ``fn(module)`` on every sub-module, then on this one (PyTorch's order: children
+        first), each once; returns self. The usual use is initialization:
+
+        Example:
+            >>> import numpy as np, nnframe as nf
+            >>> def init(m):
+            ...     if isinstance(m, nf.Dense):
+            ...         m.weight.data[...] = 0.5
+            >>> model = nf.Sequential(nf.Dense(2, 3, rng=0), nf.ReLU()).apply(init)
+            >>> float(model[0].weight.data.max())
+            0.5
+        """
+        for module in reversed(self.modules()):
+            fn(module)
+        return self
+
     def requires_grad_(self, requires_grad: bool = True) -> Module:
         """Freezes (False) or unfreezes every parameter here and below; returns self."""
         for p in self.parameters():

@@ -254,3 +254,13 @@ def test_a_shared_layer_mixes_batched_and_unbatched_calls():
             return g
 
     nf.check_module(Mixed(), normal_array(4, (4, 3)))
+
+
+def test_apply_visits_children_before_parents_each_once():
+    shared = nf.Dense(2, 2, rng=0)
+    inner = nf.Sequential(shared, nf.Tanh())
+    model = nf.Sequential(inner, shared)
+    seen = []
+    assert model.apply(lambda m: seen.append(m)) is model
+    assert seen[-1] is model and seen.count(shared) == 1
+    assert seen.index(shared) < seen.index(inner) < seen.index(model)
