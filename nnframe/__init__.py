@@ -52,12 +52,23 @@ from nnframe.containers import Add, Concat, ModuleDict, ModuleList, Residual, Se
 from nnframe.errors import AnomalyError, GradcheckError, ModelFormatError, ShapeError
 from nnframe.schema import SchemaError
 from nnframe.gradcheck import check_loss, check_module
+from nnframe.graph import Input, Model
 from nnframe.hooks import enable_grad, is_grad_enabled, no_grad
 from nnframe.layers.attention import MultiheadAttention, PositionalEncoding
 from nnframe.layers.conv import Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d
 from nnframe.layers.dense import Dense
 from nnframe.layers.dropout import AlphaDropout, Dropout, Dropout1d, Dropout2d
 from nnframe.layers.embedding import Embedding, EmbeddingBag
+from nnframe.layers.merge import (
+    Average,
+    Concatenate,
+    Dot,
+    GetItem,
+    Maximum,
+    Multiply,
+    Subtract,
+    TimeStep,
+)
 from nnframe.layers.normalization import (
     BatchNorm1d,
     BatchNorm2d,
@@ -207,6 +218,17 @@ __all__ = [
     "Add",
     "ModuleList",
     "ModuleDict",
+    # graph models, merges and selections
+    "Input",
+    "Model",
+    "Multiply",
+    "Subtract",
+    "Concatenate",
+    "Dot",
+    "Average",
+    "Maximum",
+    "GetItem",
+    "TimeStep",
     # sequences
     "RNN",
     "LSTM",

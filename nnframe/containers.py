@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from nnframe.errors import ShapeError, fmt_shape
+from nnframe.layers.merge import broadcast_shape, merge_inputs, unbroadcast
 from nnframe.module import Module
 
 
@@ -254,29 +255,46 @@ class Concat(_Branches):
 
 
 class Add(_Branches):
-    """Feeds the same input to every branch and sums their outputs (which must share a shape).
+    """Sums: with branches, feeds the same input to every branch and sums their outputs; with
+    none, ``Add()`` is the Keras-style merge that sums its several inputs (graph models).
 
-    Backward gives every branch the whole output gradient and sums their input gradients.
+    Backward gives every branch the whole output gradient and sums their input gradients; the
+    merge returns the output gradient once per input (summed over broadcast axes), as a tuple.
 
     Args:
-        *branches: the modules, each applied to the same input.
+        *branches: the modules, each applied to the same input; none for the merge.
 
     Shape:
-        input: whatever every branch takes.    output: the common shape of the branches' outputs.
+        input: whatever every branch takes (the merge: two or more arrays of one, or
+        broadcastable, shape).    output: the common shape of the branches' outputs (the inputs).
 
     Example:
         >>> import numpy as np, nnframe as nf
         >>> block = nf.Add(nf.Dense(4, 3, rng=0), nf.Dense(4, 3, rng=1))
         >>> block(np.ones((2, 4), dtype=np.float32)).shape
         (2, 3)
+        >>> nf.Add()(np.ones((2, 3)), np.ones((2, 3))).sum()
+        12.0
     """
 
     def __init__(self, *branches: Module):
         super().__init__(*branches)
-        if not branches:
-            raise ValueError("Add: expected at least one branch, got none")
 
-    def forward(self, x):
+    def forward(self, *inputs):
+        if not self._branches:  # the merge of several inputs
+            xs = merge_inputs("Add", inputs)
+            broadcast_shape("Add", xs)
+            y = xs[0] + xs[1]
+            for x in xs[2:]:
+                y = y + x
+            self.save_for_backward([x.shape for x in xs])
+            return y
+        if len(inputs) != 1:
+            raise TypeError(
+                f"Add: expected one input for its {len(self._branches)} branches, got "
+                f"{len(inputs)} (Add() without branches sums several inputs)"
+            )
+        x = inputs[0]
         outputs = self._run_branches(x)
         shapes = [o.shape for o in outputs]
         if any(s != shapes[0] for s in shapes):
@@ -292,6 +310,8 @@ class Add(_Branches):
 
     def backward(self, grad_output):
         (shape,) = self.saved
+        if not self._branches:
+            return tuple(unbroadcast(grad_output, s) for s in shape)
         grads = [grad_output] * len(self._branches)
         return self._backward_branches(grads, shape)
 
