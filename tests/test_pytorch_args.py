@@ -15,6 +15,7 @@ CHECKED_MODULES = [
     nf.InstanceNorm1d,
     nf.InstanceNorm2d,
     nf.LayerNorm,
+    nf.MultiheadAttention,
 ]
 
 RTOL = 1e-7  # float64 on both sides: the same math up to summation order
@@ -27,7 +28,7 @@ def _allclose(name, ours, theirs, rtol=RTOL):
     np.testing.assert_allclose(ours, theirs, rtol=rtol, atol=rtol * scale, err_msg=name)
 
 
-def parity(torch, ours, theirs, inputs, *, n_float=None, train=True, seed=0):
+def parity(torch, ours, theirs, inputs, *, kwargs=None, t_kwargs=None, train=True, seed=0):
     """Runs both modules on the same inputs (floats get gradients) and the same random output
     gradients; compares outputs, input gradients and every parameter gradient by name."""
     ours = ours.to(np.float64)
@@ -43,8 +44,8 @@ def parity(torch, ours, theirs, inputs, *, n_float=None, train=True, seed=0):
         if t.is_floating_point():
             t.requires_grad_(True)
         t_in.append(t)
-    out = ours(*inputs)
-    t_out = theirs(*t_in)
+    out = ours(*inputs, **(kwargs or {}))
+    t_out = theirs(*t_in, **(t_kwargs or {}))
     outs = out if isinstance(out, tuple) else (out,)
     t_outs = t_out if isinstance(t_out, tuple) else (t_out,)
     assert len(outs) == len(t_outs)
@@ -126,3 +127,93 @@ def test_norm_device_and_dtype_in_pytorch_places():
     assert nf.GroupNorm(1, 2, 1e-5, True, None, None).weight.data.dtype == np.float32
     with pytest.raises(ValueError, match=r"GroupNorm: expected device None or 'cpu', got 'cuda'"):
         nf.GroupNorm(1, 2, device="cuda")
+
+
+# ---------------------------------------------------------------------- MultiheadAttention
+MHA_FORMS = [
+    dict(add_bias_kv=True),
+    dict(add_zero_attn=True),
+    dict(add_bias_kv=True, add_zero_attn=True),
+    dict(add_bias_kv=True, add_zero_attn=True, kdim=5, vdim=3),
+    dict(add_bias_kv=True, add_zero_attn=True, bias=False),
+]
+
+
+def _form_id(form):
+    return ",".join(f"{k}={v}" for k, v in form.items())
+
+
+@pytest.mark.parametrize("form", MHA_FORMS, ids=_form_id)
+@pytest.mark.parametrize("batch_first", [True, False])
+@pytest.mark.parametrize("masks", [False, True])
+def test_mha_bias_kv_and_zero_attn_match_pytorch(form, batch_first, masks):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(4)
+    n, l, s, e = 2, 3, 4, 6
+    ours = nf.MultiheadAttention(e, 3, batch_first=batch_first, rng=1, **form)
+    theirs = torch.nn.MultiheadAttention(e, 3, batch_first=batch_first, **form)
+    cross = "kdim" in form
+
+    def seq(length, features):
+        return rng.normal(size=(n, length, features) if batch_first else (length, n, features))
+
+    q = seq(l, e)
+    inputs = (q, seq(s, form["kdim"]), seq(s, form["vdim"])) if cross else (q,)
+    s_in = s if cross else l
+    kwargs, t_kwargs = {}, {}
+    if masks:
+        pad = np.zeros((n, s_in), dtype=bool)
+        pad[0, -1] = True
+        attn = rng.normal(size=(l, s_in))
+        kwargs = dict(key_padding_mask=pad, attn_mask=attn)
+        t_kwargs = dict(
+            key_padding_mask=torch.from_numpy(np.where(pad, -np.inf, 0.0)),
+            attn_mask=torch.from_numpy(attn),
+        )
+    if not cross:  # self-attention: nnframe takes the query alone, PyTorch it three times
+        t_kwargs = dict(t_kwargs, key=None, value=None)
+    out = parity(torch, ours, _SelfAttention(theirs) if not cross else theirs, inputs,
+                 kwargs=kwargs, t_kwargs=t_kwargs)  # fmt: skip
+    extra = form.get("add_bias_kv", False) + form.get("add_zero_attn", False)
+    assert out[1].shape == (n, l, s_in + extra)
+
+
+class _SelfAttention:
+    """A PyTorch MultiheadAttention called as ``m(x)``: self-attention with query = key = value."""
+
+    def __init__(self, m):
+        self.m = m
+
+    def __call__(self, x, key=None, value=None, **kwargs):
+        return self.m(x, x, x, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.m, name)
+
+    def double(self):
+        self.m.double()
+        return self
+
+
+@pytest.mark.parametrize("form", MHA_FORMS[:4], ids=_form_id)
+def test_mha_bias_kv_and_zero_attn_gradcheck(form):
+    rng = np.random.default_rng(5)
+    mha = nf.MultiheadAttention(4, 2, rng=0, **form)
+    if "kdim" in form:
+        x = (rng.normal(size=(2, 3, 4)), rng.normal(size=(2, 5, 5)), rng.normal(size=(2, 5, 3)))
+    else:
+        x = rng.normal(size=(2, 3, 4))
+    pad = np.zeros((2, 5 if "kdim" in form else 3), dtype=bool)
+    pad[1, 0] = True
+    nf.check_module(mha, x, forward_kwargs=dict(key_padding_mask=pad))
+
+
+def test_mha_bias_kv_parameters_and_repr():
+    mha = nf.MultiheadAttention(4, 2, 0.0, True, True, True, rng=0)
+    assert mha.bias_k.shape == (1, 1, 4) and mha.bias_v.shape == (1, 1, 4)
+    assert {"bias_k", "bias_v"} <= set(mha.state_dict())
+    assert repr(mha).splitlines()[0] == (
+        "MultiheadAttention(4, num_heads=2, add_bias_kv=True, add_zero_attn=True"
+    )
+    with pytest.raises(TypeError, match="MultiheadAttention: expected add_zero_attn to be a bool"):
+        nf.MultiheadAttention(4, 2, add_zero_attn=1)

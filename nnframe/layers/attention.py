@@ -12,8 +12,9 @@ import math
 
 import numpy as np
 
+from nnframe._pytorch_args import check_device, check_flag, resolve_dtype
 from nnframe.errors import ShapeError, as_float_input, check_hyper, expected_got, fmt_shape
-from nnframe.init import xavier_uniform
+from nnframe.init import xavier_normal, xavier_uniform
 from nnframe.layers.dense import Dense
 from nnframe.module import Module
 from nnframe.parameter import Parameter
@@ -49,12 +50,21 @@ class MultiheadAttention(Module):
         num_heads: heads; E must be divisible by it (head dimension E / num_heads).
         dropout: dropout probability on the attention weights (training only).
         bias: learn ``in_proj_bias`` and ``out_proj.bias``.
+        add_bias_kv: learn ``bias_k`` and ``bias_v`` of shape (1, 1, E) (Xavier-normal), appended
+            to the projected keys and values as one more key position: S becomes S + 1.
+        add_zero_attn: append a key and a value of zeros to every head after the projections
+            (and after ``bias_k``/``bias_v``): one more key position, with score 0, that takes
+            a share of the softmax and adds nothing to the output.
+            The masks are given for the S keys of the input; the added positions are never
+            masked. The returned weights include them: (N, L, S + add_bias_kv + add_zero_attn).
         kdim, vdim: features of key and value (default E). When either differs from E the
             projections are separate: ``q_proj_weight`` (E, E), ``k_proj_weight`` (E, kdim),
             ``v_proj_weight`` (E, vdim); otherwise one ``in_proj_weight`` (3E, E).
-        batch_first: inputs and output are (N, L, E) (default) instead of (L, N, E).
+        batch_first: inputs and output are (N, L, E) (default, unlike PyTorch's False) instead
+            of (L, N, E).
+        device: None or ``"cpu"`` (nnframe's arrays live in main memory; others are refused).
+        dtype: parameter dtype (None: float32).
         rng: Generator or seed for the initial weights and the dropout masks.
-        dtype: parameter dtype.
 
     Initialization follows PyTorch: Xavier-uniform projection weights, zero biases, and
     ``out_proj`` (a :class:`Dense`) with its default weight.
@@ -93,15 +103,22 @@ class MultiheadAttention(Module):
         num_heads: int,
         dropout: float = 0.0,
         bias: bool = True,
+        add_bias_kv: bool = False,
+        add_zero_attn: bool = False,
         kdim: int | None = None,
         vdim: int | None = None,
         batch_first: bool = True,
+        device=None,
+        dtype=np.float32,
         *,
         rng=None,
-        dtype=np.float32,
     ):
         super().__init__()
         who = "MultiheadAttention"
+        check_device(who, device)
+        dtype = resolve_dtype(dtype)
+        add_bias_kv = check_flag(who, "add_bias_kv", add_bias_kv)
+        self.add_zero_attn = check_flag(who, "add_zero_attn", add_zero_attn)
         check_hyper(who, "embed_dim", embed_dim, embed_dim > 0, "must be > 0")
         check_hyper(who, "num_heads", num_heads, num_heads > 0, "must be > 0")
         check_hyper(
@@ -133,6 +150,11 @@ class MultiheadAttention(Module):
         self.out_proj = Dense(E, E, bias=bias, rng=self.rng, dtype=dtype)
         if bias:
             self.out_proj.bias.data[...] = 0
+        # PyTorch's add_bias_kv: one learned key and value appended to every sequence
+        self.bias_k = self.bias_v = None
+        if add_bias_kv:
+            self.bias_k = Parameter(xavier_normal((1, 1, E), rng=self.rng, dtype=dtype))
+            self.bias_v = Parameter(xavier_normal((1, 1, E), rng=self.rng, dtype=dtype))
 
     def extra_repr(self) -> str:
         s = f"{self.embed_dim}, num_heads={self.num_heads}"
@@ -140,6 +162,10 @@ class MultiheadAttention(Module):
             s += f", dropout={self.dropout}"
         if self.in_proj_bias is None:
             s += ", bias=False"
+        if self.bias_k is not None:
+            s += ", add_bias_kv=True"
+        if self.add_zero_attn:
+            s += ", add_zero_attn=True"
         if not self._same_dims:
             s += f", kdim={self.kdim}, vdim={self.vdim}"
         if not self.batch_first:
@@ -252,10 +278,20 @@ class MultiheadAttention(Module):
             q, k, v = (
                 _affine(a, self._weight(i), self._bias(i)) for i, a in enumerate((q_in, k_in, v_in))
             )
+        if self.bias_k is not None:  # one more key/value position: (N, S + 1, E)
+            k = np.concatenate([k, np.broadcast_to(self.bias_k.data[0], (N, 1, E))], axis=1)
+            v = np.concatenate([v, np.broadcast_to(self.bias_v.data[0], (N, 1, E))], axis=1)
         qh, kh, vh = self._heads(q), self._heads(k), self._heads(v)
+        if self.add_zero_attn:  # a zero key (score 0) and a zero value in every head
+            zeros = np.zeros((N, self.num_heads, 1, self.head_dim), dtype=dtype)
+            kh = np.concatenate([kh, zeros], axis=2)
+            vh = np.concatenate([vh, zeros], axis=2)
         scale = 1.0 / math.sqrt(self.head_dim)
-        scores = (qh * dtype.type(scale)) @ kh.transpose(0, 1, 3, 2)  # (N, h, L, S)
+        scores = (qh * dtype.type(scale)) @ kh.transpose(0, 1, 3, 2)  # (N, h, L, S + extra)
         bias = self._mask_bias(attn_mask, key_padding_mask, is_causal, N, L, S, dtype)
+        extra = kh.shape[2] - S  # the appended positions are never masked
+        if bias is not None and extra:
+            bias = np.concatenate([bias, np.zeros((*bias.shape[:-1], extra), dtype)], axis=-1)
         if bias is not None:
             scores += bias
         p = masked_softmax(scores)
@@ -308,7 +344,14 @@ class MultiheadAttention(Module):
         d_s *= p
         d_qh = (d_s @ kh) * scale  # scores = (q * scale) @ k^T
         d_kh = (d_s.transpose(0, 1, 3, 2) @ qh) * scale
-        d_proj = [self._merge(d) for d in (d_qh, d_kh, d_vh)]  # each (N, L or S, E)
+        d_proj = [self._merge(d) for d in (d_qh, d_kh, d_vh)]  # each (N, L or S + extra, E)
+        S = k_in.shape[1]
+        if self.bias_k is not None:  # position S of the keys and values is bias_k / bias_v
+            for p_kv, d in ((self.bias_k, d_proj[1]), (self.bias_v, d_proj[2])):
+                if p_kv.requires_grad:
+                    p_kv.grad += d[:, S].sum(axis=0).reshape(p_kv.grad.shape)
+        # the zero key/value are constants; the projections saw the first S positions only
+        d_proj[1], d_proj[2] = d_proj[1][:, :S], d_proj[2][:, :S]
         inputs = (q_in, k_in, v_in)
         grads_in = []
         for i, (d, a) in enumerate(zip(d_proj, inputs)):

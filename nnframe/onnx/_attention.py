@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 import nnframe as nf
-from nnframe.onnx._context import Value, register_exporter
+from nnframe.onnx._context import Value, register_exporter, unsupported
 
 
 def _project(ctx, m, x: str, i: int) -> str:
@@ -35,6 +35,8 @@ def _heads(ctx, m, y: str) -> str:
 def multihead_attention(ctx, m, query, key=None, value=None):
     """Returns (output, attention weights averaged over the heads), as ``forward`` does by
     default; masks are not part of the export (the example call has none)."""
+    if getattr(m, "bias_k", None) is not None or getattr(m, "add_zero_attn", False):
+        raise unsupported(m, "add_bias_kv and add_zero_attn are not exported")
     names = [v.name for v in (query, key, value) if v is not None]
     if not m.batch_first:  # (L, N, E) -> (N, L, E)
         names = [ctx.transpose(n, (1, 0, 2)) for n in names]
