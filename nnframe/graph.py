@@ -391,14 +391,19 @@ class Model(Module):
             self._call_names.append(lname if uses[id(call.module)] == 1 else f"{lname}#{k}")
 
     def _output_names(self) -> list[str]:
-        names = []
+        """The output nodes' names (a layer's name, ``_i`` per tuple index), made distinct by
+        a numeric suffix when a node repeats or a shared layer gives several outputs."""
+        names: list[str] = []
         for node in self._outputs:
             if node.call is None:
-                names.append(node.input_name)
+                name = node.input_name
             else:
                 i = self._calls.index(node.call)
-                lname = self._call_names[i].split("#")[0]
-                names.append(lname + "".join(f"_{j}" for j in node.path))
+                name = self._call_names[i].split("#")[0] + "".join(f"_{j}" for j in node.path)
+            base, k = name, 1
+            while name in names:
+                name, k = f"{base}_{k}", k + 1
+            names.append(name)
         return names
 
     def _compile(self) -> None:
@@ -545,10 +550,9 @@ class Model(Module):
                 vals[s] = _get(out, path)
             if shared[i]:
                 out_info[i] = _zeros_spec(out)
-        self.save_for_backward(
-            in_shapes, out_info, as_dict, [getattr(x, "dtype", None) for x in xs]
-        )
         outs = [vals[s] for s in self._out_slots]
+        dtypes = [getattr(x, "dtype", None) for x in xs]
+        self.save_for_backward(in_shapes, out_info, as_dict, dtypes, [_shape_of(o) for o in outs])
         if self._out_kind == "single":
             return outs[0]
         if self._out_kind == "dict":
@@ -557,10 +561,17 @@ class Model(Module):
 
     # ------------------------------------------------------------------ backward
     def backward(self, grad_output):
-        in_shapes, out_info, as_dict, in_dtypes = self.saved
+        in_shapes, out_info, as_dict, in_dtypes, out_shapes = self.saved
         grads = [None] * self._n_slots
-        for s, g in zip(self._out_slots, self._parse_grads(grad_output)):
+        parsed = self._parse_grads(grad_output)
+        for s, g, shape, name in zip(self._out_slots, parsed, out_shapes, self.output_names):
             if g is not None:
+                if shape is not None and getattr(g, "shape", None) != shape:
+                    got = fmt_shape(g.shape) if hasattr(g, "shape") else type(g).__name__
+                    raise ShapeError(
+                        f"{self._who()}.backward: expected the gradient of output {name!r} of "
+                        f"its shape {fmt_shape(shape)}, got {got}"
+                    )
                 grads[s] = _add(grads[s], g)
         names, needs = self._call_names, self.needs_input_grad
         for i in range(len(self._plan) - 1, -1, -1):
@@ -655,6 +666,10 @@ class Model(Module):
             pairs = list(zip(args_, gin))
         for spec, g in pairs:
             _scatter_one(spec, g, grads)
+
+
+def _shape_of(value):
+    return value.shape if isinstance(value, np.ndarray) else None
 
 
 def _name_nodes(node: Node, name: str, names: dict) -> None:
