@@ -339,7 +339,7 @@ class Model(Module):
         self._inputs = in_nodes
         self._outputs = out_nodes
         calls = _reachable(out_nodes, in_nodes)
-        self._calls = calls
+        self._graph_calls = calls
         self._name_layers(calls)
         self.output_names = out_names if out_names is not None else self._output_names()
         if len(set(self.output_names)) != len(self.output_names):
@@ -398,7 +398,7 @@ class Model(Module):
             if node.call is None:
                 name = node.input_name
             else:
-                i = self._calls.index(node.call)
+                i = self._graph_calls.index(node.call)
                 name = self._call_names[i].split("#")[0] + "".join(f"_{j}" for j in node.path)
             base, k = name, 1
             while name in names:
@@ -417,7 +417,7 @@ class Model(Module):
 
         self._in_slots = [slot(n) for n in self._inputs]
         used_sub: dict[int, list] = {}  # call index -> [(slot, path)] of sub-nodes in use
-        call_index = {id(c): i for i, c in enumerate(self._calls)}
+        call_index = {id(c): i for i, c in enumerate(self._graph_calls)}
 
         def use(node: Node) -> int:
             s = slot(node)
@@ -428,24 +428,24 @@ class Model(Module):
             return s
 
         self._arg_specs = []
-        for call in self._calls:
+        for call in self._graph_calls:
             self._arg_specs.append(
                 (_spec(call.args, use), _spec(call.kwargs, use), slot(call.output))
             )
         self._out_slots = [use(n) for n in self._outputs]
-        self._unpack = [tuple(used_sub.get(i, ())) for i in range(len(self._calls))]
+        self._unpack = [tuple(used_sub.get(i, ())) for i in range(len(self._graph_calls))]
         self._n_slots = len(slots)
         # modules (or modules inside them) used by several calls must always run backward
         count: dict[int, int] = {}
-        for call in self._calls:
+        for call in self._graph_calls:
             for m in call.module.modules():
                 count[id(m)] = count.get(id(m), 0) + 1
         self._shared = [
-            any(count[id(m)] > 1 for m in call.module.modules()) for call in self._calls
+            any(count[id(m)] > 1 for m in call.module.modules()) for call in self._graph_calls
         ]
         in_ids = {id(n) for n in self._inputs}
         plan = []
-        for i, call in enumerate(self._calls):
+        for i, call in enumerate(self._graph_calls):
             args, kwargs, out_slot = self._arg_specs[i]
             fast = (
                 not kwargs
@@ -458,7 +458,7 @@ class Model(Module):
             data_only = all(id(n) in in_ids for n in nodes)
             plan.append((call.module, args, kwargs, out_slot, fast, data_only))
         self._plan = plan
-        self._skeletons = [_skeleton(c.output) for c in self._calls]
+        self._skeletons = [_skeleton(c.output) for c in self._graph_calls]
 
     def named_children(self):
         yield from self._layers.items()
@@ -483,11 +483,11 @@ class Model(Module):
         """``(call name, module, names of the nodes it takes, output node)`` per call, in
         topological order (what ``nf.summary`` lists)."""
         names = {id(n): n.name for n in self._inputs}
-        for call, cname in zip(self._calls, self._call_names):
+        for call, cname in zip(self._graph_calls, self._call_names):
             _name_nodes(call.output, cname, names)
         return [
             (cname, call.module, [names.get(id(n), n.name) for n in call.arg_nodes()], call.output)
-            for call, cname in zip(self._calls, self._call_names)
+            for call, cname in zip(self._graph_calls, self._call_names)
         ]
 
     # ------------------------------------------------------------------ forward
@@ -852,3 +852,200 @@ def _reachable(outputs: list[Node], inputs: list[Node]) -> list[_Call]:
                 f"{node.describe()} that no output depends on"
             )
     return sorted(calls.values(), key=lambda c: c.order)
+
+
+# ---------------------------------------------------------------------- configs
+_NODE = "__node__"
+
+
+def _model_get_config(model: Model) -> dict:
+    """Layers (each module once, shared sub-modules by reference), inputs, the calls in
+    topological order with their arguments (nodes as references), and outputs."""
+    from nnframe import config as cfg
+
+    refs: dict = {}
+    used: set = set()
+    layer_of = {id(m): name for name, m in model._layers.items()}
+    layers = [
+        {"name": name, "module": cfg._module_config(m, refs, used, 1)}
+        for name, m in model._layers.items()
+    ]
+    index = {id(c): i for i, c in enumerate(model._graph_calls)}
+
+    def enc(value):
+        if type(value) is Node:
+            if value.call is None:
+                return {_NODE: ["input", value.input_name]}
+            return {_NODE: [index[id(value.call)], *value.path]}
+        if isinstance(value, tuple):
+            if value and type(value[0]) is Node and _tuple_of(value) is not None:
+                return enc(_tuple_of(value))
+            return {"__tuple__": [enc(v) for v in value]}
+        if isinstance(value, list):
+            return [enc(v) for v in value]
+        if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+            return {k: enc(v) for k, v in value.items()}
+        return cfg._encode(value, refs, used, 2)
+
+    calls = [
+        {"layer": layer_of[id(c.module)], "args": enc(list(c.args)), "kwargs": enc(c.kwargs)}
+        for c in model._graph_calls
+    ]
+    cfg._drop_unused_refs(layers, used)
+    inputs = [
+        {"name": n.input_name, "shape": list(n.shape[1:]), "dtype": np.dtype(n.dtype).name}
+        for n in model._inputs
+    ]
+    outputs = [enc(n) for n in model._outputs]
+    return {
+        "class": "Model",
+        "config": {
+            "name": model.name,
+            "inputs": inputs,
+            "input_kind": model._in_kind,
+            "input_names": model.input_names,
+            "layers": layers,
+            "calls": calls,
+            "outputs": outputs,
+            "output_kind": model._out_kind,
+            "output_names": model.output_names,
+        },
+    }
+
+
+def _model_from_config(config: Mapping) -> Model:
+    """Rebuilds a Model, checking every part of the config first (ModelFormatError)."""
+    from nnframe import config as cfg
+    from nnframe.errors import ModelFormatError
+
+    def bad(what: str) -> ModelFormatError:
+        return ModelFormatError(f"from_config: Model: {what}")
+
+    c = config.get("config")
+    keys = {
+        "name", "inputs", "input_kind", "input_names", "layers", "calls", "outputs",
+        "output_kind", "output_names",
+    }  # fmt: skip
+    if not isinstance(c, Mapping) or set(c) != keys:
+        got = sorted(map(str, c)) if isinstance(c, Mapping) else type(c).__name__
+        raise bad(f"expected the keys {sorted(keys)}, got {got}")
+    kinds = ("single", "list", "dict")
+    if c["input_kind"] not in kinds or c["output_kind"] not in kinds:
+        raise bad(f"expected input_kind and output_kind in {kinds}")
+    if c["name"] is not None and not isinstance(c["name"], str):
+        raise bad("expected name to be a str or null")
+    for what in ("inputs", "layers", "calls", "outputs", "input_names", "output_names"):
+        if not isinstance(c[what], list):
+            raise bad(f"expected {what} to be a list, got {type(c[what]).__name__}")
+    names = cfg.layer_registry()
+    built: dict = {}
+    layers: dict[str, Module] = {}
+    for i, entry in enumerate(c["layers"]):
+        if not (isinstance(entry, Mapping) and set(entry) == {"name", "module"}):
+            raise bad(f"layers[{i}]: expected {{'name', 'module'}}")
+        name = entry["name"]
+        if not isinstance(name, str) or not name or "." in name or name in layers:
+            raise bad(f"layers[{i}]: expected a new name without '.', got {name!r}")
+        layers[name] = cfg._build(entry["module"], names, built, 1)
+    inputs: dict[str, Node] = {}
+    for i, entry in enumerate(c["inputs"]):
+        ok = (
+            isinstance(entry, Mapping)
+            and set(entry) == {"name", "shape", "dtype"}
+            and isinstance(entry["name"], str)
+            and entry["name"]
+            and entry["name"] not in inputs
+            and isinstance(entry["shape"], list)
+            and all(s is None or (type(s) is int and s >= 0) for s in entry["shape"])
+            and entry["dtype"] in cfg._DTYPE_NAMES
+        )
+        if not ok:
+            raise bad(f"inputs[{i}]: expected {{'name', 'shape', 'dtype'}}, got {entry!r:.80}")
+        inputs[entry["name"]] = Input(tuple(entry["shape"]), entry["dtype"], entry["name"])
+    outputs: list[Node] = []
+
+    def dec(value, where: str, depth: int = 0):
+        if depth > 32:
+            raise bad(f"{where}: nested too deeply")
+        if isinstance(value, Mapping) and _NODE in value:
+            ref = value[_NODE]
+            if len(value) != 1 or not isinstance(ref, list) or not ref:
+                raise bad(f"{where}: malformed node reference {value!r:.80}")
+            if ref[0] == "input":
+                if len(ref) != 2 or ref[1] not in inputs:
+                    raise bad(f"{where}: reference to an unknown input {ref!r:.80}")
+                return inputs[ref[1]]
+            j = ref[0]
+            if type(j) is not int or not 0 <= j < len(outputs):
+                raise bad(
+                    f"{where}: expected a reference to an earlier node (0..{len(outputs) - 1}), "
+                    f"got {j!r} (a cycle or a forward reference)"
+                )
+            node = outputs[j]
+            for k in ref[1:]:
+                if type(k) is not int or node.items is None or not 0 <= k < len(node.items):
+                    raise bad(f"{where}: invalid index path {ref!r:.80}")
+                node = node.items[k]
+            return node
+        if isinstance(value, list):
+            return [dec(v, where, depth + 1) for v in value]
+        if isinstance(value, Mapping) and set(value) == {"__tuple__"}:
+            if not isinstance(value["__tuple__"], list):
+                raise bad(f"{where}: malformed tuple")
+            return tuple(dec(v, where, depth + 1) for v in value["__tuple__"])
+        if isinstance(value, Mapping) and not any(str(k).startswith("__") for k in value):
+            return {k: dec(v, where, depth + 1) for k, v in value.items()}
+        return cfg._decode(value, names, built, 1, where)
+
+    for i, entry in enumerate(c["calls"]):
+        where = f"calls[{i}]"
+        if not (isinstance(entry, Mapping) and set(entry) == {"layer", "args", "kwargs"}):
+            raise bad(f"{where}: expected {{'layer', 'args', 'kwargs'}}")
+        module = layers.get(entry["layer"]) if isinstance(entry["layer"], str) else None
+        if module is None:
+            raise bad(f"{where}: expected a layer among {list(layers)}, got {entry['layer']!r:.40}")
+        args, kwargs = dec(entry["args"], where), dec(entry["kwargs"], where)
+        if not isinstance(args, list) or not isinstance(kwargs, dict) or "name" in kwargs:
+            raise bad(f"{where}: expected args as a list and kwargs as an object")
+        if not _has_node(tuple(args), kwargs):
+            raise bad(f"{where}: expected a call on nodes, got no node argument")
+        try:
+            out = module(*args, name=entry["layer"], **kwargs)
+        except Exception as e:
+            raise bad(f"{where} ({entry['layer']!r}): the layer refused its inputs: {e}") from None
+        outputs.append(out[0].call.output if isinstance(out, tuple) else out)
+    outs = [dec(v, "outputs") for v in c["outputs"]]
+    if not all(type(o) is Node for o in outs) or not outs:
+        raise bad("expected outputs to be node references")
+    in_list = list(inputs.values())
+    ins = {
+        "single": in_list[0] if len(in_list) == 1 else in_list,
+        "list": in_list,
+        "dict": dict(zip(c["input_names"], in_list)),
+    }[c["input_kind"]]
+    outputs_arg = {
+        "single": outs[0],
+        "list": outs,
+        "dict": dict(zip(c["output_names"], outs)),
+    }[c["output_kind"]]
+    if c["output_kind"] == "dict" and len(c["output_names"]) != len(outs):
+        raise bad("expected one output name per output")
+    try:
+        model = Model(ins, outputs_arg, name=c["name"])
+    except (TypeError, ValueError) as e:
+        raise bad(str(e)) from None
+    if list(model.layers) != list(layers):
+        raise bad(f"expected every layer to be called, got layers {list(layers)}")
+    return model
+
+
+def _get_config(self) -> dict:
+    return _model_get_config(self)
+
+
+def _from_config(cls, config: Mapping) -> Model:
+    return _model_from_config(config)
+
+
+Model.get_config = _get_config  # type: ignore[method-assign]
+Model.from_config = classmethod(_from_config)  # type: ignore[method-assign,assignment]
