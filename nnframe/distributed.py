@@ -315,6 +315,11 @@ class DistributedSampler:
 
     def __init__(self, num_samples: int, comm=None, *, shuffle=True, seed=0, drop_last=False):
         self.comm = comm if comm is not None else get_communicator()
+        ok = isinstance(num_samples, (int, np.integer)) and not isinstance(num_samples, bool)
+        if not ok or num_samples < 0:
+            raise ValueError(
+                f"DistributedSampler: invalid num_samples={num_samples!r} (must be an integer >= 0)"
+            )
         if num_samples < self.comm.size and drop_last:
             raise ValueError(
                 f"DistributedSampler: expected at least {self.comm.size} samples for "

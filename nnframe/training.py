@@ -341,28 +341,49 @@ class Trainer:
         return x[train_idx], y[train_idx], w[train_idx], (x[val_idx], y[val_idx], w[val_idx])
 
     def _class_weights(self, class_weight):
+        """``(classes, weights)``: sorted class indices and their weights (a dict), or a dense
+        table (a sequence: index = class); None without class weights."""
         if class_weight is None:
             return None
+        who = "Trainer.fit"
         if isinstance(class_weight, dict):
-            keys = [int(k) for k in class_weight]
+            # "3" as written by JSON is class 3; anything else that is not an integer is refused
+            class_weight = {
+                int(k) if isinstance(k, str) and k.isdecimal() and len(k) < 19 else k: v
+                for k, v in class_weight.items()
+            }
+            keys = list(class_weight)
+            if not all(isinstance(k, (int, np.integer)) and not isinstance(k, bool) for k in keys):
+                raise TypeError(
+                    f"{who}: expected class_weight keys to be class indices (integers), got "
+                    f"{[k for k in keys if not isinstance(k, (int, np.integer))][:5]}"
+                )
             if any(k < 0 for k in keys):
                 raise ValueError(
-                    f"Trainer.fit: expected class_weight keys >= 0 (class indices), got {keys}"
+                    f"{who}: expected class_weight keys >= 0 (class indices), got {keys}"
                 )
-            lut = np.ones(max(keys) + 1)
-            for k, v in class_weight.items():
-                lut[int(k)] = float(v)
-            return lut
-        return np.asarray(class_weight, dtype=np.float64)
+            values = [class_weight[k] for k in keys]
+            classes = np.array(keys, dtype=np.int64)
+        else:
+            values = list(np.asarray(class_weight, dtype=np.float64).reshape(-1))
+            classes = np.arange(len(values), dtype=np.int64)
+        weights = np.array(values, dtype=np.float64)
+        if not np.isfinite(weights).all() or (weights < 0).any():
+            raise ValueError(f"{who}: expected finite class weights >= 0, got {values[:10]}")
+        order = np.argsort(classes)
+        return classes[order], weights[order]
 
     @staticmethod
     def _weights(yb, wb, lut):
-        """Per-sample weights: sample_weight times class_weight[label] (either may be absent)."""
+        """Per-sample weights: sample_weight times class_weight[label] (either may be absent;
+        a class without a weight gets 1). ``lut`` is ``(sorted classes, weights)``: a search,
+        so a class index of 10**12 costs nothing."""
         if lut is None:
             return wb
+        classes, weights = lut
         labels = _labels(yb)
-        inside = labels < len(lut)
-        cw = np.where(inside, lut[np.where(inside, labels, 0)], 1.0)
+        at = np.minimum(np.searchsorted(classes, labels), len(classes) - 1)
+        cw = np.where(classes[at] == labels, weights[at], 1.0)
         return cw if wb is None else cw * np.asarray(wb, dtype=np.float64)
 
     # ------------------------------------------------------------------ fit

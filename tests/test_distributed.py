@@ -418,3 +418,10 @@ def test_an_update_that_would_overflow_is_skipped_by_data_parallel():
     assert dp.step() is False and dp.skipped_steps == 1
     np.testing.assert_array_equal(model.weight.data, before)
     assert not model.weight.grad.any()
+
+
+@pytest.mark.parametrize("n", [-1, 2.5, "8", True])
+def test_distributed_sampler_refuses_a_bad_sample_count(n):
+    # attack campaign: num_samples=-1 was accepted (an empty shard on every rank)
+    with pytest.raises(ValueError, match=r"DistributedSampler: invalid num_samples="):
+        DistributedSampler(n, LocalCommunicator())

@@ -621,3 +621,34 @@ def test_a_batch_whose_running_statistics_overflow_is_rejected():
     assert np.isfinite(model[1].running_var).all() and np.isfinite(model[1].running_mean).all()
     with pytest.raises(FloatingPointError, match=r"expected a finite buffer \(running statistic\)"):
         trainer.fit(x, y, batch_size=8, shuffle=False, verbose=0)
+
+
+@pytest.mark.parametrize(
+    "class_weight, error, message",
+    [
+        ({"a": 1.0}, TypeError, r"Trainer.fit: expected class_weight keys to be class indices"),
+        ({1.5: 1.0}, TypeError, r"Trainer.fit: expected class_weight keys to be class indices"),
+        ({-1: 1.0}, ValueError, r"Trainer.fit: expected class_weight keys >= 0"),
+        ({0: float("nan")}, ValueError, r"Trainer.fit: expected finite class weights >= 0"),
+        ({0: -2.0}, ValueError, r"Trainer.fit: expected finite class weights >= 0"),
+        ([1.0, float("inf")], ValueError, r"Trainer.fit: expected finite class weights >= 0"),
+    ],
+)
+def test_bad_class_weights_are_refused(class_weight, error, message):
+    # attack campaign: a string key gave a raw int() ValueError, NaN weights trained silently
+    x, y = blobs(0, n=12)
+    model = mlp(0)
+    trainer = nf.Trainer(model, nf.CrossEntropyLoss(), nf.optim.SGD(model.parameters(), lr=0.1))
+    with pytest.raises(error, match=message):
+        trainer.fit(x, y, class_weight=class_weight, verbose=0)
+
+
+def test_a_huge_class_index_in_class_weight_costs_no_memory():
+    # attack campaign: {10**12: 1.0} allocated a 7 TiB lookup table (MemoryError)
+    x, y = blobs(0, n=12)
+    a, b = mlp(0), mlp(0)
+    for model, cw in ((a, {10**12: 5.0, 1: 2.0}), (b, {1: 2.0, "0": 1.0})):
+        trainer = nf.Trainer(model, nf.CrossEntropyLoss(), nf.optim.SGD(model.parameters(), lr=0.1))
+        trainer.fit(x, y, class_weight=cw, shuffle=False, verbose=0)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        np.testing.assert_array_equal(pa.data, pb.data)
