@@ -94,15 +94,21 @@ class InputSpec:
     def _error(self, module, got: tuple) -> ShapeError:
         size = "C" if self.size is None else getattr(module, self.size)
         layout: list
-        if self.names is None:  # (N, D) or (N, *, D): as many axes as the input had, >= 2
+        names = self.layouts(module)
+        if names is None:  # (N, D) or (N, *, D): as many axes as the input had, >= 2
             layout = ["N"] + ["*"] * (max(len(got), 2) - 1)
         else:
-            distance = {abs(len(n) - len(got)): n for n in reversed(self.names)}
+            distance = {abs(len(n) - len(got)): n for n in reversed(names)}
             layout = list(distance[min(distance)])  # the declared rank nearest the input's
         layout[self.axis] = size
         return ShapeError(
             expected_got(module, f"input of shape {fmt_shape(layout)}", fmt_shape(got))
         )
+
+    def layouts(self, module) -> tuple[tuple[str, ...], ...] | None:
+        """The batched layouts that messages name; override where they depend on the module
+        (``(T, N, F)`` for a recurrent layer with ``batch_first=False``)."""
+        return self.names
 
     # ------------------------------------------------------------------ where the batch axis is
     def batch_axes(self, module) -> tuple:
@@ -131,8 +137,17 @@ class Unbatched:
     def remove_from_output(self, out):
         return _map(_squeeze, out, self.out_axes)
 
-    def add_to_grad_output(self, grad_output):
-        return _map(_expand, grad_output, self.out_axes)
+    def add_to_grad_output(self, grad_output, index: int | None = None):
+        """The output gradient with its batch axes back. A module with several outputs may be
+        given the first output's gradient alone (the call path passes only the first argument
+        of ``backward``); the gradient of output ``index`` passed as a separate argument (a
+        recurrent layer's ``grad_state``) is expanded by the layer with ``index``."""
+        axes = self.out_axes
+        if index is not None:
+            return _map(_expand, grad_output, axes[index])
+        if isinstance(axes, tuple) and not isinstance(grad_output, (tuple, list)):
+            axes = axes[0]
+        return _map(_expand, grad_output, axes)
 
     def remove_from_grad_input(self, grad_input):
         if isinstance(grad_input, tuple):

@@ -25,6 +25,7 @@ import numpy as np
 
 from nnframe.errors import ShapeError, as_float_input, check_hyper, expected_got, fmt_shape
 from nnframe.init import uniform
+from nnframe.input_spec import InputSpec
 from nnframe.module import Module
 from nnframe.parameter import Parameter
 from nnframe.random import get_rng
@@ -521,8 +522,38 @@ def _lengths_mask(who, lengths, T: int, N: int, dtype):
 # ---------------------------------------------------------------------------------------------
 
 
+class _SequenceSpec(InputSpec):
+    """A recurrent layer's input: (N, T, F), or (T, N, F) with ``batch_first=False``; unbatched
+    (T, F) either way (PyTorch's rule), with the states (L * D, H) losing their batch axis 1."""
+
+    def __init__(self):
+        super().__init__(("N", "T", "F"), axis=-1, size="input_size")
+
+    def layouts(self, module):
+        return (("N", "T", "F"),) if module.batch_first else (("T", "N", "F"),)
+
+    def batch_axes(self, module):
+        b = 0 if module.batch_first else 1
+        state = (1, 1) if module.mode == "LSTM" else 1  # (h, c) or h: (L * D, N, H)
+        return (b, state), (b, state)
+
+
+class _CellSpec(InputSpec):
+    """A cell's input: (N, F), unbatched (F,); the state(s) and output(s) lose axis 0 too."""
+
+    def __init__(self):
+        super().__init__(("N", "F"), axis=1, size="input_size")
+
+    def batch_axes(self, module):
+        if module.mode == "LSTM":  # forward(x, (h, c)) -> (h', c')
+            return (0, (0, 0)), (0, 0)
+        return (0, 0), 0
+
+
 class _RNNBase(Module):
     """Shared machinery of RNN, LSTM and GRU (parameters, layers, directions, lengths)."""
+
+    input_spec = _SequenceSpec()
 
     def __init__(
         self,
@@ -655,11 +686,7 @@ class _RNNBase(Module):
             (time-major when batch_first=False), the directions concatenated on the last axis.
         """
         dtype = self.weight_ih_l0.data.dtype
-        x = as_float_input(self, x, dtype)
-        if x.ndim != 3 or x.shape[2] != self.input_size:
-            layout = ("N", "T") if self.batch_first else ("T", "N")
-            expected = f"input of shape {fmt_shape((*layout, self.input_size))}"
-            raise ShapeError(expected_got(self, expected, fmt_shape(x.shape)))
+        x = as_float_input(self, x, dtype)  # (N, T, F) or (T, N, F): checked by input_spec
         # feature-major (T, F, N) inside the stack (see the kernels' note)
         xt = np.ascontiguousarray(
             x.transpose(1, 2, 0) if self.batch_first else x.transpose(0, 2, 1)
@@ -726,6 +753,8 @@ class _RNNBase(Module):
         layers, mask, had_state, out_shape, T, N = self.saved
         if isinstance(grad_output, tuple) and grad_state is None and len(grad_output) == 2:
             grad_output, grad_state = grad_output
+        elif grad_state is not None and self._unbatched is not None:  # an unbatched call
+            grad_state = self._unbatched.add_to_grad_output(grad_state, index=1)
         dtype = self.weight_ih_l0.data.dtype
         D = self.num_directions
         h_shape, c_shape = self._state_shapes(N)
@@ -1004,6 +1033,8 @@ class _CellBase(Module):
     mode).
     """
 
+    input_spec = _CellSpec()
+
     def __init__(self, mode, input_size, hidden_size, bias, rng, dtype):
         super().__init__()
         who = type(self).__name__
@@ -1048,10 +1079,7 @@ class _CellBase(Module):
 
     def _step(self, x, h, c):
         dtype = self.weight_ih.data.dtype
-        x = as_float_input(self, x, dtype)
-        if x.ndim != 2 or x.shape[1] != self.input_size:
-            expected = f"input of shape (N, {self.input_size})"
-            raise ShapeError(expected_got(self, expected, fmt_shape(x.shape)))
+        x = as_float_input(self, x, dtype)  # (N, input_size): checked by input_spec
         N = x.shape[0]
         had_state = h is not None
         zeros = np.zeros((N, self.hidden_size), dtype=dtype)
