@@ -185,11 +185,16 @@ def check_path_template(who: str, path: str, trainer) -> None:
                 f"{sorted(keys)}, got {name!r}.{hint}"
             )
     try:
-        path.format(epoch=1, **dict.fromkeys(keys, 0.0))
+        example = path.format(epoch=1, **dict.fromkeys(keys, 0.0))
     except (ValueError, KeyError, IndexError, AttributeError, TypeError) as e:
         raise ValueError(
             f"{who}: expected a path template the epoch logs fill, got {path!r} ({e})"
         ) from None
+    directory = os.path.dirname(os.path.abspath(example))
+    if not example.endswith(".npz") and not os.path.isdir(directory):  # .npz makes its folders
+        raise FileNotFoundError(
+            f"{who}: expected the checkpoint folder to exist, got {directory!r} (create it first)"
+        )
 
 
 def _resolve_mode(who: str, mode: str, monitor: str) -> str:
@@ -480,7 +485,12 @@ class CSVLogger(Callback):
         if not _writes_files(self.trainer):  # data-parallel: rank 0 alone writes the log
             return
         exists = self.append and os.path.exists(self.path) and os.path.getsize(self.path) > 0
-        self._file = open(self.path, "a" if self.append else "w", newline="")  # noqa: SIM115
+        try:
+            self._file = open(self.path, "a" if self.append else "w", newline="")  # noqa: SIM115
+        except OSError as e:  # before the first epoch: say which callback and file
+            raise type(e)(
+                e.errno, f"CSVLogger: could not open {self.path!r}: {e.strerror}"
+            ) from None
         self._writer = None
         self._header_written = exists
 

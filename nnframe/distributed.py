@@ -429,7 +429,9 @@ class ShardedLoader:
     """
 
     def __init__(self, dataset, batch_size: int, comm, *, shuffle=False, rng=None, drop_last=False):
-        check_hyper("ShardedLoader", "batch_size", batch_size, int(batch_size) > 0, "must be > 0")
+        ok = isinstance(batch_size, (int, np.integer)) and not isinstance(batch_size, bool)
+        check_hyper("ShardedLoader", "batch_size", batch_size, ok and batch_size > 0,
+                    "must be an integer > 0")  # fmt: skip
         self.dataset = dataset
         self.batch_size = int(batch_size)
         self.comm = comm

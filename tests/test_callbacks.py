@@ -228,3 +228,26 @@ def test_save_weights_npz_is_atomic_on_failure(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         C.save_weights(mlp(1), path)
     assert path.read_bytes() == before and len(list(tmp_path.iterdir())) == 1
+
+
+def test_file_callbacks_fail_before_training_when_their_folder_is_missing(tmp_path):
+    # attack campaign: a checkpoint into a missing folder failed after the first epoch
+    x, y = data(0)
+    model = mlp(0)
+    before = model.state_dict()
+    trainer = trainer_for(model)
+    missing = tmp_path / "no" / "such"
+    for cb, error, message in (
+        (C.ModelCheckpoint(missing / "m-{epoch}.safetensors", monitor="loss"), FileNotFoundError,
+         r"ModelCheckpoint: expected the checkpoint folder to exist"),
+        (nf.TrainingCheckpoint(missing / "c.safetensors"), FileNotFoundError,
+         r"TrainingCheckpoint: expected the checkpoint folder to exist"),
+        (C.CSVLogger(missing / "log.csv"), FileNotFoundError, r"CSVLogger: could not open"),
+    ):  # fmt: skip
+        with pytest.raises(error, match=message):
+            trainer.fit(x, y, epochs=2, verbose=0, callbacks=[cb])
+    for k, v in model.state_dict().items():
+        assert v.tobytes() == before[k].tobytes()
+    npz = C.ModelCheckpoint(missing / "m.npz", monitor="loss")  # numpy's format makes folders
+    trainer.fit(x, y, epochs=1, verbose=0, callbacks=[npz])
+    assert (missing / "m.npz").exists()

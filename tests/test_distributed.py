@@ -425,3 +425,10 @@ def test_distributed_sampler_refuses_a_bad_sample_count(n):
     # attack campaign: num_samples=-1 was accepted (an empty shard on every rank)
     with pytest.raises(ValueError, match=r"DistributedSampler: invalid num_samples="):
         DistributedSampler(n, LocalCommunicator())
+
+
+@pytest.mark.parametrize("batch_size", [0, 2.5, "4", True])
+def test_sharded_loader_refuses_a_bad_batch_size(batch_size):
+    # attack campaign: batch_size=2.5 was used as 2
+    with pytest.raises(ValueError, match=r"ShardedLoader: invalid batch_size="):
+        ShardedLoader(ArrayDataset(np.ones((4, 2))), batch_size, LocalCommunicator())
