@@ -15,6 +15,7 @@ import numpy as np
 from nnframe._pytorch_args import check_device, check_flag, resolve_dtype
 from nnframe.errors import ShapeError, as_float_input, check_hyper, expected_got, fmt_shape
 from nnframe.init import xavier_normal, xavier_uniform
+from nnframe.input_spec import InputSpec
 from nnframe.layers.dense import Dense
 from nnframe.module import Module
 from nnframe.parameter import Parameter
@@ -39,6 +40,45 @@ def causal_mask(L: int, S: int | None = None) -> np.ndarray:
     """Boolean (L, S) mask, True above the diagonal: position i may attend to keys j <= i."""
     S = L if S is None else S
     return np.triu(np.ones((L, S), dtype=bool), k=1)
+
+
+class BatchFirstSpec(InputSpec):
+    """A sequence input (N, L, E), or (L, N, E) with the module's ``batch_first=False``;
+    unbatched (L, E) either way (PyTorch's rule). ``extra``: the batch axes of the positional
+    arguments after the first (a key padding mask (N, S): 0; an attention mask: None)."""
+
+    def __init__(self, names=("N", "L", "E"), size: str | None = None, extra: tuple = ()):
+        super().__init__(names, axis=-1, size=size)
+        self.extra = extra
+
+    def layouts(self, module):
+        (names,) = self.names
+        return (names,) if module.batch_first else ((names[1], names[0], *names[2:]),)
+
+    def batch_axes(self, module):
+        b = 0 if module.batch_first else 1
+        return (b, *self.extra), b
+
+
+class _AttentionSpec(InputSpec):
+    """Query, key and value (N, L, E), or (L, N, E) with ``batch_first=False``; unbatched
+    (L, E) either way, with a key_padding_mask (S,) given positionally (batch axis 0), and the
+    attention weights (L, S) or (heads, L, S)."""
+
+    def __init__(self):
+        super().__init__(("N", "L", "E"), axis=-1, size="embed_dim")
+
+    def layouts(self, module):
+        return (("N", "L", "E"),) if module.batch_first else (("L", "N", "E"),)
+
+    def batch_axes(self, module):
+        b = 0 if module.batch_first else 1
+        return (b, b, b, 0), (b, 0)  # (query, key, value, key_padding_mask), (out, weights)
+
+    def _error(self, module, got):
+        layout = ("N", "L") if module.batch_first else ("L", "N")
+        expected = f"query of shape {fmt_shape((*layout, module.embed_dim))}"
+        return ShapeError(expected_got(module, expected, fmt_shape(got)))
 
 
 class MultiheadAttention(Module):
@@ -85,6 +125,9 @@ class MultiheadAttention(Module):
     Shape:
         query: (N, L, E).    key: (N, S, kdim).    value: (N, S, vdim).    output: (N, L, E).
         weights: (N, L, S) averaged over heads, or (N, num_heads, L, S).
+        Unbatched (PyTorch's rule): query (L, E), key (S, kdim), value (S, vdim),
+        key_padding_mask (S,), attn_mask (L, S) or (num_heads, L, S); output (L, E), weights
+        (L, S) or (num_heads, L, S).
 
     Example:
         >>> import numpy as np, nnframe as nf
@@ -96,6 +139,8 @@ class MultiheadAttention(Module):
         >>> bool(np.allclose(w[0, 0], [1, 0, 0, 0, 0]))  # the first query sees only itself
         True
     """
+
+    input_spec = _AttentionSpec()
 
     def __init__(
         self,
@@ -229,6 +274,8 @@ class MultiheadAttention(Module):
             bias = _additive(self, m, dtype, "attn_mask")
         if key_padding_mask is not None:
             m = np.asarray(key_padding_mask)
+            if N == 1 and m.shape == (S,):  # an unbatched call's mask given by keyword
+                m = m[None]
             if m.shape != (N, S):
                 raise ShapeError(
                     expected_got(self, f"key_padding_mask of shape ({N}, {S})", fmt_shape(m.shape))
@@ -325,6 +372,8 @@ class MultiheadAttention(Module):
         q_in, k_in, v_in, qh, kh, vh, p, pd, drop, scale, self_attention, averaged = self.saved
         if isinstance(grad_output, tuple) and grad_weights is None and len(grad_output) == 2:
             grad_output, grad_weights = grad_output
+        elif grad_weights is not None and self._unbatched is not None:  # an unbatched call
+            grad_weights = self._unbatched.add_to_grad_output(grad_weights, index=1)
         N, L, E = q_in.shape
         if not self.batch_first:
             grad_output = grad_output.transpose(1, 0, 2)
@@ -406,7 +455,7 @@ class PositionalEncoding(Module):
         dtype: dtype of the table.
 
     Shape:
-        input: (N, T, d_model).    output: same.
+        input: (N, T, d_model), or unbatched (T, d_model).    output: same.
 
     Example:
         >>> import numpy as np, nnframe as nf
@@ -415,6 +464,8 @@ class PositionalEncoding(Module):
         >>> np.round(y[0, 1], 4)  # position 1: sin(1), cos(1), sin(0.01), cos(0.01)
         array([0.8415, 0.5403, 0.01  , 1.    ], dtype=float32)
     """
+
+    input_spec = BatchFirstSpec(("N", "T", "E"), size="d_model")
 
     def __init__(
         self,
@@ -454,9 +505,9 @@ class PositionalEncoding(Module):
         return s
 
     def forward(self, x):
-        x = as_float_input(self, x, self.pe.dtype)
+        x = as_float_input(self, x, self.pe.dtype)  # rank and d_model: checked by input_spec
         t_axis = 1 if self.batch_first else 0
-        if x.ndim != 3 or x.shape[2] != self.d_model or x.shape[t_axis] > self.max_len:
+        if x.shape[t_axis] > self.max_len:
             layout = ("N", "T") if self.batch_first else ("T", "N")
             expected = (
                 f"input of shape {fmt_shape((*layout, self.d_model))} with T <= {self.max_len}"

@@ -7,8 +7,8 @@ import copy
 import numpy as np
 
 from nnframe.activations import GELU, ReLU
-from nnframe.errors import ShapeError, check_hyper, expected_got, fmt_shape
-from nnframe.layers.attention import MultiheadAttention
+from nnframe.errors import check_hyper, expected_got
+from nnframe.layers.attention import BatchFirstSpec, MultiheadAttention
 from nnframe.layers.dense import Dense
 from nnframe.layers.dropout import Dropout
 from nnframe.layers.normalization import LayerNorm
@@ -41,7 +41,8 @@ class TransformerEncoderLayer(Module):
     :class:`MultiheadAttention`. ``backward(grad_output)`` returns dL/dsrc.
 
     Shape:
-        input: (N, L, d_model).    output: same.
+        input: (N, L, d_model), or unbatched (L, d_model) with src_key_padding_mask (L,).
+        output: same as input.
 
     Example:
         >>> import numpy as np, nnframe as nf
@@ -49,6 +50,9 @@ class TransformerEncoderLayer(Module):
         >>> layer(np.ones((2, 5, 8), dtype=np.float32)).shape
         (2, 5, 8)
     """
+
+    # positional (src, src_mask, src_key_padding_mask): the padding mask's batch axis is 0
+    input_spec = BatchFirstSpec(size="d_model", extra=(None, 0))
 
     def __init__(
         self,
@@ -119,11 +123,7 @@ class TransformerEncoderLayer(Module):
         return self.linear1.backward(self.activation.backward(self.dropout.backward(g)))
 
     def forward(self, src, src_mask=None, src_key_padding_mask=None, is_causal: bool = False):
-        x = np.asarray(src)
-        if x.ndim != 3 or x.shape[2] != self.d_model:
-            layout = ("N", "L") if self.batch_first else ("L", "N")
-            expected = f"input of shape {fmt_shape((*layout, self.d_model))}"
-            raise ShapeError(expected_got(self, expected, fmt_shape(x.shape)))
+        x = np.asarray(src)  # (N, L, d_model) or (L, N, d_model): checked by input_spec
         if not self.batch_first:
             x = x.transpose(1, 0, 2)
         masks = (src_mask, src_key_padding_mask, is_causal)
@@ -166,7 +166,7 @@ class TransformerEncoder(Module):
     ``backward(grad_output)`` returns dL/dsrc.
 
     Shape:
-        input: (N, L, d_model).    output: same.
+        input: (N, L, d_model), or unbatched (L, d_model).    output: same.
 
     Example:
         >>> import numpy as np, nnframe as nf
