@@ -162,6 +162,11 @@ class DataParallel:
             check_hyper("DataParallel", "clip_norm", clip_norm, clip_norm > 0, "must be > 0")
         if clip_value is not None:
             check_hyper("DataParallel", "clip_value", clip_value, clip_value > 0, "must be > 0")
+        if comm is not None and not is_communicator(comm):
+            raise TypeError(
+                f"DataParallel: expected comm to be a communicator from nnframe.distributed or "
+                f"None, got {type(comm).__name__}"
+            )
         self.model = model
         self.optimizer = optimizer
         self.comm = comm if comm is not None else get_communicator()

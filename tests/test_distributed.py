@@ -432,3 +432,10 @@ def test_sharded_loader_refuses_a_bad_batch_size(batch_size):
     # attack campaign: batch_size=2.5 was used as 2
     with pytest.raises(ValueError, match=r"ShardedLoader: invalid batch_size="):
         ShardedLoader(ArrayDataset(np.ones((4, 2))), batch_size, LocalCommunicator())
+
+
+def test_data_parallel_refuses_an_object_that_is_not_a_communicator():
+    # attack campaign: a raw AttributeError ('object' has no attribute 'allgather')
+    model = nf.Dense(2, 2)
+    with pytest.raises(TypeError, match=r"DataParallel: expected comm to be a communicator"):
+        DataParallel(model, nf.optim.SGD(model.parameters(), lr=0.1), object())
