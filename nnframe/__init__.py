@@ -92,6 +92,7 @@ from nnframe.layers.pooling import (
 from nnframe.layers.recurrent import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 from nnframe.layers.reshape import Flatten, Reshape, Unflatten, Upsample, ZeroPad2d
 from nnframe.layers.transformer import TransformerEncoder, TransformerEncoderLayer
+from nnframe.layers.unpool import MaxUnpool1d, MaxUnpool2d
 from nnframe.losses import (
     BCELoss,
     BCEWithLogitsLoss,
@@ -192,6 +193,8 @@ __all__ = [
     "AdaptiveAvgPool2d",
     "AdaptiveMaxPool1d",
     "AdaptiveMaxPool2d",
+    "MaxUnpool1d",
+    "MaxUnpool2d",
     "Flatten",
     "Unflatten",
     "Reshape",

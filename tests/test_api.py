@@ -68,6 +68,8 @@ PUBLIC = [
     "MarginRankingLoss",
     "MaxPool1d",
     "MaxPool2d",
+    "MaxUnpool1d",
+    "MaxUnpool2d",
     "Maximum",
     "Mish",
     "Model",

@@ -225,8 +225,9 @@ def test_error_hyperparameters():
         nf.AvgPool1d(0)
     with pytest.raises(ValueError, match=r"AdaptiveMaxPool2d: invalid output_size=0"):
         nf.AdaptiveMaxPool2d(0)
-    with pytest.raises(TypeError):
-        nf.MaxPool2d(2, 2, 0, 1, True)  # ceil_mode is keyword-only for max pooling
+    # PyTorch's positional order: the fifth argument is return_indices, the sixth ceil_mode
+    assert nf.MaxPool2d(2, 2, 0, 1, True).return_indices
+    assert nf.MaxPool2d(2, 2, 0, 1, False, True).ceil_mode
 
 
 def test_error_grad_output_shape():

@@ -16,6 +16,12 @@ CHECKED_MODULES = [
     nf.InstanceNorm2d,
     nf.LayerNorm,
     nf.MultiheadAttention,
+    nf.MaxPool1d,
+    nf.MaxPool2d,
+    nf.AdaptiveMaxPool1d,
+    nf.AdaptiveMaxPool2d,
+    nf.MaxUnpool1d,
+    nf.MaxUnpool2d,
 ]
 
 RTOL = 1e-7  # float64 on both sides: the same math up to summation order
@@ -217,3 +223,115 @@ def test_mha_bias_kv_parameters_and_repr():
     )
     with pytest.raises(TypeError, match="MultiheadAttention: expected add_zero_attn to be a bool"):
         nf.MultiheadAttention(4, 2, add_zero_attn=1)
+
+
+# ---------------------------------------------------------------------- return_indices, MaxUnpool
+POOLS = [
+    ("MaxPool1d", dict(kernel_size=3, stride=2, padding=1), (2, 3, 9)),
+    ("MaxPool1d", dict(kernel_size=2, dilation=2, ceil_mode=True), (2, 2, 8)),
+    ("MaxPool2d", dict(kernel_size=2), (2, 3, 4, 6)),
+    ("MaxPool2d", dict(kernel_size=(3, 2), stride=(2, 1), padding=(1, 0)), (2, 2, 7, 5)),
+    ("MaxPool2d", dict(kernel_size=3, stride=2, dilation=(1, 2), ceil_mode=True), (1, 2, 8, 9)),
+    ("AdaptiveMaxPool1d", dict(output_size=3), (2, 3, 10)),
+    ("AdaptiveMaxPool1d", dict(output_size=2), (2, 3, 40)),
+    ("AdaptiveMaxPool2d", dict(output_size=(3, 4)), (2, 3, 7, 9)),
+    ("AdaptiveMaxPool2d", dict(output_size=(2, 3)), (2, 3, 4, 6)),
+    ("AdaptiveMaxPool2d", dict(output_size=1), (2, 3, 6, 6)),
+]
+
+
+@pytest.mark.parametrize("name, kwargs, shape", POOLS)
+def test_pool_return_indices_matches_pytorch(name, kwargs, shape):
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(6).normal(size=shape)
+    x[0, 0, ..., :2] = 3.0  # ties: the first maximum is PyTorch's
+    ours = getattr(nf, name)(**kwargs, return_indices=True)
+    theirs = getattr(torch.nn, name)(**kwargs, return_indices=True)
+    y, idx = parity(torch, ours, theirs, (x,))
+    assert idx.dtype == np.int64
+
+
+@pytest.mark.parametrize("name, kwargs, shape", POOLS)
+def test_pool_return_indices_gradcheck(name, kwargs, shape):
+    x = np.random.default_rng(7).normal(size=shape)
+    layer = getattr(nf, name)(**kwargs, return_indices=True)
+    nf.check_module(layer, x)
+
+
+UNPOOLS = [
+    ("1d", dict(kernel_size=2), (2, 3, 8), None),
+    ("1d", dict(kernel_size=3, stride=2, padding=1), (2, 3, 9), None),
+    ("1d", dict(kernel_size=3, stride=2), (2, 3, 9), (10,)),
+    ("2d", dict(kernel_size=2), (2, 3, 4, 6), None),
+    ("2d", dict(kernel_size=(3, 2), stride=(2, 1), padding=(1, 0)), (2, 2, 7, 5), None),
+    ("2d", dict(kernel_size=2, stride=2), (1, 2, 5, 7), (1, 2, 5, 7)),
+]
+
+
+@pytest.mark.parametrize("dim, kwargs, shape, size", UNPOOLS)
+def test_max_unpool_matches_pytorch(dim, kwargs, shape, size):
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(8).normal(size=shape)
+    pool = getattr(nf, f"MaxPool{dim}")(**kwargs, return_indices=True)
+    y, idx = pool(x)
+    ours = getattr(nf, f"MaxUnpool{dim}")(**kwargs)
+    theirs = getattr(torch.nn, f"MaxUnpool{dim}")(**kwargs)
+    out = ours(y, idx, output_size=size)
+    t_y = torch.from_numpy(y).requires_grad_(True)
+    t_out = theirs(t_y, torch.from_numpy(idx), output_size=size)
+    _allclose("output", out, t_out.detach().numpy())
+    g = np.random.default_rng(9).normal(size=out.shape)
+    t_out.backward(torch.from_numpy(g))
+    dy, didx = ours.backward(g)
+    assert didx is None
+    _allclose("grad of input", dy, t_y.grad.numpy())
+    if size is not None:
+        assert out.shape[2:] == tuple(size)[-(len(shape) - 2) :]
+
+
+@pytest.mark.parametrize("dim, kwargs, shape, size", UNPOOLS)
+def test_max_unpool_gradcheck(dim, kwargs, shape, size):
+    rng = np.random.default_rng(10)
+    y, _ = getattr(nf, f"MaxPool{dim}")(**kwargs, return_indices=True)(rng.normal(size=shape))
+    unpool = getattr(nf, f"MaxUnpool{dim}")(**kwargs)
+    plane = int(np.prod(unpool(y, np.zeros(y.shape, np.int64), output_size=size).shape[2:]))
+    # distinct indices: overlapping windows can share a maximum, and then only one of the
+    # inputs written to the same place shows in the output (PyTorch's gather has the same rule)
+    per_plane = int(np.prod(y.shape[2:]))
+    idx = np.stack([rng.choice(plane, per_plane, replace=False) for _ in range(y.shape[0] * y.shape[1])])
+    idx = idx.reshape(y.shape)
+    nf.check_module(unpool, (y, idx), forward_kwargs=dict(output_size=size))
+
+
+def test_pool_then_unpool_round_trip_in_a_model():
+    """The PyTorch pattern: pool with indices, then unpool with them."""
+    x = np.random.default_rng(11).normal(size=(2, 3, 4, 4))
+    pool, unpool = nf.MaxPool2d(2, return_indices=True), nf.MaxUnpool2d(2)
+    y, idx = pool(x)
+    z = unpool(y, idx)
+    assert z.shape == x.shape
+    np.testing.assert_array_equal(z[z != 0], x[z != 0])  # the maxima are back in place
+    g = np.ones_like(z)
+    dy, _ = unpool.backward(g)
+    dx = pool.backward((dy, None))
+    np.testing.assert_array_equal(dx, (z != 0).astype(float))
+
+
+def test_max_unpool_errors():
+    unpool = nf.MaxUnpool1d(2)
+    x = np.ones((1, 1, 3))
+    with pytest.raises(ValueError, match=r"MaxUnpool1d\(.*\): expected indices in \[0, 6\)"):
+        unpool(x, np.array([[[0, 2, 6]]]))
+    with pytest.raises(nf.ShapeError, match=r"MaxUnpool1d\(.*\): expected integer indices"):
+        unpool(x, np.zeros((1, 1, 2), dtype=np.int64))
+    with pytest.raises(nf.ShapeError, match=r"MaxUnpool1d\(.*\): expected output_size of 1"):
+        unpool(x, np.zeros((1, 1, 3), dtype=np.int64), output_size=(9,))
+    assert repr(unpool) == "MaxUnpool1d(kernel_size=(2,), stride=(2,), padding=(0,))"
+    with pytest.raises(TypeError, match="MaxPool2d: expected return_indices to be a bool"):
+        nf.MaxPool2d(2, return_indices="yes")
+
+
+def test_max_unpool_unbatched():
+    y, idx = nf.MaxPool1d(2, return_indices=True)(np.array([[1.0, 3.0, 4.0, 2.0]]))
+    assert y.shape == idx.shape == (1, 2)
+    np.testing.assert_array_equal(nf.MaxUnpool1d(2)(y, idx), [[0.0, 3.0, 4.0, 0.0]])

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from nnframe._pytorch_args import check_flag
 from nnframe.errors import ShapeError, check_grad, check_hyper, expected_got, fmt_shape
 from nnframe.input_spec import InputSpec
 from nnframe.layers._im2col import (
@@ -110,6 +111,29 @@ def max_pool_backward(g, y, xp, kernel, stride, dilation, pads, out_shape):
     return unpad(dxp, pads)
 
 
+def max_pool_indices(y, xp, kernel, stride, dilation, pads, out_shape, in_spatial):
+    """PyTorch's ``return_indices``: for each output, the flat index into its (N, C) plane of
+    the unpadded input of the window's first maximum (row-major; NaN counts as a maximum), as
+    int64. Only computed when asked: separable, ``base(o) + offset(first hit)``."""
+    mult = [int(np.prod(in_spatial[a + 1 :], dtype=np.int64)) for a in range(len(in_spatial))]
+    base = np.zeros(out_shape, dtype=np.int64)
+    for a, (o, s, (lo, _), m) in enumerate(zip(out_shape, stride, pads, mult)):
+        shape = [1] * len(out_shape)
+        shape[a] = o
+        base = base + ((np.arange(o) * s - lo) * m).reshape(shape)
+    idx = np.zeros(y.shape, dtype=np.int64)
+    taken = np.zeros(y.shape, dtype=bool)
+    nan = np.isnan(y)
+    for offsets, sl in offset_slices(kernel, stride, dilation, out_shape):
+        v = xp[(Ellipsis, *sl)]
+        hit = (v == y) | (np.isnan(v) & nan)
+        hit &= ~taken
+        shift = sum(j * d * m for j, d, m in zip(offsets, dilation, mult))
+        np.copyto(idx, base + shift, where=hit)
+        taken |= hit
+    return idx
+
+
 def _avg_counts(size, k, s, p, o, include_pad) -> np.ndarray:
     """Per-axis window counts for the divisor: positions inside [0, size + 2p) (padding
     counted) or inside the input [p, p + size) (padding not counted)."""
@@ -157,21 +181,36 @@ class _PoolNd(Module):
 
 
 class _MaxPoolNd(_PoolNd):
-    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, *, ceil_mode=False):
+    def __init__(
+        self,
+        kernel_size,
+        stride=None,
+        padding=0,
+        dilation=1,
+        return_indices: bool = False,
+        ceil_mode: bool = False,
+    ):
         super().__init__()
+        self.return_indices = check_flag(type(self).__name__, "return_indices", return_indices)
         self._parse(kernel_size, stride, padding, dilation, ceil_mode)
 
     def extra_repr(self) -> str:
-        return self._base_repr()
+        text = self._base_repr()
+        return text + ", return_indices=True" if self.return_indices else text
 
     def forward(self, x):
         x, out_shape, pads = self._window_input(x)
         y, xp = max_pool(x, self.kernel_size, self.stride, self.dilation, pads, out_shape)
         self.save_for_backward(y, xp, pads, out_shape)
+        if self.return_indices:  # (output, int64 indices for MaxUnpool), as PyTorch
+            args = (self.kernel_size, self.stride, self.dilation, pads, out_shape, x.shape[2:])
+            return y, max_pool_indices(y, xp, *args)
         return y
 
     def backward(self, grad_output):
         y, xp, pads, out_shape = self.saved
+        if isinstance(grad_output, tuple):  # return_indices: (dL/doutput, None for the indices)
+            grad_output = grad_output[0]
         g = check_grad(self, grad_output, y.shape)
         return max_pool_backward(
             g, y, xp, self.kernel_size, self.stride, self.dilation, pads, out_shape
@@ -186,6 +225,9 @@ class MaxPool1d(_MaxPoolNd):
         stride: window step (default: kernel_size).
         padding: implicit -inf padding on both sides, at most half the (dilated) kernel.
         dilation: spacing between window elements.
+        return_indices: forward returns ``(output, indices)``: for each output, the int64 flat
+            index of its maximum in the input's (L) or (H, W) plane, as PyTorch's (what
+            :class:`MaxUnpool1d` takes); backward then takes ``(grad_output, None)``.
         ceil_mode: round the output size up (a last partial window, if it starts inside the
             input or the left padding).
 
@@ -400,8 +442,10 @@ class _AdaptiveAvgPoolNd(_AdaptivePoolNd):
                 a[i, s:e] = 1.0 / (e - s)
             mats.append(a)
         y = x @ mats[-1].T
-        if n == 2:
-            y = mats[0] @ y
+        if n >= 2:
+            y = mats[-2] @ y
+        if n == 3:  # along D: (D_out, D) contracted with axis 2, moved back to axis 2
+            y = np.tensordot(mats[0], y, axes=([1], [2])).transpose(1, 2, 0, 3, 4)
         self.save_for_backward(x.shape, out_shape, mats)
         return y
 
@@ -413,8 +457,10 @@ class _AdaptiveAvgPoolNd(_AdaptivePoolNd):
             size = np.prod(x_shape[2:]) // np.prod(out_shape)
             _blocks(dx, out_shape)[...] = (g / g.dtype.type(size)).reshape(g.shape + (1,) * self._n)
             return dx
-        if self._n == 2:
-            g = mats[0].T @ g
+        if self._n == 3:
+            g = np.tensordot(mats[0].T, g, axes=([1], [2])).transpose(1, 2, 0, 3, 4)
+        if self._n >= 2:
+            g = mats[-2].T @ g
         return g @ mats[-1]
 
 
@@ -457,10 +503,22 @@ class AdaptiveAvgPool2d(_AdaptiveAvgPoolNd):
 
 
 class _AdaptiveMaxPoolNd(_AdaptivePoolNd):
+    def __init__(self, output_size, return_indices: bool = False):
+        super().__init__(output_size)
+        self.return_indices = check_flag(type(self).__name__, "return_indices", return_indices)
+
+    def extra_repr(self) -> str:
+        text = super().extra_repr()
+        return text + ", return_indices=True" if self.return_indices else text
+
     def forward(self, x):
         x = _float_input(self, x)
         out_shape = self._out_shape(x)
         sizes = x.shape[2:]
+        # the flat position of every input element in its (N, C) plane, for return_indices
+        pos = None
+        if self.return_indices:
+            pos = np.broadcast_to(np.arange(int(np.prod(sizes))).reshape(sizes), x.shape)
         if all(s % o == 0 for s, o in zip(sizes, out_shape)):
             kernel = tuple(s // o for s, o in zip(sizes, out_shape))
             if np.prod(kernel) > 16:
@@ -471,28 +529,43 @@ class _AdaptiveMaxPoolNd(_AdaptivePoolNd):
                 arg = flat.argmax(axis=-1)[..., None]
                 y = np.take_along_axis(flat, arg, axis=-1)[..., 0]
                 self.save_for_backward(x.shape, out_shape, ("blocks", arg, flat.shape))
+                if pos is not None:
+                    where = _blocks(pos, out_shape).reshape(flat.shape)
+                    return y, np.take_along_axis(where, arg, axis=-1)[..., 0].astype(np.int64)
                 return y
             # small even windows: window max pooling with kernel = stride = L / o
             pads = ((0, 0),) * self._n
             y, xp = max_pool(x, kernel, kernel, (1,) * self._n, pads, out_shape)
             self.save_for_backward(x.shape, out_shape, ("windows", kernel, y, xp))
+            if pos is not None:
+                ones = (1,) * self._n
+                return y, max_pool_indices(y, xp, kernel, kernel, ones, pads, out_shape, sizes)
             return y
         # uneven windows: max over the last axis, then over the one before (row-major ties)
         stages, y = [], x
         for axis in range(-1, -self._n - 1, -1):
             o = out_shape[axis]
-            ys, args = [], []
+            ys, args, ps = [], [], []
             for s, e in _bounds(y.shape[axis], o):
-                seg = y[_axis_slice(y.ndim, axis, slice(s, e))]
+                sl = _axis_slice(y.ndim, axis, slice(s, e))
+                seg = y[sl]
                 a = seg.argmax(axis=axis, keepdims=True)  # the first maximum (or NaN)
                 ys.append(np.take_along_axis(seg, a, axis=axis))
                 args.append(a)
+                if pos is not None:  # carry each maximum's input position through the stages
+                    ps.append(np.take_along_axis(pos[sl], a, axis=axis))
             stages.append((axis, y.shape, args))
             y = np.concatenate(ys, axis=axis)
+            if pos is not None:
+                pos = np.concatenate(ps, axis=axis)
         self.save_for_backward(x.shape, out_shape, ("stages", stages))
+        if pos is not None:
+            return y, pos.astype(np.int64)
         return y
 
     def backward(self, grad_output):
+        if isinstance(grad_output, tuple):  # return_indices: (dL/doutput, None for the indices)
+            grad_output = grad_output[0]
         x_shape, out_shape, how = self.saved
         g = check_grad(self, grad_output, x_shape[:2] + out_shape)
         if how[0] == "blocks":
@@ -522,6 +595,8 @@ class AdaptiveMaxPool1d(_AdaptiveMaxPoolNd):
 
     Args:
         output_size: the output length L_out.
+        return_indices: forward returns ``(output, indices)`` (int64 positions of the maxima,
+            as :class:`MaxPool1d`'s); backward then takes ``(grad_output, None)``.
 
     Shape:
         input: (N, C, L)    output: (N, C, L_out)
@@ -541,6 +616,8 @@ class AdaptiveMaxPool2d(_AdaptiveMaxPoolNd):
 
     Args:
         output_size: an int (square) or a pair (H_out, W_out); None keeps that input size.
+        return_indices: forward returns ``(output, indices)`` (int64 flat positions of the
+            maxima in each (H, W) plane, as :class:`MaxPool2d`'s).
 
     Shape:
         input: (N, C, H, W)    output: (N, C, H_out, W_out)
@@ -549,6 +626,182 @@ class AdaptiveMaxPool2d(_AdaptiveMaxPoolNd):
         >>> import numpy as np, nnframe as nf
         >>> nf.AdaptiveMaxPool2d(1)(np.arange(6.0).reshape(1, 1, 2, 3))
         array([[[[5.]]]])
+    """
+
+    _n = 2
+    input_spec = InputSpec(("N", "C", *spatial_names(2)))
+
+
+# ---------------------------------------------------------------------------- 3-D pooling
+class MaxPool3d(_MaxPoolNd):
+    """Max over sliding windows of ``(N, C, D, H, W)`` volumes; the arguments of
+    :class:`MaxPool1d`, each an int or a triple.
+
+    Shape:
+        input: (N, C, D, H, W) or (C, D, H, W).
+        output: (N, C, D_out, H_out, W_out), each side as MaxPool1d's L_out.
+
+    Example:
+        >>> import numpy as np, nnframe as nf
+        >>> nf.MaxPool3d(2)(np.arange(8.0).reshape(1, 1, 2, 2, 2))
+        array([[[[[7.]]]]])
+    """
+
+    _n = 3
+    input_spec = InputSpec(("N", "C", *spatial_names(3)))
+
+
+class AvgPool3d(_AvgPoolNd):
+    """Average over sliding windows of ``(N, C, D, H, W)`` volumes; the arguments of
+    :class:`AvgPool1d` (and ``divisor_override``), each an int or a triple.
+
+    Shape:
+        input: (N, C, D, H, W) or (C, D, H, W).
+        output: (N, C, D_out, H_out, W_out).
+
+    Example:
+        >>> import numpy as np, nnframe as nf
+        >>> nf.AvgPool3d(2)(np.arange(8.0).reshape(1, 1, 2, 2, 2))
+        array([[[[[3.5]]]]])
+    """
+
+    _n = 3
+    input_spec = InputSpec(("N", "C", *spatial_names(3)))
+
+
+class AdaptiveAvgPool3d(_AdaptiveAvgPoolNd):
+    """Average pooling to a fixed output size (``output_size=1``: global average pooling).
+
+    Args:
+        output_size: an int (cube) or a triple (D_out, H_out, W_out); None keeps that size.
+
+    Shape:
+        input: (N, C, D, H, W) or (C, D, H, W).    output: (N, C, D_out, H_out, W_out).
+
+    Example:
+        >>> import numpy as np, nnframe as nf
+        >>> nf.AdaptiveAvgPool3d((1, 2, None))(np.ones((2, 3, 5, 4, 7))).shape
+        (2, 3, 1, 2, 7)
+    """
+
+    _n = 3
+    input_spec = InputSpec(("N", "C", *spatial_names(3)))
+
+
+class AdaptiveMaxPool3d(_AdaptiveMaxPoolNd):
+    """Max pooling to a fixed output size (``output_size=1``: global max pooling).
+
+    Args:
+        output_size: an int (cube) or a triple (D_out, H_out, W_out); None keeps that size.
+        return_indices: forward returns ``(output, indices)`` (int64 flat positions of the
+            maxima in each (D, H, W) volume, as PyTorch's).
+
+    Shape:
+        input: (N, C, D, H, W) or (C, D, H, W).    output: (N, C, D_out, H_out, W_out).
+
+    Example:
+        >>> import numpy as np, nnframe as nf
+        >>> nf.AdaptiveMaxPool3d(1)(np.arange(24.0).reshape(1, 1, 2, 3, 4))
+        array([[[[[23.]]]]])
+    """
+
+    _n = 3
+    input_spec = InputSpec(("N", "C", *spatial_names(3)))
+
+
+# ---------------------------------------------------------------------------- power-average pooling
+class _LPPoolNd(_PoolNd):
+    """(sum over each window of x^p)^(1/p), as PyTorch: the window average of x^p times the
+    kernel size (so a last partial window of ceil_mode is scaled up to a full one), then the
+    1/p power."""
+
+    def __init__(self, norm_type: float, kernel_size, stride=None, ceil_mode: bool = False):
+        super().__init__()
+        who = type(self).__name__
+        ok = isinstance(norm_type, (int, float, np.integer, np.floating)) and not isinstance(
+            norm_type, bool
+        )
+        check_hyper(who, "norm_type", norm_type, ok and 0 < norm_type < np.inf, "must be > 0 and finite")
+        self.norm_type = float(norm_type)
+        self._parse(kernel_size, stride, 0, 1, ceil_mode)
+
+    def extra_repr(self) -> str:
+        return f"norm_type={self.norm_type:g}, " + self._base_repr()
+
+    def forward(self, x):
+        x, out_shape, pads = self._window_input(x)
+        p = self.norm_type
+        xp = pad(x, pads)
+        powered = xp**p
+        slices = offset_slices(self.kernel_size, self.stride, self.dilation, out_shape)
+        total = powered[(Ellipsis, *slices[0][1])].copy()
+        for _, sl in slices[1:]:
+            total += powered[(Ellipsis, *sl)]
+        # the average pool's divisor (window positions inside the input) times the kernel size
+        counts = [
+            _avg_counts(size, k, s, 0, o, True)
+            for size, k, s, o in zip(x.shape[2:], self.kernel_size, self.stride, out_shape)
+        ]
+        scale = counts[0]
+        for c in counts[1:]:
+            scale = np.multiply.outer(scale, c)
+        scale = (int(np.prod(self.kernel_size)) / scale).astype(x.dtype)
+        total *= scale
+        with np.errstate(invalid="ignore", divide="ignore"):
+            y = total ** (1 / p)
+        self.save_for_backward(xp, total, y, scale, pads, out_shape)
+        return y
+
+    def backward(self, grad_output):
+        xp, total, y, scale, pads, out_shape = self.saved
+        g = check_grad(self, grad_output, y.shape)
+        p = self.norm_type
+        with np.errstate(invalid="ignore", divide="ignore"):
+            # d y / d total = y / (p total); d total / d x = scale p x^(p - 1)
+            gt = g * y / total * scale
+            dxp = np.zeros(xp.shape, dtype=g.dtype)
+            for _, sl in offset_slices(self.kernel_size, self.stride, self.dilation, out_shape):
+                dxp[(Ellipsis, *sl)] += gt
+            dxp *= xp ** (p - 1)
+        return unpad(dxp, pads)
+
+
+class LPPool1d(_LPPoolNd):
+    """Power-average pooling: (sum over each window of x^p)^(1/p) (p = 1: sum pooling; large p
+    approaches max pooling), as PyTorch's.
+
+    Args:
+        norm_type: p, > 0.
+        kernel_size: window size (an int or a 1-tuple).
+        stride: window step (default: kernel_size).
+        ceil_mode: round the output size up (a last partial window, scaled to a full one).
+
+    Shape:
+        input: (N, C, L) or (C, L).
+        output: (N, C, L_out), L_out = floor_or_ceil((L - kernel_size) / stride) + 1.
+
+    Example:
+        >>> import numpy as np, nnframe as nf
+        >>> nf.LPPool1d(2, 2)(np.array([[[3.0, 4.0, 1.0, 0.0]]]))
+        array([[[5., 1.]]])
+    """
+
+    _n = 1
+    input_spec = InputSpec(("N", "C", *spatial_names(1)))
+
+
+class LPPool2d(_LPPoolNd):
+    """Power-average pooling over ``(N, C, H, W)`` images; the arguments of :class:`LPPool1d`,
+    each an int or a pair.
+
+    Shape:
+        input: (N, C, H, W) or (C, H, W).    output: (N, C, H_out, W_out).
+
+    Example:
+        >>> import numpy as np, nnframe as nf
+        >>> nf.LPPool2d(1, 2)(np.ones((1, 1, 4, 4)))
+        array([[[[4., 4.],
+                 [4., 4.]]]])
     """
 
     _n = 2
