@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from nnframe.backend import array_module
+
 
 class ShapeError(ValueError):
     """An array had the wrong shape (or number of dimensions) for the layer that received it."""
@@ -53,7 +55,7 @@ def check_features(who: object, x, features: int, axis: int = -1, ndim: int | No
 
 def check_grad(who, grad_output, expected) -> np.ndarray:
     """grad_output as an array; a ShapeError unless its shape is ``expected``."""
-    grad_output = np.asarray(grad_output)
+    grad_output = array_module(grad_output).asarray(grad_output)
     if grad_output.shape != tuple(expected):
         raise ShapeError(
             expected_got(
@@ -76,7 +78,7 @@ def as_float_input(who: object, x, dtype: np.dtype):
     and string arrays are refused with a TypeError that names the layer and the dtype.
     """
     if type(x) is not np.ndarray:
-        x = np.asarray(x)
+        x = array_module(x).asarray(x)  # numpy for lists; the array's own module otherwise
     if x.dtype == dtype:
         return x
     if x.dtype.kind not in "biuf":

@@ -31,6 +31,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from nnframe.backend import array_module
 from nnframe.errors import ShapeError, expected_got, fmt_shape
 
 __all__ = ["InputSpec", "Unbatched"]
@@ -167,7 +168,7 @@ def _map(fn, value, axes):
 
 
 def _expand(a, axis: int):
-    return np.expand_dims(np.asarray(a), axis) if axis is not None else a
+    return np.expand_dims(array_module(a).asarray(a), axis) if axis is not None else a
 
 
 def _squeeze(a, axis: int):
