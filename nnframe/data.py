@@ -15,7 +15,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 from scipy import sparse
@@ -36,15 +36,59 @@ __all__ = [
 
 
 def _rows(a) -> int:
-    return a.shape[0]
+    return first_array(a).shape[0]
+
+
+def _is_structure(a) -> bool:
+    """A dict of arrays, or a list/tuple of arrays (or of such structures): the several inputs
+    or targets of a graph model. A list of numbers stays one array-like."""
+    if isinstance(a, Mapping):
+        return True
+    return (
+        isinstance(a, (list, tuple))
+        and len(a) > 0
+        and all(isinstance(v, np.ndarray) or sparse.issparse(v) or _is_structure(v) for v in a)
+    )
+
+
+def first_array(a):
+    """The array itself, or the first array of a list/tuple/dict of them."""
+    while _is_structure(a):
+        a = next(iter(a.values())) if isinstance(a, Mapping) else a[0]
+    return a
+
+
+def _leaves(a) -> list:
+    if _is_structure(a):
+        values = a.values() if isinstance(a, Mapping) else a
+        return [leaf for v in values for leaf in _leaves(v)]
+    return [a]
+
+
+def _map(fn, a):
+    if isinstance(a, Mapping):
+        return {k: _map(fn, v) for k, v in a.items()}
+    if _is_structure(a):
+        return type(a)(_map(fn, v) for v in a) if isinstance(a, tuple) else [_map(fn, v) for v in a]
+    return fn(a)
 
 
 def _take(a, idx):
-    """Rows ``idx`` of an ndarray or a sparse matrix (CSR row slicing, never densified)."""
+    """Rows ``idx`` of an ndarray or a sparse matrix (CSR row slicing, never densified), or of
+    every array of a list/tuple/dict."""
+    if _is_structure(a):
+        return _map(lambda v: v[idx], a)
     return a[idx]
 
 
+def take_rows(a, idx):
+    """Rows ``idx`` of an array-like, or of every array of a list/tuple/dict (as arrays)."""
+    return _take(_as_array(a), idx)
+
+
 def _as_array(a):
+    if _is_structure(a):
+        return _map(_as_array, a)
     if sparse.issparse(a):
         return a.tocsr()  # CSR: fast row indexing
     return np.asarray(a)
@@ -70,13 +114,14 @@ class ArrayDataset:
     def __init__(self, *arrays):
         if not arrays:
             raise ValueError("ArrayDataset: expected at least one array, got none")
-        arrays = tuple(_as_array(a) for a in arrays)
-        for a in arrays:
+        arrays = tuple(_as_array(a) for a in arrays)  # a list/dict of arrays: several inputs
+        leaves = [leaf for a in arrays for leaf in _leaves(a)]
+        for a in leaves:
             if a.ndim == 0:
                 raise ShapeError("ArrayDataset: expected arrays with a batch axis, got a scalar")
         n = _rows(arrays[0])
-        shapes = [fmt_shape(a.shape) for a in arrays]
-        if any(_rows(a) != n for a in arrays):
+        shapes = [fmt_shape(a.shape) for a in leaves]
+        if any(_rows(a) != n for a in leaves):
             raise ShapeError(
                 f"ArrayDataset: expected arrays with the same number of rows, got shapes "
                 f"{', '.join(shapes)}"
@@ -90,7 +135,7 @@ class ArrayDataset:
         return tuple(_take(a, index) for a in self.arrays)
 
     def __repr__(self) -> str:
-        shapes = ", ".join(fmt_shape(a.shape) for a in self.arrays)
+        shapes = ", ".join(fmt_shape(v.shape) for a in self.arrays for v in _leaves(a))
         return f"ArrayDataset({shapes})"
 
 
@@ -118,11 +163,24 @@ def _collate(samples: list) -> tuple:
         return (np.stack([np.asarray(s) for s in samples]),)
     out = []
     for column in zip(*samples):
-        if sparse.issparse(column[0]):
+        if _is_structure(column[0]):  # several inputs or targets per sample: stack each
+            out.append(_collate_structure(list(column)))
+        elif sparse.issparse(column[0]):
             out.append(sparse.vstack(column, format="csr"))
         else:
             out.append(np.stack([np.asarray(c) for c in column]))
     return tuple(out)
+
+
+def _collate_structure(column: list):
+    first = column[0]
+    if isinstance(first, Mapping):
+        return {k: _collate_structure([c[k] for c in column]) for k in first}
+    if _is_structure(first):
+        return [_collate_structure([c[i] for c in column]) for i in range(len(first))]
+    if sparse.issparse(first):
+        return sparse.vstack(column, format="csr")
+    return np.stack([np.asarray(c) for c in column])
 
 
 class DataLoader:

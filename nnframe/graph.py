@@ -490,6 +490,13 @@ class Model(Module):
             for call, cname in zip(self._graph_calls, self._call_names)
         ]
 
+    def example_inputs(self, batch_size: int = 1, free: int = 8) -> list[np.ndarray]:
+        """A zero batch per input (free axes of size ``free``): what ``nf.summary`` runs."""
+        return [
+            np.zeros((batch_size, *[free if d is None else d for d in n.shape[1:]]), n.dtype)
+            for n in self._inputs
+        ]
+
     # ------------------------------------------------------------------ forward
     def _parse_inputs(self, args: tuple) -> tuple[list, bool]:
         n = len(self._inputs)

@@ -38,6 +38,7 @@ class LayerRow:
     frozen: int
     flops: int | None  # None: unknown (a layer defined outside nnframe)
     activation_bytes: int
+    inbound: list[str] = field(default_factory=list)  # graph models: the nodes it takes
 
 
 @dataclass
@@ -80,12 +81,16 @@ class Summary:
             )
             for row in self.rows
         ]
+        if any(row.inbound for row in self.rows):  # a graph model: where each layer's input is from
+            header = (*header, "Connected to")
+            body = [(*b, ", ".join(r.inbound)) for b, r in zip(body, self.rows)]
         widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
 
         def line(cells):
             first = cells[0].ljust(widths[0])
-            rest = [c.rjust(w) for c, w in zip(cells[1:], widths[1:])]
-            return "  ".join([first, *rest])
+            rest = [c.rjust(w) for c, w in zip(cells[1:6], widths[1:6])]
+            rest += [c.ljust(w) for c, w in zip(cells[6:], widths[6:])]
+            return "  ".join([first, *rest]).rstrip()
 
         rule = "=" * len(line(header))
         out = [
@@ -182,7 +187,11 @@ def summary(
     """
     if not isinstance(model, Module):
         raise TypeError(f"summary: expected a Module, got {type(model).__name__}")
-    if input is None:
+    inputs = None
+    if input is None and input_shape is None and hasattr(model, "example_inputs"):
+        inputs = model.example_inputs(int(batch_size))  # a graph model: one zero batch per Input
+        input = inputs[0]
+    elif input is None:
         if input_shape is None:
             raise TypeError("summary: expected input_shape or input, got neither")
         shape = (int(batch_size), *tuple(int(s) for s in input_shape))
@@ -220,7 +229,7 @@ def summary(
     model.eval()
     try:
         with no_grad():  # what the model saved for a pending backward stays as it is
-            model(input)
+            model(*(inputs or [input]))
     finally:
         for m, own in originals:
             if own is _MISSING:
@@ -255,6 +264,13 @@ def summary(
                 activation_bytes=sum(int(a.nbytes) for a in arrays),
             )
         )
+    if hasattr(model, "nodes"):  # a graph model: rows named by call, with their inbound nodes
+        calls = {}
+        for cname, module, inbound, _ in model.nodes():
+            calls.setdefault(id(module), []).append((cname, inbound))
+        for row, (module, _, _) in zip(rows, records):
+            if row.depth == 0 and calls.get(id(module)):
+                row.name, row.inbound = calls[id(module)].pop(0)
     params = model.parameters()
     trainable = sum(p.size for p in params if p.requires_grad)
     return Summary(

@@ -35,7 +35,7 @@ from scipy import sparse
 from nnframe import metrics as metrics_module
 from nnframe.callbacks import CallbackList
 from nnframe.clip import clip_grad_norm_, clip_grad_value_, total_norm
-from nnframe.data import ArrayDataset, DataLoader, stratified_indices
+from nnframe.data import ArrayDataset, DataLoader, first_array, stratified_indices, take_rows
 from nnframe.distributed import (
     DataParallel,
     ShardedLoader,
@@ -46,6 +46,7 @@ from nnframe.distributed import (
     shared_generator,
 )
 from nnframe.errors import ShapeError, check_hyper
+from nnframe.graph_training import rows, structured_loss_and_metrics
 from nnframe.module import Module
 from nnframe.optim.optimizer import NonFiniteUpdateError
 from nnframe.random import get_rng
@@ -207,11 +208,15 @@ def _check_count(who: str, name: str, value) -> None:
 
 
 def _rows(a) -> int:
-    return a.shape[0]
+    return a.shape[0] if hasattr(a, "shape") else rows(a)  # a list/dict: its first array's
+
+
+def _as_output(out):
+    return out if isinstance(out, (tuple, dict)) else np.asarray(out)
 
 
 def _labels(y) -> np.ndarray:
-    y = np.asarray(y)
+    y = np.asarray(first_array(y))  # several targets: the first one's classes
     if y.ndim == 2 and y.shape[1] > 1:
         return y.argmax(axis=1)
     return y.reshape(len(y)).astype(np.int64)
@@ -229,6 +234,12 @@ class Trainer:
         metrics: names (``'accuracy'``, ``'f1_score'``, ``'roc_auc_score'``, ``'rmse'``...: see
             :func:`nnframe.metrics.get`), :class:`nnframe.metrics.Metric` objects, or functions
             ``fn(y_true, y_pred) -> float`` (scikit-learn's argument order).
+        loss_weights: for a model with several outputs (an ``nf.Model``), the weight of each
+            output's loss (a list in output order or a dict by output name). With several
+            outputs, ``loss`` may be a list or dict of losses (one per output; a single loss
+            applies to every output), ``metrics`` a flat list (for every output) or a dict/list
+            of lists per output; history keys are ``<output>_loss`` and ``<output>_<metric>``,
+            and x and y may be lists or dicts (keyed by input and output names) of arrays.
         comm: a communicator from :mod:`nnframe.distributed` (e.g. ``get_communicator()``).
             With more than one rank, ``fit`` trains data-parallel: every rank takes its shard
             of each batch (``batch_size`` rows per rank), gradients and the loss are averaged
@@ -243,9 +254,11 @@ class Trainer:
         split_indices: ``(train_rows, validation_rows)`` chosen by ``validation_split``.
     """
 
-    def __init__(self, model: Module, loss, optimizer, metrics=(), *, comm=None):
+    def __init__(self, model: Module, loss, optimizer, metrics=(), *, loss_weights=None, comm=None):
         if not isinstance(model, Module):
             raise TypeError(f"Trainer: expected model to be a Module, got {type(model).__name__}")
+        # several outputs (nf.Model): a weighted sum of per-output losses, metrics per output
+        loss, metrics = structured_loss_and_metrics(model, loss, metrics, loss_weights)
         if not callable(loss) or not hasattr(loss, "backward"):
             raise TypeError(
                 f"Trainer: expected a loss with __call__ and backward, got {type(loss).__name__}"
@@ -320,9 +333,10 @@ class Trainer:
 
     def _split(self, x, y, sample_weight, validation_split, stratify, rng):
         """Holds out a random (or stratified) ``validation_split`` of the rows."""
-        x = x.tocsr() if sparse.issparse(x) else np.asarray(x)
-        y = np.asarray(y)
+        x = x.tocsr() if sparse.issparse(x) else take_rows(x, slice(None))
+        y = take_rows(y, slice(None))
         w = None if sample_weight is None else np.asarray(sample_weight)
+        take = take_rows  # rows of an array, or of every array of a list/dict
         n = _rows(x)
         n_val = max(1, round(validation_split * n))
         if n_val >= n:
@@ -337,8 +351,16 @@ class Trainer:
             val_idx, train_idx = order[:n_val], order[n_val:]
         self.split_indices = (train_idx, val_idx)
         if w is None:
-            return x[train_idx], y[train_idx], None, (x[val_idx], y[val_idx])
-        return x[train_idx], y[train_idx], w[train_idx], (x[val_idx], y[val_idx], w[val_idx])
+            return (
+                take(x, train_idx),
+                take(y, train_idx),
+                None,
+                (take(x, val_idx), take(y, val_idx)),
+            )
+        return (
+            take(x, train_idx), take(y, train_idx), w[train_idx],
+            (take(x, val_idx), take(y, val_idx), w[val_idx]),
+        )  # fmt: skip
 
     def _class_weights(self, class_weight):
         """``(classes, weights)``: sorted class indices and their weights (a dict), or a dense
@@ -742,20 +764,26 @@ class Trainer:
             batches = (b[0] if isinstance(b, (tuple, list)) else b for b in x)
         else:
             if not sparse.issparse(x):
-                x = np.asarray(x)
-                if x.ndim == 0:
+                x = take_rows(x, slice(None))  # an array, or a list/dict of them
+                if getattr(x, "ndim", 1) == 0:
                     raise ShapeError(
                         "Trainer.predict: expected inputs with a batch axis, got a scalar"
                     )
             else:
                 x = x.tocsr()
-            batches = (x[i : i + batch_size] for i in range(0, _rows(x), batch_size))
+            batches = (
+                take_rows(x, slice(i, i + batch_size)) for i in range(0, _rows(x), batch_size)
+            )
         was_training = self.model.training
         self.model.eval()
         try:
-            outputs = [np.asarray(self.model(xb)) for xb in batches]
+            outputs = [_as_output(self.model(xb)) for xb in batches]
         finally:
             self.model.train(was_training)
         if not outputs:
             raise ValueError("Trainer.predict: expected at least one row, got none")
+        if isinstance(outputs[0], (tuple, dict)):  # several outputs: each one concatenated
+            keys = outputs[0].keys() if isinstance(outputs[0], dict) else range(len(outputs[0]))
+            joined = {k: np.concatenate([o[k] for o in outputs], axis=0) for k in keys}
+            return joined if isinstance(outputs[0], dict) else tuple(joined.values())
         return np.concatenate(outputs, axis=0)

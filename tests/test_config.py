@@ -73,7 +73,18 @@ EXAMPLES = {
         nf.TransformerEncoderLayer(8, 2, dim_feedforward=16, norm_first=True), 2, nf.LayerNorm(8)
     ),
     "PositionalEncoding": lambda: nf.PositionalEncoding(8, max_len=50),
+    "Model": lambda: _small_graph(),
+    "GetItem": lambda: nf.GetItem(1, 0),
+    "Dot": lambda: nf.Dot(axes=(1, 2), normalize=True),
+    "Concatenate": lambda: nf.Concatenate(axis=1),
+    "TimeStep": lambda: nf.TimeStep(-2, batch_first=False),
 }
+
+
+def _small_graph():
+    x = nf.Input((3,), name="x")
+    h = nf.Dense(3, 4, rng=0)(x)
+    return nf.Model(x, [nf.Add()(h, nf.Tanh()(h)), h], name="small")
 
 
 def public_layers():

@@ -179,8 +179,8 @@ def test_errors_name_the_layer():
         nf.GetItem(2)((np.ones(1), np.ones(1)))
     with pytest.raises(ValueError, match=r"TimeStep\(index=-1\): expected integer lengths"):
         nf.TimeStep()(np.ones((2, 3, 1)), lengths=np.array([4, 1]))
-    with pytest.raises(ValueError, match=r"GetItem: invalid index=\(\)"):
-        nf.GetItem()
+    with pytest.raises(ValueError, match=r"GetItem: invalid index=\(1, 'a'\)"):
+        nf.GetItem(1, "a")
 
 
 ShapeErrorOrValue = nf.ShapeError

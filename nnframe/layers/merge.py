@@ -308,9 +308,10 @@ class GetItem(Module):
         input: a tuple (or an array).    output: the element at ``index``.
     """
 
-    def __init__(self, *index: int):
+    def __init__(self, index: int, *more: int):
         super().__init__()
-        ok = bool(index) and all(isinstance(i, (int, np.integer)) for i in index)
+        index = (index, *more)
+        ok = all(isinstance(i, (int, np.integer)) for i in index)
         check_hyper("GetItem", "index", index, ok, "one or more ints")
         self.index = tuple(int(i) for i in index)
 
