@@ -16,15 +16,15 @@ gradients.
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import expit, xlogy
 
+from nnframe.backend import array_module, scatter_add, special
 from nnframe.errors import ShapeError, as_float_input, check_hyper, expected_got, fmt_shape
 from nnframe.functional import log_softmax
 
 
 def _float_array(who: str, x) -> np.ndarray:
     """``x`` as a float array: float inputs keep their dtype, others become float32."""
-    x = np.asarray(x)
+    x = array_module(x).asarray(x)
     return x if x.dtype.kind == "f" else as_float_input(who, x, np.dtype(np.float32))
 
 
@@ -90,7 +90,9 @@ class Loss:
     def forward(self, pred, target, sample_weight=None) -> float | np.ndarray:
         """The reduced loss as a Python float, or the per-element losses with 'none'."""
         self._reduced = None
-        losses = self.elements(self.as_pred(pred), np.asarray(target))
+        pred = self.as_pred(pred)
+        xp = array_module(*pred) if isinstance(pred, (tuple, list)) else array_module(pred)
+        losses = self.elements(pred, xp.asarray(target))
         w = self._sample_weight(sample_weight, losses)
         if w is not None:
             losses = losses * w
@@ -412,7 +414,7 @@ class BCEWithLogitsLoss(Loss):
     def grad(self, g):
         x, y, py, w = self.saved
         # d/dx [py softplus(-x) + (1 - y) softplus(x)] = (py + 1 - y) sigmoid(x) - py
-        dl = (py + 1 - y) * expit(x) - py
+        dl = (py + 1 - y) * special(x).expit(x) - py
         return (dl if w is None else dl * w) * g
 
 
@@ -440,7 +442,7 @@ class KLDivLoss(Loss):
         t = self.same_shape(pred, target)
         p = np.exp(t) if self.log_target else t  # target as probabilities: dl/dpred = -p
         self.save_for_backward(p)
-        return p * (t - pred) if self.log_target else xlogy(t, t) - t * pred
+        return p * (t - pred) if self.log_target else special(t).xlogy(t, t) - t * pred
 
     def grad(self, g):
         (p,) = self.saved
@@ -466,7 +468,7 @@ def _class_indices(who: str, target, shape: tuple, c: int, ignore_index=None, or
             target = target.astype(np.int64)
         else:
             raise TypeError(expected_got(who, "integer class indices", f"dtype {target.dtype}"))
-    keep = np.ones(shape, bool) if ignore_index is None else target != ignore_index
+    keep = array_module(target).ones(shape, bool) if ignore_index is None else target != ignore_index
     t = np.where(keep, target, 0)
     bad = (t < 0) | (t >= c)
     if bad.any():
@@ -536,7 +538,7 @@ class NLLLoss(Loss):
         if cw is not None:
             wy *= cw.reshape(-1)[t]
         self._denominator = float(wy.sum())
-        onehot = np.arange(c).reshape(expand) == _expand_classes(t)
+        onehot = array_module(t).arange(c).reshape(expand) == _expand_classes(t)
         q = onehot * _expand_classes((1 - e) * wy)  # pred's dtype
         if e:
             q += (e / c if cw is None else cw * (e / c)) * _expand_classes(keep)
@@ -638,7 +640,7 @@ class CrossEntropyLoss(NLLLoss):
 
     def _plain_elements(self, pred, target):
         """Fast path: no one-hot matrix; picks the target logits by index. Same math."""
-        rows = np.arange(pred.shape[0])
+        rows = array_module(pred).arange(pred.shape[0])
         shifted = pred - pred.max(axis=1, keepdims=True)  # exp cannot overflow
         e = np.exp(shifted)
         total = e.sum(axis=1)
@@ -675,7 +677,7 @@ class MultiMarginLoss(Loss):
             raise ShapeError(expected_got(self.name, "pred of shape (N, C)", fmt_shape(pred.shape)))
         n, c = pred.shape
         t, _ = _class_indices(self.name, target, (n,), c)
-        rows = np.arange(n)
+        rows = array_module(pred).arange(n)
         h = np.maximum(self.margin - pred[rows, t][:, None] + pred, 0)  # hinge of every class
         h[rows, t] = 0  # the target class itself does not count
         wy = None
@@ -694,7 +696,7 @@ class MultiMarginLoss(Loss):
         n, c = h.shape
         coef = (h > 0).astype(h.dtype) if self.p == 1 else 2 * h  # d h^p / d h
         coef = coef * _expand_classes(g / c if wy is None else g * wy / c)
-        coef[np.arange(n), t] = -coef.sum(axis=1)  # x[y] enters every hinge with a minus sign
+        coef[array_module(coef).arange(n), t] = -coef.sum(axis=1)  # x[y] enters every hinge with a minus sign
         return coef
 
 
@@ -811,3 +813,366 @@ class MarginRankingLoss(_PairLoss):
         (d1,) = self.saved
         g1 = d1 * g
         return g1, -g1
+
+
+# --------------------------------------------------------------------------- margins, triplets
+def _legacy(who: str, size_average, reduce, reduction: str) -> str:
+    from nnframe._pytorch_args import legacy_reduction
+
+    return legacy_reduction(who, size_average, reduce, reduction)
+
+
+class SoftMarginLoss(Loss):
+    """Two-class logistic loss: l = log(1 + exp(-y x)) for targets y of 1 or -1.
+
+    Computed as softplus(-y x) (log-sum-exp: stable for scores of +-1e4).
+
+    Args:
+        size_average, reduce: PyTorch's deprecated spelling of ``reduction``.
+        reduction: 'mean' (over every element), 'sum' or 'none'.
+
+    Shape:
+        pred: any.    target: same as pred.    output: float (pred's shape with 'none').
+
+    Example:
+        >>> import nnframe as nf
+        >>> round(nf.SoftMarginLoss()([0.0, 2.0], [1.0, -1.0]), 4)  # (log 2 + log(1 + e^2)) / 2
+        1.41
+    """
+
+    def __init__(self, size_average=None, reduce=None, reduction: str = "mean"):
+        super().__init__(_legacy("SoftMarginLoss", size_average, reduce, reduction))
+
+    def elements(self, pred, target):
+        yx = self.same_shape(pred, target) * pred
+        self.save_for_backward(self.same_shape(pred, target), yx)
+        return np.logaddexp(0, -yx)
+
+    def grad(self, g):
+        y, yx = self.saved
+        return -y * special(yx).expit(-yx) * g  # d softplus(-y x) / dx = -y sigmoid(-y x)
+
+
+class MultiLabelSoftMarginLoss(Loss):
+    """Multi-label one-versus-all logistic loss, averaged over the C classes:
+    l = -(1 / C) sum_c w_c [y_c log sigmoid(x_c) + (1 - y_c) log sigmoid(-x_c)].
+
+    Args:
+        weight: per-class weights, shape (C,).
+        size_average, reduce: PyTorch's deprecated spelling of ``reduction``.
+        reduction: 'mean' (over the samples), 'sum' or 'none'.
+
+    Shape:
+        pred: (N, C) or (C,) scores.    target: same as pred, in [0, 1].
+        output: float, or (N,) (a 0-d array for (C,)) with 'none'.
+
+    Example:
+        >>> import numpy as np, nnframe as nf
+        >>> round(nf.MultiLabelSoftMarginLoss()(np.zeros((1, 3)), np.ones((1, 3))), 4)  # log 2
+        0.6931
+    """
+
+    def __init__(self, weight=None, size_average=None, reduce=None, reduction: str = "mean"):
+        super().__init__(_legacy("MultiLabelSoftMarginLoss", size_average, reduce, reduction))
+        self.weight = _weight_array(self.name, weight)
+
+    def elements(self, pred, target):
+        if pred.ndim < 1:
+            raise ShapeError(expected_got(self.name, "pred of shape (N, C) or (C,)", "a scalar"))
+        y = self.same_shape(pred, target)
+        c = pred.shape[-1]
+        w = self.weight
+        if w is not None:
+            w = self._broadcast("weight", w, pred.shape, pred.dtype)
+        self.save_for_backward(pred, y, w, c)
+        # -[y log sigmoid(x) + (1 - y) log sigmoid(-x)] = y softplus(-x) + (1 - y) softplus(x)
+        losses = y * np.logaddexp(0, -pred) + (1 - y) * np.logaddexp(0, pred)
+        if w is not None:
+            losses = losses * w
+        return array_module(losses).asarray(losses.sum(axis=-1) / c)  # a 0-d array for an unbatched (C,)
+
+    def grad(self, g):
+        x, y, w, c = self.saved
+        d = (special(x).expit(x) - y) / c  # d/dx of the bracket is sigmoid(x) - y
+        if w is not None:
+            d = d * w
+        return d * array_module(d).expand_dims(g, -1)
+
+
+class MultiLabelMarginLoss(Loss):
+    """Multi-label hinge: l = sum_{j, i} max(0, 1 - (x[y_j] - x[i])) / C, over the target
+    classes y_j (the leading entries of the target row, up to the first -1) and the classes i
+    that are not targets.
+
+    Args:
+        size_average, reduce: PyTorch's deprecated spelling of ``reduction``.
+        reduction: 'mean' (over the samples), 'sum' or 'none'.
+
+    Shape:
+        pred: (N, C) or (C,) scores.    target: same shape, integer class indices padded with -1.
+        output: float, or (N,) (a 0-d array for (C,)) with 'none'.
+
+    Example:
+        >>> import numpy as np, nnframe as nf
+        >>> x = np.array([[0.1, 0.2, 0.4, 0.8]])
+        >>> round(nf.MultiLabelMarginLoss()(x, np.array([[3, 0, -1, 1]])), 4)  # PyTorch's example
+        0.85
+    """
+
+    def __init__(self, size_average=None, reduce=None, reduction: str = "mean"):
+        super().__init__(_legacy("MultiLabelMarginLoss", size_average, reduce, reduction))
+
+    def elements(self, pred, target):
+        if pred.ndim not in (1, 2):
+            raise ShapeError(
+                expected_got(self.name, "pred of shape (N, C) or (C,)", fmt_shape(pred.shape))
+            )
+        if target.shape != pred.shape:
+            raise ShapeError(
+                expected_got(self.name, f"target of shape {fmt_shape(pred.shape)}", fmt_shape(target.shape))
+            )
+        x = pred.reshape(-1, pred.shape[-1])
+        c = x.shape[1]
+        t = target.reshape(x.shape)
+        if t.dtype.kind not in "iu":
+            if t.dtype.kind == "f" and np.all(np.mod(t, 1) == 0):
+                t = t.astype(np.int64)
+            else:
+                raise TypeError(expected_got(self.name, "integer class indices", f"dtype {t.dtype}"))
+        # the targets of a row are its entries before the first -1
+        valid = np.cumprod(t != -1, axis=1).astype(bool)
+        bad = valid & ((t < 0) | (t >= c))
+        if bad.any():
+            raise ValueError(
+                f"{self.name}: target must hold class indices in [0, {c}) or -1, "
+                f"got {int(t[bad].flat[0])}"
+            )
+        xp = array_module(x)
+        rows = xp.arange(x.shape[0])[:, None]
+        ti = np.where(valid, t, 0)
+        is_target = xp.zeros(x.shape, bool)
+        is_target[np.broadcast_to(rows, ti.shape)[valid], ti[valid]] = True
+        # hinge[n, j, i] = max(0, 1 - x[n, y_j] + x[n, i]) for target slot j, non-target class i
+        xt = np.take_along_axis(x, ti, axis=1)
+        h = 1 - xt[:, :, None] + x[:, None, :]
+        active = (h > 0) & valid[:, :, None] & ~is_target[:, None, :]
+        self.save_for_backward(active, ti, c, pred.shape)
+        return xp.asarray((h * active).sum(axis=(1, 2)).reshape(pred.shape[:-1]) / c)
+
+    def grad(self, g):
+        active, ti, c, shape = self.saved
+        gn = array_module(active).broadcast_to(g, shape[:-1]).reshape(-1, 1, 1) / c  # one factor per sample
+        a = active * gn
+        d = a.sum(axis=1)  # + for every non-target x[i] in an active hinge
+        scatter_add(d, (array_module(d).arange(d.shape[0])[:, None], ti), -a.sum(axis=2))  # - for x[y_j]
+        return d.reshape(shape)
+
+
+def pairwise_distance(x1, x2, p: float = 2.0, eps: float = 1e-6, keepdim: bool = False):
+    """(distance, difference): ||x1 - x2 + eps||_p over the last axis, as PyTorch's
+    ``pairwise_distance``, and the difference ``x1 - x2 + eps`` that :func:`pnorm_grad` needs."""
+    d = x1 - x2 + eps
+    return pnorm(d, p, keepdim), d
+
+
+def pnorm(d, p: float, keepdim: bool = False):
+    """The p-norm of d over its last axis."""
+    a = np.abs(d)
+    if p == 2:
+        n = np.sqrt((a * a).sum(axis=-1, keepdims=True))
+    elif p == 1:
+        n = a.sum(axis=-1, keepdims=True)
+    elif np.isinf(p):
+        n = a.max(axis=-1, keepdims=True, initial=0)
+    else:
+        n = ((a**p).sum(axis=-1, keepdims=True)) ** (1 / p)
+    return n if keepdim else n[..., 0]
+
+
+def pnorm_grad(d, n, p: float):
+    """d ||d||_p / d d, with n the norm keeping its last axis: sign(d) |d|^(p-1) / n^(p-1);
+    0 where the norm is 0 (PyTorch's subgradient)."""
+    safe = np.where(n == 0, 1, n)
+    if p == 2:
+        r = d / safe
+    elif p == 1:
+        r = np.sign(d)
+    elif np.isinf(p):
+        hit = np.abs(d) == n
+        r = np.sign(d) * hit / np.maximum(hit.sum(axis=-1, keepdims=True), 1)
+    else:
+        r = np.sign(d) * (np.abs(d) / safe) ** (p - 1)
+    return np.where(n == 0, 0, r)
+
+
+class TripletMarginLoss(Loss):
+    """Triplet loss: l = max(d(a, p) - d(a, n) + margin, 0), d(x, y) = ||x - y + eps||_p.
+
+    With ``swap=True`` the negative distance is min(d(a, n), d(p, n)) (Balntas et al. 2016).
+    Call as ``loss(anchor, positive, negative)`` (as PyTorch); ``backward()`` returns the tuple
+    ``(dL/danchor, dL/dpositive, dL/dnegative)``.
+
+    Args:
+        margin: the margin, > 0.
+        p: the norm degree, > 0.
+        eps: added to each difference (keeps the norm differentiable).
+        swap: use the distance swap.
+        size_average, reduce: PyTorch's deprecated spelling of ``reduction``.
+        reduction: 'mean' (over the triplets), 'sum' or 'none'.
+
+    Shape:
+        anchor, positive, negative: (N, D) or (D,).    output: float, or (N,) with 'none'.
+
+    Example:
+        >>> import numpy as np, nnframe as nf
+        >>> a, p, n = np.zeros((1, 2)), np.zeros((1, 2)), np.ones((1, 2))
+        >>> round(nf.TripletMarginLoss(margin=2.0)(a, p, n), 4)  # 2 - sqrt(2), eps aside
+        0.5858
+    """
+
+    hyper = ("margin", "p", "eps", "swap")
+
+    def __init__(
+        self,
+        margin: float = 1.0,
+        p: float = 2.0,
+        eps: float = 1e-6,
+        swap: bool = False,
+        size_average=None,
+        reduce=None,
+        reduction: str = "mean",
+    ):
+        super().__init__(_legacy("TripletMarginLoss", size_average, reduce, reduction))
+        check_hyper(self.name, "margin", margin, margin > 0, "must be > 0")
+        check_hyper(self.name, "p", p, p > 0, "must be > 0")
+        self.margin, self.p, self.eps, self.swap = float(margin), float(p), float(eps), bool(swap)
+
+    def __call__(self, anchor, positive, negative, sample_weight=None):
+        return self.forward((anchor, positive, negative), None, sample_weight=sample_weight)
+
+    def as_pred(self, pred):
+        xs = [_float_array(self.name, x) for x in pred]
+        shape = xs[0].shape
+        if len(shape) not in (1, 2) or any(x.shape != shape for x in xs):
+            raise ShapeError(
+                expected_got(
+                    self.name,
+                    "anchor, positive and negative of one shape (N, D) or (D,)",
+                    ", ".join(fmt_shape(x.shape) for x in xs),
+                )
+            )
+        dtype = np.result_type(*xs)
+        return tuple(x.astype(dtype, copy=False) for x in xs)
+
+    def elements(self, pred, target):
+        a, pos, neg = pred
+        d_ap, v_ap = pairwise_distance(a, pos, self.p, self.eps, keepdim=True)
+        d_an, v_an = pairwise_distance(a, neg, self.p, self.eps, keepdim=True)
+        swapped = array_module(d_an).zeros(d_an.shape, bool)
+        d_pn = v_pn = None
+        if self.swap:
+            d_pn, v_pn = pairwise_distance(pos, neg, self.p, self.eps, keepdim=True)
+            swapped = d_pn < d_an
+            d_an = np.where(swapped, d_pn, d_an)
+        z = self.margin + d_ap - d_an
+        active = (z > 0).astype(a.dtype)
+        self.save_for_backward(d_ap, v_ap, d_an, v_an, d_pn, v_pn, swapped, active)
+        return np.maximum(z, 0)[..., 0]
+
+    def grad(self, g):
+        d_ap, v_ap, d_an, v_an, d_pn, v_pn, swapped, active = self.saved
+        c = active * array_module(active).expand_dims(g, -1)
+        g_ap = c * pnorm_grad(v_ap, d_ap, self.p)  # d d(a, p) / da; the negative for p
+        ga, gp = g_ap, -g_ap
+        if self.swap:
+            g_an = c * pnorm_grad(v_an, np.where(swapped, 1, d_an), self.p) * ~swapped
+            g_pn = c * pnorm_grad(v_pn, np.where(swapped, d_pn, 1), self.p) * swapped
+            return ga - g_an, gp - g_pn, g_an + g_pn
+        g_an = c * pnorm_grad(v_an, d_an, self.p)
+        return ga - g_an, gp, g_an
+
+
+class GaussianNLLLoss(Loss):
+    """Gaussian negative log-likelihood of ``target`` under N(input, var):
+    l = (log max(var, eps) + (input - target)^2 / max(var, eps)) / 2 (+ log(2 pi) / 2 if full).
+
+    Call as ``loss(input, target, var)`` (as PyTorch); ``backward()`` returns the tuple
+    ``(dL/dinput, dL/dvar)``. The clamp at eps passes the gradient on, as PyTorch's does.
+
+    Args:
+        full: add the constant log(2 pi) / 2.
+        eps: the clamp of var, for stability.
+        reduction: 'mean' (over every element), 'sum' or 'none'.
+
+    Shape:
+        input: (N, *) or (*).    target: input's shape, or broadcastable to it.
+        var: input's shape, input's shape without the last axis, or with one axis of size 1.
+        output: float (input's shape with 'none').
+
+    Example:
+        >>> import numpy as np, nnframe as nf
+        >>> nf.GaussianNLLLoss()(np.zeros(2), np.array([1.0, -1.0]), np.ones(2))
+        0.5
+    """
+
+    hyper = ("full", "eps")
+
+    def __init__(self, *, full: bool = False, eps: float = 1e-6, reduction: str = "mean"):
+        super().__init__(reduction)
+        check_hyper(self.name, "eps", eps, eps >= 0, "must be >= 0")
+        self.full, self.eps = bool(full), float(eps)
+
+    def __call__(self, input, target, var, sample_weight=None):  # noqa: A002 (PyTorch's name)
+        return self.forward((input, var), target, sample_weight=sample_weight)
+
+    def as_pred(self, pred):
+        x, var = (_float_array(self.name, a) for a in pred)
+        dtype = np.result_type(x, var)
+        return x.astype(dtype, copy=False), var.astype(dtype, copy=False)
+
+    def elements(self, pred, target):
+        x, var = pred
+        v = var
+        if var.shape != x.shape:
+            if var.shape == x.shape[:-1]:
+                v = var[..., None]
+            elif not (
+                var.ndim == x.ndim
+                and sum(b for a, b in zip(x.shape, var.shape) if a != b) == 1
+            ):
+                raise ShapeError(
+                    expected_got(
+                        self.name,
+                        f"var of shape {fmt_shape(x.shape)}, {fmt_shape(x.shape[:-1])} or with "
+                        "one axis of size 1",
+                        fmt_shape(var.shape),
+                    )
+                )
+        if (var < 0).any():
+            raise ValueError(expected_got(self.name, "var >= 0", f"{var[var < 0].flat[0]:g}"))
+        y = as_float_input(self.name, target, x.dtype)
+        try:
+            shape = np.broadcast_shapes(x.shape, y.shape, v.shape)
+        except ValueError:
+            shape = None
+        if shape != x.shape:
+            raise ShapeError(
+                expected_got(
+                    self.name, f"target broadcastable to {fmt_shape(x.shape)}", fmt_shape(y.shape)
+                )
+            )
+        v = np.maximum(v, self.eps)
+        d = x - y
+        self.save_for_backward(d, v, var.shape)
+        losses = 0.5 * (np.log(v) + d * d / v)
+        return losses + 0.5 * np.log(2 * np.pi) if self.full else losses
+
+    def grad(self, g):
+        d, v, var_shape = self.saved
+        gx = d / v * g
+        gv = 0.5 * (1 / v - d * d / (v * v)) * g
+        # sum the var gradient over the axes var was broadcast along (var (*) of input (*, D))
+        vshape = var_shape if len(var_shape) == gv.ndim else (*var_shape, 1)
+        axes = tuple(i for i, (a, b) in enumerate(zip(gv.shape, vshape)) if a != b)
+        gv = gv.sum(axis=axes, keepdims=True).reshape(var_shape)
+        return gx, gv
