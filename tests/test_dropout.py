@@ -147,7 +147,7 @@ def test_errors():
     with pytest.raises(
         nf.ShapeError, match=r"Dropout1d\(p=0.5\): expected input of shape \(N, C, L\)"
     ):
-        nf.Dropout1d(0.5)(np.zeros((2, 3)))
+        nf.Dropout1d(0.5)(np.zeros(3))  # (C, L) is PyTorch's unbatched form: accepted
     with pytest.raises(TypeError, match=r"rng: expected a numpy.random.Generator"):
         nf.Dropout(0.5, rng="seed")
     with pytest.raises(TypeError, match=r"Dropout\(p=0.5\): expected a real numeric input"):

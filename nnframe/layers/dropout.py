@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from nnframe.errors import ShapeError, as_float_input, check_hyper, expected_got, fmt_shape
+from nnframe.input_spec import InputSpec
 from nnframe.module import Module
 from nnframe.random import get_rng
 
@@ -106,11 +107,12 @@ class Dropout1d(_ChannelDropout):
         rng: Generator or int seed for the masks.
 
     Shape:
-        input: (N, C, L).    output: same as input.
+        input: (N, C, L), or unbatched (C, L).    output: same as input.
     """
 
     _ndim = 3
     _layout = "(N, C, L)"
+    input_spec = InputSpec(("N", "C", "L"))  # PyTorch's Dropout1d takes (C, L) too
 
 
 class Dropout2d(_ChannelDropout):

@@ -21,6 +21,7 @@ import numpy as np
 
 from nnframe._pytorch_args import check_device, check_flag, resolve_dtype
 from nnframe.errors import ShapeError, as_float_input, check_hyper, expected_got, fmt_shape
+from nnframe.input_spec import InputSpec
 from nnframe.module import Module
 from nnframe.parameter import Parameter
 
@@ -162,6 +163,15 @@ class _NormBase(Module):
             self.bias.grad += grad_output.sum(axis=axes)
         return grad_output * self.weight.data.reshape(self._param_shape(grad_output.ndim))
 
+    def _empty_forward(self, x: np.ndarray) -> np.ndarray:
+        """A zero-size input in training mode: there are no statistics to take, the running
+        ones stay (PyTorch counts the batch in num_batches_tracked all the same)."""
+        if self.training and self.track_running_stats and self._counts_batches:
+            self.num_batches_tracked += 1
+        inv_std = np.ones(self._param_shape(x.ndim), dtype=x.dtype)
+        self.save_for_backward(True, x, inv_std)
+        return self._affine(x)
+
     def _eval_forward(self, x: np.ndarray) -> np.ndarray:
         """Normalization with the running statistics: a per-element affine map."""
         shape = self._param_shape(x.ndim)
@@ -197,6 +207,8 @@ class _BatchNorm(_NormBase):
             return self._eval_forward(x)
         axes = (0, *range(2, x.ndim))  # all but the channel axis
         count = x.size // self.num_features
+        if count == 0:  # an empty batch: empty output, running statistics kept (as PyTorch)
+            return self._empty_forward(x)
         if count < 2 and self.training:
             raise ValueError(
                 expected_got(
@@ -225,7 +237,7 @@ class _BatchNorm(_NormBase):
             if self.bias is not None and self.bias.requires_grad:
                 self.bias.grad += sum_g
             scale = inv_std * self.weight.data.reshape(shape)
-        if not batch_stats:
+        if not batch_stats or xhat.size == 0:
             return grad_output * scale  # running statistics are constants
         # dx = w * inv_std * (g - mean(g) - x_hat * mean(g * x_hat)): the normalization's
         # backward with dx_hat = g * w, where w factors out of the per-channel means
@@ -329,11 +341,13 @@ class _InstanceNorm(_NormBase):
         )
 
     def forward(self, x):
-        x = self._check_input(x)
+        x = as_float_input(self, x, self._dtype)  # (N, C, *spatial): checked by input_spec
         if not self.training and self.track_running_stats:
             return self._eval_forward(x)
         axes = tuple(range(2, x.ndim))
         count = math.prod(x.shape[2:])
+        if x.size == 0:  # an empty batch or no positions: empty output (as PyTorch)
+            return self._empty_forward(x)
         if count < 2 and self.training:
             raise ValueError(
                 expected_got(
@@ -352,7 +366,7 @@ class _InstanceNorm(_NormBase):
     def backward(self, grad_output):
         instance_stats, xhat, inv_std = self.saved
         dxhat = self._affine_backward(grad_output, xhat, (0, *range(2, xhat.ndim)))
-        if not instance_stats:
+        if not instance_stats or xhat.size == 0:
             return dxhat * inv_std
         return _normalize_backward(dxhat, xhat, inv_std, tuple(range(2, xhat.ndim)))
 
@@ -372,11 +386,12 @@ class InstanceNorm1d(_InstanceNorm):
             :class:`BatchNorm1d`.
 
     Shape:
-        input: (N, C, L).    output: same as input.
+        input: (N, C, L), or unbatched (C, L).    output: same as input.
     """
 
     _ranks = (3,)
     _spatial = ", L"
+    input_spec = InputSpec(("N", "C", "L"), size="num_features")  # and unbatched (C, L)
 
 
 class InstanceNorm2d(_InstanceNorm):
@@ -385,11 +400,12 @@ class InstanceNorm2d(_InstanceNorm):
     Same arguments and semantics as :class:`InstanceNorm1d`.
 
     Shape:
-        input: (N, C, H, W).    output: same as input.
+        input: (N, C, H, W), or unbatched (C, H, W).    output: same as input.
     """
 
     _ranks = (4,)
     _spatial = ", H, W"
+    input_spec = InputSpec(("N", "C", "H", "W"), size="num_features")
 
 
 def _as_shape(who: str, normalized_shape) -> tuple[int, ...]:
