@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping
 
 import numpy as np
 
+from nnframe.backend import array_module
 from nnframe.errors import fmt_shape
 from nnframe.hooks import CALL, GLOBAL_HOOKS, HookSet, RemovableHandle, run_backward, run_forward
 from nnframe.input_spec import InputSpec, Unbatched
@@ -354,8 +355,10 @@ class Module:
         checks); returns self. Gradients are reset to zero in the new dtype."""
         dtype = np.dtype(dtype)
 
-        def cast(array):
-            if isinstance(array, np.ndarray) and np.issubdtype(array.dtype, np.floating):
+        def cast(array):  # any array module's arrays (numpy, CuPy, ...): they have a dtype
+            if (isinstance(array, np.ndarray) or array_module(array) is not np) and (
+                array.dtype.kind == "f"
+            ):
                 return array.astype(dtype)
             return array
 
@@ -393,7 +396,7 @@ class Module:
         for name, p in self.named_parameters():
             state[name] = p.data.copy()
         for name, b in self.named_buffers():
-            state[name] = np.array(b, copy=True)
+            state[name] = np.array(b, copy=True) if array_module(b) is np else b.copy()
         return state
 
     def load_state_dict(
@@ -419,7 +422,9 @@ class Module:
         for key, (owner, attr) in targets.items():
             if key not in state_dict:
                 continue
-            value = np.asarray(state_dict[key])
+            value = state_dict[key]
+            if not (hasattr(value, "shape") and hasattr(value, "dtype")):
+                value = np.asarray(value)  # lists; arrays of any module are read as they are
             current = getattr(owner, attr)
             if value.shape != current.shape:
                 problems.append(
@@ -443,7 +448,8 @@ class Module:
         for key, (owner, attr) in targets.items():
             if key in state_dict:
                 current = getattr(owner, attr)
-                current[...] = np.asarray(state_dict[key]).astype(current.dtype, copy=False)
+                value = array_module(current).asarray(state_dict[key])  # onto current's kind
+                current[...] = value.astype(current.dtype, copy=False)
 
     # ------------------------------------------------------------------ configs (nnframe.config)
     def __init_subclass__(cls, **kwargs):

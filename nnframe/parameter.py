@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from nnframe.backend import array_module
+
 
 class Parameter:
     """A trainable tensor: ``data`` and the gradient ``grad`` of the same shape and dtype.
@@ -23,7 +25,7 @@ class Parameter:
     __slots__ = ("data", "grad", "requires_grad")
 
     def __init__(self, data, requires_grad: bool = True):
-        self.data = np.asarray(data)
+        self.data = data if type(data) is np.ndarray else array_module(data).asarray(data)
         self.grad = np.zeros_like(self.data)
         self.requires_grad = bool(requires_grad)
 

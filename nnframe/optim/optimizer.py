@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 
 from nnframe import schema as S
+from nnframe.backend import array_module
 from nnframe.clip import clip_grad_norm_, clip_grad_value_
 from nnframe.errors import check_hyper
 from nnframe.parameter import Parameter
@@ -383,14 +384,14 @@ class Optimizer:
         present = [a for a in arrays if a is not None]
         strides = first.strides
         if n <= self.CHUNK:
-            w0, w1 = self._block(n, first.dtype)
+            w0, w1 = self._block(n, first.dtype, array_module(first))
             return fn(*arrays, work=(w0.reshape(first.shape), w1.reshape(first.shape)), **hyper)
         if not all(
             a.strides == strides and (a.flags.c_contiguous or a.flags.f_contiguous) for a in present
         ):
             return fn(*arrays, work=None, **hyper)
         flat = [None if a is None else a.ravel(order="K") for a in arrays]
-        w0, w1 = self._block(self.CHUNK, first.dtype)
+        w0, w1 = self._block(self.CHUNK, first.dtype, array_module(first))
         out = None
         for i in range(0, n, self.CHUNK):
             j = min(i + self.CHUNK, n)
@@ -408,25 +409,26 @@ class Optimizer:
             options["beta1"], options["beta2"] = group["betas"]
         return self.apply_update(fn, p.data, p.grad, *states, **options, **given)
 
-    def _block(self, n: int, dtype) -> tuple[np.ndarray, np.ndarray]:
+    def _block(self, n: int, dtype, xp=np) -> tuple[np.ndarray, np.ndarray]:
         """Two flat scratch arrays of ``n`` elements of ``dtype`` (grown once to the largest n:
         at most CHUNK)."""
-        key = ("block", np.dtype(dtype))
+        key = ("block", np.dtype(dtype)) if xp is np else ("block", np.dtype(dtype), xp)
         buf = self._workspace.get(key)
         if buf is None or buf.shape[1] < n:
-            buf = self._workspace[key] = np.empty((2, n), dtype=dtype)
+            buf = self._workspace[key] = xp.empty((2, n), dtype=dtype)
         return buf[0, :n], buf[1, :n]
 
     def work(self, p: Parameter) -> tuple[np.ndarray, np.ndarray]:
         """Two scratch arrays of ``p``'s shape and dtype: views into a buffer shared by every
         parameter (updates run one at a time), so a step allocates nothing new."""
         data = p.data
-        buf = self._workspace.get(data.dtype)
+        key = data.dtype if type(data) is np.ndarray else (data.dtype, array_module(data))
+        buf = self._workspace.get(key)
         if buf is None or buf.shape[1] < data.size:
             largest = max(
                 [q.data.size for q in self.parameters() if q.data.dtype == data.dtype] + [data.size]
             )
-            buf = self._workspace[data.dtype] = np.empty((2, largest), dtype=data.dtype)
+            buf = self._workspace[key] = array_module(data).empty((2, largest), dtype=data.dtype)
         n = data.size
         return buf[0, :n].reshape(data.shape), buf[1, :n].reshape(data.shape)
 
@@ -628,7 +630,7 @@ class _FusedGroup:
         for p in params:
             slices.append(slice(offset, offset + p.data.size))
             offset += p.data.size
-        flat = Parameter(np.empty(total, dtype=dtype))
+        flat = Parameter(array_module(params[0].data).empty(total, dtype=dtype))
         states = [opt.state.get(p) for p in params]
         if all(s is None for s in states):
             state = opt.init_state(flat, group)
