@@ -22,6 +22,8 @@ CHECKED_MODULES = [
     nf.AdaptiveMaxPool2d,
     nf.MaxUnpool1d,
     nf.MaxUnpool2d,
+    nf.Embedding,
+    nf.EmbeddingBag,
 ]
 
 RTOL = 1e-7  # float64 on both sides: the same math up to summation order
@@ -298,7 +300,9 @@ def test_max_unpool_gradcheck(dim, kwargs, shape, size):
     # distinct indices: overlapping windows can share a maximum, and then only one of the
     # inputs written to the same place shows in the output (PyTorch's gather has the same rule)
     per_plane = int(np.prod(y.shape[2:]))
-    idx = np.stack([rng.choice(plane, per_plane, replace=False) for _ in range(y.shape[0] * y.shape[1])])
+    idx = np.stack(
+        [rng.choice(plane, per_plane, replace=False) for _ in range(y.shape[0] * y.shape[1])]
+    )
     idx = idx.reshape(y.shape)
     nf.check_module(unpool, (y, idx), forward_kwargs=dict(output_size=size))
 
@@ -335,3 +339,119 @@ def test_max_unpool_unbatched():
     y, idx = nf.MaxPool1d(2, return_indices=True)(np.array([[1.0, 3.0, 4.0, 2.0]]))
     assert y.shape == idx.shape == (1, 2)
     np.testing.assert_array_equal(nf.MaxUnpool1d(2)(y, idx), [[0.0, 3.0, 4.0, 0.0]])
+
+
+# ---------------------------------------------------------------------- Embedding, EmbeddingBag
+@pytest.mark.parametrize("padding_idx", [None, 1])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_embedding_scale_grad_by_freq_and_sparse_match_pytorch(padding_idx, sparse):
+    torch = pytest.importorskip("torch")
+    # PyTorch refuses the two together in backward; nnframe's dense gradient allows both
+    kwargs = dict(padding_idx=padding_idx, scale_grad_by_freq=not sparse, sparse=sparse)
+    ours = nf.Embedding(6, 3, **kwargs, rng=0)
+    theirs = torch.nn.Embedding(6, 3, **kwargs)
+    index = np.array([[0, 1, 2, 2], [2, 5, 1, 0]])
+    parity(torch, ours, theirs, (index,))
+
+
+BAG_FORMS = [
+    dict(mode="sum", scale_grad_by_freq=True),
+    dict(mode="mean", scale_grad_by_freq=True),
+    dict(mode="mean", scale_grad_by_freq=True, padding_idx=2),
+    dict(mode="sum", scale_grad_by_freq=True, include_last_offset=True),
+    dict(mode="sum", sparse=True, padding_idx=6),
+    dict(mode="max", padding_idx=6),
+]
+BAG_INDEX = np.array([1, 2, 2, 4, 2, 6, 1, 0])  # 2 three times, 1 twice, the others once
+
+
+def _bag_offsets(form, m):
+    return np.array([0, 3, 3, 5] + ([m] if form.get("include_last_offset") else []))
+
+
+class _BagViaEmbedding:
+    """PyTorch's EmbeddingBag written as F.embedding (whose scale_grad_by_freq is right) then a
+    per-bag sum or mean. PyTorch 2.13's CPU EmbeddingBag divides some rows by another index's
+    count (pytorch/pytorch#190063, fixed upstream in #190264); CUDA and MPS divide by the index's
+    own count, the documented rule, which nnframe follows."""
+
+    def __init__(self, torch, form):
+        self.torch, self.form = torch, form
+        self.m = torch.nn.Embedding(
+            7, 3, padding_idx=form.get("padding_idx"), scale_grad_by_freq=True
+        )
+
+    def __getattr__(self, name):
+        return getattr(self.m, name)
+
+    def double(self):
+        self.m.double()
+        return self
+
+    def __call__(self, index, offsets):
+        torch = self.torch
+        rows = self.m(index)  # (M, D)
+        keep = torch.ones(len(index), dtype=torch.bool)
+        if self.form.get("padding_idx") is not None:
+            keep = index != self.form["padding_idx"]
+        ends = list(offsets[1:].tolist()) + [len(index)]
+        if self.form.get("include_last_offset"):
+            ends = list(offsets[1:].tolist())
+        outs = []
+        for start, end in zip(offsets.tolist(), ends):
+            r = rows[start:end][keep[start:end]]
+            if len(r) == 0:
+                outs.append(torch.zeros(3, dtype=rows.dtype))
+            else:
+                outs.append(r.sum(0) if self.form["mode"] == "sum" else r.mean(0))
+        return torch.stack(outs)
+
+
+@pytest.mark.parametrize("form", BAG_FORMS, ids=_form_id)
+def test_embedding_bag_new_arguments_match_pytorch(form):
+    torch = pytest.importorskip("torch")
+    ours = nf.EmbeddingBag(7, 3, **form, rng=0)
+    offsets = _bag_offsets(form, len(BAG_INDEX))
+    theirs = torch.nn.EmbeddingBag(7, 3, **form)
+    if form.get("scale_grad_by_freq"):
+        # PyTorch's own EmbeddingBag where its CPU bug cannot show (every index used twice)...
+        twice = np.array([1, 2, 2, 4, 1, 6, 4, 6])
+        parity(torch, nf.EmbeddingBag(7, 3, **form, rng=0), theirs, (twice, offsets))
+        theirs = _BagViaEmbedding(torch, form)  # ...and the documented rule on mixed counts
+    out = parity(torch, ours, theirs, (BAG_INDEX, offsets))
+    assert out.shape == (4, 3)
+
+
+@pytest.mark.parametrize("form", BAG_FORMS, ids=_form_id)
+def test_embedding_bag_new_arguments_gradcheck(form):
+    bag = nf.EmbeddingBag(7, 3, **form, rng=0)
+    # scale_grad_by_freq is a rescaled gradient, not the derivative, unless indices are distinct
+    index = np.array([1, 2, 3, 4, 5, 6, 0]) if form.get("scale_grad_by_freq") else BAG_INDEX
+    nf.check_module(bag, index, forward_kwargs=dict(offsets=_bag_offsets(form, len(index))))
+    emb = nf.Embedding(5, 2, scale_grad_by_freq=True, sparse=True, rng=0)
+    nf.check_module(emb, np.array([[0, 1, 2], [4, 3, 0]])[:, :2])
+    nf.check_module(nf.Embedding(5, 2, sparse=True, rng=0), np.array([[0, 1, 1], [4, 1, 0]]))
+
+
+def test_embedding_bag_binds_positionally_like_pytorch():
+    torch = pytest.importorskip("torch")
+    ours = nf.EmbeddingBag(4, 3, None, 2.0, False, "sum")
+    theirs = torch.nn.EmbeddingBag(4, 3, None, 2.0, False, "sum")
+    assert (ours.mode, ours.scale_grad_by_freq, ours.max_norm) == ("sum", False, None)
+    assert (theirs.mode, theirs.scale_grad_by_freq) == (ours.mode, ours.scale_grad_by_freq)
+    with pytest.raises(ValueError, match=r"EmbeddingBag: invalid mode=False"):
+        nf.EmbeddingBag(4, 3, None, 2.0, "sum", False)  # the old order: a clear error
+    with pytest.raises(ValueError, match=r"scale_grad_by_freq=True \(not with mode='max'\)"):
+        nf.EmbeddingBag(4, 3, scale_grad_by_freq=True, mode="max")
+
+
+def test_embedding_pretrained_weight_and_freeze():
+    table = np.arange(6.0).reshape(3, 2)
+    emb = nf.Embedding(3, 2, 0, None, 2.0, False, False, table, True)
+    np.testing.assert_array_equal(emb.weight.data, table)  # the padding row kept, as PyTorch
+    assert emb.weight.data.dtype == np.float32 and not emb.weight.requires_grad
+    nf.check_module(emb, np.array([1, 2, 2]))  # a frozen table: no gradient
+    with pytest.raises(nf.ShapeError, match=r"Embedding: expected _weight of shape \(3, 2\)"):
+        nf.Embedding(3, 2, _weight=np.zeros((2, 2)))
+    with pytest.raises(TypeError, match=r"Embedding: expected sparse to be a bool, got 'yes'"):
+        nf.Embedding(3, 2, sparse="yes")

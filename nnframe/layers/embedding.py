@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import sparse
 
+from nnframe._pytorch_args import check_device, check_flag, resolve_dtype
 from nnframe.errors import ShapeError, check_hyper, expected_got, fmt_shape
 from nnframe.module import Module
 from nnframe.parameter import Parameter
@@ -76,27 +77,50 @@ def _renorm_(weight: np.ndarray, index: np.ndarray, max_norm: float, norm_type: 
 
 
 def _set_table(
-    layer, who, num_embeddings, embedding_dim, padding_idx, max_norm, norm_type, rng, dtype
-) -> None:
-    """Sets the table's sizes, padding_idx, max_norm and norm_type, and its N(0, 1) weight (with
-    the padding row zeroed); the caller has checked the sizes and max_norm."""
+    layer, who, num_embeddings, embedding_dim, padding_idx, max_norm, norm_type, rng, dtype,
+    scale_grad_by_freq=False, sparse=False, _weight=None, _freeze=False, device=None,
+) -> None:  # fmt: skip
+    """Sets the table's sizes, padding_idx, max_norm, norm_type and PyTorch's flags, and its
+    weight: ``_weight`` as given, or N(0, 1) with the padding row zeroed (PyTorch's rule); the
+    caller has checked the sizes and max_norm."""
+    check_device(who, device)
+    dtype = resolve_dtype(dtype)
     layer.num_embeddings = int(num_embeddings)
     layer.embedding_dim = int(embedding_dim)
     layer.padding_idx = _normalize_padding_idx(who, padding_idx, num_embeddings)
     layer.max_norm = None if max_norm is None else float(max_norm)
     layer.norm_type = float(norm_type)
-    weight = get_rng(rng).standard_normal((num_embeddings, embedding_dim)).astype(dtype)
-    if layer.padding_idx is not None:
-        weight[layer.padding_idx] = 0
-    layer.weight = Parameter(weight)
+    layer.scale_grad_by_freq = check_flag(who, "scale_grad_by_freq", scale_grad_by_freq)
+    # sparse=True: PyTorch's sparse gradient; here the gradient is always a dense array
+    layer.sparse = check_flag(who, "sparse", sparse)
+    _freeze = check_flag(who, "_freeze", _freeze)
+    if _weight is None:
+        weight = get_rng(rng).standard_normal((num_embeddings, embedding_dim)).astype(dtype)
+        if layer.padding_idx is not None:
+            weight[layer.padding_idx] = 0
+    else:  # PyTorch's _weight (what from_pretrained passes): the table as given, in dtype
+        weight = np.array(_weight, dtype=dtype)
+        if weight.shape != (layer.num_embeddings, layer.embedding_dim):
+            raise ShapeError(
+                expected_got(
+                    who,
+                    f"_weight of shape {fmt_shape((num_embeddings, embedding_dim))}",
+                    fmt_shape(weight.shape),
+                )
+            )
+    layer.weight = Parameter(weight, requires_grad=not _freeze)
 
 
 def _table_repr(layer, text: str) -> str:
-    """``text``, then padding_idx and max_norm where set."""
+    """``text``, then padding_idx, max_norm and PyTorch's flags where set."""
     if layer.padding_idx is not None:
         text += f", padding_idx={layer.padding_idx}"
     if layer.max_norm is not None:
         text += f", max_norm={layer.max_norm}"
+    if layer.scale_grad_by_freq:
+        text += ", scale_grad_by_freq=True"
+    if layer.sparse:
+        text += ", sparse=True"
     return text
 
 
@@ -116,8 +140,15 @@ class Embedding(Module):
             place to that norm, at forward time (as PyTorch).
         norm_type: the p of the p-norm for ``max_norm``.
         scale_grad_by_freq: divide each index's gradient by its count in the batch.
+        sparse: PyTorch's sparse gradients. Accepted; nnframe's gradient is always a dense
+            array of the weight's shape (the same values; optimizers update every row).
+        _weight: PyTorch's initial table (num_embeddings, embedding_dim), used as given
+            (the padding row is not zeroed), instead of the random one.
+        _freeze: with ``_weight``, a table that gets no gradient (``weight.requires_grad``
+            False), as PyTorch's ``from_pretrained(..., freeze=True)``.
+        device: None or ``"cpu"`` (nnframe's arrays live in main memory; others are refused).
+        dtype: weight dtype (None: float32).
         rng: Generator or seed for the initial N(0, 1) weights.
-        dtype: weight dtype.
 
     Shape:
         input: integer array of any shape (*).    output: (*, embedding_dim).
@@ -139,9 +170,13 @@ class Embedding(Module):
         max_norm: float | None = None,
         norm_type: float = 2.0,
         scale_grad_by_freq: bool = False,
+        sparse: bool = False,
+        _weight=None,
+        _freeze: bool = False,
+        device=None,
+        dtype=np.float32,
         *,
         rng=None,
-        dtype=np.float32,
     ):
         super().__init__()
         who = "Embedding"
@@ -150,9 +185,9 @@ class Embedding(Module):
         if max_norm is not None:
             check_hyper(who, "max_norm", max_norm, max_norm > 0, "must be > 0 or None")
         _set_table(
-            self, who, num_embeddings, embedding_dim, padding_idx, max_norm, norm_type, rng, dtype
-        )
-        self.scale_grad_by_freq = bool(scale_grad_by_freq)
+            self, who, num_embeddings, embedding_dim, padding_idx, max_norm, norm_type, rng, dtype,
+            scale_grad_by_freq, sparse, _weight, _freeze, device,
+        )  # fmt: skip
 
     def extra_repr(self) -> str:
         return _table_repr(self, f"{self.num_embeddings}, {self.embedding_dim}")
@@ -193,12 +228,15 @@ class EmbeddingBag(Module):
     not count in a mean). ``per_sample_weights`` (same shape as input) weights each index in
     ``mode='sum'``; they are data here: unlike PyTorch, nnframe computes no gradient for them.
 
-    Args:
-        num_embeddings, embedding_dim, padding_idx, max_norm, norm_type, rng, dtype: as in
-            :class:`Embedding`.
+    Args (PyTorch's, in PyTorch's positional order):
+        num_embeddings, embedding_dim, max_norm, norm_type: as in :class:`Embedding`.
+        scale_grad_by_freq: divide each index's gradient by its count in the whole input (not
+            with ``mode='max'``, as PyTorch).
         mode: ``'sum'``, ``'mean'`` or ``'max'`` (per dimension; the gradient goes to the first
             maximal entry of the bag).
+        sparse, _weight, device, dtype, rng: as in :class:`Embedding`.
         include_last_offset: ``offsets`` has B + 1 entries, the last one the input's length.
+        padding_idx: as in :class:`Embedding`.
 
     Shape:
         input: (B, L) integers, or (M,) with offsets (B,).    output: (B, embedding_dim).
@@ -219,23 +257,33 @@ class EmbeddingBag(Module):
         embedding_dim: int,
         max_norm: float | None = None,
         norm_type: float = 2.0,
+        scale_grad_by_freq: bool = False,
         mode: str = "mean",
+        sparse: bool = False,
+        _weight=None,
         include_last_offset: bool = False,
         padding_idx: int | None = None,
+        device=None,
+        dtype=np.float32,
         *,
         rng=None,
-        dtype=np.float32,
     ):
         super().__init__()
         who = "EmbeddingBag"
         check_hyper(who, "num_embeddings", num_embeddings, num_embeddings > 0, "must be > 0")
         check_hyper(who, "embedding_dim", embedding_dim, embedding_dim > 0, "must be > 0")
-        check_hyper(who, "mode", mode, mode in _MODES, f"must be one of {_MODES}")
+        check_hyper(
+            who, "mode", mode, isinstance(mode, str) and mode in _MODES,
+            f"must be one of {_MODES}; PyTorch's order puts scale_grad_by_freq before it",
+        )  # fmt: skip
         if max_norm is not None:
             check_hyper(who, "max_norm", max_norm, max_norm > 0, "must be > 0 or None")
+        if scale_grad_by_freq is True and mode == "max":
+            raise ValueError(f"{who}: invalid scale_grad_by_freq=True (not with mode='max')")
         _set_table(
-            self, who, num_embeddings, embedding_dim, padding_idx, max_norm, norm_type, rng, dtype
-        )
+            self, who, num_embeddings, embedding_dim, padding_idx, max_norm, norm_type, rng, dtype,
+            scale_grad_by_freq, sparse, _weight, False, device,
+        )  # fmt: skip
         self.mode = mode
         self.include_last_offset = bool(include_last_offset)
 
@@ -366,5 +414,8 @@ class EmbeddingBag(Module):
         else:
             # out = S @ W, so dL/dW = S^T @ g: a (V, B) sparse @ (B, D) dense product
             dw = np.asarray(bags.T @ grad_output)
+            if self.scale_grad_by_freq:  # each use of row i scaled by 1 / (uses of i)
+                counts = np.bincount(flat, minlength=self.num_embeddings)
+                dw /= np.maximum(counts, 1)[:, None].astype(dw.dtype)
         self.weight.grad += dw
         return None
