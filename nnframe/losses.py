@@ -60,6 +60,11 @@ class Loss:
 
     reductions: tuple[str, ...] = ("mean", "sum", "none")
     hyper: tuple[str, ...] = ()  # scalar hyperparameters shown by repr
+    #: The rank of ``pred`` without its batch axis, for a loss that PyTorch also calls that way
+    #: ((C,) logits with a 0-d target): the base adds a batch axis of 1 to pred and target,
+    #: and removes it from the 'none' losses, their gradient and dL/dpred. None: no such form.
+    unbatched_rank: int | None = None
+    _unbatched = False  # whether the latest call came without its batch axis
 
     def __init__(self, reduction: str = "mean"):
         if reduction not in self.reductions:
@@ -92,14 +97,22 @@ class Loss:
         self._reduced = None
         pred = self.as_pred(pred)
         xp = array_module(*pred) if isinstance(pred, (tuple, list)) else array_module(pred)
-        losses = self.elements(pred, xp.asarray(target))
+        target = xp.asarray(target)
+        self._unbatched = unbatched = (
+            self.unbatched_rank is not None
+            and (pred[0] if isinstance(pred, tuple) else pred).ndim == self.unbatched_rank
+        )
+        if unbatched:
+            losses = self._unbatched_elements(pred, target)
+        else:
+            losses = self.elements(pred, target)
         w = self._sample_weight(sample_weight, losses)
         if w is not None:
             losses = losses * w
         denom = 1.0 if self.reduction in ("sum", "none") else float(self.mean_denominator(losses))
         self._reduced = (w, denom, losses.shape, losses.dtype)
         if self.reduction == "none":
-            return losses
+            return losses[0] if unbatched else losses
         total = float(losses.sum())
         return total / denom if denom else float("nan")
 
@@ -113,18 +126,37 @@ class Loss:
             if grad_output is None:
                 raise ValueError(f"{self!r}: backward needs grad_output with reduction='none'")
             g = as_float_input(self.name, grad_output, dtype)
+            if self._unbatched:
+                shape = shape[1:]
             if g.shape != shape:
                 raise ShapeError(
                     expected_got(
                         self.name, f"grad_output of shape {fmt_shape(shape)}", fmt_shape(g.shape)
                     )
                 )
+            if self._unbatched:
+                g = g[None]
         else:
             scale = 1.0 if grad_output is None else float(grad_output)
             g = dtype.type(scale / denom if denom else 0.0)
         if w is not None:
             g = g * w
-        return self.grad(g)
+        grad = self.grad(g)
+        if self._unbatched:  # dL/dpred of the unbatched pred: the batch axis goes again
+            return tuple(d[0] for d in grad) if isinstance(grad, tuple) else grad[0]
+        return grad
+
+    def _unbatched_elements(self, pred, target):
+        """``elements`` of a batch of one; a shape error names the unbatched shapes."""
+        batched = tuple(p[None] for p in pred) if isinstance(pred, tuple) else pred[None]
+        try:
+            return self.elements(batched, target[None])
+        except ShapeError as e:
+            got = pred[0].shape if isinstance(pred, tuple) else pred.shape
+            raise ShapeError(
+                f"{e} (an unbatched call: pred {fmt_shape(got)} and target "
+                f"{fmt_shape(target.shape)}, given a batch axis of 1 each)"
+            ) from None
 
     # ----------------------------------------------------------------- for subclasses
     def elements(self, pred, target) -> np.ndarray:
@@ -490,10 +522,11 @@ class NLLLoss(Loss):
 
     Shape:
         pred: (N, C) or (N, C, d1, ...).    target: (N,) or (N, d1, ...) class indices.
-        output: float, or (N,) / (N, d1, ...) with 'none'.
+        output: float, or (N,) / (N, d1, ...) with 'none'. Unbatched: pred (C,), target 0-d.
     """
 
     hyper = ("ignore_index",)
+    unbatched_rank = 1  # (C,) with a 0-d target
     label_smoothing = 0.0
     probability_targets = False  # CrossEntropyLoss also takes class probabilities
 
@@ -582,6 +615,7 @@ class CrossEntropyLoss(NLLLoss):
         pred: (N, C) or (N, C, d1, ...) logits.
         target: (N,) or (N, d1, ...) integer class indices, or float probabilities of pred's shape.
         output: float, or (N,) / (N, d1, ...) with 'none'.
+        Unbatched: pred (C,), target a 0-d index or (C,) probabilities; output 0-d with 'none'.
 
     Example:
         >>> import numpy as np, nnframe as nf
@@ -662,9 +696,11 @@ class MultiMarginLoss(Loss):
 
     Shape:
         pred: (N, C) scores.    target: (N,) class indices.    output: float, or (N,) with 'none'.
+        Unbatched: pred (C,), target 0-d.
     """
 
     hyper = ("p", "margin")
+    unbatched_rank = 1  # (C,) with a 0-d target
 
     def __init__(self, p: int = 1, margin: float = 1.0, weight=None, reduction: str = "mean"):
         super().__init__(reduction)
@@ -749,10 +785,11 @@ class CosineEmbeddingLoss(_PairLoss):
 
     Shape:
         pred: a pair (x1, x2) of (N, D).    target: (N,), holding 1 or -1.
-        output: float, or (N,) with 'none'.
+        output: float, or (N,) with 'none'. Unbatched: x1, x2 (D,), target 0-d.
     """
 
     hyper = ("margin",)
+    unbatched_rank = 1  # (D,) pairs with a 0-d target
 
     def __init__(self, margin: float = 0.0, reduction: str = "mean"):
         super().__init__(reduction)
