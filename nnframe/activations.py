@@ -26,8 +26,12 @@ import math
 import numbers
 
 import numpy as np
-from scipy import special
 
+from nnframe._pytorch_args import check_device as _check_device
+from nnframe._pytorch_args import check_flag as _check_flag
+from nnframe._pytorch_args import resolve_dtype as _resolve_dtype
+from nnframe.backend import array_module
+from nnframe.backend import special as special_functions
 from nnframe.errors import (
     ShapeError,
     as_float_input,
@@ -46,6 +50,8 @@ def _input(who: Module, x) -> np.ndarray:
     """A floating input as is (no copy); anything else cast to float32 (or refused)."""
     if type(x) is np.ndarray and x.dtype.kind == "f":
         return x
+    if array_module(x) is not np and x.dtype.kind == "f":
+        return x  # a floating array of another module (CuPy)
     return as_float_input(who, x, np.dtype(np.float32))
 
 
@@ -86,6 +92,11 @@ class ReLU(Module):
         array([0., 2.], dtype=float32)
     """
 
+    def __init__(self, inplace: bool = False):
+        super().__init__()
+        # PyTorch's in-place flag: accepted; the output is always a new array here
+        self.inplace = _check_flag("ReLU", "inplace", inplace)
+
     def forward(self, x):
         y = np.maximum(_input(self, x), 0)  # one pass; the int 0 keeps the input's dtype
         self.save_for_backward(y)
@@ -106,8 +117,9 @@ class LeakyReLU(Module):
         input: any.    output: same as input.
     """
 
-    def __init__(self, negative_slope: float = 0.01):
+    def __init__(self, negative_slope: float = 0.01, inplace: bool = False):
         super().__init__()
+        self.inplace = _check_flag("LeakyReLU", "inplace", inplace)  # accepted: a new array
         self.negative_slope = _finite("LeakyReLU", "negative_slope", negative_slope)
 
     def extra_repr(self) -> str:
@@ -143,8 +155,12 @@ class PReLU(Module):
         input: any when num_parameters == 1, else (N, C, *).    output: same as input.
     """
 
-    def __init__(self, num_parameters: int = 1, init: float = 0.25, *, dtype=np.float32):
+    def __init__(
+        self, num_parameters: int = 1, init: float = 0.25, device=None, dtype=np.float32
+    ):
         super().__init__()
+        _check_device("PReLU", device)
+        dtype = _resolve_dtype(dtype)
         check_hyper(
             "PReLU",
             "num_parameters",
@@ -193,14 +209,28 @@ class Hardtanh(Module):
 
     Args:
         min_val, max_val: the bounds (min_val < max_val).
+        inplace: PyTorch's in-place flag. Accepted; nnframe never overwrites a layer's
+            input (its backward may need it), so the output is always a new array.
+        min_value, max_value: PyTorch's deprecated spellings of min_val and max_val; when
+            given, they take their place.
 
     Shape:
         input: any.    output: same as input.
     """
 
-    def __init__(self, min_val: float = -1.0, max_val: float = 1.0):
+    def __init__(
+        self,
+        min_val: float = -1.0,
+        max_val: float = 1.0,
+        inplace: bool = False,
+        min_value: float | None = None,
+        max_value: float | None = None,
+    ):
         super().__init__()
         who = type(self).__name__
+        self.inplace = _check_flag(who, "inplace", inplace)  # accepted: a new array
+        min_val = min_val if min_value is None else min_value
+        max_val = max_val if max_value is None else max_value
         self.min_val = _real(who, "min_val", min_val)
         self.max_val = _real(who, "max_val", max_val)
         check_hyper(
@@ -231,8 +261,8 @@ class ReLU6(Hardtanh):
         input: any.    output: same as input.
     """
 
-    def __init__(self):
-        super().__init__(0.0, 6.0)
+    def __init__(self, inplace: bool = False):
+        super().__init__(0.0, 6.0, inplace)
 
     def extra_repr(self) -> str:
         return ""
@@ -240,7 +270,7 @@ class ReLU6(Hardtanh):
 
 def _hardsigmoid(x: np.ndarray) -> np.ndarray:
     """clip(x / 6 + 1/2, 0, 1), in place on one new array."""
-    y = np.asarray(x / 6)
+    y = array_module(x).asarray(x / 6)
     y += 0.5
     np.clip(y, 0, 1, out=y)
     return y
@@ -252,6 +282,11 @@ class Hardsigmoid(Module):
     Shape:
         input: any.    output: same as input.
     """
+
+    def __init__(self, inplace: bool = False):
+        super().__init__()
+        # PyTorch's in-place flag: accepted; the output is always a new array here
+        self.inplace = _check_flag("Hardsigmoid", "inplace", inplace)
 
     def forward(self, x):
         x = _input(self, x)
@@ -271,6 +306,11 @@ class Hardswish(Module):
     Shape:
         input: any.    output: same as input.
     """
+
+    def __init__(self, inplace: bool = False):
+        super().__init__()
+        # PyTorch's in-place flag: accepted; the output is always a new array here
+        self.inplace = _check_flag("Hardswish", "inplace", inplace)
 
     def forward(self, x):
         x = _input(self, x)
@@ -301,8 +341,9 @@ class ELU(Module):
         input: any.    output: same as input.
     """
 
-    def __init__(self, alpha: float = 1.0):
+    def __init__(self, alpha: float = 1.0, inplace: bool = False):
         super().__init__()
+        self.inplace = _check_flag(type(self).__name__, "inplace", inplace)  # a new array
         self.alpha = _finite(type(self).__name__, "alpha", alpha)
 
     def extra_repr(self) -> str:
@@ -339,8 +380,9 @@ class CELU(Module):
         input: any.    output: same as input.
     """
 
-    def __init__(self, alpha: float = 1.0):
+    def __init__(self, alpha: float = 1.0, inplace: bool = False):
         super().__init__()
+        self.inplace = _check_flag(type(self).__name__, "inplace", inplace)  # a new array
         alpha = _finite("CELU", "alpha", alpha)
         check_hyper("CELU", "alpha", alpha, alpha > 0, "must be > 0")
         self.alpha = alpha
@@ -350,7 +392,7 @@ class CELU(Module):
 
     def forward(self, x):
         x = _input(self, x)
-        e = np.asarray(np.minimum(x, 0))
+        e = array_module(x).asarray(np.minimum(x, 0))
         e /= self.alpha
         np.expm1(e, out=e)  # of a number <= 0: no overflow; exactly 0 for x > 0
         self.save_for_backward(e)
@@ -374,8 +416,8 @@ class SELU(ELU):
     ALPHA = 1.6732632423543772848170429916717
     SCALE = 1.0507009873554804934193349852946
 
-    def __init__(self):
-        super().__init__(self.ALPHA)
+    def __init__(self, inplace: bool = False):
+        super().__init__(self.ALPHA, inplace)
 
     def extra_repr(self) -> str:
         return ""
@@ -418,15 +460,16 @@ def _erfc_nonnegative(z: np.ndarray) -> np.ndarray:
     -s^2 - (z - s)(z + s), with s = z with its 12 low mantissa bits cleared, so s^2 is exact
     and exp(-s^2) does not amplify the rounding of a large argument.
     """
-    t = np.asarray(z * 0.5)
+    xp = array_module(z)
+    t = xp.asarray(z * 0.5)
     t += 1
     np.reciprocal(t, out=t)
-    p = np.asarray(t * _ERFC_P[-1])
+    p = xp.asarray(t * _ERFC_P[-1])
     for c in _ERFC_P[-2:0:-1]:  # Horner's rule
         p += c
         p *= t
     p += _ERFC_P[0]
-    s = np.asarray(z.view(np.int32) & np.int32(-4096)).view(np.float32)
+    s = xp.asarray(z.view(np.int32) & np.int32(-4096)).view(np.float32)
     p -= (z - s) * (z + s)
     np.exp(p, out=p)
     s *= s
@@ -445,10 +488,10 @@ def normal_cdf(x: np.ndarray) -> np.ndarray:
     to a few float32 ulps and several times faster than scipy's erfc, which computes in double.
     """
     if x.dtype != np.float32:
-        return special.erfc(x * -(1 / _SQRT2)) * 0.5
+        return special_functions(x).erfc(x * -(1 / _SQRT2)) * 0.5
     # the upper tail q = erfc(|x| / sqrt 2) / 2 = Phi(-|x|); |x| / sqrt 2 is clipped at 15,
     # where erfc is below 1e-99 (0 in float32), so z * z cannot overflow
-    z = np.asarray(np.abs(x))
+    z = array_module(x).asarray(np.abs(x))
     z *= 1 / _SQRT2
     np.minimum(z, 15, out=z)
     q = _erfc_nonnegative(z)
@@ -475,7 +518,7 @@ def gelu_grad(x: np.ndarray, cdf: np.ndarray) -> np.ndarray:
     x is clipped to [-40, 40] inside phi: beyond it phi is below exp(-800), which is 0 even in
     float64, so the clip changes nothing and x * x cannot overflow.
     """
-    pdf = np.asarray(np.clip(x, -40, 40))
+    pdf = array_module(x).asarray(np.clip(x, -40, 40))
     pdf *= pdf
     pdf *= -0.5
     np.exp(pdf, out=pdf)
@@ -554,6 +597,11 @@ class SiLU(Module):
         input: any.    output: same as input.
     """
 
+    def __init__(self, inplace: bool = False):
+        super().__init__()
+        # PyTorch's in-place flag: accepted; the output is always a new array here
+        self.inplace = _check_flag("SiLU", "inplace", inplace)
+
     def forward(self, x):
         x = _input(self, x)
         s = sigmoid(x)
@@ -572,6 +620,11 @@ class Mish(Module):
     Shape:
         input: any.    output: same as input.
     """
+
+    def __init__(self, inplace: bool = False):
+        super().__init__()
+        # PyTorch's in-place flag: accepted; the output is always a new array here
+        self.inplace = _check_flag("Mish", "inplace", inplace)
 
     def forward(self, x):
         x = _input(self, x)
@@ -611,7 +664,7 @@ class Softplus(Module):
     def forward(self, x):
         x = _input(self, x)
         z = x * self.beta if self.beta != 1 else x
-        y = np.asarray(softplus(z))
+        y = array_module(z).asarray(softplus(z))
         if self.beta != 1:
             y /= self.beta
         linear = z > self.threshold
@@ -625,7 +678,7 @@ class Softplus(Module):
     def backward(self, grad_output):
         linear, y = self.saved
         # d/dx softplus(beta x) / beta = sigmoid(beta x) = 1 - exp(-beta y), from the output
-        d = np.asarray(y * -self.beta)
+        d = array_module(y).asarray(y * -self.beta)
         np.expm1(d, out=d)
         np.negative(d, out=d)
         if linear is not None:
@@ -790,3 +843,256 @@ class Identity(Module):
 
     def backward(self, grad_output):
         return grad_output
+
+
+# ---------------------------------------------------------------------------- shrinkage, gating
+class Threshold(Module):
+    """x where x > threshold, else ``value`` (PyTorch's ``nn.Threshold``).
+
+    Args:
+        threshold: the threshold.
+        value: what replaces the inputs at or below the threshold.
+        inplace: accepted for PyTorch compatibility; a forward never writes into its input.
+
+    Shape:
+        input: any.    output: same as input.
+
+    Example:
+        >>> import numpy as np, nnframe as nf
+        >>> nf.Threshold(0.5, -1.0)(np.array([0.2, 0.5, 2.0]))
+        array([-1., -1.,  2.])
+    """
+
+    def __init__(self, threshold: float, value: float, inplace: bool = False):
+        super().__init__()
+        self.threshold = _real("Threshold", "threshold", threshold)
+        self.value = _real("Threshold", "value", value)
+        self.inplace = bool(inplace)
+
+    def extra_repr(self) -> str:
+        return f"threshold={self.threshold}, value={self.value}"
+
+    def forward(self, x):
+        x = _input(self, x)
+        keep = x > self.threshold  # NaN compares False: replaced by value, as PyTorch
+        self.save_for_backward(keep)
+        return np.where(keep, x, x.dtype.type(self.value))
+
+    def backward(self, grad_output):
+        (keep,) = self.saved
+        return grad_output * keep  # 1 where the input passed, 0 where value replaced it
+
+
+class Hardshrink(Module):
+    """x where |x| > lambd, else 0.
+
+    Args:
+        lambd: the half-width of the zeroed band (default 0.5).
+
+    Shape:
+        input: any.    output: same as input.
+
+    Example:
+        >>> import numpy as np, nnframe as nf
+        >>> nf.Hardshrink(0.5)(np.array([-1.0, 0.3, 0.7]))
+        array([-1. ,  0. ,  0.7])
+    """
+
+    def __init__(self, lambd: float = 0.5):
+        super().__init__()
+        self.lambd = _finite("Hardshrink", "lambd", lambd)
+
+    def extra_repr(self) -> str:
+        return f"{self.lambd}"
+
+    def forward(self, x):
+        x = _input(self, x)
+        keep = (x > self.lambd) | (x < -self.lambd)
+        self.save_for_backward(keep)
+        return x * keep
+
+    def backward(self, grad_output):
+        (keep,) = self.saved
+        return grad_output * keep
+
+
+class Softshrink(Module):
+    """x - lambd where x > lambd, x + lambd where x < -lambd, else 0.
+
+    Args:
+        lambd: the half-width of the zeroed band, >= 0 (default 0.5).
+
+    Shape:
+        input: any.    output: same as input.
+
+    Example:
+        >>> import numpy as np, nnframe as nf
+        >>> nf.Softshrink(0.5)(np.array([-1.0, 0.3, 2.0]))
+        array([-0.5,  0. ,  1.5])
+    """
+
+    def __init__(self, lambd: float = 0.5):
+        super().__init__()
+        self.lambd = _finite("Softshrink", "lambd", lambd)
+        check_hyper("Softshrink", "lambd", lambd, self.lambd >= 0, "must be >= 0")
+
+    def extra_repr(self) -> str:
+        return f"{self.lambd}"
+
+    def forward(self, x):
+        x = _input(self, x)
+        keep = (x > self.lambd) | (x < -self.lambd)
+        self.save_for_backward(keep)
+        # x - clip(x, -lambd, lambd): x -+ lambd outside the band, exactly 0 inside
+        return (x - np.clip(x, -self.lambd, self.lambd)) * keep
+
+    def backward(self, grad_output):
+        (keep,) = self.saved
+        return grad_output * keep
+
+
+class Tanhshrink(Module):
+    """x - tanh(x).
+
+    Shape:
+        input: any.    output: same as input.
+
+    Example:
+        >>> import numpy as np, nnframe as nf
+        >>> nf.Tanhshrink()(np.array([0.0, 1.0])).round(4)
+        array([0.    , 0.2384])
+    """
+
+    def forward(self, x):
+        x = _input(self, x)
+        t = np.tanh(x)
+        self.save_for_backward(t)
+        return x - t
+
+    def backward(self, grad_output):
+        (t,) = self.saved
+        return grad_output * (t * t)  # d(x - tanh x) = 1 - (1 - tanh^2) = tanh^2
+
+
+def _implicit_dim(ndim: int) -> int:
+    """PyTorch's choice of axis for softmax-like layers built with ``dim=None``."""
+    return 0 if ndim in (0, 1, 3) else 1
+
+
+class Softmin(Module):
+    """exp(-x) / sum(exp(-x)) along ``dim``: softmax of -x (stable).
+
+    Args:
+        dim: the axis that sums to 1. None (PyTorch's default) picks as PyTorch does: 0 for
+            inputs of 0, 1 or 3 dimensions, else 1.
+
+    Shape:
+        input: any with ``dim`` in range.    output: same as input.
+
+    Example:
+        >>> import numpy as np, nnframe as nf
+        >>> nf.Softmin(dim=-1)(np.log(np.array([[1.0, 3.0]])))
+        array([[0.75, 0.25]])
+    """
+
+    def __init__(self, dim: int | None = None):
+        super().__init__()
+        if dim is not None and (isinstance(dim, bool) or not isinstance(dim, (int, np.integer))):
+            raise TypeError(expected_got("Softmin", "dim to be an int or None", type(dim).__name__))
+        self.dim = None if dim is None else int(dim)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+    def forward(self, x):
+        x = _input(self, x)
+        dim = _implicit_dim(x.ndim) if self.dim is None else self.dim
+        if not -max(x.ndim, 1) <= dim < max(x.ndim, 1):
+            raise ShapeError(
+                expected_got(
+                    self, f"an input with a dimension {dim}", f"shape {fmt_shape(x.shape)}"
+                )
+            )
+        dim = dim if x.ndim else None
+        y = softmax(-x, axis=dim) if x.size else -x  # an empty input: an empty output
+        self.save_for_backward(y, dim)
+        return y
+
+    def backward(self, grad_output):
+        y, dim = self.saved
+        # softmax's Jacobian-vector product, times d(-x)/dx = -1
+        return -y * (grad_output - (grad_output * y).sum(axis=dim, keepdims=True))
+
+
+class Softmax2d(Module):
+    """Softmax over the channels at every spatial position (PyTorch's ``nn.Softmax2d``).
+
+    Shape:
+        input: (N, C, H, W) or (C, H, W).    output: same as input.
+
+    Example:
+        >>> import numpy as np, nnframe as nf
+        >>> nf.Softmax2d()(np.zeros((1, 4, 2, 2)))[0, :, 0, 0]
+        array([0.25, 0.25, 0.25, 0.25])
+    """
+
+    def forward(self, x):
+        x = _input(self, x)
+        if x.ndim not in (3, 4):
+            raise ShapeError(
+                expected_got(self, "input of shape (N, C, H, W) or (C, H, W)", fmt_shape(x.shape))
+            )
+        y = softmax(x, axis=-3) if x.size else x.copy()  # empty: an empty output
+        self.save_for_backward(y)
+        return y
+
+    def backward(self, grad_output):
+        (y,) = self.saved
+        return y * (grad_output - (grad_output * y).sum(axis=-3, keepdims=True))
+
+
+class GLU(Module):
+    """Gated linear unit: the input split in halves a, b along ``dim``; a * sigmoid(b).
+
+    Args:
+        dim: the axis split in two (its size must be even; default -1).
+
+    Shape:
+        input: (*, 2 M, *).    output: (*, M, *).
+
+    Example:
+        >>> import numpy as np, nnframe as nf
+        >>> nf.GLU()(np.array([[2.0, 4.0, 0.0, 0.0]]))
+        array([[1., 2.]])
+    """
+
+    def __init__(self, dim: int = -1):
+        super().__init__()
+        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
+            raise TypeError(expected_got("GLU", "dim to be an int", type(dim).__name__))
+        self.dim = int(dim)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+    def forward(self, x):
+        x = _input(self, x)
+        if not -x.ndim <= self.dim < x.ndim or x.shape[self.dim] % 2:
+            raise ShapeError(
+                expected_got(
+                    self,
+                    f"an input whose dimension {self.dim} has an even size",
+                    f"shape {fmt_shape(x.shape)}",
+                )
+            )
+        a, b = np.split(x, 2, axis=self.dim)
+        s = sigmoid(b)
+        self.save_for_backward(a, s)
+        return a * s
+
+    def backward(self, grad_output):
+        a, s = self.saved
+        # d(a s)/da = s; d(a s)/db = a s (1 - s)
+        ga = grad_output * s
+        gb = ga * a * (1 - s)
+        return np.concatenate((ga, gb), axis=self.dim)

@@ -451,9 +451,13 @@ def test_complex_input_refused():
         nf.GELU()(np.ones(2, dtype=np.complex64))
 
 
-def test_no_inplace_argument():
-    with pytest.raises(TypeError):
-        nf.ReLU(inplace=True)
+def test_inplace_is_accepted_and_never_overwrites_the_input():
+    x = np.array([-1.0, 2.0], dtype=np.float32)
+    y = nf.ReLU(inplace=True)(x)
+    np.testing.assert_array_equal(y, [0.0, 2.0])
+    np.testing.assert_array_equal(x, [-1.0, 2.0])  # PyTorch's flag; nnframe returns a new array
+    with pytest.raises(TypeError, match="ReLU: expected inplace to be a bool, got 'yes'"):
+        nf.ReLU(inplace="yes")
 
 
 # ---------------------------------------------------------------------------- PyTorch parity

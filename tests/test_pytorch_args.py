@@ -24,6 +24,17 @@ CHECKED_MODULES = [
     nf.MaxUnpool2d,
     nf.Embedding,
     nf.EmbeddingBag,
+    nf.ReLU,
+    nf.LeakyReLU,
+    nf.ELU,
+    nf.CELU,
+    nf.SELU,
+    nf.SiLU,
+    nf.Mish,
+    nf.Hardtanh,
+    nf.Hardsigmoid,
+    nf.Hardswish,
+    nf.ReLU6,
 ]
 
 RTOL = 1e-7  # float64 on both sides: the same math up to summation order
@@ -455,3 +466,33 @@ def test_embedding_pretrained_weight_and_freeze():
         nf.Embedding(3, 2, _weight=np.zeros((2, 2)))
     with pytest.raises(TypeError, match=r"Embedding: expected sparse to be a bool, got 'yes'"):
         nf.Embedding(3, 2, sparse="yes")
+
+
+# ---------------------------------------------------------------------- inplace, Hardtanh's aliases
+INPLACE = [
+    ("ReLU", ()), ("LeakyReLU", (0.1,)), ("ELU", (0.5,)), ("CELU", (0.5,)), ("SELU", ()),
+    ("SiLU", ()), ("Mish", ()), ("Hardtanh", (-0.5, 0.5)), ("Hardsigmoid", ()),
+    ("Hardswish", ()), ("ReLU6", ()),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name, args", INPLACE)
+def test_inplace_matches_pytorch_and_leaves_the_input(name, args):
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(12).normal(size=(3, 4)) * 4
+    x[np.abs(x) < 0.05] = 0.3  # away from the kinks
+    before = x.copy()
+    ours = getattr(nf, name)(*args, True)
+    theirs = getattr(torch.nn, name)(*args, False)  # PyTorch's in-place autograd needs a copy
+    assert ours.inplace
+    parity(torch, ours, theirs, (x,))
+    np.testing.assert_array_equal(x, before)
+    nf.check_module(ours, x)
+
+
+def test_hardtanh_min_value_and_max_value():
+    torch = pytest.importorskip("torch")
+    ours = nf.Hardtanh(-1.0, 1.0, False, -0.25, 0.5)
+    assert (ours.min_val, ours.max_val) == (-0.25, 0.5)
+    theirs = torch.nn.Hardtanh(-1.0, 1.0, False, -0.25, 0.5)
+    parity(torch, ours, theirs, (np.linspace(-2, 2, 9)[:, None] + 0.01,))
