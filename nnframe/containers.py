@@ -250,7 +250,7 @@ class Concat(_Branches):
 
     def backward(self, grad_output):
         shape, sizes = self.saved
-        grads = np.split(grad_output, np.cumsum(sizes)[:-1], axis=self.axis)
+        grads = np.split(grad_output, np.cumsum(sizes)[:-1].tolist(), axis=self.axis)
         return self._backward_branches(grads, shape)
 
 

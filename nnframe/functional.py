@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from nnframe.backend import array_module
+
 __all__ = ["sigmoid", "softplus", "log_sigmoid", "softmax", "log_softmax"]
 
 
@@ -19,11 +21,12 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     x < 0 it is exp(x) / (1 + exp(x)); both factors keep full relative precision (no 1 - s).
     Its derivative is sigmoid(x) * (1 - sigmoid(x)).
     """
-    d = np.asarray(np.abs(x))  # asarray: a 0-d input gives a numpy scalar, which has no out=
+    xp = array_module(x)
+    d = xp.asarray(np.abs(x))  # asarray: a 0-d input gives a numpy scalar, which has no out=
     np.negative(d, out=d)
     np.exp(d, out=d)
     d += 1
-    y = np.asarray(np.minimum(x, 0))
+    y = xp.asarray(np.minimum(x, 0))
     np.exp(y, out=y)
     y /= d
     return y

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from nnframe.backend import array_module, random_generator
 from nnframe.errors import ShapeError, as_float_input, check_hyper, expected_got, fmt_shape
 from nnframe.input_spec import InputSpec
 from nnframe.module import Module
@@ -29,6 +30,8 @@ class _DropoutBase(Module):
     def _input(self, x) -> np.ndarray:
         if type(x) is np.ndarray and x.dtype.kind == "f":
             return x
+        if array_module(x) is not np and x.dtype.kind == "f":
+            return x  # a floating array of another module (CuPy)
         return as_float_input(self, x, np.float32)
 
     def _mask_shape(self, x: np.ndarray) -> tuple[int, ...]:
@@ -38,9 +41,9 @@ class _DropoutBase(Module):
         """A {0, 1/(1-p)} mask of ``_mask_shape`` in x's dtype (all zeros for p = 1)."""
         shape = self._mask_shape(x)
         if self.p == 1.0:
-            return np.zeros(shape, dtype=x.dtype)
+            return array_module(x).zeros(shape, dtype=x.dtype)
         draw_dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.float64
-        u = self.rng.random(shape, dtype=draw_dtype)
+        u = random_generator(array_module(x), self.rng).random(shape, dtype=draw_dtype)
         keep = u >= self.p  # P(keep) = 1 - p
         return keep * x.dtype.type(1.0 / (1.0 - self.p))
 
@@ -156,14 +159,14 @@ class AlphaDropout(_DropoutBase):
             self.save_for_backward(None)
             return x
         if self.p == 1.0:
-            mask = np.zeros(x.shape, dtype=x.dtype)
+            mask = array_module(x).zeros(x.shape, dtype=x.dtype)
             self.save_for_backward(mask)
             return mask.copy()
         p, q = self.p, 1.0 - self.p
         a = (q + _SELU_ALPHA_PRIME**2 * q * p) ** -0.5
         b = -a * _SELU_ALPHA_PRIME * p
         draw_dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.float64
-        keep = self.rng.random(x.shape, dtype=draw_dtype) >= p
+        keep = random_generator(array_module(x), self.rng).random(x.shape, dtype=draw_dtype) >= p
         # y = a * (x * keep + alpha' * (1 - keep)) + b; dy/dx = a * keep
         grad_mask = keep * x.dtype.type(a)
         y = x * grad_mask

@@ -209,7 +209,7 @@ class Concatenate(_Merge):
 
     def backward(self, grad_output):
         (sizes,) = self.saved
-        return tuple(np.split(grad_output, np.cumsum(sizes)[:-1], axis=self.axis))
+        return tuple(np.split(grad_output, np.cumsum(sizes)[:-1].tolist(), axis=self.axis))
 
 
 class Dot(_Merge):
