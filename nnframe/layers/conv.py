@@ -47,6 +47,7 @@ from nnframe.layers._im2col import (
     pad,
     spatial_names,
     unpad,
+    windows,
 )
 from nnframe.module import Module
 from nnframe.parameter import Parameter
@@ -96,6 +97,10 @@ class _ConvNd(Module):
 
     _n = 0
     save_columns: bool = True  # keep the columns for backward (False: rebuild them there)
+    #: run the convolution over chunks of a few images (see _forward_chunked); False: one
+    #: GEMM over the whole batch, with ``save_columns``
+    chunked: bool = True
+    CHUNK_BYTES = 1 << 20  # a chunk's columns and outputs: about a core's L2
     _spare = None  # a consumed column buffer, reused by the next forward (save_columns only)
 
     def __init__(
@@ -224,6 +229,8 @@ class _ConvNd(Module):
                 y += self.bias.data.reshape((o,) + (1,) * self._n)
             self.save_for_backward(x, out_shape, [None])
             return y
+        if self.chunked:
+            return self._forward_chunked(x, w3, out_shape)
         cols = self._columns(x, out_shape)  # (G, Cg*K, N*P)
         y2 = np.matmul(w3, cols).reshape(o, n, p)  # one GEMM per group: (O, N*P)
         y = np.empty((n, o, *out_shape), dtype=w.dtype)
@@ -233,6 +240,46 @@ class _ConvNd(Module):
         else:
             yt[...] = y2
         self.save_for_backward(x, out_shape, [cols if self.save_columns else None])
+        return y
+
+    # ------------------------------------------------------------------ chunked path
+    def _chunk(self, n: int, out_shape) -> int:
+        """Images per chunk: their columns and outputs fit in about CHUNK_BYTES (in cache)."""
+        p = int(np.prod(out_shape))
+        k = int(np.prod(self.kernel_size))
+        per_image = (self.in_channels * k + 2 * self.out_channels) * p * self.weight.data.itemsize
+        return max(1, min(n, self.CHUNK_BYTES // per_image))
+
+    def _forward_chunked(self, x, w3, out_shape):
+        """The forward GEMM over chunks of a few images: each chunk's columns are built, used
+        by the GEMM and its output transposed and biased while they are in cache (over the
+        whole batch, the columns and the output would stream through memory once more each).
+        The columns land in one whole-batch buffer, kept for backward's dL/dW."""
+        xp = pad(x, self._pads, self.padding_mode)
+        n, g, o = x.shape[0], self.groups, self.out_channels
+        p = int(np.prod(out_shape))
+        view = windows(xp, self.kernel_size, self.stride, self.dilation, out_shape)
+        spare, self._spare = self._spare, None
+        if spare is None or spare.size != view.size or spare.dtype != xp.dtype:
+            spare = np.empty(view.size, dtype=xp.dtype)
+        cols = spare.reshape(view.shape)  # (C, *kernel, N, *out)
+        cols3 = cols.reshape(g, -1, n * p)  # (G, Cg*K, N*P)
+        y = np.empty((n, o, *out_shape), dtype=w3.dtype)
+        y3 = y.reshape(n, o, p)
+        bias = None if self.bias is None else self.bias.data[:, None, None]
+        k = len(self.kernel_size)
+        step = self._chunk(n, out_shape)
+        for n0 in range(0, n, step):
+            n1 = min(n, n0 + step)
+            chunk = (slice(None),) * (k + 1) + (slice(n0, n1),)
+            np.copyto(cols[chunk], view[chunk])
+            y2 = np.matmul(w3, cols3[:, :, n0 * p : n1 * p]).reshape(o, n1 - n0, p)
+            yt = y3[n0:n1].transpose(1, 0, 2)  # (O, nc, P) view of the chunk's output
+            if bias is not None:
+                np.add(y2, bias, out=yt)  # transpose and bias in one pass, in cache
+            else:
+                yt[...] = y2
+        self.save_for_backward(x, out_shape, [cols3 if self.save_columns else None])
         return y
 
     def backward(self, grad_output):
@@ -263,8 +310,13 @@ class _ConvNd(Module):
         if w.requires_grad:
             if cols is None:
                 cols = self._columns(x, out_shape)
-            # dL/dW = g @ cols^T: (Og, N*P) @ (N*P, Cg*K) per group
-            w.grad += np.matmul(gt, cols.swapaxes(-1, -2)).reshape(w.shape)
+            # dL/dW = g @ cols^T: (Og, N*P) @ (N*P, Cg*K) per group; with many column rows
+            # as (cols @ g^T)^T, which OpenBLAS runs 10-20 % faster on these shapes
+            if cols.shape[1] >= 64:
+                dw = np.matmul(cols, gt.swapaxes(-1, -2)).swapaxes(-1, -2)
+            else:
+                dw = np.matmul(gt, cols.swapaxes(-1, -2))
+            w.grad += dw.reshape(w.shape)
         if not self.needs_input_grad:  # the input is data: skip W^T @ g and col2im
             if self.save_columns and cols is not None:
                 self._spare = cols
