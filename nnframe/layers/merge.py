@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from nnframe.backend import array_module
 from nnframe.errors import ShapeError, check_hyper, expected_got, fmt_shape
 from nnframe.module import Module
 
@@ -363,7 +364,7 @@ def _place(structure, index: tuple, grad):
         i = index[0]
         items[i] = grad if len(index) == 1 else _place(structure[i], index[1:], grad)
         return tuple(items)
-    out = np.zeros(structure.shape, dtype=getattr(grad, "dtype", structure.dtype))
+    out = array_module(grad).zeros(structure.shape, dtype=getattr(grad, "dtype", structure.dtype))
     out[index] = grad
     return out
 
@@ -429,7 +430,7 @@ class TimeStep(Module):
 
     def backward(self, grad_output):
         shape, step, valid, rows = self.saved
-        dx = np.zeros(shape, dtype=grad_output.dtype)
+        dx = array_module(grad_output).zeros(shape, dtype=grad_output.dtype)
         dxs = dx if self.batch_first else np.swapaxes(dx, 0, 1)  # a view: writes reach dx
         if valid is None:
             dxs[:, step] = grad_output

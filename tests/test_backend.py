@@ -1,0 +1,665 @@
+"""The one array module (nnframe.backend): no layer, loss or optimizer hard-wires numpy.
+
+CI has no GPU, so a CPU stand-in plays the other array module: ``TaggedArray``, a numpy subclass
+that behaves like a device array. Its ufuncs and ``__array_function__`` keep the tag, and it
+refuses what would break on CuPy: mixing with plain numpy arrays, scipy's ufuncs, and
+``ufunc.at`` (scatters go through ``backend.scatter_add``). An allocation that bypasses the
+dispatch (``np.zeros``, ``np.asarray``, ``as_strided`` from numpy) yields a plain ndarray, which
+then either fails on first contact with a tagged one or shows up in the final checks: every
+output, input gradient, parameter, gradient, buffer and optimizer state must still be tagged.
+"""
+
+from __future__ import annotations
+
+import types
+
+import numpy as np
+import pytest
+from numpy.lib.stride_tricks import as_strided as np_as_strided
+
+import nnframe as nf
+from nnframe import backend
+from nnframe.backend import array_module
+
+CHECKED_MODULES: list = []  # a dispatch test, not a gradient check
+
+
+class LeakError(TypeError):
+    """A plain numpy array met a device array (CuPy raises TypeError there too)."""
+
+
+_NUMPY_UFUNCS = {v for v in vars(np).values() if isinstance(v, np.ufunc)}
+
+
+def _unwrap(value, where):
+    if type(value) is TaggedArray:
+        return value.view(np.ndarray)
+    if type(value) is np.ndarray:
+        raise LeakError(
+            f"{where}: a plain numpy array {value.shape} {value.dtype} met a device array"
+        )
+    if isinstance(value, (list, tuple)):
+        return type(value)(_unwrap(v, where) for v in value)
+    if isinstance(value, dict):
+        return {k: _unwrap(v, where) for k, v in value.items()}
+    return value
+
+
+def _wrap(value):
+    if type(value) is np.ndarray:
+        return value.view(TaggedArray)
+    if isinstance(value, tuple):
+        return tuple(_wrap(v) for v in value)
+    if isinstance(value, list):
+        return [_wrap(v) for v in value]
+    return value
+
+
+class TaggedArray(np.ndarray):
+    """A device array stand-in: numpy's math, CuPy's rules."""
+
+    def __array_ufunc__(self, ufunc, method, *inputs, out=None, **kwargs):
+        name = f"{ufunc.__name__}.{method}"
+        if ufunc not in _NUMPY_UFUNCS:
+            raise LeakError(f"{name}: not a numpy ufunc (scipy?) on a device array")
+        if method == "at":
+            raise LeakError(f"{name}: ufunc.at on a device array (use backend.scatter_add)")
+        inputs = _unwrap(inputs, name)
+        if out is not None:
+            kwargs["out"] = _unwrap(out, name)
+        result = getattr(ufunc, method)(*inputs, **kwargs)
+        if out is not None:
+            return out[0] if len(out) == 1 else out
+        return _wrap(result)
+
+    def __array_function__(self, func, types_, args, kwargs):
+        name = getattr(func, "__name__", str(func))
+        result = func(*_unwrap(args, name), **_unwrap(kwargs, name))
+        out = kwargs.get("out")
+        return out if out is not None else _wrap(result)
+
+
+def _host_array(a, dtype=None, copy=True):
+    """What fake.asarray/array copy from: a tagged array is used as is (no copy needed)."""
+    if type(a) is TaggedArray:
+        a = a.view(np.ndarray)
+    return np.array(a, dtype=dtype, copy=copy)
+
+
+class _Namespace:
+    """numpy's namespace with every array it returns tagged (a module of the other kind)."""
+
+    def __init__(self, base):
+        self._base = base
+
+    def __getattr__(self, name):
+        attr = getattr(self._base, name)
+        if isinstance(attr, types.ModuleType):
+            return _Namespace(attr)
+        if isinstance(attr, (types.FunctionType, types.BuiltinFunctionType)) or (
+            callable(attr) and not isinstance(attr, (type, np.ufunc))
+        ):
+
+            def call(*args, **kwargs):
+                return _wrap(attr(*args, **kwargs))
+
+            return call
+        return attr
+
+
+class _FakeModule(_Namespace):
+    def __init__(self):
+        super().__init__(np)
+
+    @staticmethod
+    def asarray(a, dtype=None):
+        if type(a) is TaggedArray and (dtype is None or a.dtype == np.dtype(dtype)):
+            return a
+        return _host_array(a, dtype).view(TaggedArray)
+
+    @staticmethod
+    def array(a, dtype=None, copy=True):
+        return _host_array(a, dtype).view(TaggedArray)
+
+    @staticmethod
+    def ascontiguousarray(a, dtype=None):
+        return np.ascontiguousarray(_unwrap(a, "ascontiguousarray"), dtype=dtype).view(TaggedArray)
+
+
+fake = _FakeModule()
+
+
+def _fake_as_strided(x, shape, strides):
+    return np_as_strided(x.view(np.ndarray), shape, strides).view(TaggedArray)
+
+
+def _fake_scatter_add(a, indices, values):
+    np.add.at(a.view(np.ndarray), _unwrap(indices, "scatter_add"), _unwrap(values, "scatter_add"))
+
+
+class _FakeGenerator:
+    def __init__(self, seed):
+        self._rng = np.random.default_rng(seed)
+
+    def __getattr__(self, name):
+        method = getattr(self._rng, name)
+        return lambda *args, **kwargs: _wrap(method(*args, **kwargs))
+
+
+class _FakeSpecial:
+    """scipy.special for tagged arrays (as cupyx.scipy.special is for CuPy's)."""
+
+    def __getattr__(self, name):
+        import scipy.special
+
+        f = getattr(scipy.special, name)
+        return lambda *args: _wrap(f(*_unwrap(args, name)))
+
+
+@pytest.fixture
+def on_fake():
+    undo = backend.register_array_module(
+        TaggedArray,
+        fake,
+        as_strided=_fake_as_strided,
+        scatter_add=_fake_scatter_add,
+        default_rng=_FakeGenerator,
+        to_numpy=lambda a: np.array(a.view(np.ndarray)),
+        special=_FakeSpecial(),
+    )
+    yield fake
+    undo()
+
+
+def to_fake(a):
+    if isinstance(a, np.ndarray) and type(a) is not TaggedArray:
+        return fake.asarray(a)
+    return a
+
+
+def is_fake(a) -> bool:
+    return type(a) is TaggedArray
+
+
+# ----------------------------------------------------------------------------- the backend itself
+def test_numpy_is_the_default_module():
+    assert array_module(np.zeros(2)) is np
+    assert array_module() is np
+    assert array_module(None, 1.0, [1, 2], np.float32(1)) is np
+
+
+def test_registered_module_is_found_and_unregistered(on_fake):
+    t = fake.zeros(3)
+    assert is_fake(t)
+    assert array_module(np.zeros(2), t) is fake
+    assert array_module(t[1:]) is fake
+    assert is_fake(backend.as_strided(t, (2, 2), (t.itemsize, t.itemsize)))
+    backend.scatter_add(t, fake.asarray([0, 0, 2]), fake.asarray([1.0, 2.0, 3.0]))
+    assert t.tolist() == [3.0, 0.0, 3.0]
+    host = backend.to_numpy(t)
+    assert type(host) is np.ndarray and host.tolist() == [3.0, 0.0, 3.0]
+    rng = np.random.default_rng(0)
+    g = backend.random_generator(fake, rng)
+    assert backend.random_generator(fake, rng) is g
+    assert is_fake(g.random(3))
+    assert backend.random_generator(np, rng) is rng
+
+
+def test_the_stand_in_catches_leaks(on_fake):
+    t = fake.ones(3)
+    with pytest.raises(LeakError):
+        t + np.ones(3)  # a plain array met a device array
+    with pytest.raises(LeakError):
+        np.add.at(t, [0], 1.0)
+    from scipy.special import expit
+
+    with pytest.raises(LeakError):
+        expit(t)
+    assert is_fake(np.exp(t)) and is_fake(np.concatenate([t, t])) and is_fake(np.zeros_like(t))
+    assert not is_fake(np.zeros(3))  # an allocation that bypassed the dispatch
+
+
+def test_without_registration_cupy_like_types_are_not_imported():
+    # numpy subclasses and foreign objects fall back to numpy; nothing is imported for them
+    assert array_module(np.ma.masked_array([1.0])) is np
+
+
+# ----------------------------------------------------------------------------- every public layer
+def r(*shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def ints(high, *shape, seed=0):
+    return np.random.default_rng(seed).integers(0, high, shape)
+
+
+def _graph_model():
+    x = nf.Input((3,))
+    h = nf.Dense(3, 4, rng=0)(x)
+    return nf.Model(x, nf.Tanh()(h))
+
+
+# name -> (builder, inputs builder); inputs are a tuple of forward's positional arguments
+LAYERS = {
+    "Dense": (lambda: nf.Dense(3, 4, rng=0), lambda: (r(2, 3),)),
+    "Identity": (lambda: nf.Identity(), lambda: (r(2, 3),)),
+    "ReLU": (lambda: nf.ReLU(), lambda: (r(2, 3),)),
+    "ReLU6": (lambda: nf.ReLU6(), lambda: (r(2, 3),)),
+    "LeakyReLU": (lambda: nf.LeakyReLU(0.2), lambda: (r(2, 3),)),
+    "PReLU": (lambda: nf.PReLU(3), lambda: (r(2, 3),)),
+    "ELU": (lambda: nf.ELU(), lambda: (r(2, 3),)),
+    "CELU": (lambda: nf.CELU(), lambda: (r(2, 3),)),
+    "SELU": (lambda: nf.SELU(), lambda: (r(2, 3),)),
+    "GELU": (lambda: nf.GELU(), lambda: (r(2, 3),)),
+    "SiLU": (lambda: nf.SiLU(), lambda: (r(2, 3),)),
+    "Mish": (lambda: nf.Mish(), lambda: (r(2, 3),)),
+    "Sigmoid": (lambda: nf.Sigmoid(), lambda: (r(2, 3),)),
+    "LogSigmoid": (lambda: nf.LogSigmoid(), lambda: (r(2, 3),)),
+    "Tanh": (lambda: nf.Tanh(), lambda: (r(2, 3),)),
+    "Softplus": (lambda: nf.Softplus(), lambda: (r(2, 3),)),
+    "Softsign": (lambda: nf.Softsign(), lambda: (r(2, 3),)),
+    "Hardtanh": (lambda: nf.Hardtanh(), lambda: (r(2, 3),)),
+    "Hardsigmoid": (lambda: nf.Hardsigmoid(), lambda: (r(2, 3),)),
+    "Hardswish": (lambda: nf.Hardswish(), lambda: (r(2, 3),)),
+    "Softmax": (lambda: nf.Softmax(dim=1), lambda: (r(2, 3),)),
+    "LogSoftmax": (lambda: nf.LogSoftmax(dim=1), lambda: (r(2, 3),)),
+    "Softmin": (lambda: nf.Softmin(dim=1), lambda: (r(2, 3),)),
+    "Softmax2d": (lambda: nf.Softmax2d(), lambda: (r(2, 3, 2, 2),)),
+    "Threshold": (lambda: nf.Threshold(0.1, 20.0), lambda: (r(2, 3),)),
+    "Hardshrink": (lambda: nf.Hardshrink(), lambda: (r(2, 3),)),
+    "Softshrink": (lambda: nf.Softshrink(), lambda: (r(2, 3),)),
+    "Tanhshrink": (lambda: nf.Tanhshrink(), lambda: (r(2, 3),)),
+    "GLU": (lambda: nf.GLU(), lambda: (r(2, 4),)),
+    "Conv1d": (lambda: nf.Conv1d(2, 3, 3, stride=2, padding=1, rng=0), lambda: (r(2, 2, 7),)),
+    "Conv2d": (
+        lambda: nf.Conv2d(2, 4, (3, 2), padding=(1, 0), groups=2, rng=0),
+        lambda: (r(2, 2, 5, 4),),
+    ),
+    "Conv3d": (lambda: nf.Conv3d(1, 2, 2, rng=0), lambda: (r(2, 1, 3, 3, 3),)),
+    "ConvTranspose1d": (
+        lambda: nf.ConvTranspose1d(2, 3, 3, stride=2, rng=0),
+        lambda: (r(2, 2, 5),),
+    ),
+    "ConvTranspose2d": (
+        lambda: nf.ConvTranspose2d(2, 3, 3, stride=2, rng=0),
+        lambda: (r(2, 2, 3, 4),),
+    ),
+    "MaxPool1d": (lambda: nf.MaxPool1d(2), lambda: (r(2, 3, 8),)),
+    "MaxPool2d": (lambda: nf.MaxPool2d(2, stride=1, ceil_mode=True), lambda: (r(2, 3, 5, 4),)),
+    "AvgPool1d": (lambda: nf.AvgPool1d(3, stride=1, padding=1), lambda: (r(2, 2, 9),)),
+    "AvgPool2d": (lambda: nf.AvgPool2d(2), lambda: (r(2, 2, 4, 4),)),
+    "AdaptiveAvgPool1d": (lambda: nf.AdaptiveAvgPool1d(3), lambda: (r(2, 2, 7),)),
+    "AdaptiveAvgPool2d": (lambda: nf.AdaptiveAvgPool2d((2, 3)), lambda: (r(2, 2, 5, 7),)),
+    "AdaptiveMaxPool1d": (lambda: nf.AdaptiveMaxPool1d(2), lambda: (r(2, 2, 6),)),
+    "AdaptiveMaxPool2d": (lambda: nf.AdaptiveMaxPool2d(2), lambda: (r(2, 1, 4, 4),)),
+    "Flatten": (lambda: nf.Flatten(), lambda: (r(2, 2, 3),)),
+    "Unflatten": (lambda: nf.Unflatten(1, (2, 3)), lambda: (r(2, 6),)),
+    "Reshape": (lambda: nf.Reshape(2, -1), lambda: (r(2, 4, 3),)),
+    "ZeroPad2d": (lambda: nf.ZeroPad2d((1, 0, 2, 1)), lambda: (r(2, 2, 3, 3),)),
+    "Upsample": (lambda: nf.Upsample(scale_factor=2), lambda: (r(2, 2, 3, 3),)),
+    "BatchNorm1d": (lambda: nf.BatchNorm1d(4), lambda: (r(5, 4),)),
+    "BatchNorm2d": (lambda: nf.BatchNorm2d(3), lambda: (r(2, 3, 4, 4),)),
+    "BatchNorm3d": (lambda: nf.BatchNorm3d(2), lambda: (r(2, 2, 3, 3, 3),)),
+    "LayerNorm": (lambda: nf.LayerNorm((2, 3)), lambda: (r(4, 2, 3),)),
+    "GroupNorm": (lambda: nf.GroupNorm(2, 4), lambda: (r(2, 4, 3),)),
+    "InstanceNorm1d": (lambda: nf.InstanceNorm1d(3, affine=True), lambda: (r(2, 3, 5),)),
+    "InstanceNorm2d": (
+        lambda: nf.InstanceNorm2d(3, track_running_stats=True),
+        lambda: (r(2, 3, 4, 4),),
+    ),
+    "RMSNorm": (lambda: nf.RMSNorm(5), lambda: (r(2, 5),)),
+    "Dropout": (lambda: nf.Dropout(0.3, rng=0), lambda: (r(4, 5),)),
+    "Dropout1d": (lambda: nf.Dropout1d(0.3, rng=0), lambda: (r(2, 3, 5),)),
+    "Dropout2d": (lambda: nf.Dropout2d(0.3, rng=0), lambda: (r(2, 3, 4, 4),)),
+    "AlphaDropout": (lambda: nf.AlphaDropout(0.3, rng=0), lambda: (r(4, 5),)),
+    "Embedding": (lambda: nf.Embedding(10, 3, padding_idx=0, rng=0), lambda: (ints(10, 2, 4),)),
+    "EmbeddingBag": (lambda: nf.EmbeddingBag(10, 3, mode="mean", rng=0), lambda: (ints(10, 2, 4),)),
+    "Sequential": (
+        lambda: nf.Sequential(nf.Dense(3, 4, rng=0), nf.ReLU(), nf.Dense(4, 2, rng=1)),
+        lambda: (r(2, 3),),
+    ),
+    "Residual": (
+        lambda: nf.Residual(nf.Sequential(nf.Dense(3, 3, rng=0), nf.Tanh())),
+        lambda: (r(2, 3),),
+    ),
+    "Concat": (lambda: nf.Concat(nf.Dense(3, 2, rng=0), nf.Dense(3, 1, rng=1)), lambda: (r(2, 3),)),
+    "Add": (lambda: nf.Add(nf.Dense(3, 2, rng=0), nf.Dense(3, 2, rng=1)), lambda: (r(2, 3),)),
+    "Subtract": (lambda: nf.Subtract(), lambda: (r(2, 3), r(2, 3, seed=1))),
+    "Multiply": (lambda: nf.Multiply(), lambda: (r(2, 3), r(2, 3, seed=1))),
+    "Average": (lambda: nf.Average(), lambda: (r(2, 3), r(2, 3, seed=1))),
+    "Maximum": (lambda: nf.Maximum(), lambda: (r(2, 3), r(2, 3, seed=1))),
+    "Concatenate": (lambda: nf.Concatenate(), lambda: (r(2, 3), r(2, 2, seed=1))),
+    "Dot": (lambda: nf.Dot(normalize=True), lambda: (r(2, 3), r(2, 3, seed=1))),
+    "GetItem": (lambda: nf.GetItem(1), lambda: (r(2, 3, 4),)),
+    "TimeStep": (lambda: nf.TimeStep(-1), lambda: (r(2, 5, 3),)),
+    "MaxUnpool1d": (
+        lambda: nf.MaxUnpool1d(2),
+        lambda: (r(2, 3, 4), np.arange(0, 8, 2).repeat(6).reshape(4, 6).T.reshape(2, 3, 4)),
+    ),
+    "MaxUnpool2d": (
+        lambda: nf.MaxUnpool2d(2),
+        lambda: (r(1, 1, 2, 2), np.array([[[[0, 3], [8, 10]]]])),
+    ),
+    "ModuleList": None,  # a holder without forward (its children are covered)
+    "ModuleDict": None,
+    "Model": (_graph_model, lambda: (r(2, 3),)),
+    "RNN": (lambda: nf.RNN(3, 4, num_layers=2, batch_first=True, rng=0), lambda: (r(2, 5, 3),)),
+    "LSTM": (
+        lambda: nf.LSTM(3, 4, bidirectional=True, batch_first=True, rng=0),
+        lambda: (r(2, 5, 3),),
+    ),
+    "GRU": (lambda: nf.GRU(3, 4, batch_first=True, rng=0), lambda: (r(2, 5, 3),)),
+    "RNNCell": (lambda: nf.RNNCell(3, 4, rng=0), lambda: (r(2, 3),)),
+    "LSTMCell": (lambda: nf.LSTMCell(3, 4, rng=0), lambda: (r(2, 3),)),
+    "GRUCell": (lambda: nf.GRUCell(3, 4, rng=0), lambda: (r(2, 3),)),
+    "MultiheadAttention": (
+        lambda: nf.MultiheadAttention(8, 2, kdim=4, vdim=6, dropout=0.2, batch_first=True, rng=0),
+        lambda: (r(2, 5, 8), r(2, 3, 4, seed=1), r(2, 3, 6, seed=2)),
+    ),
+    "TransformerEncoderLayer": (
+        lambda: nf.TransformerEncoderLayer(8, 2, dim_feedforward=16, batch_first=True, rng=0),
+        lambda: (r(2, 5, 8),),
+    ),
+    "TransformerEncoder": (
+        lambda: nf.TransformerEncoder(
+            nf.TransformerEncoderLayer(8, 2, dim_feedforward=16, batch_first=True, rng=0),
+            2,
+            nf.LayerNorm(8),
+        ),
+        lambda: (r(2, 5, 8),),
+    ),
+    "PositionalEncoding": (
+        lambda: nf.PositionalEncoding(8, max_len=50, batch_first=True, rng=0),
+        lambda: (r(2, 5, 8),),
+    ),
+}
+
+# name -> (builder, builder of the call's arguments); a pair loss takes a tuple prediction
+LOSSES = {
+    "MSELoss": (nf.MSELoss, lambda: (r(4, 3), r(4, 3, seed=1))),
+    "L1Loss": (nf.L1Loss, lambda: (r(4, 3), r(4, 3, seed=1))),
+    "HuberLoss": (nf.HuberLoss, lambda: (r(4, 3), r(4, 3, seed=1))),
+    "SmoothL1Loss": (nf.SmoothL1Loss, lambda: (r(4, 3), r(4, 3, seed=1))),
+    "CrossEntropyLoss": (
+        lambda: nf.CrossEntropyLoss(label_smoothing=0.1),
+        lambda: (r(4, 5), ints(5, 4)),
+    ),
+    "NLLLoss": (nf.NLLLoss, lambda: (r(4, 5), ints(5, 4))),
+    "BCELoss": (
+        nf.BCELoss,
+        lambda: (1 / (1 + np.exp(-r(4, 3))), (r(4, 3, seed=1) > 0).astype(np.float32)),
+    ),
+    "BCEWithLogitsLoss": (
+        nf.BCEWithLogitsLoss,
+        lambda: (r(4, 3), (r(4, 3, seed=1) > 0).astype(np.float32)),
+    ),
+    "KLDivLoss": (
+        nf.KLDivLoss,
+        lambda: (r(4, 3), np.abs(r(4, 3, seed=1))),
+    ),
+    "PoissonNLLLoss": (nf.PoissonNLLLoss, lambda: (r(4, 3), np.abs(r(4, 3, seed=1)))),
+    "HingeEmbeddingLoss": (
+        nf.HingeEmbeddingLoss,
+        lambda: (r(4, 3), np.sign(r(4, 3, seed=1)).astype(np.float32)),
+    ),
+    "MultiMarginLoss": (nf.MultiMarginLoss, lambda: (r(4, 5), ints(5, 4))),
+    "CosineEmbeddingLoss": (
+        nf.CosineEmbeddingLoss,
+        lambda: ((r(4, 3), r(4, 3, seed=1)), np.array([1, -1, 1, -1], np.float32)),
+    ),
+    "MarginRankingLoss": (
+        nf.MarginRankingLoss,
+        lambda: ((r(4), r(4, seed=1)), np.array([1, -1, 1, -1], np.float32)),
+    ),
+    "SoftMarginLoss": (nf.SoftMarginLoss, lambda: (r(4, 3), np.sign(r(4, 3, seed=1)))),
+    "MultiLabelSoftMarginLoss": (
+        nf.MultiLabelSoftMarginLoss,
+        lambda: (r(4, 3), (r(4, 3, seed=1) > 0).astype(np.float32)),
+    ),
+    "MultiLabelMarginLoss": (
+        nf.MultiLabelMarginLoss,
+        lambda: (r(2, 4), np.array([[3, 0, -1, 1], [1, 2, 3, -1]])),
+    ),
+    "GaussianNLLLoss": (
+        nf.GaussianNLLLoss,
+        lambda: (r(4, 3), r(4, 3, seed=1), np.abs(r(4, 3, seed=2)) + 0.1),
+    ),
+    "TripletMarginLoss": (
+        nf.TripletMarginLoss,
+        lambda: (r(4, 3), r(4, 3, seed=1), r(4, 3, seed=2)),
+    ),
+    "CTCLoss": (
+        nf.CTCLoss,
+        lambda: (
+            np.log(np.full((5, 2, 3), 1 / 3, np.float32)),
+            np.array([[1, 2], [2, 2]]),
+            np.array([5, 4]),
+            np.array([2, 2]),
+        ),
+    ),
+}
+
+
+# Known gaps, each an issue to close (strict: the entry must go once the class passes).
+NOT_YET = {
+    "MaxUnpool1d": "layers/unpool.py (new) not converted yet",
+    "MaxUnpool2d": "layers/unpool.py (new) not converted yet",
+    "Conv1d": "layers/conv.py + _im2col.py (as_strided from numpy, np.zeros/np.pad buffers) not converted yet",
+    "Conv2d": "layers/conv.py + _im2col.py (as_strided from numpy, np.zeros/np.pad buffers) not converted yet",
+    "Conv3d": "layers/conv.py + _im2col.py (as_strided from numpy, np.zeros/np.pad buffers) not converted yet",
+    "ConvTranspose1d": "layers/conv.py + _im2col.py (as_strided from numpy, np.zeros/np.pad buffers) not converted yet",
+    "ConvTranspose2d": "layers/conv.py + _im2col.py (as_strided from numpy, np.zeros/np.pad buffers) not converted yet",
+    "MaxPool1d": "layers/pooling.py (window views and index buffers from numpy) not converted yet",
+    "MaxPool2d": "layers/pooling.py (window views and index buffers from numpy) not converted yet",
+    "AvgPool1d": "layers/pooling.py (window views and index buffers from numpy) not converted yet",
+    "AvgPool2d": "layers/pooling.py (window views and index buffers from numpy) not converted yet",
+    "AdaptiveAvgPool1d": "layers/pooling.py (window views and index buffers from numpy) not converted yet",
+    "AdaptiveAvgPool2d": "layers/pooling.py (window views and index buffers from numpy) not converted yet",
+    "AdaptiveMaxPool1d": "layers/pooling.py (window views and index buffers from numpy) not converted yet",
+    "AdaptiveMaxPool2d": "layers/pooling.py (window views and index buffers from numpy) not converted yet",
+    "BatchNorm1d": "layers/normalization.py (np.asarray/np.empty in the statistics) not converted yet",
+    "BatchNorm2d": "layers/normalization.py (np.asarray/np.empty in the statistics) not converted yet",
+    "BatchNorm3d": "layers/normalization.py (np.asarray/np.empty in the statistics) not converted yet",
+    "LayerNorm": "layers/normalization.py (np.asarray/np.empty in the statistics) not converted yet",
+    "GroupNorm": "layers/normalization.py (np.asarray/np.empty in the statistics) not converted yet",
+    "InstanceNorm1d": "layers/normalization.py (np.asarray/np.empty in the statistics) not converted yet",
+    "InstanceNorm2d": "layers/normalization.py (np.asarray/np.empty in the statistics) not converted yet",
+    "RNN": "layers/recurrent.py (state and gate buffers from np.empty/np.zeros) not converted yet",
+    "LSTM": "layers/recurrent.py (state and gate buffers from np.empty/np.zeros) not converted yet",
+    "GRU": "layers/recurrent.py (state and gate buffers from np.empty/np.zeros) not converted yet",
+    "RNNCell": "layers/recurrent.py (state and gate buffers from np.empty/np.zeros) not converted yet",
+    "LSTMCell": "layers/recurrent.py (state and gate buffers from np.empty/np.zeros) not converted yet",
+    "GRUCell": "layers/recurrent.py (state and gate buffers from np.empty/np.zeros) not converted yet",
+    "Embedding": "layers/embedding.py (scipy.sparse scatter, np.take with host indices) not converted yet",
+    "EmbeddingBag": "layers/embedding.py (scipy.sparse scatter, np.take with host indices) not converted yet",
+    "Flatten": "layers/reshape.py (np.asarray in backward, np.zeros pads, interpolation matrices) not converted yet",
+    "Unflatten": "layers/reshape.py (np.asarray in backward, np.zeros pads, interpolation matrices) not converted yet",
+    "Reshape": "layers/reshape.py (np.asarray in backward, np.zeros pads, interpolation matrices) not converted yet",
+    "ZeroPad2d": "layers/reshape.py (np.asarray in backward, np.zeros pads, interpolation matrices) not converted yet",
+    "Upsample": "layers/reshape.py (np.asarray in backward, np.zeros pads, interpolation matrices) not converted yet",
+    "MultiheadAttention": "layers/attention.py, transformer.py (masks, dropout draws, positional table from numpy) not converted yet",
+    "TransformerEncoderLayer": "layers/attention.py, transformer.py (masks, dropout draws, positional table from numpy) not converted yet",
+    "TransformerEncoder": "layers/attention.py, transformer.py (masks, dropout draws, positional table from numpy) not converted yet",
+    "PositionalEncoding": "layers/attention.py, transformer.py (masks, dropout draws, positional table from numpy) not converted yet",
+    "CTCLoss": "losses_ctc.py is new and not converted yet (np.arange/np.full in its recursions)",
+}
+
+
+def _cases(table):
+    return [
+        pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=NOT_YET[n]))
+        if n in NOT_YET
+        else n
+        for n in sorted(table)
+        if table[n] is not None
+    ]
+
+
+def _public(base):
+    return sorted(
+        name
+        for name in nf.__all__
+        if isinstance(getattr(nf, name), type)
+        and issubclass(getattr(nf, name), base)
+        and getattr(nf, name) not in (nf.Module, nf.Loss)
+    )
+
+
+# Public classes added by other work while the array module landed, without a case here yet:
+# closed list (a class added later fails the next test until it has a case).
+NO_CASE_YET = {
+    "AdaptiveAvgPool3d",
+    "AdaptiveMaxPool3d",
+    "AvgPool3d",
+    "Bilinear",
+    "ChannelShuffle",
+    "ConvTranspose3d",
+    "CosineSimilarity",
+    "Fold",
+    "LPPool1d",
+    "LPPool2d",
+    "Linear",
+    "MaxPool3d",
+    "PairwiseDistance",
+    "PixelShuffle",
+    "PixelUnshuffle",
+    "Unfold",
+}
+
+
+def test_every_public_layer_and_loss_has_a_case():
+    """New layers are held to the array-module rule: add them to LAYERS or LOSSES."""
+    assert sorted(set(_public(nf.Module)) - set(LAYERS) - NO_CASE_YET) == []
+    assert sorted(NO_CASE_YET & set(LAYERS)) == []  # a case was added: drop the name
+    assert sorted(set(_public(nf.Loss)) - set(LOSSES)) == []
+
+
+def _tree(fn, value):
+    if isinstance(value, (tuple, list)):
+        return type(value)(_tree(fn, v) for v in value)
+    if isinstance(value, dict):
+        return {k: _tree(fn, v) for k, v in value.items()}
+    return fn(value)
+
+
+def _leaves(value):
+    if isinstance(value, (tuple, list)):
+        for v in value:
+            yield from _leaves(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _leaves(v)
+    elif value is not None:
+        yield value
+
+
+def _assert_fake(what, value):
+    for leaf in _leaves(value):
+        if isinstance(leaf, np.ndarray) or hasattr(leaf, "__array_function__"):
+            assert is_fake(leaf), f"{what}: a {type(leaf).__name__}, not the registered kind"
+
+
+def _assert_model_fake(model, what):
+    for name, p in model.named_parameters():
+        _assert_fake(f"{what}: parameter {name}", p.data)
+        _assert_fake(f"{what}: gradient of {name}", p.grad)
+    for name, b in model.named_buffers():
+        _assert_fake(f"{what}: buffer {name}", b)
+
+
+def _step(model, inputs):
+    y = model(*inputs)
+    _assert_fake("output", y)
+    g = _tree(lambda a: fake.ones_like(a) if is_fake(a) else a, y)
+    dx = model.backward(g)
+    _assert_fake("input gradient", dx)
+    return y
+
+
+@pytest.mark.parametrize("name", _cases(LAYERS))
+def test_layer_runs_on_the_registered_module(name, on_fake):
+    make, inputs = LAYERS[name]
+    model = make()
+    model._apply(to_fake)
+    _assert_model_fake(model, "after _apply")
+    args = tuple(to_fake(a) for a in inputs())
+    model.train()
+    _step(model, args)
+    _step(model, args)  # a second step: caches and preallocated buffers
+    _assert_model_fake(model, "after backward")
+    params = [p for p in model.parameters()]
+    if params:
+        opt = nf.optim.Adam(params, lr=1e-3)
+        opt.step()
+        _assert_model_fake(model, "after Adam.step")
+        _assert_fake("Adam state", opt.state_dict().get("state"))
+        model.zero_grad()
+        _assert_model_fake(model, "after zero_grad")
+    model.eval()
+    _assert_fake("eval output", model(*args))
+
+
+@pytest.mark.parametrize("name", _cases(LOSSES))
+def test_loss_runs_on_the_registered_module(name, on_fake):
+    make, data = LOSSES[name]
+    loss_fn = make()
+    value = loss_fn(*_tree(to_fake, data()))
+    assert np.isfinite(float(value))
+    _assert_fake("loss gradient", loss_fn.backward())
+
+
+OPTIMIZERS = {
+    "SGD": lambda ps: nf.optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3),
+    "Adam": lambda ps: nf.optim.Adam(ps, lr=1e-3, amsgrad=True, weight_decay=1e-3),
+    "AdamW": lambda ps: nf.optim.AdamW(ps, lr=1e-3),
+    "NAdam": lambda ps: nf.optim.NAdam(ps, lr=1e-3),
+    "RAdam": lambda ps: nf.optim.RAdam(ps, lr=1e-3),
+    "Adamax": lambda ps: nf.optim.Adamax(ps, lr=1e-3),
+    "RMSprop": lambda ps: nf.optim.RMSprop(ps, lr=1e-3, momentum=0.9, centered=True),
+    "Adagrad": lambda ps: nf.optim.Adagrad(ps, lr=1e-2),
+    "Adadelta": lambda ps: nf.optim.Adadelta(ps),
+    "Lion": lambda ps: nf.optim.Lion(ps, lr=1e-4),
+}
+
+
+def test_every_optimizer_has_a_case():
+    public = {
+        name
+        for name in nf.optim.__all__
+        if isinstance(getattr(nf.optim, name), type)
+        and issubclass(getattr(nf.optim, name), nf.optim.Optimizer)
+        and getattr(nf.optim, name) is not nf.optim.Optimizer
+    }
+    assert sorted(public - set(OPTIMIZERS)) == []
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_optimizer_and_clipping_run_on_the_registered_module(name, on_fake):
+    model = nf.Sequential(nf.Dense(3, 4, rng=0), nf.Tanh(), nf.Dense(4, 2, rng=1))
+    model._apply(to_fake)
+    opt = OPTIMIZERS[name](model.parameters())
+    loss_fn = nf.MSELoss()
+    x, t = to_fake(r(5, 3)), to_fake(r(5, 2, seed=1))
+    for _ in range(2):
+        model.zero_grad()
+        loss_fn(model(x), t)
+        model.backward(loss_fn.backward())
+        norm = nf.clip_grad_norm_(model.parameters(), 0.5)
+        assert np.isfinite(float(norm))
+        nf.clip_grad_value_(model.parameters(), 0.1)
+        opt.step()
+    _assert_model_fake(model, f"after {name}.step")
+    _assert_fake(f"{name} state", opt.state_dict().get("state"))
+
+
+def test_state_dict_and_to_keep_the_kind(on_fake):
+    model = nf.Sequential(nf.Dense(3, 4, rng=0), nf.BatchNorm1d(4))
+    model._apply(to_fake)
+    state = model.state_dict()
+    _assert_fake("state_dict", state)
+    model.load_state_dict(state)
+    model.load_state_dict({k: backend.to_numpy(v) for k, v in state.items()})  # from the host
+    _assert_model_fake(model, "after load_state_dict")
+    model.to(np.float64)
+    _assert_model_fake(model, "after to(float64)")
+    assert model.dtype == np.float64
