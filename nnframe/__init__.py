@@ -19,7 +19,9 @@ from nnframe.activations import (
     CELU,
     ELU,
     GELU,
+    GLU,
     SELU,
+    Hardshrink,
     Hardsigmoid,
     Hardswish,
     Hardtanh,
@@ -34,9 +36,14 @@ from nnframe.activations import (
     Sigmoid,
     SiLU,
     Softmax,
+    Softmax2d,
+    Softmin,
     Softplus,
+    Softshrink,
     Softsign,
     Tanh,
+    Tanhshrink,
+    Threshold,
 )
 from nnframe.anomaly import detect_anomaly, set_detect_anomaly
 from nnframe.checkpoint import (
@@ -50,15 +57,24 @@ from nnframe.clip import clip_grad_norm_, clip_grad_value_
 from nnframe.config import from_config, get_config, register_layer
 from nnframe.containers import Add, Concat, ModuleDict, ModuleList, Residual, Sequential
 from nnframe.errors import AnomalyError, GradcheckError, ModelFormatError, ShapeError
-from nnframe.schema import SchemaError
 from nnframe.gradcheck import check_loss, check_module
 from nnframe.graph import Input, Model
 from nnframe.hooks import enable_grad, is_grad_enabled, no_grad
 from nnframe.layers.attention import MultiheadAttention, PositionalEncoding
-from nnframe.layers.conv import Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d
-from nnframe.layers.dense import Dense
+from nnframe.layers.bilinear import Bilinear
+from nnframe.layers.conv import (
+    Conv1d,
+    Conv2d,
+    Conv3d,
+    ConvTranspose1d,
+    ConvTranspose2d,
+    ConvTranspose3d,
+)
+from nnframe.layers.dense import Dense, Linear
+from nnframe.layers.distance import CosineSimilarity, PairwiseDistance
 from nnframe.layers.dropout import AlphaDropout, Dropout, Dropout1d, Dropout2d
 from nnframe.layers.embedding import Embedding, EmbeddingBag
+from nnframe.layers.fold import Fold, Unfold
 from nnframe.layers.merge import (
     Average,
     Concatenate,
@@ -82,15 +98,22 @@ from nnframe.layers.normalization import (
 from nnframe.layers.pooling import (
     AdaptiveAvgPool1d,
     AdaptiveAvgPool2d,
+    AdaptiveAvgPool3d,
     AdaptiveMaxPool1d,
     AdaptiveMaxPool2d,
+    AdaptiveMaxPool3d,
     AvgPool1d,
     AvgPool2d,
+    AvgPool3d,
+    LPPool1d,
+    LPPool2d,
     MaxPool1d,
     MaxPool2d,
+    MaxPool3d,
 )
 from nnframe.layers.recurrent import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 from nnframe.layers.reshape import Flatten, Reshape, Unflatten, Upsample, ZeroPad2d
+from nnframe.layers.shuffle import ChannelShuffle, PixelShuffle, PixelUnshuffle
 from nnframe.layers.transformer import TransformerEncoder, TransformerEncoderLayer
 from nnframe.layers.unpool import MaxUnpool1d, MaxUnpool2d
 from nnframe.losses import (
@@ -98,6 +121,7 @@ from nnframe.losses import (
     BCEWithLogitsLoss,
     CosineEmbeddingLoss,
     CrossEntropyLoss,
+    GaussianNLLLoss,
     HingeEmbeddingLoss,
     HuberLoss,
     KLDivLoss,
@@ -105,14 +129,20 @@ from nnframe.losses import (
     Loss,
     MarginRankingLoss,
     MSELoss,
+    MultiLabelMarginLoss,
+    MultiLabelSoftMarginLoss,
     MultiMarginLoss,
     NLLLoss,
     PoissonNLLLoss,
     SmoothL1Loss,
+    SoftMarginLoss,
+    TripletMarginLoss,
 )
+from nnframe.losses_ctc import CTCLoss
 from nnframe.module import Module, StateDictError
 from nnframe.parameter import Parameter
 from nnframe.random import default_rng, manual_seed
+from nnframe.schema import SchemaError
 from nnframe.serialization import load, load_weights, save, save_weights
 from nnframe.summary import Summary, summary
 from nnframe.tensorboard import TensorBoard
@@ -126,6 +156,8 @@ __all__ = [
     "Parameter",
     "Sequential",
     "Dense",
+    "Linear",
+    "Bilinear",
     "init",
     "optim",
     "manual_seed",
@@ -163,6 +195,13 @@ __all__ = [
     "Softmax",
     "LogSoftmax",
     "Identity",
+    "Threshold",
+    "Hardshrink",
+    "Softshrink",
+    "Tanhshrink",
+    "Softmin",
+    "Softmax2d",
+    "GLU",
     # losses
     "Loss",
     "MSELoss",
@@ -179,12 +218,19 @@ __all__ = [
     "MultiMarginLoss",
     "CosineEmbeddingLoss",
     "MarginRankingLoss",
+    "SoftMarginLoss",
+    "MultiLabelSoftMarginLoss",
+    "MultiLabelMarginLoss",
+    "TripletMarginLoss",
+    "GaussianNLLLoss",
+    "CTCLoss",
     # convolution, pooling, reshaping
     "Conv1d",
     "Conv2d",
     "Conv3d",
     "ConvTranspose1d",
     "ConvTranspose2d",
+    "ConvTranspose3d",
     "MaxPool1d",
     "MaxPool2d",
     "AvgPool1d",
@@ -193,6 +239,12 @@ __all__ = [
     "AdaptiveAvgPool2d",
     "AdaptiveMaxPool1d",
     "AdaptiveMaxPool2d",
+    "MaxPool3d",
+    "AvgPool3d",
+    "AdaptiveAvgPool3d",
+    "AdaptiveMaxPool3d",
+    "LPPool1d",
+    "LPPool2d",
     "MaxUnpool1d",
     "MaxUnpool2d",
     "Flatten",
@@ -200,6 +252,13 @@ __all__ = [
     "Reshape",
     "ZeroPad2d",
     "Upsample",
+    "PixelShuffle",
+    "PixelUnshuffle",
+    "ChannelShuffle",
+    "Fold",
+    "Unfold",
+    "CosineSimilarity",
+    "PairwiseDistance",
     # normalization, regularization, embeddings
     "BatchNorm1d",
     "BatchNorm2d",

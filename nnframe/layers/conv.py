@@ -1,4 +1,4 @@
-"""Convolutions: Conv1d, Conv2d, Conv3d, ConvTranspose1d and ConvTranspose2d.
+"""Convolutions: Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d and ConvTranspose3d.
 
 All of them are im2col + one GEMM per call (see :mod:`nnframe.layers._im2col` for the column
 layout). With G groups the product is a batch of G GEMMs in one ``np.matmul`` call.
@@ -219,6 +219,9 @@ class _ConvNd(Module):
         w = self.weight.data
         x = as_float_input(self, x, w.dtype)
         out_shape = self._out_shape(x)
+        if x.size == 0:  # an empty batch: an empty output, no columns to build
+            self.save_for_backward(x, out_shape, None)
+            return np.zeros((0, self.out_channels, *out_shape), dtype=w.dtype)
         n, g, o = x.shape[0], self.groups, self.out_channels
         p = int(np.prod(out_shape))
         w3 = w.reshape(g, o // g, -1)  # (G, Og, Cg*K)
@@ -286,6 +289,8 @@ class _ConvNd(Module):
         x, out_shape, holder = self.saved
         n, g, o = x.shape[0], self.groups, self.out_channels
         grad_output = check_grad(self, grad_output, (n, o, *out_shape))
+        if holder is None:  # an empty batch: nothing reaches the parameters
+            return np.zeros_like(x)
         p = int(np.prod(out_shape))
         w = self.weight
         w3 = w.data.reshape(g, o // g, -1)
@@ -505,6 +510,9 @@ class _ConvTransposeNd(Module):
         w = self.weight.data
         x = as_float_input(self, x, w.dtype)
         out_shape, full_shape = self._shapes(x)
+        if x.size == 0:  # an empty batch: an empty output (and gradients), no GEMM
+            self.save_for_backward(None, x.shape, out_shape, full_shape)
+            return np.zeros((0, self.out_channels, *out_shape), dtype=w.dtype)
         n, g, c_in, c_out = x.shape[0], self.groups, self.in_channels, self.out_channels
         spatial = x.shape[2:]
         p = int(np.prod(spatial))
@@ -532,6 +540,8 @@ class _ConvTransposeNd(Module):
         xt, x_shape, out_shape, full_shape = self.saved
         n, g, c_in, c_out = x_shape[0], self.groups, self.in_channels, self.out_channels
         grad_output = check_grad(self, grad_output, (n, c_out, *out_shape))
+        if xt is None:  # an empty batch
+            return np.zeros(x_shape, dtype=self.weight.data.dtype)
         spatial = x_shape[2:]
         w = self.weight
         if self.bias is not None and self.bias.requires_grad:
@@ -540,7 +550,8 @@ class _ConvTransposeNd(Module):
         pads = tuple((q, f - q - o) for q, f, o in zip(self.padding, full_shape, out_shape))
         gp = pad(grad_output, pads)
         gcols = im2col(gp, self.kernel_size, self.stride, self.dilation, spatial)
-        gcols = gcols.reshape(g, c_out // g * int(np.prod(self.kernel_size)), -1)
+        p = int(np.prod(spatial))  # explicit sizes: an empty batch has no -1 to infer
+        gcols = gcols.reshape(g, c_out // g * int(np.prod(self.kernel_size)), n * p)
         if w.requires_grad:
             # dL/dW = x @ gcols^T: (Cin_g, N*P) @ (N*P, Cout_g*K) per group
             w.grad += np.matmul(xt, gcols.swapaxes(-1, -2)).reshape(w.shape)
@@ -549,7 +560,7 @@ class _ConvTransposeNd(Module):
         # dL/dx = W @ gcols: (Cin_g, Cout_g*K) @ (Cout_g*K, N*P), back to (N, Cin, *L)
         dxt = np.matmul(w.data.reshape(g, c_in // g, -1), gcols)
         dx = np.empty(x_shape, dtype=dxt.dtype)
-        dx.reshape(n, c_in, -1).transpose(1, 0, 2)[...] = dxt.reshape(c_in, n, -1)
+        dx.reshape(n, c_in, p).transpose(1, 0, 2)[...] = dxt.reshape(c_in, n, p)
         return dx
 
 
@@ -601,3 +612,23 @@ class ConvTranspose2d(_ConvTransposeNd):
 
     _n = 2
     input_spec = InputSpec(("N", "C", *spatial_names(2)), size="in_channels")
+
+
+class ConvTranspose3d(_ConvTransposeNd):
+    """3-D transposed convolution; the arguments of :class:`ConvTranspose1d`, each an int or
+    a triple.
+
+    Shape:
+        input: (N, in_channels, D, H, W) or (in_channels, D, H, W).
+        output: (N, out_channels, D_out, H_out, W_out), each side as ConvTranspose1d's L_out.
+        weight: (in_channels, out_channels // groups, kD, kH, kW); bias: (out_channels,).
+
+    Example:
+        >>> import numpy as np, nnframe as nf
+        >>> up = nf.ConvTranspose3d(4, 2, kernel_size=2, stride=2, rng=0)
+        >>> up(np.ones((1, 4, 3, 3, 3), dtype=np.float32)).shape
+        (1, 2, 6, 6, 6)
+    """
+
+    _n = 3
+    input_spec = InputSpec(("N", "C", *spatial_names(3)), size="in_channels")

@@ -107,3 +107,7 @@ class Dense(Module):
         if not self.needs_input_grad:
             return None  # the input is data: skip a (N, D_out) @ (D_out, D_in) product
         return grad_output @ w.data  # dL/dx: (N*, D_out) @ (D_out, D_in)
+
+
+#: PyTorch's name for :class:`Dense`: the very same class (``nf.Linear is nf.Dense``).
+Linear = Dense

@@ -1,4 +1,5 @@
-"""Pooling: MaxPool1d/2d, AvgPool1d/2d, AdaptiveMaxPool1d/2d and AdaptiveAvgPool1d/2d.
+"""Pooling: MaxPool1d/2d/3d, AvgPool1d/2d/3d, AdaptiveMaxPool1d/2d/3d, AdaptiveAvgPool1d/2d/3d
+and LPPool1d/2d.
 
 Window pooling loops over the kernel offsets (prod(kernel) strided passes over the output, as
 col2im does), so no window copy of the input is ever built:
@@ -721,7 +722,8 @@ class _LPPoolNd(_PoolNd):
         ok = isinstance(norm_type, (int, float, np.integer, np.floating)) and not isinstance(
             norm_type, bool
         )
-        check_hyper(who, "norm_type", norm_type, ok and 0 < norm_type < np.inf, "must be > 0 and finite")
+        ok = ok and 0 < norm_type < np.inf
+        check_hyper(who, "norm_type", norm_type, ok, "must be > 0 and finite")
         self.norm_type = float(norm_type)
         self._parse(kernel_size, stride, 0, 1, ceil_mode)
 

@@ -2,7 +2,8 @@
 
 Flatten, Unflatten and Reshape return views where numpy can (no copy) and backward reshapes the
 gradient back. Upsample is separable: along each spatial axis the output is a fixed (out, in)
-interpolation matrix times the input (nearest: one 1 per row; bilinear: two weights per row),
+interpolation matrix times the input (nearest: one 1 per row; (bi/tri)linear: two weights per
+row; bicubic: four),
 so backward is the transposed matrices.
 """
 
@@ -258,6 +259,8 @@ def _interp_matrix(n_in, n_out, mode, align_corners, scale, dtype) -> np.ndarray
         src = np.minimum(np.floor(rows * ratio).astype(np.int64), n_in - 1)
         m[rows, src] = 1.0
         return m
+    if mode == "bicubic":
+        return _cubic_matrix(m, rows, n_in, n_out, align_corners, ratio)
     if align_corners:
         src = rows * ((n_in - 1) / (n_out - 1) if n_out > 1 else 0.0)
     else:
@@ -270,16 +273,45 @@ def _interp_matrix(n_in, n_out, mode, align_corners, scale, dtype) -> np.ndarray
     return m
 
 
+def _cubic_matrix(m, rows, n_in, n_out, align_corners, ratio) -> np.ndarray:
+    """Cubic convolution (Keys, A = -0.75) as PyTorch's bicubic: the source index is not
+    clamped at 0, and the four taps src - 1 .. src + 2 are clamped into the input."""
+    if align_corners:
+        src = rows * ((n_in - 1) / (n_out - 1) if n_out > 1 else 0.0)
+    else:
+        src = (rows + 0.5) * ratio - 0.5
+    i0 = np.floor(src).astype(np.int64)
+    t = src - i0
+    a = -0.75
+
+    def near(x):  # |x| <= 1
+        return ((a + 2) * x - (a + 3)) * x * x + 1
+
+    def far(x):  # 1 < |x| < 2
+        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+
+    for k, w in enumerate((far(t + 1), near(t), near(1 - t), far(2 - t))):
+        np.add.at(m, (rows, np.clip(i0 - 1 + k, 0, n_in - 1)), w)  # clamped taps may coincide
+    return m
+
+
+# the interpolating modes and the number of spatial dims each takes (None: any)
+_MODES = {"nearest": None, "linear": 1, "bilinear": 2, "bicubic": 2, "trilinear": 3}
+
+
 class Upsample(Module):
-    """Upsamples (or resizes) the spatial dims: nearest neighbour or bilinear, as PyTorch.
+    """Upsamples (or resizes) the spatial dims: nearest neighbour, (bi/tri)linear or bicubic,
+    as PyTorch.
 
     Args:
         size: the output spatial size (an int or a tuple), or None.
         scale_factor: a multiplier per spatial dim (a number or a tuple), or None; exactly one
             of size and scale_factor is given.
-        mode: 'nearest' (any number of spatial dims) or 'bilinear' (4-D input).
-        align_corners: for 'bilinear': map corner pixels' centres onto each other (default
-            False, as PyTorch).
+        mode: 'nearest' (any number of spatial dims), 'linear' (3-D input), 'bilinear' or
+            'bicubic' (4-D input), 'trilinear' (5-D input). Bicubic is Keys' cubic convolution
+            with A = -0.75, as PyTorch (it may overshoot the input's range).
+        align_corners: for the interpolating modes: map corner pixels' centres onto each other
+            (default False, as PyTorch).
 
     Shape:
         input: (N, C, *spatial)    output: (N, C, *size) or (N, C, *floor(spatial * scale)).
@@ -296,8 +328,8 @@ class Upsample(Module):
             "Upsample",
             "mode",
             mode,
-            mode in ("nearest", "bilinear"),
-            "must be 'nearest' or 'bilinear'",
+            mode in _MODES,
+            f"must be one of {sorted(_MODES)}",
         )
         check_hyper(
             "Upsample",
@@ -307,7 +339,7 @@ class Upsample(Module):
             "give exactly one of size and scale_factor",
         )
         if mode == "nearest" and align_corners is not None:
-            raise ValueError("Upsample: invalid align_corners (only for mode='bilinear')")
+            raise ValueError("Upsample: invalid align_corners (only for the interpolating modes)")
         self.size = size
         self.scale_factor = scale_factor
         self.mode = mode
@@ -325,8 +357,11 @@ class Upsample(Module):
         if x.dtype.kind != "f":
             x = x.astype(np.float32)
         n = x.ndim - 2
-        if n < 1 or (self.mode == "bilinear" and n != 2):
-            want = "(N, C, H, W)" if self.mode == "bilinear" else "(N, C, *spatial)"
+        dims = _MODES[self.mode]
+        if n < 1 or (dims is not None and n != dims):
+            want = {None: "(N, C, *spatial)", 1: "(N, C, L)", 2: "(N, C, H, W)"}.get(
+                dims, "(N, C, D, H, W)"
+            )
             raise ShapeError(expected_got(self, f"input of shape {want}", fmt_shape(x.shape)))
         if self.size is not None:
             out = self._per_axis(self.size, n)
