@@ -800,7 +800,8 @@ class Softmax(_AlongDim):
     """
 
     def forward(self, x):
-        y = softmax(self._check(x), axis=self.dim)
+        x = self._check(x)
+        y = softmax(x, axis=self.dim) if x.size else x.copy()  # empty: an empty output
         self.save_for_backward(y)
         return y
 
@@ -821,7 +822,8 @@ class LogSoftmax(_AlongDim):
     """
 
     def forward(self, x):
-        y = log_softmax(self._check(x), axis=self.dim)
+        x = self._check(x)
+        y = log_softmax(x, axis=self.dim) if x.size else x.copy()  # empty: an empty output
         self.save_for_backward(y)
         return y
 

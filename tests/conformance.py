@@ -193,7 +193,9 @@ def assert_loss_parity(ours, theirs, pred, target, reduction: str, seed: int = 0
     t_value, t_pred = torch_loss_call(theirs, pred, target)
     close(np.asarray(value), t_value.detach().numpy(), "loss")
     if t_value.requires_grad:
-        (t_value * (torch.tensor(1.0, dtype=torch.float64) if g is None else torch.from_numpy(g))).sum().backward()
+        (
+            t_value * (torch.tensor(1.0, dtype=torch.float64) if g is None else torch.from_numpy(g))
+        ).sum().backward()
     grads = grads if isinstance(grads, tuple) else (grads,)
     for i, (a, t) in enumerate(zip(grads, t_pred)):
         b = np.zeros(t.shape) if t.grad is None else t.grad.numpy()

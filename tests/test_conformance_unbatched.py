@@ -141,7 +141,9 @@ CASES = [
         lambda nn: nn.Conv2d(2, 3, 3, padding=1),
         (2, 5, 4),
     ),
-    _simple("Conv3d", lambda: nf.Conv3d(2, 3, 2, rng=0), lambda nn: nn.Conv3d(2, 3, 2), (2, 3, 4, 3)),
+    _simple(
+        "Conv3d", lambda: nf.Conv3d(2, 3, 2, rng=0), lambda nn: nn.Conv3d(2, 3, 2), (2, 3, 4, 3)
+    ),
     _simple(
         "ConvTranspose1d",
         lambda: nf.ConvTranspose1d(2, 3, 3, stride=2, rng=0),
@@ -159,7 +161,10 @@ CASES = [
     _simple("AvgPool1d", lambda: nf.AvgPool1d(3, 2), lambda nn: nn.AvgPool1d(3, 2), (3, 8)),
     _simple("AvgPool2d", lambda: nf.AvgPool2d(2), lambda nn: nn.AvgPool2d(2), (3, 6, 4)),
     _simple(
-        "AdaptiveAvgPool1d", lambda: nf.AdaptiveAvgPool1d(3), lambda nn: nn.AdaptiveAvgPool1d(3), (3, 7)
+        "AdaptiveAvgPool1d",
+        lambda: nf.AdaptiveAvgPool1d(3),
+        lambda nn: nn.AdaptiveAvgPool1d(3),
+        (3, 7),
     ),
     _simple(
         "AdaptiveAvgPool2d",
@@ -168,10 +173,16 @@ CASES = [
         (3, 5, 7),
     ),
     _simple(
-        "AdaptiveMaxPool1d", lambda: nf.AdaptiveMaxPool1d(3), lambda nn: nn.AdaptiveMaxPool1d(3), (3, 7)
+        "AdaptiveMaxPool1d",
+        lambda: nf.AdaptiveMaxPool1d(3),
+        lambda nn: nn.AdaptiveMaxPool1d(3),
+        (3, 7),
     ),
     _simple(
-        "AdaptiveMaxPool2d", lambda: nf.AdaptiveMaxPool2d(2), lambda nn: nn.AdaptiveMaxPool2d(2), (3, 5, 4)
+        "AdaptiveMaxPool2d",
+        lambda: nf.AdaptiveMaxPool2d(2),
+        lambda nn: nn.AdaptiveMaxPool2d(2),
+        (3, 5, 4),
     ),
     _simple(
         "InstanceNorm1d",
@@ -195,16 +206,31 @@ CASES = [
     _simple("Dropout1d", lambda: nf.Dropout1d(0.0), lambda nn: nn.Dropout1d(0.0), (3, 5)),
     _simple("Dropout", lambda: nf.Dropout(0.0), lambda nn: nn.Dropout(0.0), (5,)),
     _simple("ZeroPad2d-HW", lambda: nf.ZeroPad2d(1), lambda nn: nn.ZeroPad2d(1), (4, 5)),
-    _simple("ZeroPad2d-CHW", lambda: nf.ZeroPad2d((1, 0, 2, 1)), lambda nn: nn.ZeroPad2d((1, 0, 2, 1)), (2, 4, 5)),
+    _simple(
+        "ZeroPad2d-CHW",
+        lambda: nf.ZeroPad2d((1, 0, 2, 1)),
+        lambda nn: nn.ZeroPad2d((1, 0, 2, 1)),
+        (2, 4, 5),
+    ),
     _simple(
         "Unflatten", lambda: nf.Unflatten(-1, (2, 3)), lambda nn: nn.Unflatten(-1, (2, 3)), (6,)
     ),
-    *[_rnn_case(k, bf, st_) for k in ("RNN", "LSTM", "GRU") for bf in (True, False) for st_ in (0, 1)],
+    *[
+        _rnn_case(k, bf, st_)
+        for k in ("RNN", "LSTM", "GRU")
+        for bf in (True, False)
+        for st_ in (0, 1)
+    ],
     _rnn_case("LSTM", False, True, num_layers=2, bidirectional=True),
     _rnn_case("GRU", True, True, num_layers=2),
     *[_cell_case(k, s) for k in ("RNNCell", "GRUCell", "LSTMCell") for s in (False, True)],
     *[_mha_case(bf, c, m) for bf in (True, False) for c in (False, True) for m in (False, True)],
-    *[_encoder_case(bf, s, m) for bf in (True, False) for s in (False, True) for m in (False, True)],
+    *[
+        _encoder_case(bf, s, m)
+        for bf in (True, False)
+        for s in (False, True)
+        for m in (False, True)
+    ],
 ]
 IDS = [c[0] for c in CASES]
 
@@ -290,7 +316,9 @@ def test_refused_ranks_keep_their_messages():
         nf.MultiheadAttention(4, 2, rng=0)(np.ones((2, 3, 4, 5)))
     with pytest.raises(nf.ShapeError, match=r"expected input of shape \(N, 4, L\), got \(4,\)"):
         nf.InstanceNorm1d(4)(np.ones(4))
-    with pytest.raises(nf.ShapeError, match=r"expected input of shape \(N, 5\) or \(N, 5, L\), got \(5, 9\)"):
+    with pytest.raises(
+        nf.ShapeError, match=r"expected input of shape \(N, 5\) or \(N, 5, L\), got \(5, 9\)"
+    ):
         nf.BatchNorm1d(5)(np.ones((5, 9)))  # PyTorch has no unbatched batch norm
 
 
@@ -332,7 +360,12 @@ LOSS_CASES = [
         {"margin": 0.5},
         lambda: ((r(0), r(1)), np.array(1.0)),
     ),
-    ("KLDiv-batchmean", lambda m: m.KLDivLoss, {"reduction": "batchmean"}, lambda: (r(0, 4), np.exp(r(1, 4)))),
+    (
+        "KLDiv-batchmean",
+        lambda m: m.KLDivLoss,
+        {"reduction": "batchmean"},
+        lambda: (r(0, 4), np.exp(r(1, 4))),
+    ),
 ]
 LOSS_IDS = [c[0] for c in LOSS_CASES]
 
@@ -350,7 +383,9 @@ def test_unbatched_loss_matches_torch(case, reduction):
     _, cls, kw, data = case
     kw = {"reduction": reduction, **kw} if "reduction" not in kw else kw
     pred, target = data()
-    assert_loss_parity(cls(nf)(**kw), cls(torch.nn)(**_torch_kwargs(kw)), pred, target, kw["reduction"])
+    assert_loss_parity(
+        cls(nf)(**kw), cls(torch.nn)(**_torch_kwargs(kw)), pred, target, kw["reduction"]
+    )
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])

@@ -328,6 +328,8 @@ class EmbeddingBag(Module):
                 )
             offsets = offsets[:-1]
         b = offsets.shape[0]
+        if b == 0 and m == 0:  # no bags: an empty batch, an empty (0, D) output (as PyTorch)
+            return index, np.zeros(0, dtype=np.intp), 0
         if b == 0 or int(offsets[0]) != 0 or np.any(np.diff(offsets) < 0) or int(offsets[-1]) > m:
             raise ValueError(
                 expected_got(

@@ -657,6 +657,9 @@ class GroupNorm(Module):
                     self, f"input of shape (N, {self.num_channels}, *)", fmt_shape(x.shape)
                 )
             )
+        if x.size == 0:  # an empty batch or no positions: an empty output (as PyTorch)
+            self.save_for_backward(x, None)
+            return x.copy()
         n = x.shape[0]
         grouped = x.reshape(n, self.num_groups, -1)  # (N, G, C/G * spatial)
         _, _, xhat, inv_std = _normalize(grouped, (2,), self.eps)
@@ -672,6 +675,8 @@ class GroupNorm(Module):
 
     def backward(self, grad_output):
         xhat, inv_std = self.saved
+        if inv_std is None:  # an empty batch: nothing reaches the parameters
+            return np.zeros_like(xhat)
         dxhat = grad_output
         if self.affine:
             axes = (0, *range(2, xhat.ndim))
