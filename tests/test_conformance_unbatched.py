@@ -215,6 +215,15 @@ CASES = [
     _simple(
         "Unflatten", lambda: nf.Unflatten(-1, (2, 3)), lambda nn: nn.Unflatten(-1, (2, 3)), (6,)
     ),
+    (
+        "Embedding",
+        lambda: nf.Embedding(10, 3, rng=0),
+        lambda nn: nn.Embedding(10, 3),
+        lambda: (np.array([1, 4, 4, 9]),),
+        {},
+        (0,),
+        0,
+    ),
     *[
         _rnn_case(k, bf, st_)
         for k in ("RNN", "LSTM", "GRU")
