@@ -16,6 +16,8 @@ positional order (see docs/coming-from-pytorch.md). A few of them cannot change 
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from nnframe.errors import expected_got
@@ -52,7 +54,9 @@ def check_flag(who: str, name: str, value) -> bool:
 def legacy_reduction(who: str, size_average, reduce, reduction: str) -> str:
     """PyTorch's rule for the deprecated ``size_average``/``reduce``: when either is given (not
     None) it decides, each defaulting to True: ``reduce=False`` -> ``'none'``, else
-    ``size_average`` -> ``'mean'``, else ``'sum'``; otherwise ``reduction`` stands."""
+    ``size_average`` -> ``'mean'``, else ``'sum'``, and ``reduction`` is ignored (with a
+    FutureWarning naming the ``reduction=`` to write instead, as PyTorch warns); otherwise
+    ``reduction`` stands."""
     for name, value in (("size_average", size_average), ("reduce", reduce)):
         if value is not None and not isinstance(value, (bool, np.bool_)):
             raise TypeError(
@@ -68,6 +72,11 @@ def legacy_reduction(who: str, size_average, reduce, reduction: str) -> str:
         return reduction
     size_average = True if size_average is None else bool(size_average)
     reduce = True if reduce is None else bool(reduce)
-    if not reduce:
-        return "none"
-    return "mean" if size_average else "sum"
+    result = "none" if not reduce else "mean" if size_average else "sum"
+    warnings.warn(
+        f"{who}: size_average and reduce are deprecated (as in PyTorch); "
+        f"write reduction={result!r} instead",
+        FutureWarning,
+        stacklevel=4,
+    )
+    return result

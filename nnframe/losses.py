@@ -257,6 +257,9 @@ class MSELoss(Loss):
         2.5
     """
 
+    def __init__(self, size_average=None, reduce=None, reduction: str = "mean"):
+        super().__init__(_legacy(type(self).__name__, size_average, reduce, reduction))
+
     def elements(self, pred, target):
         d = pred - self.same_shape(pred, target)
         self.save_for_backward(d)
@@ -273,6 +276,9 @@ class L1Loss(Loss):
     Shape:
         pred: any.    target: same as pred.    output: float (pred's shape with 'none').
     """
+
+    def __init__(self, size_average=None, reduce=None, reduction: str = "mean"):
+        super().__init__(_legacy(type(self).__name__, size_average, reduce, reduction))
 
     def elements(self, pred, target):
         d = pred - self.same_shape(pred, target)
@@ -318,8 +324,8 @@ class SmoothL1Loss(Loss):
 
     hyper = ("beta",)
 
-    def __init__(self, reduction: str = "mean", beta: float = 1.0):
-        super().__init__(reduction)
+    def __init__(self, size_average=None, reduce=None, reduction: str = "mean", beta: float = 1.0):
+        super().__init__(_legacy(type(self).__name__, size_average, reduce, reduction))
         check_hyper(self.name, "beta", beta, beta >= 0, "must be >= 0")
         self.beta = float(beta)
 
@@ -350,9 +356,15 @@ class PoissonNLLLoss(Loss):
     hyper = ("log_input", "full", "eps")
 
     def __init__(
-        self, log_input: bool = True, full: bool = False, eps: float = 1e-8, reduction: str = "mean"
+        self,
+        log_input: bool = True,
+        full: bool = False,
+        size_average=None,
+        eps: float = 1e-8,
+        reduce=None,
+        reduction: str = "mean",
     ):
-        super().__init__(reduction)
+        super().__init__(_legacy(type(self).__name__, size_average, reduce, reduction))
         check_hyper(self.name, "eps", eps, eps >= 0, "must be >= 0")
         self.log_input, self.full, self.eps = bool(log_input), bool(full), float(eps)
 
@@ -391,8 +403,8 @@ class BCELoss(Loss):
         output: float (pred's shape with 'none').
     """
 
-    def __init__(self, weight=None, reduction: str = "mean"):
-        super().__init__(reduction)
+    def __init__(self, weight=None, size_average=None, reduce=None, reduction: str = "mean"):
+        super().__init__(_legacy(type(self).__name__, size_average, reduce, reduction))
         self.weight = _weight_array(self.name, weight)
 
     def elements(self, pred, target):
@@ -428,8 +440,10 @@ class BCEWithLogitsLoss(Loss):
         output: float (pred's shape with 'none').
     """
 
-    def __init__(self, weight=None, reduction: str = "mean", pos_weight=None):
-        super().__init__(reduction)
+    def __init__(
+        self, weight=None, size_average=None, reduce=None, reduction: str = "mean", pos_weight=None
+    ):
+        super().__init__(_legacy(type(self).__name__, size_average, reduce, reduction))
         self.weight = _weight_array(self.name, weight)
         self.pos_weight = _weight_array(self.name, pos_weight)
 
@@ -466,8 +480,10 @@ class KLDivLoss(Loss):
     reductions = ("mean", "batchmean", "sum", "none")
     hyper = ("log_target",)
 
-    def __init__(self, reduction: str = "mean", log_target: bool = False):
-        super().__init__(reduction)
+    def __init__(
+        self, size_average=None, reduce=None, reduction: str = "mean", log_target: bool = False
+    ):
+        super().__init__(_legacy(type(self).__name__, size_average, reduce, reduction))
         self.log_target = bool(log_target)
 
     def elements(self, pred, target):
@@ -530,8 +546,15 @@ class NLLLoss(Loss):
     label_smoothing = 0.0
     probability_targets = False  # CrossEntropyLoss also takes class probabilities
 
-    def __init__(self, weight=None, ignore_index: int = -100, reduction: str = "mean"):
-        super().__init__(reduction)
+    def __init__(
+        self,
+        weight=None,
+        size_average=None,
+        ignore_index: int = -100,
+        reduce=None,
+        reduction: str = "mean",
+    ):
+        super().__init__(_legacy(type(self).__name__, size_average, reduce, reduction))
         self.weight = _weight_array(self.name, weight)
         self.ignore_index = int(ignore_index)
 
@@ -630,11 +653,13 @@ class CrossEntropyLoss(NLLLoss):
     def __init__(
         self,
         weight=None,
+        size_average=None,
         ignore_index: int = -100,
+        reduce=None,
         reduction: str = "mean",
         label_smoothing: float = 0.0,
     ):
-        super().__init__(weight, ignore_index, reduction)
+        super().__init__(weight, size_average, ignore_index, reduce, reduction)
         ok = 0.0 <= label_smoothing <= 1.0
         check_hyper(self.name, "label_smoothing", label_smoothing, ok, "must be in [0, 1]")
         self.label_smoothing = float(label_smoothing)
@@ -702,8 +727,16 @@ class MultiMarginLoss(Loss):
     hyper = ("p", "margin")
     unbatched_rank = 1  # (C,) with a 0-d target
 
-    def __init__(self, p: int = 1, margin: float = 1.0, weight=None, reduction: str = "mean"):
-        super().__init__(reduction)
+    def __init__(
+        self,
+        p: int = 1,
+        margin: float = 1.0,
+        weight=None,
+        size_average=None,
+        reduce=None,
+        reduction: str = "mean",
+    ):
+        super().__init__(_legacy(type(self).__name__, size_average, reduce, reduction))
         check_hyper(self.name, "p", p, p in (1, 2), "must be 1 or 2")
         self.p, self.margin = int(p), float(margin)
         self.weight = _weight_array(self.name, weight)
@@ -746,8 +779,10 @@ class HingeEmbeddingLoss(Loss):
 
     hyper = ("margin",)
 
-    def __init__(self, margin: float = 1.0, reduction: str = "mean"):
-        super().__init__(reduction)
+    def __init__(
+        self, margin: float = 1.0, size_average=None, reduce=None, reduction: str = "mean"
+    ):
+        super().__init__(_legacy(type(self).__name__, size_average, reduce, reduction))
         self.margin = float(margin)
 
     def elements(self, pred, target):
@@ -791,8 +826,10 @@ class CosineEmbeddingLoss(_PairLoss):
     hyper = ("margin",)
     unbatched_rank = 1  # (D,) pairs with a 0-d target
 
-    def __init__(self, margin: float = 0.0, reduction: str = "mean"):
-        super().__init__(reduction)
+    def __init__(
+        self, margin: float = 0.0, size_average=None, reduce=None, reduction: str = "mean"
+    ):
+        super().__init__(_legacy(type(self).__name__, size_average, reduce, reduction))
         self.margin = float(margin)
 
     def elements(self, pred, target):
@@ -835,8 +872,10 @@ class MarginRankingLoss(_PairLoss):
 
     hyper = ("margin",)
 
-    def __init__(self, margin: float = 0.0, reduction: str = "mean"):
-        super().__init__(reduction)
+    def __init__(
+        self, margin: float = 0.0, size_average=None, reduce=None, reduction: str = "mean"
+    ):
+        super().__init__(_legacy(type(self).__name__, size_average, reduce, reduction))
         self.margin = float(margin)
 
     def elements(self, pred, target):
@@ -966,7 +1005,9 @@ class MultiLabelMarginLoss(Loss):
             )
         if target.shape != pred.shape:
             raise ShapeError(
-                expected_got(self.name, f"target of shape {fmt_shape(pred.shape)}", fmt_shape(target.shape))
+                expected_got(
+                    self.name, f"target of shape {fmt_shape(pred.shape)}", fmt_shape(target.shape)
+                )
             )
         x = pred.reshape(-1, pred.shape[-1])
         c = x.shape[1]
@@ -975,7 +1016,8 @@ class MultiLabelMarginLoss(Loss):
             if t.dtype.kind == "f" and np.all(np.mod(t, 1) == 0):
                 t = t.astype(np.int64)
             else:
-                raise TypeError(expected_got(self.name, "integer class indices", f"dtype {t.dtype}"))
+                got = f"dtype {t.dtype}"
+                raise TypeError(expected_got(self.name, "integer class indices", got))
         # the targets of a row are its entries before the first -1
         valid = np.cumprod(t != -1, axis=1).astype(bool)
         bad = valid & ((t < 0) | (t >= c))

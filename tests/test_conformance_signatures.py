@@ -47,40 +47,24 @@ DEFAULT_EXCEPTIONS = {
 
 # classes whose constructors are not PyTorch's yet (left for later work; see CHANGELOG)
 _DEV = "device and dtype not yet in PyTorch's positional places (dtype is keyword-only)"
-_LOSS = (
-    "size_average and reduce (PyTorch's deprecated arguments) not yet in their positional places"
-)
 PENDING: dict[str, str] = {
     "AlphaDropout": "inplace not yet accepted",
-    "BCELoss": _LOSS,
-    "BCEWithLogitsLoss": _LOSS,
     "Conv1d": _DEV,
     "Conv2d": _DEV,
     "Conv3d": _DEV,
     "ConvTranspose1d": _DEV,
     "ConvTranspose2d": _DEV,
     "ConvTranspose3d": _DEV,
-    "CosineEmbeddingLoss": _LOSS,
-    "CrossEntropyLoss": _LOSS,
     "Dropout": "inplace not yet accepted",
     "Dropout1d": "inplace not yet accepted",
     "Dropout2d": "inplace not yet accepted",
     "GRU": _DEV,
     "GRUCell": _DEV,
-    "HingeEmbeddingLoss": _LOSS,
-    "KLDivLoss": _LOSS,
-    "L1Loss": _LOSS,
     "LSTM": _DEV,
     "LSTMCell": _DEV,
     "Linear": _DEV,
-    "MSELoss": _LOSS,
-    "MarginRankingLoss": _LOSS,
-    "MultiMarginLoss": _LOSS,
-    "NLLLoss": _LOSS,
-    "PoissonNLLLoss": _LOSS,
     "RNN": _DEV,
     "RNNCell": _DEV,
-    "SmoothL1Loss": _LOSS,
     "TransformerEncoder": "enable_nested_tensor and mask_check not yet accepted",
     "TransformerEncoderLayer": _DEV,
     "Upsample": "recompute_scale_factor not yet accepted",

@@ -496,3 +496,81 @@ def test_hardtanh_min_value_and_max_value():
     assert (ours.min_val, ours.max_val) == (-0.25, 0.5)
     theirs = torch.nn.Hardtanh(-1.0, 1.0, False, -0.25, 0.5)
     parity(torch, ours, theirs, (np.linspace(-2, 2, 9)[:, None] + 0.01,))
+
+
+# ---------------------------------------------------------------------- size_average and reduce
+def _loss_cases():
+    rng = np.random.default_rng(7)
+    x, y = rng.normal(size=(3, 4)), rng.normal(size=(3, 4))
+    p = rng.uniform(0.05, 0.95, size=(3, 4))
+    logp = x - np.log(np.exp(x).sum(axis=1, keepdims=True))
+    q = np.exp(rng.normal(size=(3, 4)))
+    q /= q.sum(axis=1, keepdims=True)
+    idx = np.array([0, 1, 3])
+    sign = np.array([1.0, -1.0, -1.0])
+    w = rng.uniform(0.5, 2.0, size=4)
+    # (name, arguments before size_average, between size_average and reduce, after reduction,
+    #  pred, target); "SA"/"RD" mark the places of size_average and reduce
+    return [
+        ("MSELoss", ("SA", "RD"), x, y),
+        ("L1Loss", ("SA", "RD"), x, y),
+        ("SmoothL1Loss", ("SA", "RD", "mean", 0.5), x, y),
+        ("PoissonNLLLoss", (True, True, "SA", 1e-8, "RD"), x, rng.poisson(2.0, (3, 4)) * 1.0),
+        ("BCELoss", (w, "SA", "RD"), p, rng.uniform(size=(3, 4))),
+        ("BCEWithLogitsLoss", (w, "SA", "RD", "mean", w[::-1].copy()), x, p),
+        ("KLDivLoss", ("SA", "RD"), logp, q),
+        ("NLLLoss", (w, "SA", 1, "RD"), logp, idx),
+        ("CrossEntropyLoss", (w, "SA", 1, "RD", "mean", 0.1), x, idx),
+        ("MultiMarginLoss", (2, 0.7, w, "SA", "RD"), x, idx),
+        ("HingeEmbeddingLoss", (0.5, "SA", "RD"), x, np.where(y > 0, 1.0, -1.0)),
+        ("CosineEmbeddingLoss", (0.2, "SA", "RD"), (x, y), sign),
+        ("MarginRankingLoss", (0.1, "SA", "RD"), (x[:, 0], y[:, 0]), sign),
+    ]
+
+
+LOSS_CASES = _loss_cases()
+LEGACY = [(None, False), (True, None), (False, None), (True, True), (False, True), (True, False)]
+
+
+@pytest.mark.parametrize("case", LOSS_CASES, ids=[c[0] for c in LOSS_CASES])
+@pytest.mark.parametrize("size_average, reduce", LEGACY)
+def test_size_average_and_reduce_match_pytorch(case, size_average, reduce):
+    torch = pytest.importorskip("torch")
+    name, template, pred, target = case
+    fill = {"SA": size_average, "RD": reduce}
+    args = [fill.get(a, a) if isinstance(a, str) else a for a in template]
+    with pytest.warns(FutureWarning, match=rf"{name}: size_average and reduce are deprecated"):
+        ours = getattr(nf, name)(*args)  # PyTorch's positional places
+    t_args = [torch.from_numpy(a) if isinstance(a, np.ndarray) else a for a in args]
+    with pytest.warns(UserWarning):  # PyTorch warns too
+        theirs = getattr(torch.nn, name)(*t_args)
+    assert ours.reduction == theirs.reduction
+    preds = pred if isinstance(pred, tuple) else (pred,)
+    t_preds = [torch.tensor(a, requires_grad=True) for a in preds]
+    out = ours(pred, target)
+    t_out = theirs(*t_preds, torch.from_numpy(target))
+    _allclose("loss", out, t_out.detach().numpy())
+    g = np.random.default_rng(1).normal(size=np.shape(out)) if ours.reduction == "none" else None
+    grads = ours.backward(g)
+    t_out.backward(None if g is None else torch.from_numpy(g))
+    for i, (ga, t) in enumerate(zip(grads if isinstance(pred, tuple) else (grads,), t_preds)):
+        _allclose(f"grad of input {i}", ga, t.grad.numpy())
+
+
+@pytest.mark.parametrize("size_average, reduce", LEGACY)
+def test_size_average_and_reduce_gradcheck(size_average, reduce):
+    case = {c[0]: c for c in LOSS_CASES}["CrossEntropyLoss"]
+    _, _, pred, target = case
+    with pytest.warns(FutureWarning):
+        loss = nf.CrossEntropyLoss(None, size_average, 1, reduce, label_smoothing=0.1)
+    nf.check_loss(loss, pred, target)
+
+
+def test_size_average_and_reduce_errors_and_defaults():
+    assert nf.MSELoss(None, None, "sum").reduction == "sum"  # neither given: reduction stands
+    with pytest.raises(TypeError, match=r"MSELoss: expected size_average to be None or a bool, "):
+        nf.MSELoss("sum")  # the old positional reduction now lands on size_average
+    with pytest.raises(TypeError, match=r"NLLLoss: expected reduce to be None or a bool, got 2"):
+        nf.NLLLoss(None, None, -100, 2)
+    with pytest.warns(FutureWarning, match=r"write reduction='none' instead"):
+        assert repr(nf.L1Loss(reduce=False)) == "L1Loss(reduction='none')"
