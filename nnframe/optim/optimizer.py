@@ -268,6 +268,9 @@ class Optimizer:
             self.validate(group)
         if self.clip_value is not None or self.clip_norm is not None:
             self.clip_gradients()
+        if self._blocks_guardable() and self._step_block_guarded():
+            return loss
+        # the general path (and the rerun of a step the block guard undid, to name the array)
         undo = self._snapshot()
         try:
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
@@ -309,6 +312,49 @@ class Optimizer:
                 self.update(p, s, group)
 
     # ------------------------------------------------------------------ the finite guarantee
+    _guard: _BlockGuard | None = None  # set during a block-guarded step (see apply_update)
+
+    def _blocks_guardable(self) -> bool:
+        """True when every write of a step goes through ``apply_update`` via ``update_with``
+        (the built-in optimizers' ``update``): each block can then be backed up and checked
+        while it is in cache, instead of copying and re-reading every array around the step."""
+        cls = type(self)
+        return (
+            getattr(cls.update, "__module__", "").startswith("nnframe.optim")
+            and cls.apply_update is Optimizer.apply_update
+            and cls.update_with is Optimizer.update_with
+            and cls._step is Optimizer._step
+        )
+
+    def _step_block_guarded(self) -> bool:
+        """The step, each block of every written array backed up before its update and checked
+        for NaN/Inf after it (see ``apply_update``). True when it is done; False when something
+        was not finite: everything is then put back as it was, and ``step`` reruns the step on
+        its general path, which names the array and raises. Same result, fewer passes over
+        memory: the general path copies every array, updates it, then reads it again."""
+        states = {p: dict(s) for p, s in self.state.items()}
+        guard = self._guard = _BlockGuard(self._backups)
+        try:
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                self._step()
+            ok = all(
+                not isinstance(v, float) or math.isfinite(v)
+                for s in self.state.values()
+                for v in s.values()
+            )
+        except _NonFiniteBlock:  # raised at once: nothing past the block is written
+            ok = False
+        except BaseException:
+            guard.restore()
+            self._restore(([], states))
+            raise
+        finally:
+            self._guard = None
+        if not ok:
+            guard.restore()
+            self._restore(([], states))
+        return ok
+
     def _guarded(self) -> list[tuple[str, np.ndarray]]:
         """Every array a step writes: the trainable parameters and the state arrays."""
         arrays = {}
@@ -383,20 +429,40 @@ class Optimizer:
         n = first.size
         present = [a for a in arrays if a is not None]
         strides = first.strides
+        guard = self._guard
+        # what a block-guarded step backs up and checks: the parameter and the state arrays
+        # (update_with passes the gradient, which is only read, second)
+        written = None if guard is None else [a for a in (first, *arrays[2:]) if a is not None]
         if n <= self.CHUNK:
             w0, w1 = self._block(n, first.dtype, array_module(first))
-            return fn(*arrays, work=(w0.reshape(first.shape), w1.reshape(first.shape)), **hyper)
+            if guard is None:
+                return fn(*arrays, work=(w0.reshape(first.shape), w1.reshape(first.shape)), **hyper)
+            guard.save(written)
+            out = fn(*arrays, work=(w0.reshape(first.shape), w1.reshape(first.shape)), **hyper)
+            guard.check(written)
+            return out
         if not all(
             a.strides == strides and (a.flags.c_contiguous or a.flags.f_contiguous) for a in present
         ):
-            return fn(*arrays, work=None, **hyper)
+            if guard is None:
+                return fn(*arrays, work=None, **hyper)
+            guard.save(written)
+            out = fn(*arrays, work=None, **hyper)
+            guard.check(written)
+            return out
         flat = [None if a is None else a.ravel(order="K") for a in arrays]
         w0, w1 = self._block(self.CHUNK, first.dtype, array_module(first))
+        if guard is not None:
+            written = guard.entries(written, [f for f in (flat[0], *flat[2:]) if f is not None])
         out = None
         for i in range(0, n, self.CHUNK):
             j = min(i + self.CHUNK, n)
             k = j - i
+            if guard is not None:
+                guard.save_block(written, i, j)
             out = fn(*[None if a is None else a[i:j] for a in flat], work=(w0[:k], w1[:k]), **hyper)
+            if guard is not None:
+                guard.check_block(written, i, j)
         return out
 
     def update_with(self, fn: Callable, p: Parameter, group: dict, *states, **given):
@@ -579,6 +645,80 @@ def _state_spec(template, p: Parameter):
         return S.Float()
     array = S.Array("f", p.data.shape)
     return array if isinstance(template, np.ndarray) else S.Nullable(array)
+
+
+class _NonFiniteBlock(Exception):
+    """A block-guarded step wrote a NaN or Inf (caught in ``Optimizer.step``)."""
+
+
+class _BlockGuard:
+    """Backups of what a step writes, taken block by block just before each block's update
+    (so the block is read into cache once, for both), and the NaN/Inf check of each updated
+    block while it is still in cache, which raises _NonFiniteBlock to stop the step there.
+    ``restore`` puts back every element saved so far."""
+
+    def __init__(self, backups: dict):
+        self.backups = backups  # id(array) -> buffer like it, kept from step to step
+        self.saved: dict[int, list] = {}  # id(array) -> [array, its buffer, elements saved]
+
+    def _entry(self, a: np.ndarray) -> list:
+        entry = self.saved.get(id(a))
+        if entry is None:
+            b = self.backups.get(id(a))
+            if b is None or b.shape != a.shape or b.dtype != a.dtype or b.strides != a.strides:
+                b = self.backups[id(a)] = np.empty_like(a)
+            entry = self.saved[id(a)] = [a, b, 0]
+        return entry
+
+    def save(self, arrays) -> None:
+        """Backs up whole arrays (once per step: a second update keeps the first backup)."""
+        for a in arrays:
+            entry = self._entry(a)
+            if entry[2] == 0:
+                np.copyto(entry[1], a)
+                entry[2] = a.size
+
+    def check(self, arrays) -> None:
+        for a in arrays:
+            if a.dtype.kind == "f" and not _block_finite(a):
+                raise _NonFiniteBlock
+
+    def entries(self, arrays, flats) -> list:
+        """(entry, flat view of the array, flat view of its backup) for contiguous arrays."""
+        out = []
+        for a, f in zip(arrays, flats):
+            entry = self._entry(a)
+            out.append((entry, f, entry[1].ravel(order="K")))
+        return out
+
+    def save_block(self, entries, i: int, j: int) -> None:
+        for entry, f, b in entries:
+            if entry[2] == i:  # the elements before i are saved, these not yet
+                np.copyto(b[i:j], f[i:j])
+                entry[2] = j
+
+    def check_block(self, entries, i: int, j: int) -> None:
+        for _, f, _ in entries:
+            if f.dtype.kind == "f" and not _block_finite(f[i:j]):
+                raise _NonFiniteBlock
+
+    def restore(self) -> None:
+        for a, b, stop in self.saved.values():
+            if stop == a.size:
+                np.copyto(a, b)
+            elif stop:  # saved block by block: a and b are contiguous alike
+                np.copyto(a.ravel(order="K")[:stop], b.ravel(order="K")[:stop])
+
+
+def _block_finite(a: np.ndarray) -> bool:
+    """True when ``a`` holds no NaN or Inf. One NaN or Inf makes the dot product a . a NaN or
+    Inf, so a finite one answers at once (BLAS: one fast pass, no allocation); one that is not
+    finite (or overflowed on huge values) is checked element by element."""
+    if a.flags.c_contiguous or a.flags.f_contiguous:
+        v = a.ravel(order="K")
+        if math.isfinite(float(np.dot(v, v))):
+            return True
+    return bool(np.isfinite(a).all())
 
 
 def _all_finite(a: np.ndarray) -> bool:
