@@ -115,6 +115,11 @@ from nnframe.layers.recurrent import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 from nnframe.layers.reshape import Flatten, Reshape, Unflatten, Upsample, ZeroPad2d
 from nnframe.layers.shuffle import ChannelShuffle, PixelShuffle, PixelUnshuffle
 from nnframe.layers.transformer import TransformerEncoder, TransformerEncoderLayer
+from nnframe.layers.transformer_decoder import (
+    Transformer,
+    TransformerDecoder,
+    TransformerDecoderLayer,
+)
 from nnframe.layers.unpool import MaxUnpool1d, MaxUnpool2d
 from nnframe.losses import (
     BCELoss,
@@ -301,6 +306,9 @@ __all__ = [
     "MultiheadAttention",
     "TransformerEncoderLayer",
     "TransformerEncoder",
+    "TransformerDecoderLayer",
+    "TransformerDecoder",
+    "Transformer",
     "PositionalEncoding",
     # training
     "Trainer",
