@@ -41,6 +41,8 @@ def tokens(length, vocab):
 
 
 def _flat(out) -> list:
+    if isinstance(out, dict):  # a graph model's outputs by name, in its order
+        out = tuple(out.values())
     if isinstance(out, (tuple, list)):
         return [a for o in out for a in _flat(o)]
     return [] if out is None else [np.asarray(out)]
@@ -235,6 +237,8 @@ def test_layer_matches_onnxruntime(factory, make):
 
 def test_every_exportable_layer_is_tested():
     tested = {type(factory()) for _, factory, _ in LAYERS}
+    # the merges, selections and nf.Model itself are tested inside the graph models below
+    tested |= {type(m) for _, factory, _ in GRAPH_MODELS for m in factory().modules()}
     missing = sorted(
         c.__name__ for c in _EXPORTERS if c.__module__.startswith("nnframe") and c not in tested
     )
@@ -331,6 +335,138 @@ def test_demo_model_round_trip(tmp_path):
     proto = export(model, np.zeros((1, 1, 8, 8), np.float32), path)
     assert onnx.load(path) == proto
     run_both(model, floats(1, 8, 8))
+
+
+# --------------------------------------------------------------------------------- graph models
+def two_tower():
+    """Users and items embedded by two towers; their dot product plus an MLP on the
+    concatenation (dict inputs, dict outputs: rating and liked)."""
+    u_in = nf.Input((), dtype=np.int64, name="user")
+    i_in = nf.Input((), dtype=np.int64, name="item")
+    u, v = nf.Embedding(10, 8, rng=0)(u_in), nf.Embedding(12, 8, rng=1)(i_in)
+    both = nf.Concatenate()(u, v)
+    mlp = nf.Dense(16, 1, rng=3)(nf.ReLU()(nf.Dense(16, 16, rng=2)(both)))
+    score = nf.Add()(nf.Dot(axes=1)(u, v), mlp, name="rating")
+    like = nf.Dense(16, 2, rng=4)(both, name="liked")
+    return nf.Model({"user": u_in, "item": i_in}, {"rating": score, "liked": like})
+
+
+def users_items(n, rng):
+    return rng.integers(0, 10, size=n), rng.integers(0, 12, size=n)
+
+
+def skip_dag():
+    """A DAG with a skip concatenation, a shared layer called twice, a nested graph model,
+    and every element-wise merge."""
+    x = nf.Input((6,), name="x")
+    h = nf.Tanh()(nf.Dense(6, 6, rng=0)(x))
+    shared = nf.Dense(6, 6, rng=1)
+    a, b = shared(h), shared(x)  # one weight, two calls
+    inner_in = nf.Input((6,), name="inner")
+    inner = nf.Model(inner_in, nf.Sigmoid()(nf.Dense(6, 6, rng=2)(inner_in)), name="gate")
+    g = inner(a)
+    merged = [
+        nf.Add()(a, b, g),
+        nf.Multiply()(a, g, b),
+        nf.Subtract()(a, b),
+        nf.Average()([a, b, g]),
+        nf.Maximum()(a, b, g),
+    ]
+    skip = nf.Concatenate()([*merged, x])  # the input skips every layer
+    return nf.Model(x, nf.Dense(36, 3, rng=3)(skip, name="out"))
+
+
+def two_outputs():
+    """A class head and a regression head (list outputs) on one trunk; cosine similarity
+    (Dot with normalize) between the trunk and the input as a feature."""
+    x = nf.Input((5,), name="features")
+    trunk = nf.ReLU()(nf.Dense(5, 5, rng=0)(x))
+    cos = nf.Dot(axes=-1, normalize=True)(trunk, x)
+    both = nf.Concatenate(axis=1)(trunk, cos)
+    return nf.Model(x, [nf.Dense(6, 3, rng=1)(both, name="cls"), nf.Dense(6, 1, rng=2)(both)])
+
+
+def lstm_time_step():
+    """Embedding -> bidirectional LSTM with lengths -> the last valid step -> Dense, next to the
+    final hidden state (a tuple output indexed in the graph)."""
+    ids = nf.Input((None,), dtype=np.int64, name="tokens")
+    lens = nf.Input((), dtype=np.int64, name="lengths")
+    emb = nf.Embedding(20, 8, padding_idx=0, rng=0)(ids)
+    seq, (h_n, _) = nf.LSTM(8, 6, bidirectional=True, rng=1)(emb, lengths=lens)
+    last = nf.TimeStep(-1)(seq, lengths=lens)
+    first = nf.TimeStep(0)(seq, lengths=lens)
+    hidden = nf.GetItem(-1)(h_n)  # the backward direction's final state
+    features = nf.Concatenate()(last, first, hidden)
+    return nf.Model([ids, lens], nf.Dense(30, 2, rng=2)(features, name="logits"))
+
+
+def tokens_lengths(n, rng, T=7):
+    return rng.integers(1, 20, size=(n, T)), rng.integers(1, T + 1, size=n)
+
+
+def sequential_selections():
+    """Sequence layers in Sequential: GetItem of the tuple output, TimeStep without lengths."""
+    return nf.Sequential(
+        nf.Embedding(20, 8, rng=0),
+        nf.GRU(8, 6, num_layers=2, rng=1),
+        nf.GetItem(0),
+        nf.TimeStep(-2),
+        nf.Dense(6, 2, rng=2),
+    )
+
+
+def time_major_steps():
+    x = nf.Input((3, 4), name="seq")  # (T, N, F) fed time-major: axis 0 is the sequence
+    out, h = nf.GRU(4, 5, batch_first=False, rng=0)(x)
+    step = nf.TimeStep(-1, batch_first=False)(out)
+    pairs = nf.Dot(axes=2)(nf.Dense(5, 5, rng=1)(out), out)  # (T, N, N)
+    return nf.Model(x, [step, nf.GetItem(0)(h), pairs])
+
+
+def three_d_dot():
+    a, b = nf.Input((4, 3), name="a"), nf.Input((5, 3), name="b")
+    return nf.Model([a, b], nf.Dot(axes=(2, 2), normalize=True)(a, b))
+
+
+GRAPH_MODELS = [
+    ("two_tower", two_tower, users_items),
+    ("skip_dag", skip_dag, lambda n, rng: (floats(6)(n, rng),)),
+    ("two_outputs", two_outputs, lambda n, rng: (floats(5)(n, rng),)),
+    ("lstm_time_step", lstm_time_step, tokens_lengths),
+    ("sequential_selections", sequential_selections, tokens(6, 20)),
+    ("time_major", time_major_steps, lambda n, rng: (floats(3, 4)(n, rng),)),
+    ("dot_3d", three_d_dot, lambda n, rng: (floats(4, 3)(n, rng), floats(5, 3)(n, rng))),
+]
+
+
+@pytest.mark.parametrize(
+    "factory, make", [c[1:] for c in GRAPH_MODELS], ids=[c[0] for c in GRAPH_MODELS]
+)
+def test_graph_model_matches_onnxruntime(factory, make):
+    model = factory()
+    abs_err, rel_err = run_both(model, make)
+    assert abs_err < 1e-5  # reported in docs/graph-models.md
+
+
+def test_graph_model_names_and_dict_example():
+    model = two_tower()
+    proto = export(model, {"item": np.arange(3), "user": np.arange(3)})
+    assert [i.name for i in proto.graph.input] == ["user", "item"]
+    assert [o.name for o in proto.graph.output] == ["rating", "liked"]
+    assert proto.graph.output[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    # the shared Dense of skip_dag is one weight and one bias
+    dag = export(skip_dag(), np.ones((2, 6), np.float32))
+    sizes = sorted(int(np.prod(t.dims)) for t in dag.graph.initializer if len(t.dims) == 2)
+    assert sizes == [36, 36, 36, 108]  # dense, shared, gate's dense, out
+    renamed = export(model, users_items(2, np.random.default_rng(0)), output_names=["r", "l"])
+    assert [o.name for o in renamed.graph.output] == ["r", "l"]
+
+
+def test_graph_with_an_unexportable_layer_names_it():
+    x = nf.Input((3,), name="x")
+    model = nf.Model(x, Cube()(nf.Dense(3, 3, rng=0)(x)))
+    with pytest.raises(UnsupportedLayerError, match=r"no ONNX exporter for Cube"):
+        export(model, np.ones((2, 3), np.float32))
 
 
 # --------------------------------------------------------------------------------- the API

@@ -12,7 +12,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from nnframe.onnx import _attention, _basic, _containers, _conv, _norm, _recurrent  # noqa: F401
+from nnframe.onnx import (  # noqa: F401
+    _attention,
+    _basic,
+    _containers,
+    _conv,
+    _graph,
+    _norm,
+    _recurrent,
+)
 from nnframe.onnx._context import (
     MIN_OPSET,
     ExportContext,
@@ -40,6 +48,8 @@ def _as_inputs(example_input) -> list[np.ndarray]:
 
 
 def _flatten(outputs) -> list:
+    if isinstance(outputs, dict):  # a graph model's outputs by name, in the model's order
+        outputs = tuple(outputs.values())
     if isinstance(outputs, tuple):
         return [v for o in outputs for v in _flatten(o)]
     return [] if outputs is None else [outputs]
@@ -86,10 +96,11 @@ def export(
     ``onnx.checker.check_model``.
 
     Args:
-        model: an nnframe Module (Sequential, a container, a layer, or a custom module with a
-            registered exporter).
-        example_input: an array, or a tuple of arrays for a model taking several inputs. Float
-            inputs keep their dtype; integer ones (token ids) become int64.
+        model: an nnframe Module (a graph model ``nf.Model``, Sequential, a container, a
+            layer, or a custom module with a registered exporter).
+        example_input: an array, or a tuple of arrays for a model taking several inputs (a
+            graph model also takes a dict keyed by its input names). Float inputs keep their
+            dtype; integer ones (token ids) become int64.
         path: where to write the ``.onnx`` file (a str or path-like), or None to only return it.
         opset: the ONNX opset to target (>= 17).
         dynamic_batch: make axis 0 of every input (and each output axis that follows it) a
@@ -97,7 +108,8 @@ def export(
             time-major layer, axis 0 is the time axis: the sequence length is then the free
             size and the batch is fixed.)
         input_names, output_names: graph input/output names (default ``input``/``output``, or
-            ``input0``, ``input1``, ... when there are several).
+            ``input0``, ``input1``, ... when there are several; a graph model's own input and
+            output names).
 
     Returns:
         The ``onnx.ModelProto``.
@@ -117,7 +129,14 @@ def export(
         raise ValueError(
             f"nnframe.onnx.export: invalid opset={opset!r} (must be an int >= {MIN_OPSET})"
         )
+    graph_inputs = getattr(model, "input_names", None)  # a graph model (nf.Model)
+    if isinstance(example_input, dict) and graph_inputs is not None:
+        example_input = [example_input[k] for k in graph_inputs]
     arrays = _as_inputs(example_input)
+    if input_names is None and graph_inputs is not None and len(graph_inputs) == len(arrays):
+        input_names = list(graph_inputs)
+    if output_names is None and getattr(model, "output_names", None) is not None:
+        output_names = list(model.output_names)
     in_names = _names(input_names, len(arrays), "input", "input")
     flags = [(m, m.training) for m in model.modules()]
     model.eval()

@@ -11,8 +11,9 @@ def sequential(ctx, m, *inputs):
     values = inputs
     for i, layer in enumerate(m):
         out = ctx.convert(layer, *values, name=str(i))
-        values = out if isinstance(out, tuple) else (out,)
-    return _names(values if len(values) != 1 else values[0])
+        # the next layer gets the whole output, a tuple included (LSTM -> GetItem), as forward
+        values = (out,)
+    return _names(values[0])
 
 
 def _names(values):
@@ -28,7 +29,12 @@ def concat(ctx, m, x):
 
 
 @register_exporter(nf.Add)
-def add(ctx, m, x):
+def add(ctx, m, *inputs):
+    if not len(m):  # Add() without branches: the merge of several inputs (graph models)
+        from nnframe.onnx._graph import _add_merge
+
+        return _add_merge(ctx, m, *inputs)
+    (x,) = inputs
     outs = [ctx.convert(b, x, name=str(i)) for i, b in enumerate(m)]
     return outs[0].name if len(outs) == 1 else ctx.node("Sum", [o.name for o in outs])
 

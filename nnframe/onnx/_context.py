@@ -16,7 +16,7 @@ return the names of its outputs.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -208,29 +208,38 @@ class ExportContext:
         return self.const(np.asarray(value, dtype=dtype), "scalar")
 
     # ------------------------------------------------------------------ modules
-    def convert(self, module, *inputs: Value, name: str | None = None):
+    def convert(self, module, *inputs: Value, name: str | None = None, kwargs=None):
         """Exports ``module`` applied to ``inputs``; returns its outputs as Values (nested as
         ``module.forward``'s result is). ``name`` (a child's attribute name) prefixes the names
-        of its initializers and values."""
+        of its initializers and values. ``kwargs`` are keyword inputs (Values, e.g. the
+        ``lengths=`` of a recurrent layer in a graph model), passed to the exporter and to
+        ``forward`` by keyword."""
         fn = exporter_for(module)
+        kwargs = dict(kwargs or {})
         if name is not None:
             self._path.append(name)
         try:
-            names = fn(self, module, *inputs)
+            names = fn(self, module, *inputs, **kwargs)
         finally:
             if name is not None:
                 self._path.pop()
-        values = module(*[_unwrap(v) for v in inputs])
+        values = module(*[_unwrap(v) for v in inputs], **{k: _unwrap(v) for k, v in kwargs.items()})
         return _pair(module, names, values)
 
 
 def _unwrap(v):
+    if isinstance(v, Mapping):
+        return {k: _unwrap(i) for k, i in v.items()}
     if isinstance(v, (tuple, list)):
         return tuple(_unwrap(i) for i in v)
-    return None if v is None else v.value
+    return v.value if isinstance(v, Value) else v  # None and constant arguments as given
 
 
 def _pair(module, names, values):
+    if isinstance(values, Mapping):  # a graph model's dict of outputs: names by key or in order
+        if isinstance(names, Mapping):
+            names = [names.get(k) for k in values]
+        return {k: v for k, v in zip(values, _pair(module, tuple(names), tuple(values.values())))}
     if isinstance(values, (tuple, list)):
         if not isinstance(names, (tuple, list)) or len(names) != len(values):
             raise RuntimeError(

@@ -39,15 +39,16 @@ def _layer_params(ctx, mode, H, params: list[dict], hint: str):
     return names
 
 
-def _run_layer(ctx, mode, H, D, x_tm: str, wrb: list[str], h0=None, c0=None):
+def _run_layer(ctx, mode, H, D, x_tm: str, wrb: list[str], h0=None, c0=None, lens=None):
     """One ONNX recurrent operator over a time-major (T, N, F) input: (Y, Y_h[, Y_c]), Y of
-    shape (T, D, N, H)."""
+    shape (T, D, N, H). ``lens``: int32 sequence lengths (padded steps output zeros and keep
+    the state, as nnframe's ``lengths=``)."""
     attrs = {"hidden_size": H, "direction": "bidirectional" if D == 2 else "forward"}
     if mode == "GRU":
         attrs["linear_before_reset"] = 1
     if mode.startswith("RNN"):
         attrs["activations"] = ["Relu" if mode == "RNN_RELU" else "Tanh"] * D
-    inputs = [x_tm, *wrb] + [None] * (3 - len(wrb)) + [None, h0]
+    inputs = [x_tm, *wrb] + [None] * (3 - len(wrb)) + [lens, h0]
     if mode == "LSTM":
         inputs.append(c0)
     while inputs[-1] is None:
@@ -58,10 +59,11 @@ def _run_layer(ctx, mode, H, D, x_tm: str, wrb: list[str], h0=None, c0=None):
 @register_exporter(nf.RNN)
 @register_exporter(nf.LSTM)
 @register_exporter(nf.GRU)
-def recurrent(ctx, m, x, hx=None):
+def recurrent(ctx, m, x, hx=None, lengths=None):
     if m.proj_size:
         raise unsupported(m, "ONNX's LSTM has no projection (proj_size > 0)")
     mode, H, D = m.mode, m.hidden_size, m.num_directions
+    lens = None if lengths is None else ctx.node("Cast", [lengths.name], to=6)  # int32
     seq = ctx.transpose(x.name, (1, 0, 2)) if m.batch_first else x.name  # (T, N, F)
     h0 = c0 = None
     if hx is not None:
@@ -81,7 +83,7 @@ def recurrent(ctx, m, x, hx=None):
         rows = [layer * D, (layer + 1) * D]
         h0k = None if h0 is None else ctx.slice(h0, rows[:1], rows[1:], [0])
         c0k = None if c0 is None else ctx.slice(c0, rows[:1], rows[1:], [0])
-        outs = _run_layer(ctx, mode, H, D, seq, wrb, h0k, c0k)
+        outs = _run_layer(ctx, mode, H, D, seq, wrb, h0k, c0k, lens)
         h_parts.append(outs[1])
         if mode == "LSTM":
             c_parts.append(outs[2])
