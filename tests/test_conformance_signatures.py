@@ -35,6 +35,8 @@ DEFAULT_EXCEPTIONS = {
     # nnframe's sequences are (N, T, F) everywhere (DESIGN.md: batch first)
     ("MultiheadAttention", "batch_first"): "nnframe is batch-first by default",
     ("TransformerEncoderLayer", "batch_first"): "nnframe is batch-first by default",
+    ("TransformerDecoderLayer", "batch_first"): "nnframe is batch-first by default",
+    ("Transformer", "batch_first"): "nnframe is batch-first by default",
     ("RNN", "batch_first"): "nnframe is batch-first by default",
     ("LSTM", "batch_first"): "nnframe is batch-first by default",
     ("GRU", "batch_first"): "nnframe is batch-first by default",
@@ -43,21 +45,19 @@ DEFAULT_EXCEPTIONS = {
     ("LogSoftmax", "dim"): "the last axis; PyTorch's implicit choice is deprecated",
     # PyTorch's default is the function F.relu; nnframe's config stores the name
     ("TransformerEncoderLayer", "activation"): "the name 'relu' for PyTorch's F.relu",
+    ("TransformerDecoderLayer", "activation"): "the name 'relu' for PyTorch's F.relu",
+    ("Transformer", "activation"): "the name 'relu' for PyTorch's F.relu",
 }
 
 # classes whose constructors are not PyTorch's yet (left for later work; see CHANGELOG)
 _DEV = "device and dtype not yet in PyTorch's positional places (dtype is keyword-only)"
 PENDING: dict[str, str] = {
-    "AlphaDropout": "inplace not yet accepted",
     "Conv1d": _DEV,
     "Conv2d": _DEV,
     "Conv3d": _DEV,
     "ConvTranspose1d": _DEV,
     "ConvTranspose2d": _DEV,
     "ConvTranspose3d": _DEV,
-    "Dropout": "inplace not yet accepted",
-    "Dropout1d": "inplace not yet accepted",
-    "Dropout2d": "inplace not yet accepted",
     "GRU": _DEV,
     "GRUCell": _DEV,
     "LSTM": _DEV,

@@ -574,3 +574,37 @@ def test_size_average_and_reduce_errors_and_defaults():
         nf.NLLLoss(None, None, -100, 2)
     with pytest.warns(FutureWarning, match=r"write reduction='none' instead"):
         assert repr(nf.L1Loss(reduce=False)) == "L1Loss(reduction='none')"
+
+
+# ---------------------------------------------------------------------- inplace on the dropouts
+DROPOUTS = [
+    ("Dropout", (3, 4)),
+    ("Dropout1d", (2, 3, 5)),
+    ("Dropout2d", (2, 3, 2, 2)),
+    ("AlphaDropout", (3, 4)),
+]
+
+
+@pytest.mark.parametrize("name, shape", DROPOUTS)
+def test_dropout_inplace_gives_the_same_values_and_leaves_the_input(name, shape):
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(0).normal(size=shape)
+    kept = x.copy()
+    plain = getattr(nf, name)(0.4, rng=5)
+    inplace = getattr(nf, name)(0.4, True, rng=5)  # PyTorch's positional place
+    assert inplace.inplace and not plain.inplace
+    y = inplace(x)
+    np.testing.assert_array_equal(y, plain(x))
+    np.testing.assert_array_equal(x, kept)  # the input is never overwritten
+    np.testing.assert_array_equal(inplace.backward(np.ones(shape)), plain.backward(np.ones(shape)))
+    assert repr(inplace) == repr(getattr(torch.nn, name)(0.4, True))
+    assert repr(plain) == f"{name}(p=0.4)"
+    nf.check_module(getattr(nf, name)(0.4, True, rng=5), x, expected_shape=shape)
+    # evaluation mode: the identity, as PyTorch's
+    t = torch.from_numpy(x.copy())
+    np.testing.assert_array_equal(inplace.eval()(x), getattr(torch.nn, name)(0.4).eval()(t))
+
+
+def test_dropout_inplace_must_be_a_bool():
+    with pytest.raises(TypeError, match=r"Dropout2d: expected inplace to be a bool, got 1"):
+        nf.Dropout2d(0.5, 1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from nnframe._pytorch_args import check_flag
 from nnframe.backend import array_module, random_generator
 from nnframe.errors import ShapeError, as_float_input, check_hyper, expected_got, fmt_shape
 from nnframe.input_spec import InputSpec
@@ -18,14 +19,16 @@ from nnframe.random import get_rng
 
 
 class _DropoutBase(Module):
-    def __init__(self, p: float = 0.5, *, rng=None):
+    def __init__(self, p: float = 0.5, inplace: bool = False, *, rng=None):
         super().__init__()
         check_hyper(type(self).__name__, "p", p, 0.0 <= p <= 1.0, "must be in [0, 1]")
         self.p = float(p)
+        # PyTorch's in-place flag: accepted; the input is never overwritten (see Dropout)
+        self.inplace = check_flag(type(self).__name__, "inplace", inplace)
         self.rng = get_rng(rng)
 
     def extra_repr(self) -> str:
-        return f"p={self.p}"
+        return f"p={self.p}, inplace=True" if self.inplace else f"p={self.p}"
 
     def _input(self, x) -> np.ndarray:
         if type(x) is np.ndarray and x.dtype.kind == "f":
@@ -67,6 +70,9 @@ class Dropout(_DropoutBase):
 
     Args:
         p: probability of dropping an element, in [0, 1].
+        inplace: PyTorch's in-place flag. Accepted; the input is never overwritten: in training
+            the output is a new array, in evaluation mode the input itself (as PyTorch's
+            dropout without ``inplace``). The same for every dropout layer.
         rng: Generator or int seed for the masks (None: nnframe's default generator).
 
     Shape:
@@ -107,6 +113,7 @@ class Dropout1d(_ChannelDropout):
 
     Args:
         p: probability of dropping a channel.
+        inplace: accepted; the input is never overwritten (see Dropout).
         rng: Generator or int seed for the masks.
 
     Shape:
@@ -124,6 +131,7 @@ class Dropout2d(_ChannelDropout):
 
     Args:
         p: probability of dropping a channel.
+        inplace: accepted; the input is never overwritten (see Dropout).
         rng: Generator or int seed for the masks.
 
     Shape:
@@ -147,6 +155,7 @@ class AlphaDropout(_DropoutBase):
 
     Args:
         p: probability of dropping an element.
+        inplace: accepted; the input is never overwritten (see Dropout).
         rng: Generator or int seed for the masks.
 
     Shape:
