@@ -351,3 +351,19 @@ def test_a_crafted_plateau_state_cannot_change_its_settings():
     state = {**sched.state_dict(), "best": 0.5, "num_bad_epochs": 2}
     sched.load_state_dict(state)
     assert sched.best == 0.5 and sched.num_bad_epochs == 2
+
+
+def test_plateau_refuses_non_finite_floors_and_settings_from_a_file():
+    p = nf.Parameter(np.ones(2))
+    with pytest.raises(ValueError, match=r"ReduceLROnPlateau: min_lr: expected finite"):
+        nf.optim.ReduceLROnPlateau(nf.optim.SGD([p], lr=0.1), min_lr=float("nan"))
+    sched = nf.optim.ReduceLROnPlateau(nf.optim.SGD([p], lr=0.1))
+    for edit in (
+        {"factor": 5.0},
+        {"factor": float("inf")},
+        {"patience": -1},
+        {"eps": float("inf")},
+    ):
+        with pytest.raises(nf.SchemaError, match=r"ReduceLROnPlateau.load_state_dict: "):
+            sched.load_state_dict({**sched.state_dict(), **edit})
+    assert sched.factor == 0.1 and sched.patience == 10

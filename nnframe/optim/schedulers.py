@@ -493,6 +493,7 @@ class ReduceLROnPlateau(_SavedState):
         self.min_lrs = list(min_lr) if isinstance(min_lr, (list, tuple)) else [min_lr] * n
         if len(self.min_lrs) != n:
             raise ValueError(f"{who}: expected {n} min_lr value(s), got {len(self.min_lrs)}")
+        check_lrs(f"{who}: min_lr", self.min_lrs)
         self.optimizer = optimizer
         self.mode = mode
         self.factor = factor
@@ -545,6 +546,23 @@ class ReduceLROnPlateau(_SavedState):
         return list(self._last_lr)
 
     _finite_state = False  # best starts at +-inf
+
+    def check_state_dict(self, state_dict) -> dict:
+        checked = super().check_state_dict(state_dict)
+        who = "ReduceLROnPlateau.load_state_dict"
+        rules = (
+            ("factor", lambda v: 0 <= v < 1, "in [0, 1)"),
+            ("threshold", math.isfinite, "finite"),
+            ("eps", math.isfinite, "finite"),
+            ("patience", lambda v: v >= 0, ">= 0"),
+            ("cooldown", lambda v: v >= 0, ">= 0"),
+            ("num_bad_epochs", lambda v: v >= 0, ">= 0"),
+            ("cooldown_counter", lambda v: v >= 0, ">= 0"),
+        )
+        for key, ok, rule in rules:
+            if key in checked and not ok(checked[key]):
+                raise S.SchemaError(f"{who}: {key}: expected a value {rule}, got {checked[key]!r}")
+        return checked
 
     def state_dict(self) -> dict:
         return {k: v for k, v in vars(self).items() if k != "optimizer"}
