@@ -180,3 +180,20 @@ def test_errors_name_the_layer():
         nf.Transformer(8, 2, 1, 1, 16, rng=0)(np.ones((2, 3, 8)), np.ones((3, 3, 8)))
     with pytest.raises(ValueError, match=r"Transformer: expected device None or 'cpu'"):
         nf.Transformer(8, 2, 1, 1, device="cuda")
+
+
+def test_activation_as_pytorch_function_or_nnframe_module():
+    rng = np.random.default_rng(0)
+    xs = _inputs(rng, 2, 3, 4, 8, True)
+    f_gelu = torch.nn.functional.gelu
+    layer = nf.TransformerDecoderLayer(8, 2, 12, 0.0, f_gelu, batch_first=True, rng=0)
+    ref = torch.nn.TransformerDecoderLayer(8, 2, 12, 0.0, f_gelu, batch_first=True).double()
+    assert isinstance(layer.activation, nf.GELU)
+    _parity(layer.to(np.float64), ref, xs)
+    tanh_gelu = nf.TransformerDecoderLayer(8, 2, 12, 0.0, nf.GELU(approximate="tanh"), rng=0)
+    ref = torch.nn.TransformerDecoderLayer(
+        8, 2, 12, 0.0, lambda x: f_gelu(x, approximate="tanh"), batch_first=True
+    ).double()
+    _parity(tanh_gelu.to(np.float64), ref, xs)
+    model = nf.Transformer(8, 2, 1, 1, 12, 0.0, torch.nn.functional.relu, rng=0)
+    assert isinstance(model.encoder.layers[0].activation, nf.ReLU)

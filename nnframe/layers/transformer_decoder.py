@@ -62,9 +62,25 @@ def _check_memory(who, x, memory, d_model: int, batch_first: bool) -> np.ndarray
     return memory
 
 
-def _activation(who: str, activation: str) -> Module:
+def _activation_name(activation):
+    """'relu' or 'gelu' for those strings and for PyTorch's ``F.relu``/``F.gelu`` (a callable
+    of that name); anything else is returned as given."""
+    name = getattr(activation, "__name__", None) if callable(activation) else activation
+    return name if name in ("relu", "gelu") else activation
+
+
+def _activation(who: str, activation) -> Module:
+    """The activation module: from a name (or PyTorch's function of that name), or a copy of
+    an nnframe activation Module given as is (``nf.GELU(approximate='tanh')``)."""
+    if isinstance(activation, Module):
+        return copy.deepcopy(activation)
+    activation = _activation_name(activation)
     check_hyper(
-        who, "activation", activation, activation in ("relu", "gelu"), "must be 'relu' or 'gelu'"
+        who,
+        "activation",
+        activation,
+        activation in ("relu", "gelu"),
+        "must be 'relu', 'gelu', F.relu, F.gelu or an nnframe activation Module",
     )
     return ReLU() if activation == "relu" else GELU()
 
@@ -84,7 +100,8 @@ class TransformerDecoderLayer(Module):
         nhead: attention heads (must divide d_model).
         dim_feedforward: hidden features of the feed-forward block.
         dropout: dropout probability (attention weights, residual branches, feed-forward).
-        activation: 'relu' or 'gelu' (exact erf form); PyTorch's callables are not taken.
+        activation: 'relu' or 'gelu' (exact erf form), PyTorch's ``F.relu``/``F.gelu`` (taken
+            by name), or an nnframe activation Module (copied; ``nf.GELU(approximate='tanh')``).
         layer_norm_eps: LayerNorm epsilon.
         batch_first: inputs (N, L, d_model) (nnframe's default, as the encoder's) or
             (L, N, d_model) (PyTorch's default).
@@ -330,7 +347,9 @@ class Transformer(Module):
     Args:
         d_model, nhead, dim_feedforward, dropout, activation, layer_norm_eps, batch_first,
             norm_first, bias, device, dtype, rng: as :class:`TransformerDecoderLayer`
-            (``batch_first=True`` by default, as nnframe's other sequence layers).
+            (``batch_first=True`` by default, as nnframe's other sequence layers);
+            ``activation`` by name or as ``F.relu``/``F.gelu`` (the encoder layers take no
+            Module).
         num_encoder_layers, num_decoder_layers: the depth of each stack.
         custom_encoder, custom_decoder: modules used instead of the built stacks (called as the
             stacks are; their weights are left as given).
@@ -385,6 +404,7 @@ class Transformer(Module):
         for name, value in (("num_encoder_layers", num_encoder_layers), ("num_decoder_layers", num_decoder_layers)):  # fmt: skip
             ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
             check_hyper(who, name, value, ok and value > 0, "must be an int > 0")
+        activation = _activation_name(activation)  # F.relu / F.gelu: by name, for the encoder
         common = {
             "dim_feedforward": dim_feedforward, "dropout": dropout, "activation": activation,
             "layer_norm_eps": layer_norm_eps, "batch_first": batch_first,
