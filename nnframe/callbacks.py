@@ -191,7 +191,8 @@ def check_path_template(who: str, path: str, trainer) -> None:
             f"{who}: expected a path template the epoch logs fill, got {path!r} ({e})"
         ) from None
     directory = os.path.dirname(os.path.abspath(example))
-    if not example.endswith(".npz") and not os.path.isdir(directory):  # .npz makes its folders
+    writes = _writes_files(trainer)  # data-parallel: only rank 0's folder matters
+    if writes and not example.endswith(".npz") and not os.path.isdir(directory):  # npz: makedirs
         raise FileNotFoundError(
             f"{who}: expected the checkpoint folder to exist, got {directory!r} (create it first)"
         )
