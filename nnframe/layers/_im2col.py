@@ -16,7 +16,8 @@ import itertools
 from functools import lru_cache
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
+
+from nnframe.backend import array_module, as_strided
 
 # PyTorch's padding_mode -> numpy.pad's mode
 PAD_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
@@ -57,7 +58,8 @@ def pad(x: np.ndarray, pads: tuple[tuple[int, int], ...], mode: str = "zeros", v
     lead = x.ndim - len(pads)
     if mode == "zeros":
         shape = x.shape[:lead] + tuple(s + lo + hi for s, (lo, hi) in zip(x.shape[lead:], pads))
-        out = np.full(shape, value, dtype=x.dtype) if value else np.zeros(shape, dtype=x.dtype)
+        xm = array_module(x)
+        out = xm.full(shape, value, dtype=x.dtype) if value else xm.zeros(shape, dtype=x.dtype)
         inner = tuple(slice(lo, lo + s) for s, (lo, _) in zip(x.shape[lead:], pads))
         out[(Ellipsis, *inner)] = x
         return out
@@ -107,8 +109,8 @@ def im2col(xp, kernel, stride, dilation, out_shape, out=None) -> np.ndarray:
     contiguous array (one copy of the strided view, output positions innermost), new or
     ``out`` (any contiguous buffer of the same size and dtype, reused)."""
     view = windows(xp, kernel, stride, dilation, out_shape)
-    if out is None or out.size != view.size or out.dtype != xp.dtype:
-        out = np.empty(view.shape, dtype=xp.dtype)
+    if out is None or out.size != view.size or out.dtype != xp.dtype or type(out) is not type(xp):
+        out = array_module(xp).empty(view.shape, dtype=xp.dtype)
     cols = out.reshape(view.shape)
     np.copyto(cols, view)
     return cols
@@ -133,7 +135,7 @@ def offset_slices(kernel, stride, dilation, out_shape) -> tuple:
 def col2im(cols, padded_shape, kernel, stride, dilation, out_shape) -> np.ndarray:
     """Adjoint of :func:`im2col`: accumulates columns ``(C, *kernel, N, *out)`` into a new
     zero array of ``padded_shape`` ``(N, C, *S)``, one strided add per kernel offset."""
-    dx = np.zeros(padded_shape, dtype=cols.dtype)
+    dx = array_module(cols).zeros(padded_shape, dtype=cols.dtype)
     dxt = dx.swapaxes(0, 1)  # (C, N, *S): the same memory, in the columns' order
     for offsets, sl in offset_slices(kernel, stride, dilation, out_shape):
         dxt[(slice(None), slice(None), *sl)] += cols[(slice(None), *offsets)]

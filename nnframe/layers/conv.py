@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from nnframe.backend import array_module
 from nnframe.errors import (
     ShapeError,
     as_float_input,
@@ -219,9 +220,10 @@ class _ConvNd(Module):
         w = self.weight.data
         x = as_float_input(self, x, w.dtype)
         out_shape = self._out_shape(x)
+        xm = array_module(x)
         if x.size == 0:  # an empty batch: an empty output, no columns to build
             self.save_for_backward(x, out_shape, None)
-            return np.zeros((0, self.out_channels, *out_shape), dtype=w.dtype)
+            return xm.zeros((0, self.out_channels, *out_shape), dtype=w.dtype)
         n, g, o = x.shape[0], self.groups, self.out_channels
         p = int(np.prod(out_shape))
         w3 = w.reshape(g, o // g, -1)  # (G, Og, Cg*K)
@@ -236,7 +238,7 @@ class _ConvNd(Module):
             return self._forward_chunked(x, w3, out_shape)
         cols = self._columns(x, out_shape)  # (G, Cg*K, N*P)
         y2 = np.matmul(w3, cols).reshape(o, n, p)  # one GEMM per group: (O, N*P)
-        y = np.empty((n, o, *out_shape), dtype=w.dtype)
+        y = xm.empty((n, o, *out_shape), dtype=w.dtype)
         yt = y.reshape(n, o, p).transpose(1, 0, 2)  # (O, N, P) view of the output
         if self.bias is not None:
             np.add(y2, self.bias.data[:, None, None], out=yt)  # transpose and bias in one pass
@@ -263,11 +265,17 @@ class _ConvNd(Module):
         p = int(np.prod(out_shape))
         view = windows(xp, self.kernel_size, self.stride, self.dilation, out_shape)
         spare, self._spare = self._spare, None
-        if spare is None or spare.size != view.size or spare.dtype != xp.dtype:
-            spare = np.empty(view.size, dtype=xp.dtype)
+        xm = array_module(x)
+        if (
+            spare is None
+            or spare.size != view.size
+            or spare.dtype != xp.dtype
+            or type(spare) is not type(xp)
+        ):
+            spare = xm.empty(view.size, dtype=xp.dtype)
         cols = spare.reshape(view.shape)  # (C, *kernel, N, *out)
         cols3 = cols.reshape(g, -1, n * p)  # (G, Cg*K, N*P)
-        y = np.empty((n, o, *out_shape), dtype=w3.dtype)
+        y = xm.empty((n, o, *out_shape), dtype=w3.dtype)
         y3 = y.reshape(n, o, p)
         bias = None if self.bias is None else self.bias.data[:, None, None]
         k = len(self.kernel_size)
@@ -306,7 +314,9 @@ class _ConvNd(Module):
                 return None  # the input is data
             return np.matmul(w3.swapaxes(-1, -2), g4).reshape(x.shape)  # W^T @ g
         # g as (G, Og, N*P): the layout of the forward GEMM's output
-        gt = np.ascontiguousarray(grad_output.reshape(n, o, p).transpose(1, 0, 2))
+        gt = array_module(grad_output).ascontiguousarray(
+            grad_output.reshape(n, o, p).transpose(1, 0, 2)
+        )
         gt = gt.reshape(g, o // g, n * p)
         if self.bias is not None and self.bias.requires_grad:
             self.bias.grad += gt.sum(axis=-1).reshape(o)
@@ -510,14 +520,15 @@ class _ConvTransposeNd(Module):
         w = self.weight.data
         x = as_float_input(self, x, w.dtype)
         out_shape, full_shape = self._shapes(x)
+        xm = array_module(x)
         if x.size == 0:  # an empty batch: an empty output (and gradients), no GEMM
             self.save_for_backward(None, x.shape, out_shape, full_shape)
-            return np.zeros((0, self.out_channels, *out_shape), dtype=w.dtype)
+            return xm.zeros((0, self.out_channels, *out_shape), dtype=w.dtype)
         n, g, c_in, c_out = x.shape[0], self.groups, self.in_channels, self.out_channels
         spatial = x.shape[2:]
         p = int(np.prod(spatial))
         # x as (G, Cin_g, N*P): the right operand of one GEMM per group
-        xt = np.ascontiguousarray(x.reshape(n, c_in, p).transpose(1, 0, 2))
+        xt = xm.ascontiguousarray(x.reshape(n, c_in, p).transpose(1, 0, 2))
         xt = xt.reshape(g, c_in // g, n * p)
         w3 = w.reshape(g, c_in // g, -1)  # (G, Cin_g, Cout_g*K)
         cols = np.matmul(w3.swapaxes(-1, -2), xt)  # (G, Cout_g*K, N*P)
@@ -530,7 +541,7 @@ class _ConvTransposeNd(Module):
             spatial,
         )
         crop = tuple(slice(q, q + o) for q, o in zip(self.padding, out_shape))
-        y = np.ascontiguousarray(full[(Ellipsis, *crop)])
+        y = xm.ascontiguousarray(full[(Ellipsis, *crop)])
         if self.bias is not None:
             y += self.bias.data.reshape((c_out,) + (1,) * self._n)
         self.save_for_backward(xt, x.shape, out_shape, full_shape)
@@ -541,7 +552,7 @@ class _ConvTransposeNd(Module):
         n, g, c_in, c_out = x_shape[0], self.groups, self.in_channels, self.out_channels
         grad_output = check_grad(self, grad_output, (n, c_out, *out_shape))
         if xt is None:  # an empty batch
-            return np.zeros(x_shape, dtype=self.weight.data.dtype)
+            return array_module(grad_output).zeros(x_shape, dtype=self.weight.data.dtype)
         spatial = x_shape[2:]
         w = self.weight
         if self.bias is not None and self.bias.requires_grad:
@@ -559,7 +570,7 @@ class _ConvTransposeNd(Module):
             return None  # the input is data
         # dL/dx = W @ gcols: (Cin_g, Cout_g*K) @ (Cout_g*K, N*P), back to (N, Cin, *L)
         dxt = np.matmul(w.data.reshape(g, c_in // g, -1), gcols)
-        dx = np.empty(x_shape, dtype=dxt.dtype)
+        dx = array_module(dxt).empty(x_shape, dtype=dxt.dtype)
         dx.reshape(n, c_in, p).transpose(1, 0, 2)[...] = dxt.reshape(c_in, n, p)
         return dx
 
