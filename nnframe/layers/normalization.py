@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from nnframe._pytorch_args import check_device, check_flag, resolve_dtype
+from nnframe.backend import array_module
 from nnframe.errors import ShapeError, as_float_input, check_hyper, expected_got, fmt_shape
 from nnframe.input_spec import InputSpec
 from nnframe.module import Module
@@ -31,7 +32,7 @@ def _normalize(x: np.ndarray, axes: tuple[int, ...], eps: float):
     mean = x.mean(axis=axes, keepdims=True)
     centered = x - mean
     var = np.mean(centered * centered, axis=axes, keepdims=True)
-    inv_std = 1.0 / np.sqrt(var + np.asarray(eps, dtype=x.dtype))
+    inv_std = 1.0 / np.sqrt(var + x.dtype.type(eps))  # a scalar: any array module
     centered *= inv_std  # in place: centered becomes x_hat, no third full-size array
     return mean, var, centered, inv_std
 
@@ -168,14 +169,14 @@ class _NormBase(Module):
         ones stay (PyTorch counts the batch in num_batches_tracked all the same)."""
         if self.training and self.track_running_stats and self._counts_batches:
             self.num_batches_tracked += 1
-        inv_std = np.ones(self._param_shape(x.ndim), dtype=x.dtype)
+        inv_std = array_module(x).ones(self._param_shape(x.ndim), dtype=x.dtype)
         self.save_for_backward(True, x, inv_std)
         return self._affine(x)
 
     def _eval_forward(self, x: np.ndarray) -> np.ndarray:
         """Normalization with the running statistics: a per-element affine map."""
         shape = self._param_shape(x.ndim)
-        inv_std = 1.0 / np.sqrt(self.running_var + np.asarray(self.eps, self._dtype))
+        inv_std = 1.0 / np.sqrt(self.running_var + np.dtype(self._dtype).type(self.eps))
         inv_std = inv_std.reshape(shape)
         xhat = (x - self.running_mean.reshape(shape)) * inv_std
         self.save_for_backward(False, xhat, inv_std)
