@@ -17,8 +17,11 @@ from nnframe.onnx import (  # noqa: F401
     _basic,
     _containers,
     _conv,
+    _decoder,
     _graph,
     _norm,
+    _pairs,
+    _rearrange,
     _recurrent,
 )
 from nnframe.onnx._context import (

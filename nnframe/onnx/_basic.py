@@ -176,6 +176,10 @@ def upsample(ctx, m, x):
         # PyTorch's nearest: src = floor(dst / scale), scale = scale_factor or out / in
         attrs = {"mode": "nearest", "coordinate_transformation_mode": "asymmetric"}
         attrs["nearest_mode"] = "floor"
+    elif m.mode == "bicubic":  # Keys' A = -0.75; PyTorch does not clamp the source index at 0
+        coords = "align_corners" if m.align_corners else "half_pixel"
+        attrs = {"mode": "cubic", "coordinate_transformation_mode": coords}
+        attrs["cubic_coeff_a"] = -0.75
     else:
         coords = "align_corners" if m.align_corners else "pytorch_half_pixel"
         attrs = {"mode": "linear", "coordinate_transformation_mode": coords}
@@ -229,3 +233,43 @@ def embedding_bag(ctx, m, x):
     count = ctx.reduce("ReduceSum", kept, [1], keepdims=False)  # (N, 1)
     count = ctx.node("Max", [count, ctx.scalar(1.0, dtype)])
     return ctx.node("Div", [total, count])
+
+
+# ---------------------------------------------------------------------------------- issue 14's activations
+@register_exporter(nf.Threshold)
+def threshold(ctx, m, x):
+    keep = ctx.node("Greater", [x.name, ctx.scalar(m.threshold, x)])
+    return ctx.node("Where", [keep, x.name, ctx.scalar(m.value, x)])
+
+
+@register_exporter(nf.Hardshrink)
+def hardshrink(ctx, m, x):
+    return ctx.node("Shrink", [x.name], lambd=float(m.lambd), bias=0.0)
+
+
+@register_exporter(nf.Softshrink)
+def softshrink(ctx, m, x):
+    return ctx.node("Shrink", [x.name], lambd=float(m.lambd), bias=float(m.lambd))
+
+
+@register_exporter(nf.Tanhshrink)
+def tanhshrink(ctx, m, x):
+    return ctx.node("Sub", [x.name, ctx.node("Tanh", [x.name])])
+
+
+@register_exporter(nf.Softmin)
+def softmin(ctx, m, x):
+    dim = (0 if x.ndim in (0, 1, 3) else 1) if m.dim is None else int(m.dim)
+    return ctx.node("Softmax", [ctx.node("Neg", [x.name])], axis=dim)
+
+
+@register_exporter(nf.Softmax2d)
+def softmax2d(ctx, m, x):
+    return ctx.node("Softmax", [x.name], axis=-3)
+
+
+@register_exporter(nf.GLU)
+def glu(ctx, m, x):
+    half = x.shape[m.dim] // 2
+    a, b = ctx.node("Split", [x.name, ctx.ints([half, half], "split")], outputs=2, axis=m.dim)
+    return ctx.node("Mul", [a, ctx.node("Sigmoid", [b])])

@@ -71,6 +71,7 @@ def conv(ctx, m, x):
 
 @register_exporter(nf.ConvTranspose1d)
 @register_exporter(nf.ConvTranspose2d)
+@register_exporter(nf.ConvTranspose3d)
 def conv_transpose(ctx, m, x):
     # ONNX keeps PyTorch's (in, out // groups, *kernel) weight layout and output-size rule
     w = ctx.param(m.weight.data, "weight")
@@ -105,6 +106,7 @@ def _geometry(m, spatial):
 
 @register_exporter(nf.MaxPool1d)
 @register_exporter(nf.MaxPool2d)
+@register_exporter(nf.MaxPool3d)
 def max_pool(ctx, m, x):
     _, pads = _geometry(m, x.shape[2:])
     # MaxPool ignores padded positions, as the layer's -inf padding does
@@ -128,6 +130,7 @@ def _avg_counts(size, k, s, p, o, include_pad) -> np.ndarray:
 
 @register_exporter(nf.AvgPool1d)
 @register_exporter(nf.AvgPool2d)
+@register_exporter(nf.AvgPool3d)
 def avg_pool(ctx, m, x):
     out, pads = _geometry(m, x.shape[2:])
     attrs = {"kernel_shape": list(m.kernel_size), "strides": list(m.stride)}
@@ -174,6 +177,7 @@ def _adaptive(ctx, m, x, op: str, global_op: str):
 
 @register_exporter(nf.AdaptiveAvgPool1d)
 @register_exporter(nf.AdaptiveAvgPool2d)
+@register_exporter(nf.AdaptiveAvgPool3d)
 def adaptive_avg_pool(ctx, m, x):
     y = _adaptive(ctx, m, x, "AveragePool", "GlobalAveragePool")
     if y is not None:
@@ -186,13 +190,16 @@ def adaptive_avg_pool(ctx, m, x):
             a[i, s:e] = 1.0 / (e - s)
         mats.append(a)
     y = ctx.node("MatMul", [x.name, ctx.const(mats[-1].T, "avg_matrix")])
-    if len(mats) == 2:
-        y = ctx.node("MatMul", [ctx.const(mats[0], "avg_matrix"), y])
+    if len(mats) >= 2:
+        y = ctx.node("MatMul", [ctx.const(mats[-2], "avg_matrix"), y])
+    if len(mats) == 3:  # along D: (D_out, D) contracted with axis 2
+        y = ctx.node("Einsum", [ctx.const(mats[0], "avg_matrix"), y], equation="ed,ncdhw->ncehw")
     return y
 
 
 @register_exporter(nf.AdaptiveMaxPool1d)
 @register_exporter(nf.AdaptiveMaxPool2d)
+@register_exporter(nf.AdaptiveMaxPool3d)
 def adaptive_max_pool(ctx, m, x):
     y = _adaptive(ctx, m, x, "MaxPool", "GlobalMaxPool")
     if y is not None:
@@ -207,3 +214,29 @@ def adaptive_max_pool(ctx, m, x):
         ]
         y = ctx.node("Concat", parts, axis=axis)
     return y
+
+
+# ---------------------------------------------------------------------------------- power-average pooling
+@register_exporter(nf.LPPool1d)
+@register_exporter(nf.LPPool2d)
+def lp_pool(ctx, m, x):
+    """(window average of x^p, padded for ceil_mode) times kernel / count, to the 1/p."""
+    out, pads = _geometry(m, x.shape[2:])
+    powered = ctx.node("Pow", [x.name, ctx.scalar(m.norm_type, x)])
+    if any(lo or hi for lo, hi in pads):
+        full = [(0, 0), (0, 0), *pads]
+        powered = ctx.node("Pad", [powered, ctx.ints(_onnx_pads(full), "pads")], mode="constant")
+    attrs = {"kernel_shape": list(m.kernel_size), "strides": list(m.stride)}
+    mean = ctx.node("AveragePool", [powered], **attrs)  # the sum over the window / kernel size
+    counts = [
+        _avg_counts(size, k, s, 0, o, True)
+        for size, k, s, o in zip(x.shape[2:], m.kernel_size, m.stride, out)
+    ]
+    divisor = counts[0]
+    for c in counts[1:]:
+        divisor = np.multiply.outer(divisor, c)
+    # PyTorch: avg_pool (divided by the in-input count) times the full kernel size
+    k = float(np.prod(m.kernel_size))
+    factor = (k * k / divisor).astype(x.dtype)
+    total = ctx.node("Mul", [mean, ctx.const(factor, "scale")])
+    return ctx.node("Pow", [total, ctx.scalar(1.0 / m.norm_type, x)])
