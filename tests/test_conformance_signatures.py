@@ -50,25 +50,7 @@ DEFAULT_EXCEPTIONS = {
 }
 
 # classes whose constructors are not PyTorch's yet (left for later work; see CHANGELOG)
-_DEV = "device and dtype not yet in PyTorch's positional places (dtype is keyword-only)"
-PENDING: dict[str, str] = {
-    "Conv1d": _DEV,
-    "Conv2d": _DEV,
-    "Conv3d": _DEV,
-    "ConvTranspose1d": _DEV,
-    "ConvTranspose2d": _DEV,
-    "ConvTranspose3d": _DEV,
-    "GRU": _DEV,
-    "GRUCell": _DEV,
-    "LSTM": _DEV,
-    "LSTMCell": _DEV,
-    "Linear": _DEV,
-    "RNN": _DEV,
-    "RNNCell": _DEV,
-    "TransformerEncoder": "enable_nested_tensor and mask_check not yet accepted",
-    "TransformerEncoderLayer": _DEV,
-    "Upsample": "recompute_scale_factor not yet accepted",
-}
+PENDING: dict[str, str] = {}
 
 
 def shared_classes() -> list[str]:

@@ -608,3 +608,111 @@ def test_dropout_inplace_gives_the_same_values_and_leaves_the_input(name, shape)
 def test_dropout_inplace_must_be_a_bool():
     with pytest.raises(TypeError, match=r"Dropout2d: expected inplace to be a bool, got 1"):
         nf.Dropout2d(0.5, 1)
+
+
+# ---------------------------------------------------------------------- device and dtype
+# (class, PyTorch's positional arguments before device and dtype, an input shape)
+DEVICE_DTYPE = [
+    ("Linear", (3, 2, True), (4, 3)),
+    ("Conv1d", (2, 3, 3, 1, 1, 1, 1, True, "zeros"), (2, 2, 6)),
+    ("Conv2d", (2, 3, 3, 2, 1, 1, 1, True, "reflect"), (2, 2, 5, 5)),
+    ("Conv3d", (2, 2, 2, 1, 0, 1, 2, False, "zeros"), (1, 2, 3, 3, 3)),
+    ("ConvTranspose1d", (2, 3, 3, 2, 1, 1, 1, True, 1, "zeros"), (2, 2, 4)),
+    ("ConvTranspose2d", (2, 4, 3, 2, 0, 0, 2, True, 1, "zeros"), (1, 2, 3, 3)),
+    ("ConvTranspose3d", (2, 2, 2, 1, 0, 0, 1, False, 1, "zeros"), (1, 2, 2, 2, 2)),
+    ("RNN", (3, 4, 1, "relu", True, True, 0.0, True), (2, 5, 3)),
+    ("LSTM", (3, 4, 2, True, True, 0.0, False, 2), (2, 5, 3)),
+    ("GRU", (3, 4, 1, False, False, 0.0, True), (5, 2, 3)),
+    ("RNNCell", (3, 4, True, "tanh"), (2, 3)),
+    ("LSTMCell", (3, 4, True), (2, 3)),
+    ("GRUCell", (3, 4, False), (2, 3)),
+    ("TransformerEncoderLayer", (8, 2, 16, 0.0, "gelu", 1e-5, True, True, True), (2, 3, 8)),
+]
+
+
+@pytest.mark.parametrize("name, args, shape", DEVICE_DTYPE, ids=[c[0] for c in DEVICE_DTYPE])
+def test_device_and_dtype_positionally_match_pytorch(name, args, shape):
+    torch = pytest.importorskip("torch")
+    ours = getattr(nf, name)(*args, "cpu", np.float64, rng=0)  # PyTorch's positional places
+    if name in ("RNN", "LSTM", "GRU"):  # PyTorch's (*args) binds its 9th to proj_size
+        theirs = getattr(torch.nn, name)(*args, device="cpu", dtype=torch.float64)
+    else:
+        theirs = getattr(torch.nn, name)(*args, "cpu", torch.float64)
+    assert all(p.data.dtype == np.float64 for p in ours.parameters())
+    assert set(ours.state_dict()) == set(theirs.state_dict())
+    x = np.random.default_rng(4).normal(size=shape)
+    if name == "LSTM":  # (output, (h_n, c_n)): the forward values (the math is unchanged)
+        theirs.load_state_dict({k: torch.from_numpy(v) for k, v in ours.state_dict().items()})
+        out, (h, c) = ours(x)
+        t_out, (t_h, t_c) = theirs(torch.from_numpy(x))
+        for a, b in ((out, t_out), (h, t_h), (c, t_c)):
+            _allclose("LSTM output", a, b.detach().numpy())
+    else:
+        parity(torch, ours, theirs, (x,))
+    # None: PyTorch's default dtype, float32 in both
+    default = getattr(nf, name)(*args, None, None, rng=0)
+    assert all(p.data.dtype == np.float32 for p in default.parameters())
+
+
+@pytest.mark.parametrize("name, args, shape", DEVICE_DTYPE, ids=[c[0] for c in DEVICE_DTYPE])
+def test_device_other_than_the_cpu_is_refused(name, args, shape):
+    with pytest.raises(ValueError, match=rf"{name if name != 'Linear' else 'Dense'}: expected "
+                       r"device None or 'cpu', got 'cuda'"):  # fmt: skip
+        getattr(nf, name)(*args, "cuda")
+    assert getattr(nf, name)(*args, device="cpu:0") is not None
+
+
+@pytest.mark.parametrize("name", ["Dense", "Conv2d", "LSTM", "TransformerEncoderLayer"])
+def test_device_and_dtype_save_and_load(name, tmp_path):
+    args = {c[0]: c[1] for c in DEVICE_DTYPE}["Linear" if name == "Dense" else name]
+    layer = getattr(nf, name)(*args, "cpu", np.float64, rng=0)
+    config = nf.get_config(layer) if hasattr(nf, "get_config") else layer.get_config()
+    assert config["config"]["device"] == "cpu"
+    again = (
+        nf.from_config(config) if hasattr(nf, "from_config") else type(layer).from_config(config)
+    )
+    assert all(p.data.dtype == np.float64 for p in again.parameters())
+
+
+# ---------------------------------------------------------------------- TransformerEncoder flags
+def test_transformer_encoder_nested_tensor_flags_are_accepted():
+    torch = pytest.importorskip("torch")
+    layer = nf.TransformerEncoderLayer(8, 2, 16, 0.0, rng=0)
+    encoder = nf.TransformerEncoder(layer, 2, None, False, False)  # PyTorch's positional places
+    assert (encoder.enable_nested_tensor, encoder.mask_check) == (False, False)
+    t_layer = torch.nn.TransformerEncoderLayer(8, 2, 16, 0.0, batch_first=True)
+    theirs = torch.nn.TransformerEncoder(t_layer, 2, None, False, False)
+    x = np.random.default_rng(1).normal(size=(2, 4, 8))
+    parity(torch, encoder, theirs, (x,))
+    with pytest.raises(TypeError, match=r"TransformerEncoder: expected mask_check to be a bool"):
+        nf.TransformerEncoder(layer, 2, mask_check="yes")
+
+
+# ---------------------------------------------------------------------- Upsample
+UPSAMPLE = [
+    ("nearest", None, (1, 2, 5)),
+    ("linear", False, (1, 2, 5)),
+    ("bilinear", False, (1, 2, 5, 7)),
+    ("bilinear", True, (1, 2, 5, 7)),
+    ("bicubic", False, (1, 1, 4, 5)),
+    ("trilinear", False, (1, 1, 3, 4, 2)),
+]
+
+
+@pytest.mark.parametrize("mode, align_corners, shape", UPSAMPLE)
+@pytest.mark.parametrize("recompute", [None, False, True])
+def test_upsample_recompute_scale_factor_matches_pytorch(mode, align_corners, shape, recompute):
+    torch = pytest.importorskip("torch")
+    args = (None, 1.7, mode, align_corners, recompute)  # 1.7: not an integer output ratio
+    ours, theirs = nf.Upsample(*args), torch.nn.Upsample(*args)
+    x = np.random.default_rng(2).normal(size=shape)
+    parity(torch, ours, theirs, (x,))
+    nf.check_module(nf.Upsample(*args), x)
+
+
+def test_upsample_recompute_scale_factor_errors():
+    with pytest.raises(ValueError, match=r"Upsample: expected recompute_scale_factor only with "):
+        nf.Upsample(size=4, recompute_scale_factor=True)
+    with pytest.raises(TypeError, match=r"Upsample: expected recompute_scale_factor to be a bool"):
+        nf.Upsample(scale_factor=2, recompute_scale_factor="yes")
+    assert nf.Upsample(size=4, recompute_scale_factor=False).recompute_scale_factor is False

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from nnframe._pytorch_args import check_device, resolve_dtype
 from nnframe.backend import array_module
 from nnframe.errors import (
     ShapeError,
@@ -115,13 +116,16 @@ class _ConvNd(Module):
         groups: int = 1,
         bias: bool = True,
         padding_mode: str = "zeros",
+        device=None,
+        dtype=np.float32,
         *,
         rng=None,
-        dtype=np.float32,
         init="default",
     ):
         super().__init__()
         who, n = type(self).__name__, self._n
+        check_device(who, device)
+        dtype = resolve_dtype(dtype)
         _set_channels(self, who, in_channels, out_channels, groups)
         self.kernel_size = ntuple(who, "kernel_size", kernel_size, n, 1)
         self.stride = ntuple(who, "stride", stride, n, 1)
@@ -364,7 +368,7 @@ class Conv1d(_ConvNd):
             depthwise). Must divide both channel counts.
         bias: learn an additive bias per output channel.
         padding_mode: 'zeros', 'reflect', 'replicate' or 'circular'.
-        rng, dtype, init: as :class:`nnframe.Dense`; the default init is PyTorch's,
+        device, dtype, rng, init: as :class:`nnframe.Dense`; the default init is PyTorch's,
             U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with fan_in = in_channels / groups * kernel_size.
 
     Shape:
@@ -442,13 +446,16 @@ class _ConvTransposeNd(Module):
         bias: bool = True,
         dilation=1,
         padding_mode: str = "zeros",
+        device=None,
+        dtype=np.float32,
         *,
         rng=None,
-        dtype=np.float32,
         init="default",
     ):
         super().__init__()
         who, n = type(self).__name__, self._n
+        check_device(who, device)
+        dtype = resolve_dtype(dtype)
         _set_channels(self, who, in_channels, out_channels, groups)
         self.kernel_size = ntuple(who, "kernel_size", kernel_size, n, 1)
         self.stride = ntuple(who, "stride", stride, n, 1)
@@ -585,7 +592,7 @@ class ConvTranspose1d(_ConvTransposeNd):
         output_padding: extra size added at the end of the output (to pick among the input
             sizes a strided convolution maps to the same size); smaller than stride or dilation.
         padding_mode: only 'zeros' (as PyTorch).
-        rng, dtype, init: as :class:`nnframe.Dense`; PyTorch's default init with
+        device, dtype, rng, init: as :class:`nnframe.Dense`; PyTorch's default init with
             fan_in = out_channels / groups * kernel_size.
 
     Shape:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import sparse
 
+from nnframe._pytorch_args import check_device, resolve_dtype
 from nnframe.errors import as_float_input, check_hyper
 from nnframe.init import default_uniform, make_weight
 from nnframe.input_spec import InputSpec
@@ -20,8 +21,10 @@ class Dense(Module):
         in_features: size of each input sample's last dimension.
         out_features: size of each output sample's last dimension.
         bias: learn an additive bias.
+        device: PyTorch's device: None or 'cpu' (nnframe's arrays live in main memory); any
+            other device is refused.
+        dtype: parameter dtype (None: float32).
         rng: Generator or seed for the initial weights (None: nnframe's default generator).
-        dtype: parameter dtype (float32).
         init: weight initializer: a name from ``nnframe.init.INITIALIZERS`` or a callable
             ``(shape, rng, dtype) -> array``. The default is PyTorch's:
             U(-1/sqrt(in_features), 1/sqrt(in_features)) for weight and bias.
@@ -49,13 +52,16 @@ class Dense(Module):
         in_features: int,
         out_features: int,
         bias: bool = True,
+        device=None,
+        dtype=np.float32,
         *,
         rng=None,
-        dtype=np.float32,
         init="default",
     ):
         super().__init__()
         who = "Dense"
+        check_device(who, device)
+        dtype = resolve_dtype(dtype)
         check_hyper(who, "in_features", in_features, in_features > 0, "must be > 0")
         check_hyper(who, "out_features", out_features, out_features > 0, "must be > 0")
         self.in_features = int(in_features)

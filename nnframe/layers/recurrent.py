@@ -23,6 +23,7 @@ import math
 
 import numpy as np
 
+from nnframe._pytorch_args import check_device, resolve_dtype
 from nnframe.errors import ShapeError, as_float_input, check_hyper, expected_got, fmt_shape
 from nnframe.init import uniform
 from nnframe.input_spec import InputSpec
@@ -894,10 +895,12 @@ class RNN(_RNNBase):
         batch_first: bool = True,
         dropout: float = 0.0,
         bidirectional: bool = False,
+        device=None,
+        dtype=np.float32,
         *,
         rng=None,
-        dtype=np.float32,
     ):
+        check_device("RNN", device)
         check_hyper(
             "RNN",
             "nonlinearity",
@@ -909,7 +912,7 @@ class RNN(_RNNBase):
         super().__init__(
             "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU",
             input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, 0,
-            rng, dtype,
+            rng, resolve_dtype(dtype),
         )  # fmt: skip
 
 
@@ -921,8 +924,8 @@ class LSTM(_RNNBase):
     projected, ``h' = (o*tanh(c')) @ weight_hr^T``, and has P features.
 
     Args:
-        input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, rng,
-            dtype: as for :class:`RNN`.
+        input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, device,
+            dtype, rng: as for :class:`RNN`.
         proj_size: size of the projected hidden state (0: no projection).
 
     Parameters are ``weight_ih_l{k}`` (4H, F_in), ``weight_hh_l{k}`` (4H, H_out),
@@ -960,13 +963,15 @@ class LSTM(_RNNBase):
         dropout: float = 0.0,
         bidirectional: bool = False,
         proj_size: int = 0,
+        device=None,
+        dtype=np.float32,
         *,
         rng=None,
-        dtype=np.float32,
     ):
+        check_device("LSTM", device)
         super().__init__(
             "LSTM", input_size, hidden_size, num_layers, bias, batch_first, dropout,
-            bidirectional, proj_size, rng, dtype,
+            bidirectional, proj_size, rng, resolve_dtype(dtype),
         )  # fmt: skip
 
 
@@ -978,8 +983,8 @@ class GRU(_RNNBase):
     ``n = tanh(W_in x + b_in + r * (W_hn h + b_hn))``, ``h' = (1 - z) * n + z * h``.
 
     Args:
-        input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, rng,
-            dtype: as for :class:`RNN`.
+        input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, device,
+            dtype, rng: as for :class:`RNN`.
 
     Parameters are ``weight_ih_l{k}`` (3H, F_in), ``weight_hh_l{k}`` (3H, H), ``bias_ih_l{k}``,
     ``bias_hh_l{k}`` (3H,), and ``..._reverse`` when bidirectional.
@@ -1008,13 +1013,15 @@ class GRU(_RNNBase):
         batch_first: bool = True,
         dropout: float = 0.0,
         bidirectional: bool = False,
+        device=None,
+        dtype=np.float32,
         *,
         rng=None,
-        dtype=np.float32,
     ):
+        check_device("GRU", device)
         super().__init__(
             "GRU", input_size, hidden_size, num_layers, bias, batch_first, dropout,
-            bidirectional, 0, rng, dtype,
+            bidirectional, 0, rng, resolve_dtype(dtype),
         )  # fmt: skip
 
 
@@ -1129,7 +1136,8 @@ class RNNCell(_CellBase):
         hidden_size: features of the hidden state.
         bias: learn ``bias_ih`` and ``bias_hh``.
         nonlinearity: 'tanh' or 'relu'.
-        rng, dtype: initial-weight generator (or seed) and parameter dtype.
+        device: None or 'cpu' (any other device is refused); dtype: parameter dtype (None:
+            float32); rng: initial-weight generator (or seed).
 
     Shape:
         input: (N, input_size).    h, output: (N, hidden_size).
@@ -1154,24 +1162,26 @@ class RNNCell(_CellBase):
         hidden_size: int,
         bias: bool = True,
         nonlinearity: str = "tanh",
+        device=None,
+        dtype=np.float32,
         *,
         rng=None,
-        dtype=np.float32,
     ):
+        check_device("RNNCell", device)
         check_hyper(
             "RNNCell", "nonlinearity", nonlinearity, nonlinearity in ("tanh", "relu"),
             "'tanh' or 'relu'",
         )  # fmt: skip
         self.nonlinearity = nonlinearity
         mode = "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU"
-        super().__init__(mode, input_size, hidden_size, bias, rng, dtype)
+        super().__init__(mode, input_size, hidden_size, bias, rng, resolve_dtype(dtype))
 
 
 class GRUCell(_CellBase):
     """One step of a GRU (gate order r, z, n, as PyTorch's GRUCell).
 
     Args:
-        input_size, hidden_size, bias, rng, dtype: as for :class:`RNNCell`.
+        input_size, hidden_size, bias, device, dtype, rng: as for :class:`RNNCell`.
 
     Shape:
         input: (N, input_size).    h, output: (N, hidden_size).
@@ -1181,16 +1191,24 @@ class GRUCell(_CellBase):
     """
 
     def __init__(
-        self, input_size: int, hidden_size: int, bias: bool = True, *, rng=None, dtype=np.float32
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        device=None,
+        dtype=np.float32,
+        *,
+        rng=None,
     ):
-        super().__init__("GRU", input_size, hidden_size, bias, rng, dtype)
+        check_device("GRUCell", device)
+        super().__init__("GRU", input_size, hidden_size, bias, rng, resolve_dtype(dtype))
 
 
 class LSTMCell(_CellBase):
     """One step of an LSTM (gate order i, f, g, o, as PyTorch's LSTMCell).
 
     Args:
-        input_size, hidden_size, bias, rng, dtype: as for :class:`RNNCell`.
+        input_size, hidden_size, bias, device, dtype, rng: as for :class:`RNNCell`.
 
     Shape:
         input: (N, input_size).    h, c, h', c': (N, hidden_size).
@@ -1208,9 +1226,17 @@ class LSTMCell(_CellBase):
     """
 
     def __init__(
-        self, input_size: int, hidden_size: int, bias: bool = True, *, rng=None, dtype=np.float32
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        device=None,
+        dtype=np.float32,
+        *,
+        rng=None,
     ):
-        super().__init__("LSTM", input_size, hidden_size, bias, rng, dtype)
+        check_device("LSTMCell", device)
+        super().__init__("LSTM", input_size, hidden_size, bias, rng, resolve_dtype(dtype))
 
     def forward(self, x, hx=None):
         if hx is None:

@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 
+from nnframe._pytorch_args import check_flag
 from nnframe.errors import ShapeError, check_grad, check_hyper, expected_got, fmt_shape
 from nnframe.module import Module
 
@@ -312,6 +313,10 @@ class Upsample(Module):
             with A = -0.75, as PyTorch (it may overshoot the input's range).
         align_corners: for the interpolating modes: map corner pixels' centres onto each other
             (default False, as PyTorch).
+        recompute_scale_factor: with ``scale_factor``, True interpolates as if the computed
+            output size had been given as ``size`` (the scale used is output / input size,
+            not ``scale_factor``; they differ when the product is not an integer); None or
+            False use ``scale_factor`` itself, as PyTorch. Refused with ``size``.
 
     Shape:
         input: (N, C, *spatial)    output: (N, C, *size) or (N, C, *floor(spatial * scale)).
@@ -322,8 +327,29 @@ class Upsample(Module):
         array([[[1., 1., 2., 2.]]])
     """
 
-    def __init__(self, size=None, scale_factor=None, mode: str = "nearest", align_corners=None):
+    def __init__(
+        self,
+        size=None,
+        scale_factor=None,
+        mode: str = "nearest",
+        align_corners=None,
+        recompute_scale_factor=None,
+    ):
         super().__init__()
+        if recompute_scale_factor is not None:
+            check_flag("Upsample", "recompute_scale_factor", recompute_scale_factor)
+            if recompute_scale_factor and size is not None:
+                raise ValueError(
+                    expected_got(
+                        "Upsample",
+                        "recompute_scale_factor only with scale_factor",
+                        f"size={size!r}",
+                        "it is not meaningful with an explicit size, as in PyTorch",
+                    )
+                )
+        self.recompute_scale_factor = (
+            None if recompute_scale_factor is None else bool(recompute_scale_factor)
+        )
         check_hyper(
             "Upsample",
             "mode",
@@ -369,6 +395,8 @@ class Upsample(Module):
         else:
             scales = tuple(float(s) for s in self._per_axis(self.scale_factor, n))
             out = tuple(int(math.floor(s * f)) for s, f in zip(x.shape[2:], scales))
+            if self.recompute_scale_factor:  # interpolate as if out had been given as size
+                scales = (None,) * n
         if len(out) != n or any(o <= 0 for o in out):
             raise ShapeError(
                 expected_got(

@@ -6,6 +6,7 @@ import copy
 
 import numpy as np
 
+from nnframe._pytorch_args import check_device, check_flag, resolve_dtype
 from nnframe.activations import GELU, ReLU
 from nnframe.errors import check_hyper, expected_got
 from nnframe.layers.attention import BatchFirstSpec, MultiheadAttention
@@ -34,8 +35,10 @@ class TransformerEncoderLayer(Module):
         batch_first: input (N, L, d_model) (default) or (L, N, d_model).
         norm_first: pre-norm instead of post-norm.
         bias: learn biases in the linear layers, attention and LayerNorms.
+        device: None or 'cpu' (nnframe's arrays live in main memory); any other device is
+            refused.
+        dtype: parameter dtype (None: float32).
         rng: Generator or seed for the initial weights and every dropout mask.
-        dtype: parameter dtype.
 
     ``forward(src, src_mask=None, src_key_padding_mask=None, is_causal=False)``: the masks as in
     :class:`MultiheadAttention`. ``backward(grad_output)`` returns dL/dsrc.
@@ -65,12 +68,15 @@ class TransformerEncoderLayer(Module):
         batch_first: bool = True,
         norm_first: bool = False,
         bias: bool = True,
+        device=None,
+        dtype=np.float32,
         *,
         rng=None,
-        dtype=np.float32,
     ):
         super().__init__()
         who = "TransformerEncoderLayer"
+        check_device(who, device)
+        dtype = resolve_dtype(dtype)
         check_hyper(
             who,
             "activation",
@@ -161,6 +167,9 @@ class TransformerEncoder(Module):
         encoder_layer: a :class:`TransformerEncoderLayer` (or any module with the same call).
         num_layers: how many copies.
         norm: optional module applied to the output (a LayerNorm).
+        enable_nested_tensor, mask_check: PyTorch's switches for its nested-tensor fast path
+            (padded positions skipped, after checking the padding mask). Accepted, with no
+            effect: nnframe has no nested tensors, and the outputs are the same either way.
 
     ``forward(src, mask=None, src_key_padding_mask=None, is_causal=False)``;
     ``backward(grad_output)`` returns dL/dsrc.
@@ -176,9 +185,21 @@ class TransformerEncoder(Module):
         ['layers.0.self_attn.in_proj_weight', 'layers.0.self_attn.in_proj_bias']
     """
 
-    def __init__(self, encoder_layer: Module, num_layers: int, norm: Module | None = None):
+    def __init__(
+        self,
+        encoder_layer: Module,
+        num_layers: int,
+        norm: Module | None = None,
+        enable_nested_tensor: bool = True,
+        mask_check: bool = True,
+    ):
         super().__init__()
         check_hyper("TransformerEncoder", "num_layers", num_layers, num_layers > 0, "must be > 0")
+        # PyTorch's fast-path switches: accepted, no effect (see the docstring)
+        self.enable_nested_tensor = check_flag(
+            "TransformerEncoder", "enable_nested_tensor", enable_nested_tensor
+        )
+        self.mask_check = check_flag("TransformerEncoder", "mask_check", mask_check)
         if not isinstance(encoder_layer, Module):
             raise TypeError(
                 expected_got("TransformerEncoder", "a Module", type(encoder_layer).__name__)
