@@ -33,6 +33,7 @@ __all__ = [
     "Any",
     "Array",
     "Bool",
+    "Check",
     "DictOf",
     "Float",
     "Int",
@@ -306,14 +307,16 @@ class Array(_Spec):
 class Check(_Spec):
     """``inner``, then ``predicate(cleaned) -> bool`` (``expected`` says what it requires)."""
 
-    def __init__(self, inner: _Spec, predicate: Callable[[object], bool], expected: str):
+    def __init__(self, inner: _Spec, predicate: Callable[[object], bool], expected: str,
+                 convert: Callable | None = None):  # fmt: skip
         self.inner, self.predicate, self.expected = inner, predicate, expected
+        self.convert = convert
 
     def check(self, value, path, depth):
         cleaned = self.inner.check(value, path, depth)
         if not self.predicate(cleaned):
             self.fail(path, value)
-        return cleaned
+        return cleaned if self.convert is None else self.convert(cleaned)
 
 
 def like(template, *, finite: bool = False, same_strings: bool = False) -> _Spec:
@@ -335,12 +338,11 @@ def like(template, *, finite: bool = False, same_strings: bool = False) -> _Spec
         return Str(choices=[template]) if same_strings else Str()
     if isinstance(template, np.ndarray):
         return Array(template.dtype.kind, template.shape, finite=False, dtype=template.dtype)
-    if isinstance(template, (list, tuple)):
-        n = len(template)
-        if n and all(type(t) is type(template[0]) for t in template):
-            return ListOf(like(template[0], **kw), min_len=n, max_len=n,
-                          as_tuple=isinstance(template, tuple))  # fmt: skip
-        return ListOf(OneOf(Bool(), Float(finite=finite), Str()), min_len=n, max_len=n)
+    if isinstance(template, (list, tuple)):  # the same length, each item of its own kind
+        items = Tuple(*(like(t, **kw) for t in template))
+        if isinstance(template, tuple):
+            return items
+        return Check(items, lambda v: True, items.expected, convert=list)
     if isinstance(template, Mapping):
         return Record({k: like(v, **kw) for k, v in template.items()})
     return Check(Any(), lambda v: False, f"nothing (a {type(template).__name__} is not stored)")

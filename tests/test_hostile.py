@@ -278,3 +278,101 @@ def test_backward_of_the_loss_value_or_method_names_the_fix():
     model(x)
     with pytest.raises(TypeError, match=r"model.backward\(loss_fn.backward\(\)\)"):
         model.backward(loss_fn.backward)
+
+
+# ---------------------------------------------------------------------- fit arguments
+def names_itself(error: Exception) -> bool:
+    """nnframe's message template: 'who: ...' with who one name (Class.method, a layer)."""
+    import re
+
+    message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+    head = str(message).split(": ")[0]
+    head = re.sub(r"\([^()]*\)|\[[^\[\]]*\]|'[^']*'", "", head).strip()
+    return bool(re.fullmatch(r"[A-Za-z_][\w.]*( [A-Za-z_][\w.]*)?", head))
+
+
+odd_numbers = st.one_of(
+    st.integers(-3, 40),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(),
+    st.none(),
+    st.text(max_size=3),
+)
+
+
+@given(
+    epochs=odd_numbers,
+    batch_size=odd_numbers,
+    validation_split=odd_numbers,
+    class_weight=st.one_of(
+        st.none(),
+        st.dictionaries(
+            st.one_of(st.integers(-2, 2**40), st.text(max_size=2)), odd_numbers, max_size=3
+        ),
+        st.lists(odd_numbers, max_size=3),
+    ),
+    weight=st.sampled_from([None, "ones", "nan", "negative", "short"]),
+)
+def test_odd_fit_arguments_train_or_are_refused_by_name(
+    epochs, batch_size, validation_split, class_weight, weight
+):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(20, 3)).astype(np.float32)
+    y = rng.integers(0, 2, size=20)
+    sample_weight = {
+        None: None,
+        "ones": np.ones(20),
+        "nan": np.r_[np.ones(19), np.nan],
+        "negative": -np.ones(20),
+        "short": np.ones(3),
+    }[weight]
+    model = small_model()
+    opt = nf.optim.SGD(model.parameters(), lr=0.05)
+    before = (model_state(model), optimizer_state(opt))
+    trainer = nf.Trainer(model, nf.CrossEntropyLoss(), opt)
+    kwargs = dict(epochs=epochs, batch_size=batch_size, validation_split=validation_split)
+    try:
+        trainer.fit(x, y, class_weight=class_weight, sample_weight=sample_weight, verbose=0,
+                    nan_policy="skip_batch", **kwargs)  # fmt: skip
+    except (ValueError, TypeError, KeyError) as error:
+        assert names_itself(error), repr(error)
+        if not trainer.history.epoch:  # refused before training: nothing changed
+            assert (model_state(model), optimizer_state(opt)) == before
+        return
+    for k, v in model.state_dict().items():
+        assert np.isfinite(v).all(), k
+
+
+# ---------------------------------------------------------------------- scheduler states
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda opt: nf.optim.StepLR(opt, step_size=2, gamma=0.5),
+        lambda opt: nf.optim.OneCycleLR(opt, max_lr=0.1, total_steps=20),
+        lambda opt: nf.optim.ReduceLROnPlateau(opt, patience=1),
+        lambda opt: nf.optim.SequentialLR(
+            opt, [nf.optim.LinearLR(opt, 0.1, total_iters=2), nf.optim.ExponentialLR(opt, 0.9)], [2]
+        ),
+    ],
+    ids=["StepLR", "OneCycleLR", "ReduceLROnPlateau", "SequentialLR"],
+)
+@given(data=st.data())
+def test_a_mutated_scheduler_state_is_refused_or_loaded_with_finite_rates(build, data):
+    p = nf.Parameter(np.ones(2, np.float32))
+    opt = nf.optim.SGD([p], lr=0.1)
+    sched = build(opt)
+    state = json.loads(json.dumps(sched.state_dict()))
+    bad = mutate(state, data)
+    before = json.dumps(sched.state_dict(), sort_keys=True, default=str)
+    try:
+        sched.load_state_dict(bad)
+    except nf.SchemaError:
+        assert json.dumps(sched.state_dict(), sort_keys=True, default=str) == before
+        return
+    for _ in range(3):  # the loaded state drives finite rates, or the step refuses by name
+        try:
+            sched.step(1.0) if isinstance(sched, nf.optim.ReduceLROnPlateau) else sched.step()
+        except (ValueError, TypeError, IndexError, ZeroDivisionError) as error:
+            assert names_itself(error), repr(error)
+            break
+        assert all(math.isfinite(g["lr"]) for g in opt.param_groups)

@@ -367,3 +367,44 @@ def test_plateau_refuses_non_finite_floors_and_settings_from_a_file():
         with pytest.raises(nf.SchemaError, match=r"ReduceLROnPlateau.load_state_dict: "):
             sched.load_state_dict({**sched.state_dict(), **edit})
     assert sched.factor == 0.1 and sched.patience == 10
+
+
+def test_scheduler_states_whose_numbers_disagree_are_refused_on_load():
+    # found by tests/test_hostile.py (300 examples): accepted, then a raw error at the next step
+    p = nf.Parameter(np.ones(2))
+    opt = nf.optim.SGD([p], lr=0.1)
+    step = nf.optim.StepLR(opt, step_size=2, gamma=0.5)
+    for edit in ({"step_size": 0}, {"gamma": 1e300, "last_epoch": 10**6}):
+        with pytest.raises(
+            nf.SchemaError, match=r"StepLR.load_state_dict: expected a state giving"
+        ):
+            step.load_state_dict({**step.state_dict(), **edit})
+    cycle = nf.optim.OneCycleLR(opt, max_lr=0.1, total_steps=20)
+    momentum = opt.param_groups[0]["momentum"]
+    state = cycle.state_dict()
+    phases = [list(ph) for ph in state["phases"]]
+    phases[0][1] = "max_m"  # a name of the wrong place, or a number where a name goes
+    for bad in (phases, [[5.0, 1.0, "max", "max_m", "base_m"], state["phases"][1]]):
+        with pytest.raises(nf.SchemaError, match=r"OneCycleLR.load_state_dict: phases"):
+            cycle.load_state_dict({**state, "phases": bad})
+    cycle.load_state_dict({**state, "last_epoch": 7})  # a good state: tried on a stand-in
+    assert opt.param_groups[0]["momentum"] == momentum  # the trial never touched the optimizer
+    before = opt.param_groups[0]["lr"]
+    step.last_epoch, step.gamma = 10**6, 1e300  # set by hand: the step says what went wrong
+    with pytest.raises(ValueError, match=r"StepLR.step: expected finite learning rates"):
+        step.step()
+    assert step.last_epoch == 10**6 and opt.param_groups[0]["lr"] == before
+
+
+def test_a_lazily_created_optimizer_entry_must_be_an_array():
+    # found by tests/test_hostile.py: RMSprop accepted momentum_buffer=None, then a raw TypeError
+    p = nf.Parameter(np.ones(2, np.float32))
+    opt = nf.optim.RMSprop([p], lr=0.01, momentum=0.9)
+    p.grad[:] = 1.0
+    opt.step()
+    state = opt.state_dict()
+    state["state"][0]["momentum_buffer"] = None
+    with pytest.raises(
+        nf.SchemaError, match=r"RMSprop.load_state_dict: state\[0\].momentum_buffer"
+    ):
+        opt.load_state_dict(state)

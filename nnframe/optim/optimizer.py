@@ -571,7 +571,11 @@ class Optimizer:
             group = next(g for g in self.param_groups if any(q is p for q in g["params"]))
             template = self.init_state(p, {**group, **options[self.param_groups.index(group)]})
             names = set(template) | set(self.lazy_state) | set(self.state.get(p, {}))
-            spec = {k: _state_spec(template.get(k), p) for k in names}
+            # an entry an update creates later (a momentum buffer) must be an array
+            spec = {
+                k: _state_spec(template[k], p) if k in template else S.Array("f", p.data.shape)
+                for k in names
+            }
             optional = names - set(template)  # what init_state makes, a step needs
             entry = S.validate(S.Record(spec, optional=optional), s, who, f"state[{i}]")
             new_state[p] = {

@@ -21,7 +21,9 @@ Example:
 from __future__ import annotations
 
 import bisect
+import copy
 import math
+import types
 from collections.abc import Callable, Sequence
 
 from nnframe import schema as S
@@ -64,9 +66,10 @@ class _SavedState:
         for key in ("base_lrs", "_last_lr", "min_lrs"):
             if key in checked:
                 try:
-                    check_lrs(who, checked[key])
+                    check_lrs(who, checked[key], negative=key == "_last_lr")
                 except ValueError as e:
                     raise S.SchemaError(f"{e} in {key}") from None
+        self._trial_rates(checked, who)
         return checked
 
     def apply_state_dict(self, checked: dict) -> None:
@@ -75,6 +78,29 @@ class _SavedState:
     def load_state_dict(self, state_dict: dict) -> None:
         """Restores a state saved by ``state_dict``: validated completely, then applied."""
         self.apply_state_dict(self.check_state_dict(state_dict))
+
+    def _trial_rates(self, checked: dict, who: str) -> None:
+        """Computes the rates of the loaded state's current and next step on a stand-in (the
+        optimizer is not touched): a state whose numbers agree with their kinds but not with
+        each other (a zero step size, an overflowing power) is refused now, not at a step."""
+        if not hasattr(self, "get_lr"):  # ReduceLROnPlateau: no closed form to try
+            return
+        trial = copy.copy(self)
+        trial.__dict__.update(copy.deepcopy(checked))
+        groups = [
+            {k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups
+        ]
+        trial.optimizer = types.SimpleNamespace(param_groups=groups)
+        for _ in range(2):
+            try:
+                check_lrs(who, trial.get_lr(), negative=True)
+            except NotImplementedError:  # a scheduler that delegates (SequentialLR)
+                return
+            except (ValueError, OverflowError, ZeroDivisionError, TypeError, IndexError) as e:
+                raise S.SchemaError(
+                    f"{who}: expected a state giving finite rates, got {e}"
+                ) from None
+            trial.last_epoch += 1
 
 
 class LRScheduler(_SavedState):
@@ -103,9 +129,26 @@ class LRScheduler(_SavedState):
         return [self.lr_at(base, self.last_epoch) for base in self.base_lrs]
 
     def step(self, epoch: int | None = None) -> None:
-        """Advances one step (or jumps to ``epoch``) and sets every group's rate."""
+        """Advances one step (or jumps to ``epoch``) and sets every group's rate; a rate that
+        cannot be computed or is not finite raises ValueError and changes nothing."""
+        previous = self.last_epoch
         self.last_epoch = self.last_epoch + 1 if epoch is None else int(epoch)
-        self._apply(self.get_lr())
+        try:
+            self._apply(self._rates())
+        except ValueError:
+            self.last_epoch = previous
+            raise
+
+    def _rates(self) -> list[float]:
+        """``get_lr()``, with arithmetic failures (an overflowing power, a zero step size from a
+        crafted state) reported as ValueError naming the scheduler."""
+        try:
+            return self.get_lr()
+        except (OverflowError, ZeroDivisionError, TypeError) as e:
+            raise ValueError(
+                f"{type(self).__name__}.step: expected finite learning rates, got {e} at step "
+                f"{self.last_epoch}"
+            ) from None
 
     def _apply(self, lrs: Sequence[float]) -> None:
         lrs = check_lrs(type(self).__name__, lrs, negative=True)  # a NaN/Inf rate is never set
