@@ -88,6 +88,10 @@ class InputSpec:
         undo = Unbatched(*self.batch_axes(module))
         return undo.add_to_inputs(args), undo
 
+    #: Keyword arguments that are inputs too, by name -> position in ``batch_axes``' input axes
+    #: (a recurrent layer's ``hx``): an unbatched call expands them like positional ones.
+    keyword_inputs: dict[str, int] = {}
+
     def _check_size(self, module, shape: tuple, got: tuple) -> None:
         if self.size is not None and shape[self.axis] != getattr(module, self.size):
             raise self._error(module, got)
@@ -134,6 +138,14 @@ class Unbatched:
             _map(_expand, a, self.in_axes[i]) if i < len(self.in_axes) else a
             for i, a in enumerate(args)
         )
+
+    def add_to_keywords(self, kwargs: dict, positions: dict[str, int]) -> dict:
+        return {
+            k: _map(_expand, v, self.in_axes[positions[k]])
+            if k in positions and positions[k] < len(self.in_axes)
+            else v
+            for k, v in kwargs.items()
+        }
 
     def remove_from_output(self, out):
         return _map(_squeeze, out, self.out_axes)

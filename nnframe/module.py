@@ -129,7 +129,10 @@ class Module:
         call = CALL
         undo = None
         if self.input_spec is not None and args:
-            args, undo = self.input_spec.admit(self, args)  # checks; adds a missing batch axis
+            spec = self.input_spec
+            args, undo = spec.admit(self, args)  # checks; adds a missing batch axis
+            if undo is not None and kwargs and spec.keyword_inputs:
+                kwargs = undo.add_to_keywords(kwargs, spec.keyword_inputs)
         if call.depth == 0:
             call.pass_id += 1  # a call from outside any forward starts a new pass
         call.depth += 1

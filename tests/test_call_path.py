@@ -264,3 +264,18 @@ def test_apply_visits_children_before_parents_each_once():
     assert model.apply(lambda m: seen.append(m)) is model
     assert seen[-1] is model and seen.count(shared) == 1
     assert seen.index(shared) < seen.index(inner) < seen.index(model)
+
+
+def test_unbatched_recurrent_state_may_be_passed_by_keyword():
+    lstm = nf.LSTM(3, 4, num_layers=2, rng=0).to(np.float64)
+    x = normal_array(5, (6, 3)).astype(np.float64)
+    h0 = (np.zeros((2, 4)), np.ones((2, 4)))
+    out_kw, (h_kw, c_kw) = lstm(x, hx=h0)
+    grads_kw = lstm.backward((np.ones_like(out_kw), None))
+    out, (h, c) = lstm(x, h0)
+    grads = lstm.backward((np.ones_like(out), None))
+    np.testing.assert_array_equal(out_kw, out)
+    assert h_kw.shape == (2, 4) and c_kw.shape == (2, 4)
+    np.testing.assert_array_equal(grads_kw[0], grads[0])
+    cell = nf.GRUCell(3, 4, rng=0)
+    assert cell(np.ones(3, np.float32), h=np.zeros(4, np.float32)).shape == (4,)

@@ -530,6 +530,8 @@ class _SequenceSpec(InputSpec):
     def __init__(self):
         super().__init__(("N", "T", "F"), axis=-1, size="input_size")
 
+    keyword_inputs = {"hx": 1}
+
     def layouts(self, module):
         return (("N", "T", "F"),) if module.batch_first else (("T", "N", "F"),)
 
@@ -544,6 +546,8 @@ class _CellSpec(InputSpec):
 
     def __init__(self):
         super().__init__(("N", "F"), axis=1, size="input_size")
+
+    keyword_inputs = {"h": 1, "hx": 1}
 
     def batch_axes(self, module):
         if module.mode == "LSTM":  # forward(x, (h, c)) -> (h', c')
