@@ -33,7 +33,8 @@ def all_cases() -> dict:
     from benchmarks import mlp
 
     cases = dict(mlp.cases())
-    for extra in ("benchmarks.bench_cnn", "benchmarks.bench_rnn", "benchmarks.attention"):
+    extras = ("benchmarks.bench_cnn", "benchmarks.bench_rnn", "benchmarks.attention")
+    for extra in (*extras, "benchmarks.bench_graph"):
         module = __import__(extra, fromlist=["cases"])
         if hasattr(module, "cases"):  # each standalone script also offers its cases here
             cases.update(module.cases())

@@ -416,6 +416,15 @@ class Model(Module):
             return slots[id(node)]
 
         self._in_slots = [slot(n) for n in self._inputs]
+        # per input: its rank and the (axis, size) pairs a batch must match (the fast check)
+        self._in_checks = [
+            (
+                len(n.shape),
+                None if None in n.shape[1:] else tuple(n.shape[1:]),  # no free axis: compare
+                tuple((i, d) for i, d in enumerate(n.shape) if d is not None),
+            )
+            for n in self._inputs
+        ]
         used_sub: dict[int, list] = {}  # call index -> [(slot, path)] of sub-nodes in use
         call_index = {id(c): i for i, c in enumerate(self._graph_calls)}
 
@@ -458,6 +467,25 @@ class Model(Module):
             data_only = all(id(n) in in_ids for n in nodes)
             plan.append((call.module, args, kwargs, out_slot, fast, data_only))
         self._plan = plan
+        self._back_steps = tuple(  # what backward runs, in reverse call order
+            (i, module, args, out_slot, fast, data_only)
+            for i, (module, args, _, out_slot, fast, data_only) in reversed(list(enumerate(plan)))
+        )
+        # what forward runs per call: (index, module, the input slot on the fast path or -1,
+        # arguments, keyword arguments, output slot, sub-nodes to unpack, shared)
+        self._steps = tuple(
+            (
+                i,
+                module,
+                args[0].s if fast else -1,
+                args,
+                kwargs,
+                out_slot,
+                self._unpack[i],
+                self._shared[i],
+            )
+            for i, (module, args, kwargs, out_slot, fast, _) in enumerate(plan)
+        )
         self._skeletons = [_skeleton(c.output) for c in self._graph_calls]
 
     def named_children(self):
@@ -499,6 +527,17 @@ class Model(Module):
 
     # ------------------------------------------------------------------ forward
     def _parse_inputs(self, args: tuple) -> tuple[list, bool]:
+        if len(args) == len(self._in_checks):  # the common case: one array per input, fitting
+            for x, (ndim, tail, fixed) in zip(args, self._in_checks):
+                if type(x) is not np.ndarray or x.ndim != ndim:
+                    break
+                if tail is not None:
+                    if x.shape[1:] != tail:
+                        break
+                elif any(x.shape[i] != d for i, d in fixed):
+                    break
+            else:
+                return list(args), False
         n = len(self._inputs)
         as_dict = False
         if len(args) == 1 and isinstance(args[0], Mapping):
@@ -539,24 +578,26 @@ class Model(Module):
         vals = [None] * self._n_slots
         for s, x in zip(self._in_slots, xs):
             vals[s] = x
-        shared, unpack, names = self._shared, self._unpack, self._call_names
         in_shapes = [None] * len(self._plan)
         out_info = {}
-        for i, (module, args_, kwargs, out_slot, fast, _) in enumerate(self._plan):
-            try:
-                if fast:
-                    x = vals[args_[0].s]
+        i = -1
+        try:
+            for i, module, in_slot, args_, kwargs, out_slot, unpack, shared in self._steps:
+                if in_slot >= 0:  # one array in, one array out: the chain's fast path
+                    x = vals[in_slot]
                     in_shapes[i] = getattr(x, "shape", None)
-                    out = module(x)
-                else:
-                    out = module(*_fill(args_, vals), **_fill(kwargs, vals))
-            except Exception as error:
-                reraise_with_prefix(error, f"{self._who()}[{names[i]!r}] ")
-            vals[out_slot] = out
-            for s, path in unpack[i]:
-                vals[s] = _get(out, path)
-            if shared[i]:
-                out_info[i] = _zeros_spec(out)
+                    vals[out_slot] = out = module(x)
+                    if shared:
+                        out_info[i] = _zeros_spec(out)
+                    continue
+                out = module(*_fill(args_, vals), **_fill(kwargs, vals))
+                vals[out_slot] = out
+                for s, path in unpack:
+                    vals[s] = _get(out, path)
+                if shared:
+                    out_info[i] = _zeros_spec(out)
+        except Exception as error:
+            reraise_with_prefix(error, f"{self._who()}[{self._call_names[i]!r}] ")
         outs = [vals[s] for s in self._out_slots]
         dtypes = [getattr(x, "dtype", None) for x in xs]
         self.save_for_backward(in_shapes, out_info, as_dict, dtypes, [_shape_of(o) for o in outs])
@@ -581,8 +622,7 @@ class Model(Module):
                     )
                 grads[s] = _add(grads[s], g)
         names, needs = self._call_names, self.needs_input_grad
-        for i in range(len(self._plan) - 1, -1, -1):
-            module, args_, kwargs, out_slot, fast, data_only = self._plan[i]
+        for i, module, args_, out_slot, fast, data_only in self._back_steps:
             if fast:
                 g = grads[out_slot]
             else:
@@ -613,7 +653,8 @@ class Model(Module):
                             f"return a gradient of the input's shape {fmt_shape(shape)}, got {got}"
                         )
                     s = args_[0].s
-                    grads[s] = _add(grads[s], gin)
+                    prev = grads[s]  # a node feeding several calls sums their gradients
+                    grads[s] = gin if prev is None else prev + gin
             else:
                 self._scatter(i, args_, gin, grads)
         result = []
