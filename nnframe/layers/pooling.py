@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from nnframe._pytorch_args import check_flag
+from nnframe.backend import array_module
 from nnframe.errors import ShapeError, check_grad, check_hyper, expected_got, fmt_shape
 from nnframe.input_spec import InputSpec
 from nnframe.layers._im2col import (
@@ -37,7 +38,7 @@ from nnframe.module import Module
 def _float_input(who, x) -> np.ndarray:
     """Pooling has no parameters: a floating input keeps its dtype, others become float32."""
     if type(x) is not np.ndarray:
-        x = np.asarray(x)
+        x = array_module(x).asarray(x)  # numpy for lists; the array's own module otherwise
     if x.dtype.kind == "f":
         return x
     if x.dtype.kind not in "biu":
@@ -91,7 +92,8 @@ def max_pool_backward(g, y, xp, kernel, stride, dilation, pads, out_shape):
         for s, k, d, o, size in zip(stride, kernel, dilation, out_shape, xp.shape[2:])
     )
     # windows that tile the input write every element once: no zero fill needed
-    dxp = np.empty(xp.shape, dtype=g.dtype) if tiles else np.zeros(xp.shape, dtype=g.dtype)
+    xm = array_module(g)
+    dxp = xm.empty(xp.shape, dtype=g.dtype) if tiles else xm.zeros(xp.shape, dtype=g.dtype)
     nan = np.isnan(y)
     nan = nan if nan.any() else None
     taken = None
@@ -117,13 +119,14 @@ def max_pool_indices(y, xp, kernel, stride, dilation, pads, out_shape, in_spatia
     the unpadded input of the window's first maximum (row-major; NaN counts as a maximum), as
     int64. Only computed when asked: separable, ``base(o) + offset(first hit)``."""
     mult = [int(np.prod(in_spatial[a + 1 :], dtype=np.int64)) for a in range(len(in_spatial))]
-    base = np.zeros(out_shape, dtype=np.int64)
+    xm = array_module(y)
+    base = xm.zeros(out_shape, dtype=np.int64)
     for a, (o, s, (lo, _), m) in enumerate(zip(out_shape, stride, pads, mult)):
         shape = [1] * len(out_shape)
         shape[a] = o
-        base = base + ((np.arange(o) * s - lo) * m).reshape(shape)
-    idx = np.zeros(y.shape, dtype=np.int64)
-    taken = np.zeros(y.shape, dtype=bool)
+        base = base + ((xm.arange(o) * s - lo) * m).reshape(shape)
+    idx = xm.zeros(y.shape, dtype=np.int64)
+    taken = xm.zeros(y.shape, dtype=bool)
     nan = np.isnan(y)
     for offsets, sl in offset_slices(kernel, stride, dilation, out_shape):
         v = xp[(Ellipsis, *sl)]
@@ -311,7 +314,7 @@ class _AvgPoolNd(_PoolNd):
         divisor = counts[0]
         for c in counts[1:]:
             divisor = np.multiply.outer(divisor, c)
-        return divisor.astype(x.dtype)
+        return array_module(x).asarray(divisor, dtype=x.dtype)  # host counts, x's module
 
     def forward(self, x):
         x, out_shape, pads = self._window_input(x)
@@ -330,7 +333,7 @@ class _AvgPoolNd(_PoolNd):
         g = check_grad(self, grad_output, x_shape[:2] + out_shape)
         g = g / divisor
         padded = x_shape[:2] + tuple(s + lo + hi for s, (lo, hi) in zip(x_shape[2:], pads))
-        dxp = np.zeros(padded, dtype=g.dtype)
+        dxp = array_module(g).zeros(padded, dtype=g.dtype)
         for _, sl in offset_slices(self.kernel_size, self.stride, self.dilation, out_shape):
             dxp[(Ellipsis, *sl)] += g
         return unpad(dxp, pads)
@@ -436,12 +439,12 @@ class _AdaptiveAvgPoolNd(_AdaptivePoolNd):
             self.save_for_backward(x.shape, out_shape, None)
             return y
         # one (o, L) averaging matrix per axis: y = A_H @ x @ A_W^T (2-D), x @ A_L^T (1-D)
-        mats = []
+        mats, xm = [], array_module(x)
         for size, o in zip(x.shape[2:], out_shape):
-            a = np.zeros((o, size), dtype=x.dtype)
+            a = np.zeros((o, size), dtype=x.dtype)  # built on the host, row by row
             for i, (s, e) in enumerate(_bounds(size, o)):
                 a[i, s:e] = 1.0 / (e - s)
-            mats.append(a)
+            mats.append(a if xm is np else xm.asarray(a))
         y = x @ mats[-1].T
         if n >= 2:
             y = mats[-2] @ y
@@ -454,7 +457,7 @@ class _AdaptiveAvgPoolNd(_AdaptivePoolNd):
         x_shape, out_shape, mats = self.saved
         g = check_grad(self, grad_output, x_shape[:2] + out_shape)
         if mats is None:  # each input gets its block's gradient / block size
-            dx = np.empty(x_shape, dtype=g.dtype)
+            dx = array_module(g).empty(x_shape, dtype=g.dtype)
             size = np.prod(x_shape[2:]) // np.prod(out_shape)
             _blocks(dx, out_shape)[...] = (g / g.dtype.type(size)).reshape(g.shape + (1,) * self._n)
             return dx
@@ -519,13 +522,14 @@ class _AdaptiveMaxPoolNd(_AdaptivePoolNd):
         # the flat position of every input element in its (N, C) plane, for return_indices
         pos = None
         if self.return_indices:
-            pos = np.broadcast_to(np.arange(int(np.prod(sizes))).reshape(sizes), x.shape)
+            ar = array_module(x).arange(int(np.prod(sizes)))
+            pos = np.broadcast_to(ar.reshape(sizes), x.shape)
         if all(s % o == 0 for s, o in zip(sizes, out_shape)):
             kernel = tuple(s // o for s, o in zip(sizes, out_shape))
             if np.prod(kernel) > 16:
                 # big even windows (global pooling): arg-max over each block, flattened
                 # row-major, so np.argmax's first maximum is PyTorch's
-                flat = np.ascontiguousarray(_blocks(x, out_shape))
+                flat = array_module(x).ascontiguousarray(_blocks(x, out_shape))
                 flat = flat.reshape(flat.shape[: 2 + self._n] + (-1,))
                 arg = flat.argmax(axis=-1)[..., None]
                 y = np.take_along_axis(flat, arg, axis=-1)[..., 0]
@@ -571,21 +575,23 @@ class _AdaptiveMaxPoolNd(_AdaptivePoolNd):
         g = check_grad(self, grad_output, x_shape[:2] + out_shape)
         if how[0] == "blocks":
             arg, flat_shape = how[1:]
-            dflat = np.zeros(flat_shape, dtype=g.dtype)
+            xm = array_module(g)
+            dflat = xm.zeros(flat_shape, dtype=g.dtype)
             np.put_along_axis(dflat, arg, g[..., None], axis=-1)
-            dx = np.empty(x_shape, dtype=g.dtype)
+            dx = xm.empty(x_shape, dtype=g.dtype)
             _blocks(dx, out_shape)[...] = dflat.reshape(_blocks(dx, out_shape).shape)
             return dx
         if how[0] == "windows":
             kernel, y, xp = how[1:]
             pads = ((0, 0),) * self._n
             return max_pool_backward(g, y, xp, kernel, kernel, (1,) * self._n, pads, out_shape)
+        xm = array_module(g)
         for axis, in_shape, args in reversed(how[1]):
-            dx = np.zeros(in_shape, dtype=g.dtype)
+            dx = xm.zeros(in_shape, dtype=g.dtype)
             for i, ((s, e), a) in enumerate(zip(_bounds(in_shape[axis], len(args)), args)):
                 gi = g[_axis_slice(g.ndim, axis, slice(i, i + 1))]
                 seg = dx[_axis_slice(dx.ndim, axis, slice(s, e))]
-                positions = np.arange(e - s).reshape((-1,) + (1,) * (-axis - 1))
+                positions = xm.arange(e - s).reshape((-1,) + (1,) * (-axis - 1))
                 seg += np.where(positions == a, gi, 0)  # windows may overlap by one: add
             g = dx
         return g
@@ -747,7 +753,7 @@ class _LPPoolNd(_PoolNd):
         scale = counts[0]
         for c in counts[1:]:
             scale = np.multiply.outer(scale, c)
-        scale = (int(np.prod(self.kernel_size)) / scale).astype(x.dtype)
+        scale = array_module(x).asarray(int(np.prod(self.kernel_size)) / scale, dtype=x.dtype)
         total *= scale
         with np.errstate(invalid="ignore", divide="ignore"):
             y = total ** (1 / p)
@@ -761,7 +767,7 @@ class _LPPoolNd(_PoolNd):
         with np.errstate(invalid="ignore", divide="ignore"):
             # d y / d total = y / (p total); d total / d x = scale p x^(p - 1)
             gt = g * y / total * scale
-            dxp = np.zeros(xp.shape, dtype=g.dtype)
+            dxp = array_module(g).zeros(xp.shape, dtype=g.dtype)
             for _, sl in offset_slices(self.kernel_size, self.stride, self.dilation, out_shape):
                 dxp[(Ellipsis, *sl)] += gt
             dxp *= xp ** (p - 1)
