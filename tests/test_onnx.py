@@ -451,6 +451,19 @@ def sequential_selections():
     )
 
 
+def lstm_state_and_gru_lengths():
+    """GetItem(1, 0, -1) (the LSTM's last-layer final hidden state) in Sequential inside a
+    graph, next to the step before the last valid one of a 2-layer GRU given lengths (zeros
+    for a sequence of length 1)."""
+    ids = nf.Input((None,), dtype=np.int64, name="tokens")
+    lens = nf.Input((), dtype=np.int64, name="lengths")
+    emb = nf.Embedding(20, 4, rng=0)(ids)
+    state = nf.Sequential(nf.LSTM(4, 5, num_layers=2, rng=1), nf.GetItem(1, 0, -1))(emb)
+    seq, _ = nf.GRU(4, 5, num_layers=2, rng=2)(emb, lengths=lens)
+    before_last = nf.TimeStep(-2)(seq, lengths=lens)
+    return nf.Model([ids, lens], nf.Concatenate()(state, before_last))
+
+
 def time_major_steps():
     x = nf.Input((3, 4), name="seq")  # (T, N, F) fed time-major: axis 0 is the sequence
     out, h = nf.GRU(4, 5, batch_first=False, rng=0)(x)
@@ -470,6 +483,7 @@ GRAPH_MODELS = [
     ("two_outputs", two_outputs, lambda n, rng: (floats(5)(n, rng),)),
     ("lstm_time_step", lstm_time_step, tokens_lengths),
     ("sequential_selections", sequential_selections, tokens(6, 20)),
+    ("lstm_state_gru_lengths", lstm_state_and_gru_lengths, tokens_lengths),
     ("time_major", time_major_steps, lambda n, rng: (floats(3, 4)(n, rng),)),
     ("dot_3d", three_d_dot, lambda n, rng: (floats(4, 3)(n, rng), floats(5, 3)(n, rng))),
 ]
