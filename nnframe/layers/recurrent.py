@@ -24,6 +24,7 @@ import math
 import numpy as np
 
 from nnframe._pytorch_args import check_device, resolve_dtype
+from nnframe.backend import array_module, random_generator, to_numpy
 from nnframe.errors import ShapeError, as_float_input, check_hyper, expected_got, fmt_shape
 from nnframe.init import uniform
 from nnframe.input_spec import InputSpec
@@ -79,15 +80,18 @@ class _Prepared:
     __slots__ = ("mode", "perm", "w_ih_t", "w_ih_s", "w_hh_t", "w_hh_s", "b", "b_hn", "w_hr")
 
     def __init__(self, mode, H, w_ih, w_hh, b_ih, b_hh, w_hr):
+        xm = array_module(w_ih)
         self.mode = mode
         perm = None
         half = {"LSTM": 3 * H, "GRU": 2 * H}.get(mode, 0)  # rows of the sigmoid gates
         if mode == "LSTM":  # (i, f, g, o) -> (i, f, o, g); swapping two blocks is its own inverse
             perm = np.r_[0 : 2 * H, 3 * H : 4 * H, 2 * H : 3 * H]
+            if xm is not np:
+                perm = xm.asarray(perm)
             w_ih, w_hh = w_ih[perm], w_hh[perm]
         self.perm = perm
-        self.w_ih_t = np.ascontiguousarray(w_ih.T)  # (F, G*H): dL/dx = W_ih^T @ dA
-        self.w_hh_t = np.ascontiguousarray(w_hh.T)  # (H_out, G*H): dL/dh = W_hh^T @ dA
+        self.w_ih_t = xm.ascontiguousarray(w_ih.T)  # (F, G*H): dL/dx = W_ih^T @ dA
+        self.w_hh_t = xm.ascontiguousarray(w_hh.T)  # (H_out, G*H): dL/dh = W_hh^T @ dA
         self.w_ih_s = w_ih.copy()
         self.w_ih_s[:half] *= 0.5
         self.w_hh_s = w_hh.copy()
@@ -112,13 +116,14 @@ class _Prepared:
         (T, F+1, N), and the weights carry the bias as their last column: the bias rides in the
         GEMM (a copy of the F-row input is cheaper than a pass over the G*H-row output), and
         the weight gradient's last column is the bias gradient."""
+        xm = array_module(xt)
         if self.b is None:
             return np.matmul(self.w_ih_s, xt), xt
         T, F, N = xt.shape
-        xa = np.empty((T, F + 1, N), dtype=xt.dtype)
+        xa = xm.empty((T, F + 1, N), dtype=xt.dtype)
         xa[:, :F] = xt
         xa[:, F] = 1
-        w = np.empty((self.w_ih_s.shape[0], F + 1), dtype=xt.dtype)
+        w = xm.empty((self.w_ih_s.shape[0], F + 1), dtype=xt.dtype)
         w[:, :F] = self.w_ih_s
         w[:, F] = self.b[:, 0]
         return np.matmul(w, xa), xa
@@ -159,8 +164,9 @@ def _rnn_forward(xp, h0, kw, mask, reverse, relu):
 
 def _rnn_backward(cache, dout, dh, dc, kw, mask, reverse, wg):
     hs, hs_prev, relu = cache
+    xm = array_module(hs)
     T, H, N = hs.shape
-    dA = np.empty((T, H, N), dtype=hs.dtype)  # time-major: each step writes a contiguous block
+    dA = xm.empty((T, H, N), dtype=hs.dtype)  # time-major: each step writes a contiguous block
     for t in _order(T, not reverse):
         da = dA[t]
         if dout is None:
@@ -182,6 +188,7 @@ def _rnn_backward(cache, dout, dh, dc, kw, mask, reverse, wg):
 
 
 def _lstm_forward(xp, h0, c0, kw, mask, reverse, zero_init=False):
+    xm = array_module(xp)
     T, G, N = xp.shape
     H = G // 4
     P = h0.shape[0]
@@ -191,15 +198,15 @@ def _lstm_forward(xp, h0, c0, kw, mask, reverse, zero_init=False):
     # states in time order, (T+1, ., N): the step at t reads slot t + r and writes slot
     # t + 1 - r (r = 1 when reversed), so each step's previous state is a slice, not a copy
     r = 1 if reverse else 0
-    hst = np.empty((T + 1, P, N), dtype=dtype)
-    cst = np.empty((T + 1, H, N), dtype=dtype)
+    hst = xm.empty((T + 1, P, N), dtype=dtype)
+    cst = xm.empty((T + 1, H, N), dtype=dtype)
     hst[T * r] = h0
     cst[T * r] = c0
     # outputs: the states themselves, unless padded steps make them differ (zero outputs)
-    hs = hst[1 - r : T + 1 - r] if mask is None else np.empty((T, P, N), dtype=dtype)
-    tcs = np.empty((T, H, N), dtype=dtype)  # tanh(c')
-    us = np.empty((T, H, N), dtype=dtype) if w_hr is not None else None  # o*tanh(c') unprojected
-    ig = np.empty((H, N), dtype=dtype)
+    hs = hst[1 - r : T + 1 - r] if mask is None else xm.empty((T, P, N), dtype=dtype)
+    tcs = xm.empty((T, H, N), dtype=dtype)  # tanh(c')
+    us = xm.empty((T, H, N), dtype=dtype) if w_hr is not None else None  # o*tanh(c') unprojected
+    ig = xm.empty((H, N), dtype=dtype)
     h, c = hst[T * r], cst[T * r]
     first = True
     for t in _order(T, reverse):
@@ -242,15 +249,16 @@ def _lstm_forward(xp, h0, c0, kw, mask, reverse, zero_init=False):
 
 def _lstm_backward(cache, dout, dh, dc, kw, mask, reverse, wg, need_dh0=True):
     acts, cs_prev, tcs, hs_prev, us = cache
+    xm = array_module(acts)
     T, G, N = acts.shape
     H = G // 4
     w_hr = kw.w_hr
     dtype = acts.dtype
-    dA = np.empty((T, G, N), dtype=dtype)  # time-major: each step writes a contiguous block
+    dA = xm.empty((T, G, N), dtype=dtype)  # time-major: each step writes a contiguous block
     dhs = np.empty_like(hs_prev) if w_hr is not None else None  # dL/dh' per step (for dW_hr)
-    sd = np.empty((3 * H, N), dtype=dtype)  # sigmoid' of i, f, o
-    up = np.empty((3 * H, N), dtype=dtype)  # dL/di, dL/df, dL/do
-    tmp = np.empty((H, N), dtype=dtype)
+    sd = xm.empty((3 * H, N), dtype=dtype)  # sigmoid' of i, f, o
+    up = xm.empty((3 * H, N), dtype=dtype)  # dL/di, dL/df, dL/do
+    tmp = xm.empty((H, N), dtype=dtype)
     g_buf = np.empty_like(hs_prev[0])
     last = 0 if not reverse else T - 1  # the first step in time: its dL/dh may not be needed
     for t in _order(T, not reverse):
@@ -304,14 +312,15 @@ def _lstm_backward(cache, dout, dh, dc, kw, mask, reverse, wg, need_dh0=True):
 
 
 def _gru_forward(xp, h0, kw, mask, reverse):
+    xm = array_module(xp)
     T, G, N = xp.shape
     H = G // 3
     dtype = xp.dtype
     acts = np.empty_like(xp)  # r, z, n
-    hhn = np.empty((T, H, N), dtype=dtype)  # W_hn h + b_hn (r multiplies it)
-    hs = np.empty((T, H, N), dtype=dtype)
-    hs_prev = np.empty((T, H, N), dtype=dtype)
-    hh = np.empty((G, N), dtype=dtype)
+    hhn = xm.empty((T, H, N), dtype=dtype)  # W_hn h + b_hn (r multiplies it)
+    hs = xm.empty((T, H, N), dtype=dtype)
+    hs_prev = xm.empty((T, H, N), dtype=dtype)
+    hh = xm.empty((G, N), dtype=dtype)
     h = h0
     for t in _order(T, reverse):
         hs_prev[t] = h
@@ -345,16 +354,17 @@ def _gru_forward(xp, h0, kw, mask, reverse):
 
 def _gru_backward(cache, dout, dh, dc, kw, mask, reverse, wg):
     acts, hhn, hs_prev = cache
+    xm = array_module(acts)
     T, G, N = acts.shape
     H = G // 3
     dtype = acts.dtype
     # gradients of the input pre-activations (and b_ih), and of W_hn h + b_hn (for r and z the
     # hidden part's gradient equals dxp's); time-major, each step writes contiguous blocks
-    dxp = np.empty((T, G, N), dtype=dtype)
-    dhh = np.empty((G, N), dtype=dtype)
-    g_buf = np.empty((H, N), dtype=dtype)
-    tmp = np.empty((H, N), dtype=dtype)
-    sd = np.empty((2 * H, N), dtype=dtype)
+    dxp = xm.empty((T, G, N), dtype=dtype)
+    dhh = xm.empty((G, N), dtype=dtype)
+    g_buf = xm.empty((H, N), dtype=dtype)
+    tmp = xm.empty((H, N), dtype=dtype)
+    sd = xm.empty((2 * H, N), dtype=dtype)
     for t in _order(T, not reverse):
         g = dh if dout is None else np.add(dout[t], dh, out=g_buf)  # dL/dh' (not mutated)
         if mask is not None:
@@ -416,12 +426,13 @@ class _WeightGrads:
     copy through memory."""
 
     def __init__(self, rows: int, rhs: list, dtype):
+        xm = array_module(rhs[0])
         T, _, N = rhs[0].shape
         self.k = max(1, min(T, 512 // max(N, 1)))
         self.T, self.N = T, N
         self.rhs = rhs
-        self.block = np.empty((rows, self.k * N), dtype=dtype)
-        self.grads = [np.zeros((rows, r.shape[1]), dtype=dtype) for r in rhs]
+        self.block = xm.empty((rows, self.k * N), dtype=dtype)
+        self.grads = [xm.zeros((rows, r.shape[1]), dtype=dtype) for r in rhs]
         self.current = None  # the block being filled
 
     def add(self, t: int, da: np.ndarray) -> None:
@@ -450,6 +461,7 @@ def _direction_backward(mode, kw, cache, xt, dout, dh, dc, mask, reverse, need_d
     unless ``need_dh0``), dL/dc0, grads) with grads the weight gradients by base name, gate rows
     in PyTorch's order."""
     cache, xa, zero_init = cache
+    xm = array_module(xa)
     G = kw.w_ih_s.shape[0]
     dtype = xa.dtype
     hs_prev = cache[{"LSTM": 3, "GRU": 2}.get(mode, 1)]
@@ -458,7 +470,7 @@ def _direction_backward(mode, kw, cache, xt, dout, dh, dc, mask, reverse, need_d
     if mode == "GRU":  # the hidden side differs in the new gate's rows (r * dn, not dn)
         hidden = [hs_prev]
         if kw.b is not None:  # a row of ones: the hidden bias gradient
-            hidden.append(np.ones((hs_prev.shape[0], 1, hs_prev.shape[2]), dtype=dtype))
+            hidden.append(xm.ones((hs_prev.shape[0], 1, hs_prev.shape[2]), dtype=dtype))
         wg = _WeightGrads(G, [xa], dtype), _WeightGrads(G, hidden, dtype)
     else:
         wg = _WeightGrads(G, [hs_prev, xa], dtype)
@@ -500,11 +512,11 @@ def _init_param(shape, bound, rng, dtype) -> Parameter:
     return Parameter(uniform(shape, -bound, bound, rng=rng, dtype=dtype))
 
 
-def _lengths_mask(who, lengths, T: int, N: int, dtype):
+def _lengths_mask(who, lengths, T: int, N: int, dtype, xm=np):
     """(mf, keep) float masks (T, 1, N) from per-sequence lengths, or None."""
     if lengths is None:
         return None
-    lengths = np.asarray(lengths)
+    lengths = np.asarray(to_numpy(lengths))  # checked and compared on the host
     if (
         lengths.shape != (N,)
         or lengths.dtype.kind not in "iu"
@@ -515,6 +527,8 @@ def _lengths_mask(who, lengths, T: int, N: int, dtype):
             got = f"values in [{lengths.min()}, {lengths.max()}]"
         raise ValueError(expected_got(who, f"integer lengths of shape ({N},) in [0, {T}]", got))
     mf = (np.arange(T)[:, None] < lengths[None, :]).astype(dtype)[:, None, :]
+    if xm is not np:
+        mf = xm.asarray(mf)
     return mf, 1 - mf
 
 
@@ -653,10 +667,11 @@ class _RNNBase(Module):
         return value
 
     def _parse_state(self, hx, N: int, dtype):
+        xm = array_module(self.weight_ih_l0.data)
         h_shape, c_shape = self._state_shapes(N)
         if hx is None:
-            h0 = np.zeros(h_shape, dtype=dtype)
-            c0 = np.zeros(c_shape, dtype=dtype) if self.mode == "LSTM" else None
+            h0 = xm.zeros(h_shape, dtype=dtype)
+            c0 = xm.zeros(c_shape, dtype=dtype) if self.mode == "LSTM" else None
             return h0, c0
         if self.mode == "LSTM":
             if not (isinstance(hx, (tuple, list)) and len(hx) == 2):
@@ -692,16 +707,17 @@ class _RNNBase(Module):
         """
         dtype = self.weight_ih_l0.data.dtype
         x = as_float_input(self, x, dtype)  # (N, T, F) or (T, N, F): checked by input_spec
+        xm = array_module(x)
         # feature-major (T, F, N) inside the stack (see the kernels' note)
-        xt = np.ascontiguousarray(
+        xt = xm.ascontiguousarray(
             x.transpose(1, 2, 0) if self.batch_first else x.transpose(0, 2, 1)
         )
         T, _, N = xt.shape
-        mask = _lengths_mask(self, lengths, T, N, dtype)
+        mask = _lengths_mask(self, lengths, T, N, dtype, xm)
         h0, c0 = self._parse_state(hx, N, dtype)
         h_shape, c_shape = self._state_shapes(N)
-        h_n = np.empty(h_shape, dtype=dtype)
-        c_n = np.empty(c_shape, dtype=dtype) if self.mode == "LSTM" else None
+        h_n = xm.empty(h_shape, dtype=dtype)
+        c_n = xm.empty(c_shape, dtype=dtype) if self.mode == "LSTM" else None
         D = self.num_directions
         layer_in = xt
         layers = []  # per layer: (input, dropout mask, per direction (weights, cache))
@@ -709,19 +725,20 @@ class _RNNBase(Module):
             drop = None
             if layer > 0 and self.dropout and self.training:
                 keep_p = 1.0 - self.dropout
-                drop = (self.rng.random(layer_in.shape) < keep_p).astype(dtype)
+                u = random_generator(xm, self.rng).random(layer_in.shape)
+                drop = (u < keep_p).astype(dtype)
                 drop /= dtype.type(keep_p)
                 layer_in = layer_in * drop
             outs, dirs = [], []
             for d in range(D):
                 k = layer * D + d
                 kw = self._prepared(k)
-                c0k = None if c0 is None else np.ascontiguousarray(c0[k].T)
+                c0k = None if c0 is None else xm.ascontiguousarray(c0[k].T)
                 out, hT, cT, cache = _direction_forward(
                     self.mode,
                     kw,
                     layer_in,
-                    np.ascontiguousarray(h0[k].T),
+                    xm.ascontiguousarray(h0[k].T),
                     c0k,
                     mask,
                     d == 1,
@@ -734,7 +751,7 @@ class _RNNBase(Module):
                 dirs.append((kw, cache))
             layers.append((layer_in, drop, dirs))
             layer_in = outs[0] if D == 1 else np.concatenate(outs, axis=1)
-        output = np.ascontiguousarray(
+        output = xm.ascontiguousarray(
             layer_in.transpose(2, 0, 1) if self.batch_first else layer_in.transpose(0, 2, 1)
         )
         self.save_for_backward(layers, mask, hx is not None, output.shape, T, N)
@@ -761,6 +778,7 @@ class _RNNBase(Module):
         elif grad_state is not None and self._unbatched is not None:  # an unbatched call
             grad_state = self._unbatched.add_to_grad_output(grad_state, index=1)
         dtype = self.weight_ih_l0.data.dtype
+        xm = array_module(self.weight_ih_l0.data)
         D = self.num_directions
         h_shape, c_shape = self._state_shapes(N)
         if grad_output is None:
@@ -778,12 +796,12 @@ class _RNNBase(Module):
                 if self.batch_first
                 else grad_output.transpose(0, 2, 1)
             )
-            g = np.ascontiguousarray(g, dtype=dtype)
+            g = xm.ascontiguousarray(g, dtype=dtype)
         gh, gc = self._parse_grad_state(grad_state, h_shape, c_shape)
-        dh0 = np.zeros(h_shape, dtype=dtype)
-        dc0 = np.zeros(c_shape, dtype=dtype) if self.mode == "LSTM" else None
-        zeros = np.zeros(h_shape[:0:-1], dtype=dtype)  # (H_out, N)
-        zeros_c = np.zeros(c_shape[:0:-1], dtype=dtype)
+        dh0 = xm.zeros(h_shape, dtype=dtype)
+        dc0 = xm.zeros(c_shape, dtype=dtype) if self.mode == "LSTM" else None
+        zeros = xm.zeros(h_shape[:0:-1], dtype=dtype)  # (H_out, N)
+        zeros_c = xm.zeros(c_shape[:0:-1], dtype=dtype)
         H_out = self.proj_size or self.hidden_size
         for layer in range(self.num_layers - 1, -1, -1):
             layer_in, drop, dirs = layers[layer]
@@ -793,10 +811,10 @@ class _RNNBase(Module):
                 k = layer * D + d
                 kw, cache = dirs[d]
                 dout = g if D == 1 or g is None else g[:, d * H_out : (d + 1) * H_out]
-                dh = zeros if gh is None else np.ascontiguousarray(gh[k].T, dtype=dtype)
+                dh = zeros if gh is None else xm.ascontiguousarray(gh[k].T, dtype=dtype)
                 dc = None
                 if self.mode == "LSTM":
-                    dc = zeros_c if gc is None else np.ascontiguousarray(gc[k].T, dtype=dtype)
+                    dc = zeros_c if gc is None else xm.ascontiguousarray(gc[k].T, dtype=dtype)
                 dx, dh0k, dc0k, grads = _direction_backward(
                     self.mode,
                     kw,
@@ -829,7 +847,7 @@ class _RNNBase(Module):
         if g is None:
             grad_x = None
         else:
-            grad_x = np.ascontiguousarray(
+            grad_x = xm.ascontiguousarray(
                 g.transpose(2, 0, 1) if self.batch_first else g.transpose(0, 2, 1)
             )
         if not had_state:
@@ -1091,9 +1109,10 @@ class _CellBase(Module):
     def _step(self, x, h, c):
         dtype = self.weight_ih.data.dtype
         x = as_float_input(self, x, dtype)  # (N, input_size): checked by input_spec
+        xm = array_module(x)
         N = x.shape[0]
         had_state = h is not None
-        zeros = np.zeros((N, self.hidden_size), dtype=dtype)
+        zeros = xm.zeros((N, self.hidden_size), dtype=dtype)
         h = zeros if h is None else self._check_state(h, "h", N, dtype)
         if self.mode == "LSTM":
             c = zeros if c is None else self._check_state(c, "c", N, dtype)
@@ -1102,9 +1121,9 @@ class _CellBase(Module):
             self.mode, self.hidden_size, self.weight_ih.data, self.weight_hh.data,
             None if b_ih is None else b_ih.data, None if b_hh is None else b_hh.data, None,
         )  # fmt: skip
-        xt = np.ascontiguousarray(x.T)[None]  # (1, F, N): the kernels' feature-major layout
-        hT = np.ascontiguousarray(h.T)
-        cT = None if c is None else np.ascontiguousarray(c.T)
+        xt = xm.ascontiguousarray(x.T)[None]  # (1, F, N): the kernels' feature-major layout
+        hT = xm.ascontiguousarray(h.T)
+        cT = None if c is None else xm.ascontiguousarray(c.T)
         _, h_new, c_new, cache = _direction_forward(self.mode, kw, xt, hT, cT, None, False)
         self.save_for_backward(xt, kw, cache, had_state)
         return h_new.T.copy(), (None if c_new is None else c_new.T.copy())
@@ -1117,10 +1136,11 @@ class _CellBase(Module):
                 got = fmt_shape(value.shape) if hasattr(value, "shape") else type(value).__name__
                 raise ShapeError(expected_got(self, f"{name} of shape ({N}, {H})", got))
         dtype = self.weight_ih.data.dtype
-        zeros = np.zeros((H, N), dtype=dtype)
-        dout = (zeros if dh is None else np.ascontiguousarray(dh.T, dtype=dtype))[None]
+        xm = array_module(xt)
+        zeros = xm.zeros((H, N), dtype=dtype)
+        dout = (zeros if dh is None else xm.ascontiguousarray(dh.T, dtype=dtype))[None]
         if self.mode == "LSTM":
-            dc = zeros if dc is None else np.ascontiguousarray(dc.T, dtype=dtype)
+            dc = zeros if dc is None else xm.ascontiguousarray(dc.T, dtype=dtype)
         dx, dh_prev, dc_prev, grads = _direction_backward(
             self.mode, kw, cache, xt, dout, zeros, dc, None, False, True
         )
