@@ -14,6 +14,7 @@ import numpy as np
 from scipy import sparse
 
 from nnframe._pytorch_args import check_device, check_flag, resolve_dtype
+from nnframe.backend import array_module, scatter_add, to_numpy
 from nnframe.errors import ShapeError, check_hyper, expected_got, fmt_shape
 from nnframe.module import Module
 from nnframe.parameter import Parameter
@@ -30,6 +31,14 @@ def scatter_rows(num_rows: int, index: np.ndarray, rows: np.ndarray, scale=None)
         rows: (M, D) values to add.
         scale: optional (M,) weights of the rows (ones when None).
     """
+    if type(rows) is not np.ndarray and array_module(rows) is not np:
+        # scipy.sparse works on numpy arrays only: an unbuffered scatter-add on other modules
+        xm = array_module(rows)
+        if scale is not None:
+            rows = rows * xm.asarray(scale, dtype=rows.dtype)[:, None]
+        out = xm.zeros((num_rows, rows.shape[1]), dtype=rows.dtype)
+        scatter_add(out, xm.asarray(index), rows)
+        return out
     m = index.shape[0]
     data = np.ones(m, dtype=rows.dtype) if scale is None else scale.astype(rows.dtype, copy=False)
     # a (num_rows, M) one-hot matrix in CSC form: column m holds one entry, at row index[m]
@@ -40,8 +49,9 @@ def scatter_rows(num_rows: int, index: np.ndarray, rows: np.ndarray, scale=None)
 
 
 def _check_indices(who: Module, x, num_embeddings: int) -> np.ndarray:
-    """Integer indices in [0, num_embeddings), as an ndarray; a clear TypeError or IndexError."""
-    x = np.asarray(x)
+    """Integer indices in [0, num_embeddings), as an ndarray; a clear TypeError or IndexError.
+    Indices are checked and kept on the host (a device array's are copied there)."""
+    x = np.asarray(to_numpy(x))
     if x.dtype.kind not in "iu":
         raise TypeError(expected_got(who, "integer indices", f"dtype {x.dtype}"))
     if x.size:
@@ -68,12 +78,17 @@ def _normalize_padding_idx(who: str, padding_idx, num_embeddings: int):
 def _renorm_(weight: np.ndarray, index: np.ndarray, max_norm: float, norm_type: float) -> None:
     """PyTorch's max_norm: the rows looked up whose norm exceeds max_norm are rescaled in place
     to norm max_norm (up to its 1e-7 guard)."""
-    rows = np.unique(index)
+    rows = _to(array_module(weight), np.unique(index))
     norms = np.linalg.norm(weight[rows].astype(np.float64), ord=norm_type, axis=1)
     big = norms > max_norm
     if np.any(big):
         scale = max_norm / (norms[big] + 1e-7)
         weight[rows[big]] *= scale[:, None].astype(weight.dtype)
+
+
+def _to(xm, a):
+    """Host array ``a`` (indices, counts) in array module ``xm`` (itself for numpy)."""
+    return a if xm is np else xm.asarray(a)
 
 
 def _set_table(
@@ -197,7 +212,8 @@ class Embedding(Module):
         if self.max_norm is not None:
             _renorm_(self.weight.data, index.reshape(-1), self.max_norm, self.norm_type)
         self.save_for_backward(index)
-        return np.take(self.weight.data, index, axis=0)  # faster than fancy indexing
+        w = self.weight.data
+        return np.take(w, _to(array_module(w), index), axis=0)  # faster than fancy indexing
 
     def backward(self, grad_output):
         (index,) = self.saved
@@ -307,7 +323,7 @@ class EmbeddingBag(Module):
             )
         if offsets is None:
             raise ValueError(expected_got(self, "offsets with a 1-D input", "offsets=None"))
-        offsets = np.asarray(offsets)
+        offsets = np.asarray(to_numpy(offsets))
         if offsets.dtype.kind not in "iu" or offsets.ndim != 1:
             raise TypeError(
                 expected_got(
@@ -351,7 +367,7 @@ class EmbeddingBag(Module):
                         self, "per_sample_weights only with mode='sum'", f"mode={self.mode!r}"
                     )
                 )
-            weights = np.asarray(per_sample_weights, dtype=self.weight.data.dtype)
+            weights = np.asarray(to_numpy(per_sample_weights), dtype=self.weight.data.dtype)
             if weights.shape != index.shape:
                 raise ShapeError(
                     expected_got(
@@ -369,15 +385,22 @@ class EmbeddingBag(Module):
         if self.max_norm is not None and flat.size:
             _renorm_(self.weight.data, flat, self.max_norm, self.norm_type)
         w = self.weight.data
+        xm = array_module(w)
         counts = np.bincount(bag, minlength=b)
         if self.mode == "max":
-            out, first = self._max(w, flat, bag, counts, b)
+            out, first = self._max(w, flat, bag, counts, b, xm)
             self.save_for_backward(flat, bag, None, first)
             return out
         if self.mode == "mean":
             scale = (1.0 / np.maximum(counts, 1))[bag].astype(w.dtype)  # share of the bag's mean
         else:
             scale = np.ones(flat.shape[0], dtype=w.dtype) if weights is None else weights
+        if xm is not np:  # scipy.sparse is numpy's only: gather, scale and scatter-add the rows
+            scale, bag_x = xm.asarray(scale), xm.asarray(bag)
+            out = xm.zeros((b, self.embedding_dim), dtype=w.dtype)
+            scatter_add(out, bag_x, np.take(w, xm.asarray(flat), axis=0) * scale[:, None])
+            self.save_for_backward(flat, bag, (scale, bag_x), None)
+            return out
         # out = S @ W with S the (B, V) sparse matrix S[bag[m], flat[m]] += scale[m]: a CSR
         # matrix built directly (bags are contiguous, so row b holds the entries of bag b; scipy
         # sums repeated columns in products), and no (M, D) gather of the rows
@@ -388,18 +411,18 @@ class EmbeddingBag(Module):
         self.save_for_backward(flat, bag, bags, None)
         return np.asarray(bags @ w)
 
-    def _max(self, w, flat, bag, counts, b):
+    def _max(self, w, flat, bag, counts, b, xm):
         """Per-dimension maximum of each bag, and the position (in flat) of the first maximum."""
         d = self.embedding_dim
-        out = np.zeros((b, d), dtype=w.dtype)
+        out = xm.zeros((b, d), dtype=w.dtype)
         full = counts > 0
         if not np.any(full):
-            return out, np.zeros((0, d), dtype=np.int64)
-        gathered = np.take(w, flat, axis=0)  # (M, D), bags contiguous and in order
-        starts = (np.cumsum(counts) - counts)[full]
-        out[full] = np.maximum.reduceat(gathered, starts, axis=0)
-        is_max = gathered == out[bag]
-        position = np.where(is_max, np.arange(flat.shape[0])[:, None], flat.shape[0])
+            return out, xm.zeros((0, d), dtype=np.int64)
+        gathered = np.take(w, _to(xm, flat), axis=0)  # (M, D), bags contiguous and in order
+        starts = _to(xm, (np.cumsum(counts) - counts)[full])
+        out[_to(xm, full)] = np.maximum.reduceat(gathered, starts, axis=0)
+        is_max = gathered == out[_to(xm, bag)]
+        position = np.where(is_max, xm.arange(flat.shape[0])[:, None], flat.shape[0])
         first = np.minimum.reduceat(position, starts, axis=0)  # (B_full, D)
         return out, first
 
@@ -409,15 +432,22 @@ class EmbeddingBag(Module):
             return None
         if self.mode == "max":
             # the gradient of out[b, j] goes to the row of the first maximal entry, column j
-            full = np.bincount(bag, minlength=grad_output.shape[0]) > 0
-            rows = np.zeros((flat.shape[0], self.embedding_dim), dtype=grad_output.dtype)
-            rows[first, np.arange(self.embedding_dim)] = grad_output[full]
+            xm = array_module(grad_output)
+            full = _to(xm, np.bincount(bag, minlength=grad_output.shape[0]) > 0)
+            rows = xm.zeros((flat.shape[0], self.embedding_dim), dtype=grad_output.dtype)
+            rows[first, xm.arange(self.embedding_dim)] = grad_output[full]
             dw = scatter_rows(self.num_embeddings, flat, rows)
         else:
             # out = S @ W, so dL/dW = S^T @ g: a (V, B) sparse @ (B, D) dense product
-            dw = np.asarray(bags.T @ grad_output)
+            if isinstance(bags, tuple):  # another array module: the scatter's adjoint, a gather
+                scale, bag_x = bags
+                xm = array_module(grad_output)
+                dw = scatter_rows(self.num_embeddings, flat, grad_output[bag_x] * scale[:, None])
+            else:
+                xm = np
+                dw = np.asarray(bags.T @ grad_output)
             if self.scale_grad_by_freq:  # each use of row i scaled by 1 / (uses of i)
                 counts = np.bincount(flat, minlength=self.num_embeddings)
-                dw /= np.maximum(counts, 1)[:, None].astype(dw.dtype)
+                dw /= _to(xm, np.maximum(counts, 1)[:, None].astype(dw.dtype))
         self.weight.grad += dw
         return None
