@@ -14,12 +14,13 @@ import math
 import numpy as np
 
 from nnframe._pytorch_args import check_flag
+from nnframe.backend import array_module
 from nnframe.errors import ShapeError, check_grad, check_hyper, expected_got, fmt_shape
 from nnframe.module import Module
 
 
 def _as_array(x) -> np.ndarray:
-    return x if type(x) is np.ndarray else np.asarray(x)
+    return x if type(x) is np.ndarray else array_module(x).asarray(x)
 
 
 class Flatten(Module):
@@ -64,7 +65,7 @@ class Flatten(Module):
 
     def backward(self, grad_output):
         (shape,) = self.saved
-        return np.asarray(grad_output).reshape(shape)
+        return array_module(grad_output).asarray(grad_output).reshape(shape)
 
 
 class Unflatten(Module):
@@ -124,7 +125,7 @@ class Unflatten(Module):
 
     def backward(self, grad_output):
         (shape,) = self.saved
-        return np.asarray(grad_output).reshape(shape)
+        return array_module(grad_output).asarray(grad_output).reshape(shape)
 
 
 class Reshape(Module):
@@ -176,7 +177,7 @@ class Reshape(Module):
 
     def backward(self, grad_output):
         (shape,) = self.saved
-        return np.asarray(grad_output).reshape(shape)
+        return array_module(grad_output).asarray(grad_output).reshape(shape)
 
 
 class ZeroPad2d(Module):
@@ -235,7 +236,7 @@ class ZeroPad2d(Module):
         if x.dtype.kind != "f":
             x = x.astype(np.float32)
         out_shape, out_sl, in_sl = self._slices(x.shape)
-        y = np.zeros(out_shape, dtype=x.dtype)
+        y = array_module(x).zeros(out_shape, dtype=x.dtype)
         y[out_sl] = x[in_sl]
         self.save_for_backward(x.shape, out_shape, out_sl, in_sl)
         return y
@@ -243,7 +244,7 @@ class ZeroPad2d(Module):
     def backward(self, grad_output):
         shape, out_shape, out_sl, in_sl = self.saved
         g = check_grad(self, grad_output, out_shape)
-        dx = np.zeros(shape, dtype=g.dtype)
+        dx = array_module(g).zeros(shape, dtype=g.dtype)
         dx[in_sl] = g[out_sl]
         return dx
 
@@ -407,15 +408,18 @@ class Upsample(Module):
             _interp_matrix(s, o, self.mode, self.align_corners, f, x.dtype)
             for s, o, f in zip(x.shape[2:], out, scales)
         ]
+        xm = array_module(x)
+        if xm is not np:  # built on the host (a few small matrices), used in x's module
+            mats = [xm.asarray(m) for m in mats]
         y = x
         for axis, m in enumerate(mats):
             y = np.moveaxis(np.moveaxis(y, 2 + axis, -1) @ m.T, -1, 2 + axis)
         self.save_for_backward(x.shape, mats)
-        return np.ascontiguousarray(y)
+        return xm.ascontiguousarray(y)
 
     def backward(self, grad_output):
         shape, mats = self.saved
         g = check_grad(self, grad_output, shape[:2] + tuple(m.shape[0] for m in mats))
         for axis, m in enumerate(mats):
             g = np.moveaxis(np.moveaxis(g, 2 + axis, -1) @ m, -1, 2 + axis)
-        return np.ascontiguousarray(g)
+        return array_module(g).ascontiguousarray(g)
