@@ -297,6 +297,10 @@ LAYERS = {
     "Reshape": (lambda: nf.Reshape(2, -1), lambda: (r(2, 4, 3),)),
     "ZeroPad2d": (lambda: nf.ZeroPad2d((1, 0, 2, 1)), lambda: (r(2, 2, 3, 3),)),
     "Upsample": (lambda: nf.Upsample(scale_factor=2), lambda: (r(2, 2, 3, 3),)),
+    "Upsample(bicubic)": (
+        lambda: nf.Upsample(size=(4, 5), mode="bicubic", align_corners=True),
+        lambda: (r(2, 2, 3, 3),),
+    ),
     "BatchNorm1d": (lambda: nf.BatchNorm1d(4), lambda: (r(5, 4),)),
     "BatchNorm2d": (lambda: nf.BatchNorm2d(3), lambda: (r(2, 3, 4, 4),)),
     "BatchNorm3d": (lambda: nf.BatchNorm3d(2), lambda: (r(2, 2, 3, 3, 3),)),
@@ -314,6 +318,18 @@ LAYERS = {
     "AlphaDropout": (lambda: nf.AlphaDropout(0.3, rng=0), lambda: (r(4, 5),)),
     "Embedding": (lambda: nf.Embedding(10, 3, padding_idx=0, rng=0), lambda: (ints(10, 2, 4),)),
     "EmbeddingBag": (lambda: nf.EmbeddingBag(10, 3, mode="mean", rng=0), lambda: (ints(10, 2, 4),)),
+    "Embedding(max_norm, scale_grad_by_freq)": (
+        lambda: nf.Embedding(10, 3, max_norm=0.5, scale_grad_by_freq=True, rng=0),
+        lambda: (ints(10, 2, 4),),
+    ),
+    "EmbeddingBag(max)": (
+        lambda: nf.EmbeddingBag(10, 3, mode="max", padding_idx=2, max_norm=1.0, rng=0),
+        lambda: (ints(10, 3, 4),),
+    ),
+    "EmbeddingBag(sum, offsets, weights)": (
+        lambda: nf.EmbeddingBag(10, 3, mode="sum", scale_grad_by_freq=True, rng=0),
+        lambda: (ints(10, 7), np.array([0, 2, 2, 5]), r(7)),
+    ),
     "Sequential": (
         lambda: nf.Sequential(nf.Dense(3, 4, rng=0), nf.ReLU(), nf.Dense(4, 2, rng=1)),
         lambda: (r(2, 3),),
@@ -356,6 +372,19 @@ LAYERS = {
         lambda: nf.MultiheadAttention(8, 2, kdim=4, vdim=6, dropout=0.2, batch_first=True, rng=0),
         lambda: (r(2, 5, 8), r(2, 3, 4, seed=1), r(2, 3, 6, seed=2)),
     ),
+    "MultiheadAttention(bias_kv, zero_attn, masks)": (
+        lambda: nf.MultiheadAttention(
+            8, 2, add_bias_kv=True, add_zero_attn=True, batch_first=True, rng=0
+        ),
+        lambda: (
+            r(2, 5, 8),
+            r(2, 3, 8, seed=1),
+            r(2, 3, 8, seed=2),
+            np.array([[False, False, True], [False, True, True]]),
+            True,
+            np.triu(np.ones((5, 3), bool), k=1),
+        ),
+    ),
     "TransformerEncoderLayer": (
         lambda: nf.TransformerEncoderLayer(8, 2, dim_feedforward=16, batch_first=True, rng=0),
         lambda: (r(2, 5, 8),),
@@ -369,7 +398,7 @@ LAYERS = {
         lambda: (r(2, 5, 8),),
     ),
     "PositionalEncoding": (
-        lambda: nf.PositionalEncoding(8, max_len=50, batch_first=True, rng=0),
+        lambda: nf.PositionalEncoding(8, max_len=50, dropout=0.1, batch_first=True, rng=0),
         lambda: (r(2, 5, 8),),
     ),
     "TransformerDecoderLayer": (
@@ -479,23 +508,6 @@ LOSSES = {
 NOT_YET = {
     "MaxUnpool1d": "layers/unpool.py (new) not converted yet",
     "MaxUnpool2d": "layers/unpool.py (new) not converted yet",
-    "RNN": "layers/recurrent.py (state and gate buffers from np.empty/np.zeros) not converted yet",
-    "LSTM": "layers/recurrent.py (state and gate buffers from np.empty/np.zeros) not converted yet",
-    "GRU": "layers/recurrent.py (state and gate buffers from np.empty/np.zeros) not converted yet",
-    "RNNCell": "layers/recurrent.py (state and gate buffers from np.empty/np.zeros) not converted yet",
-    "LSTMCell": "layers/recurrent.py (state and gate buffers from np.empty/np.zeros) not converted yet",
-    "GRUCell": "layers/recurrent.py (state and gate buffers from np.empty/np.zeros) not converted yet",
-    "Embedding": "layers/embedding.py (scipy.sparse scatter, np.take with host indices) not converted yet",
-    "EmbeddingBag": "layers/embedding.py (scipy.sparse scatter, np.take with host indices) not converted yet",
-    "Flatten": "layers/reshape.py (np.asarray in backward, np.zeros pads, interpolation matrices) not converted yet",
-    "Unflatten": "layers/reshape.py (np.asarray in backward, np.zeros pads, interpolation matrices) not converted yet",
-    "Reshape": "layers/reshape.py (np.asarray in backward, np.zeros pads, interpolation matrices) not converted yet",
-    "ZeroPad2d": "layers/reshape.py (np.asarray in backward, np.zeros pads, interpolation matrices) not converted yet",
-    "Upsample": "layers/reshape.py (np.asarray in backward, np.zeros pads, interpolation matrices) not converted yet",
-    "MultiheadAttention": "layers/attention.py, transformer.py (masks, dropout draws, positional table from numpy) not converted yet",
-    "TransformerEncoderLayer": "layers/attention.py, transformer.py (masks, dropout draws, positional table from numpy) not converted yet",
-    "TransformerEncoder": "layers/attention.py, transformer.py (masks, dropout draws, positional table from numpy) not converted yet",
-    "PositionalEncoding": "layers/attention.py, transformer.py (masks, dropout draws, positional table from numpy) not converted yet",
     "Fold": "layers/fold.py not converted yet",
     "Unfold": "layers/fold.py not converted yet",
     "PixelShuffle": "layers/shuffle.py not converted yet",
@@ -503,9 +515,6 @@ NOT_YET = {
     "ChannelShuffle": "layers/shuffle.py not converted yet",
     "CosineSimilarity": "layers/distance.py not converted yet",
     "PairwiseDistance": "layers/distance.py not converted yet",
-    "TransformerDecoderLayer": "layers/transformer_decoder.py not converted yet",
-    "TransformerDecoder": "layers/transformer_decoder.py not converted yet",
-    "Transformer": "layers/transformer_decoder.py not converted yet",
     "CTCLoss": "losses_ctc.py is new and not converted yet (np.arange/np.full in its recursions)",
 }
 

@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from nnframe._pytorch_args import check_device, check_flag, resolve_dtype
+from nnframe.backend import array_module, random_generator
 from nnframe.errors import ShapeError, as_float_input, check_hyper, expected_got, fmt_shape
 from nnframe.init import xavier_normal, xavier_uniform
 from nnframe.input_spec import InputSpec
@@ -260,10 +261,11 @@ class MultiheadAttention(Module):
         """The additive mask, broadcastable to (N, heads, L, S), or None."""
         bias = None
         h = self.num_heads
+        xm = array_module(self._weight(0))  # masks are data: they join the weights' module
         if attn_mask is None and is_causal:
             attn_mask = causal_mask(L, S)
         if attn_mask is not None:
-            m = np.asarray(attn_mask)
+            m = xm.asarray(attn_mask)
             if m.shape == (L, S):
                 pass
             elif m.shape == (N * h, L, S):
@@ -273,7 +275,7 @@ class MultiheadAttention(Module):
                 raise ShapeError(expected_got(self, expected, fmt_shape(m.shape)))
             bias = _additive(self, m, dtype, "attn_mask")
         if key_padding_mask is not None:
-            m = np.asarray(key_padding_mask)
+            m = xm.asarray(key_padding_mask)
             if N == 1 and m.shape == (S,):  # an unbatched call's mask given by keyword
                 m = m[None]
             if m.shape != (N, S):
@@ -330,7 +332,7 @@ class MultiheadAttention(Module):
             v = np.concatenate([v, np.broadcast_to(self.bias_v.data[0], (N, 1, E))], axis=1)
         qh, kh, vh = self._heads(q), self._heads(k), self._heads(v)
         if self.add_zero_attn:  # a zero key (score 0) and a zero value in every head
-            zeros = np.zeros((N, self.num_heads, 1, self.head_dim), dtype=dtype)
+            zeros = array_module(kh).zeros((N, self.num_heads, 1, self.head_dim), dtype=dtype)
             kh = np.concatenate([kh, zeros], axis=2)
             vh = np.concatenate([vh, zeros], axis=2)
         scale = 1.0 / math.sqrt(self.head_dim)
@@ -338,7 +340,8 @@ class MultiheadAttention(Module):
         bias = self._mask_bias(attn_mask, key_padding_mask, is_causal, N, L, S, dtype)
         extra = kh.shape[2] - S  # the appended positions are never masked
         if bias is not None and extra:
-            bias = np.concatenate([bias, np.zeros((*bias.shape[:-1], extra), dtype)], axis=-1)
+            pad = array_module(bias).zeros((*bias.shape[:-1], extra), dtype)
+            bias = np.concatenate([bias, pad], axis=-1)
         if bias is not None:
             scores += bias
         p = masked_softmax(scores)
@@ -346,7 +349,8 @@ class MultiheadAttention(Module):
         pd = p
         if self.dropout and self.training:
             keep = 1.0 - self.dropout
-            drop = (self.rng.random(p.shape) < keep).astype(dtype) / dtype.type(keep)
+            u = random_generator(array_module(p), self.rng).random(p.shape)
+            drop = (u < keep).astype(dtype) / dtype.type(keep)
             pd = p * drop
         oh = pd @ vh  # (N, h, L, head_dim)
         out = self.out_proj(self._merge(oh))
@@ -432,7 +436,7 @@ def _affine(x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
 def _additive(who, mask: np.ndarray, dtype, name: str) -> np.ndarray:
     """A boolean mask (True = masked) as 0 / -inf, or a float mask as given, in ``dtype``."""
     if mask.dtype == bool:
-        out = np.zeros(mask.shape, dtype=dtype)
+        out = array_module(mask).zeros(mask.shape, dtype=dtype)
         out[mask] = -np.inf
         return out
     if mask.dtype.kind not in "fiu":
@@ -515,11 +519,15 @@ class PositionalEncoding(Module):
             raise ShapeError(expected_got(self, expected, fmt_shape(x.shape)))
         T = x.shape[t_axis]
         pe = self.pe[:T] if self.batch_first else self.pe[:T, None]
+        xm = array_module(x)
+        if xm is not np:  # the table lives on the host: its first T rows join x's module
+            pe = xm.asarray(pe)
         y = x + pe
         drop = None
         if self.dropout and self.training:
             keep = 1.0 - self.dropout
-            drop = (self.rng.random(y.shape) < keep).astype(y.dtype) / y.dtype.type(keep)
+            u = random_generator(xm, self.rng).random(y.shape)
+            drop = (u < keep).astype(y.dtype) / y.dtype.type(keep)
             y *= drop
         self.save_for_backward(drop)
         return y

@@ -8,6 +8,7 @@ import numpy as np
 
 from nnframe._pytorch_args import check_device, check_flag, resolve_dtype
 from nnframe.activations import GELU, ReLU
+from nnframe.backend import array_module
 from nnframe.errors import check_hyper, expected_got
 from nnframe.layers.attention import BatchFirstSpec, MultiheadAttention
 from nnframe.layers.dense import Dense
@@ -129,7 +130,7 @@ class TransformerEncoderLayer(Module):
         return self.linear1.backward(self.activation.backward(self.dropout.backward(g)))
 
     def forward(self, src, src_mask=None, src_key_padding_mask=None, is_causal: bool = False):
-        x = np.asarray(src)  # (N, L, d_model) or (L, N, d_model): checked by input_spec
+        x = array_module(src).asarray(src)  # (N, L, d_model) or (L, N, d_model): input_spec
         if not self.batch_first:
             x = x.transpose(1, 0, 2)
         masks = (src_mask, src_key_padding_mask, is_causal)

@@ -12,6 +12,7 @@ import numpy as np
 
 from nnframe._pytorch_args import check_device, resolve_dtype
 from nnframe.activations import GELU, ReLU
+from nnframe.backend import array_module
 from nnframe.errors import ShapeError, check_hyper, expected_got, fmt_shape
 from nnframe.init import xavier_uniform
 from nnframe.layers.attention import BatchFirstSpec, MultiheadAttention
@@ -41,13 +42,13 @@ def _padding_mask(mask):
     """A key padding mask (N, S), or (S,) from an unbatched call, as (N, S)."""
     if mask is None:
         return None
-    mask = np.asarray(mask)
+    mask = array_module(mask).asarray(mask)
     return mask[None] if mask.ndim == 1 else mask
 
 
 def _check_memory(who, x, memory, d_model: int, batch_first: bool) -> np.ndarray:
     """memory as an array of the target's batch size and d_model features."""
-    memory = np.asarray(memory)
+    memory = array_module(memory).asarray(memory)
     n = x.shape[0] if batch_first else x.shape[1]
     batch = memory.shape[0 if batch_first else 1] if memory.ndim == 3 else None
     if memory.ndim != 3 or memory.shape[2] != d_model or batch != n:
@@ -222,7 +223,7 @@ class TransformerDecoderLayer(Module):
         tgt_is_causal: bool = False,
         memory_is_causal: bool = False,
     ):
-        x = np.asarray(tgt)  # (N, T, d_model) or (T, N, d_model): checked by input_spec
+        x = array_module(tgt).asarray(tgt)  # (N, T, d_model) or (T, N, d_model): input_spec
         m = _check_memory(self, x, memory, self.d_model, self.batch_first)
         if not self.batch_first:
             x, m = x.transpose(1, 0, 2), m.transpose(1, 0, 2)
@@ -448,7 +449,7 @@ class Transformer(Module):
         tgt_is_causal: bool | None = None,
         memory_is_causal: bool = False,
     ):
-        src, tgt = np.asarray(src), np.asarray(tgt)
+        src, tgt = array_module(src).asarray(src), array_module(tgt).asarray(tgt)
         b = 0 if self.batch_first else 1
         if tgt.ndim != 3 or tgt.shape[b] != src.shape[b] or tgt.shape[2] != self.d_model:
             layout = (src.shape[b], "T") if self.batch_first else ("T", src.shape[b])
