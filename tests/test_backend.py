@@ -506,15 +506,6 @@ LOSSES = {
 
 # Known gaps, each an issue to close (strict: the entry must go once the class passes).
 NOT_YET = {
-    "MaxUnpool1d": "layers/unpool.py (new) not converted yet",
-    "MaxUnpool2d": "layers/unpool.py (new) not converted yet",
-    "Fold": "layers/fold.py not converted yet",
-    "Unfold": "layers/fold.py not converted yet",
-    "PixelShuffle": "layers/shuffle.py not converted yet",
-    "PixelUnshuffle": "layers/shuffle.py not converted yet",
-    "ChannelShuffle": "layers/shuffle.py not converted yet",
-    "CosineSimilarity": "layers/distance.py not converted yet",
-    "PairwiseDistance": "layers/distance.py not converted yet",
     "CTCLoss": "losses_ctc.py is new and not converted yet (np.arange/np.full in its recursions)",
 }
 

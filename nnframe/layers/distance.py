@@ -10,6 +10,7 @@ import numbers
 
 import numpy as np
 
+from nnframe.backend import array_module
 from nnframe.errors import ShapeError, as_float_input, check_hyper, expected_got, fmt_shape
 from nnframe.losses import pnorm, pnorm_grad
 from nnframe.module import Module
@@ -17,8 +18,9 @@ from nnframe.module import Module
 
 def _pair(who, x1, x2):
     """Both inputs as float arrays of one dtype, and their broadcast shape."""
-    a, b = np.asarray(x1), np.asarray(x2)
-    dtype = np.result_type(a, b) if a.dtype.kind == "f" or b.dtype.kind == "f" else np.float32
+    xm = array_module(x1, x2)
+    a, b = xm.asarray(x1), xm.asarray(x2)
+    dtype = np.result_type(a.dtype, b.dtype) if a.dtype.kind == "f" or b.dtype.kind == "f" else np.float32
     a, b = as_float_input(who, a, np.dtype(dtype)), as_float_input(who, b, np.dtype(dtype))
     try:
         shape = np.broadcast_shapes(a.shape, b.shape)
@@ -94,7 +96,7 @@ class CosineSimilarity(Module):
 
     def backward(self, grad_output):
         a, b, n1, n2, c1, c2, cos, s1, s2 = self.saved
-        g = np.expand_dims(np.asarray(grad_output), self.dim)
+        g = np.expand_dims(array_module(grad_output).asarray(grad_output), self.dim)
         # d cos / d x1 = x2 / (c1 c2) - cos x1 / (c1 n1): as PyTorch, which clamps the norms
         # outside autograd, the norm's own derivative x1 / n1 passes the clamp
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -151,7 +153,7 @@ class PairwiseDistance(Module):
 
     def backward(self, grad_output):
         diff, n, s1, s2 = self.saved
-        g = np.asarray(grad_output)
+        g = array_module(grad_output).asarray(grad_output)
         g = g if self.keepdim else g[..., None]
         gd = g * pnorm_grad(diff, n, self.norm)
         return _unbroadcast(gd, s1), _unbroadcast(-gd, s2)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from nnframe.backend import array_module
 from nnframe.errors import ShapeError, as_float_input, check_grad, expected_got, fmt_shape
 from nnframe.input_spec import InputSpec
 from nnframe.layers._im2col import col2im, conv_out_size, im2col, ntuple, pad, unpad
@@ -18,7 +19,7 @@ from nnframe.module import Module
 
 def _float(who, x) -> np.ndarray:
     """A floating input keeps its dtype (no parameters here); others become float32."""
-    x = np.asarray(x)
+    x = array_module(x).asarray(x)
     return x if x.dtype.kind == "f" else as_float_input(who, x, np.dtype(np.float32))
 
 

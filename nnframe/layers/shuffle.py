@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from nnframe.backend import array_module
 from nnframe.errors import ShapeError, check_grad, check_hyper, expected_got, fmt_shape
 from nnframe.module import Module
 
@@ -19,7 +20,7 @@ def _factor(who: str, name: str, value) -> int:
 
 
 def _array(x) -> np.ndarray:
-    return x if type(x) is np.ndarray else np.asarray(x)
+    return x if type(x) is np.ndarray else array_module(x).asarray(x)
 
 
 def pixel_shuffle(x: np.ndarray, r: int) -> np.ndarray:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from nnframe.backend import array_module
 from nnframe.errors import ShapeError, expected_got, fmt_shape
 from nnframe.input_spec import InputSpec
 from nnframe.layers._im2col import ntuple, spatial_names
@@ -76,13 +77,14 @@ class _MaxUnpoolNd(Module):
         return size
 
     def forward(self, x, indices, output_size=None):
+        xm = array_module(x)
         if type(x) is not np.ndarray:
-            x = np.asarray(x)
+            x = xm.asarray(x)
         if x.dtype.kind != "f":
             if x.dtype.kind not in "biu":
                 raise TypeError(expected_got(self, "a real numeric input", f"dtype {x.dtype}"))
             x = x.astype(np.float32)
-        indices = np.asarray(indices)
+        indices = xm.asarray(indices)  # the indices join x's module
         if indices.shape != x.shape or indices.dtype.kind not in "iu":
             raise ShapeError(
                 expected_got(
@@ -101,14 +103,14 @@ class _MaxUnpoolNd(Module):
                     self, f"indices in [0, {plane}) for an output of {fmt_shape(spatial)}", bad
                 )
             )
-        y = np.zeros((x.shape[0], x.shape[1], plane), dtype=x.dtype)
+        y = xm.zeros((x.shape[0], x.shape[1], plane), dtype=x.dtype)
         np.put_along_axis(y, flat_idx, x.reshape(flat_idx.shape), axis=-1)
         self.save_for_backward(flat_idx, x.shape, y.shape)
         return y.reshape(x.shape[:2] + spatial)
 
     def backward(self, grad_output):
         flat_idx, x_shape, flat_shape = self.saved
-        g = np.asarray(grad_output)
+        g = array_module(grad_output).asarray(grad_output)
         if g.size != int(np.prod(flat_shape)) or g.shape[:2] != flat_shape[:2]:
             raise ShapeError(
                 expected_got(
