@@ -39,6 +39,7 @@ def test_every_case_runs_for_nnframe_and_numpy(smoke):
         "cnn_conv1d_train",
         "rnn_lstm_train",
         "rnn_gru_train",
+        "rnn_lstm_adding_train",
         "attention_encoder_train",
     } <= cases
     for row in results["runs"]:
