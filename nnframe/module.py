@@ -408,8 +408,8 @@ class Module:
         """Copies values into the parameters and buffers, in place.
 
         Every problem is collected and reported in one StateDictError: missing keys (with
-        ``strict``), unexpected keys (with ``strict``), shape mismatches, and floating dtype
-        mismatches unless ``cast=True`` asks to convert.
+        ``strict``), unexpected keys (with ``strict``), shape mismatches, and dtype mismatches
+        (float64 into float32, integers into floats, ...) unless ``cast=True`` asks to convert.
         """
         targets: dict[str, tuple[Module | Parameter, str]] = {}
         for name, p in self.named_parameters():
@@ -433,7 +433,7 @@ class Module:
                 problems.append(
                     f"{key}: expected shape {fmt_shape(current.shape)}, got {fmt_shape(value.shape)}"
                 )
-            elif value.dtype != current.dtype and not cast and value.dtype.kind == "f":
+            elif value.dtype != current.dtype and not cast and value.dtype.kind in "fiub":
                 problems.append(
                     f"{key}: expected dtype {current.dtype}, got {value.dtype} (pass cast=True)"
                 )

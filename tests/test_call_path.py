@@ -279,3 +279,12 @@ def test_unbatched_recurrent_state_may_be_passed_by_keyword():
     np.testing.assert_array_equal(grads_kw[0], grads[0])
     cell = nf.GRUCell(3, 4, rng=0)
     assert cell(np.ones(3, np.float32), h=np.zeros(4, np.float32)).shape == (4,)
+
+
+def test_load_state_dict_refuses_integers_into_floats_unless_cast():
+    layer = nf.Dense(2, 2, rng=0)
+    state = {k: v.astype(np.int32) for k, v in layer.state_dict().items()}
+    with pytest.raises(nf.StateDictError, match=r"weight: expected dtype float32, got int32"):
+        layer.load_state_dict(state)
+    layer.load_state_dict(state, cast=True)
+    assert layer.weight.data.dtype == np.float32
