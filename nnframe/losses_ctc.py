@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from nnframe.backend import array_module, to_numpy
 from nnframe.errors import ShapeError, check_hyper, expected_got, fmt_shape
 from nnframe.losses import Loss, _float_array
 
@@ -27,7 +28,7 @@ _NEG = -np.inf
 
 
 def _int_array(who: str, name: str, value) -> np.ndarray:
-    a = np.asarray(value)
+    a = np.asarray(to_numpy(value))  # lengths and targets are checked on the host
     if a.dtype.kind not in "iu":
         if a.dtype.kind == "f" and np.all(np.mod(a, 1) == 0):
             return a.astype(np.int64)
@@ -47,18 +48,21 @@ def ctc_forward_backward(lp: np.ndarray, ext: np.ndarray, t_len: np.ndarray, s_l
     """
     T, N, _ = lp.shape
     S = ext.shape[1]
-    rows = np.arange(N)
+    xm = array_module(lp)
+    if xm is not np:  # the labels and lengths join the log-probabilities' module
+        ext, t_len, s_len = xm.asarray(ext), xm.asarray(t_len), xm.asarray(s_len)
+    rows = xm.arange(N)
     lpe = np.take_along_axis(lp, np.broadcast_to(ext[None], (T, N, S)), axis=2)  # (T, N, S')
-    pos = np.arange(S)
+    pos = xm.arange(S)
     inside = pos[None, :] < s_len[:, None]  # (N, S'): positions of each sample's l'
     # the skip s-2 -> s is allowed onto a label (odd s) that differs from the one at s-2
-    skip = np.zeros((N, S), bool)
+    skip = xm.zeros((N, S), bool)
     if S > 2:
         skip[:, 2:] = (pos[2:] % 2 == 1) & (ext[:, 2:] != ext[:, :-2])
-    alpha = np.full((T, N, S), _NEG, dtype=lp.dtype)
-    beta = np.full((T, N, S), _NEG, dtype=lp.dtype)
+    alpha = xm.full((T, N, S), _NEG, dtype=lp.dtype)
+    beta = xm.full((T, N, S), _NEG, dtype=lp.dtype)
     if T == 0 or N == 0:
-        return np.zeros(N, dtype=lp.dtype), alpha, beta, lpe
+        return xm.zeros(N, dtype=lp.dtype), alpha, beta, lpe
     with np.errstate(invalid="ignore"):
         alpha[0, :, :2] = lpe[0, :, :2]
         alpha[0][~inside] = _NEG
@@ -76,11 +80,11 @@ def ctc_forward_backward(lp: np.ndarray, ext: np.ndarray, t_len: np.ndarray, s_l
         ll = np.logaddexp(end[rows, i2], np.where(i2 >= 1, end[rows, np.maximum(i2 - 1, 0)], _NEG))
         ll = np.where(t_len > 0, ll, np.where(s_len == 1, 0.0, _NEG))  # no frames: only L = 0
         # beta starts at each sample's last frame, on its last two extended positions
-        skip_up = np.zeros((N, S), bool)  # s + 2 -> s allowed: the same rule, seen from s + 2
+        skip_up = xm.zeros((N, S), bool)  # s + 2 -> s allowed: the same rule, seen from s + 2
         skip_up[:, :-2] = skip[:, 2:]
         for t in range(T - 1, -1, -1):
             start = t == t_len - 1
-            b = np.full((N, S), _NEG, dtype=lp.dtype)
+            b = xm.full((N, S), _NEG, dtype=lp.dtype)
             if t + 1 < T:
                 nxt = beta[t + 1]
                 b[:] = nxt
@@ -88,7 +92,7 @@ def ctc_forward_backward(lp: np.ndarray, ext: np.ndarray, t_len: np.ndarray, s_l
                 np.logaddexp(b[:, :-2], np.where(skip_up[:, :-2], nxt[:, 2:], _NEG), out=b[:, :-2])
                 b += lpe[t]
             if start.any():
-                init = np.full((N, S), _NEG, dtype=lp.dtype)
+                init = xm.full((N, S), _NEG, dtype=lp.dtype)
                 init[rows, i2] = lpe[t, rows, i2]
                 init[rows, np.maximum(i2 - 1, 0)] = np.where(
                     i2 >= 1, lpe[t, rows, np.maximum(i2 - 1, 0)], init[rows, 0]
@@ -220,12 +224,15 @@ class CTCLoss(Loss):
         N = lp.shape[1]
         ext = np.full((N, 2 * y.shape[1] + 1), self.blank, dtype=np.int64)
         ext[:, 1::2] = y
+        xm = array_module(lp)
+        if xm is not np:  # built on the host; used with lp (and by grad) in lp's module
+            ext = xm.asarray(ext)
         nll, alpha, beta, lpe = ctc_forward_backward(lp, ext, t_len, 2 * s_len + 1)
         zeroed = np.isinf(nll) & self.zero_infinity
         nll = np.where(zeroed, 0.0, nll).astype(lp.dtype)
-        scale = np.ones(N, dtype=lp.dtype)
+        scale = xm.ones(N, dtype=lp.dtype)
         if self.reduction == "mean":  # PyTorch: each loss over its target length, then the mean
-            scale = (1 / np.maximum(s_len, 1)).astype(lp.dtype)
+            scale = xm.asarray(1 / np.maximum(s_len, 1), dtype=lp.dtype)
         self.save_for_backward(alpha, beta, lpe, ext, nll, zeroed, scale, pred.shape, lp.shape)
         losses = nll * scale
         return losses.reshape(()) if unbatched else losses
@@ -233,16 +240,17 @@ class CTCLoss(Loss):
     def grad(self, g):
         alpha, beta, lpe, ext, nll, zeroed, scale, shape, lp_shape = self.saved
         T, N, C = lp_shape
-        grad = np.zeros(lp_shape, dtype=alpha.dtype)
+        xm = array_module(alpha)
+        grad = xm.zeros(lp_shape, dtype=alpha.dtype)
         if T == 0 or N == 0:
             return grad.reshape(shape)
         with np.errstate(invalid="ignore", over="ignore"):
             # posterior of each extended position: alpha beta / (lp p), in [0, 1]
             r = np.exp(alpha + beta - lpe + nll[None, :, None])
         r = np.where(np.isfinite(lpe), r, 0.0)  # lp = -inf: that label never occurs there
-        rows = np.arange(N)
+        rows = xm.arange(N)
         for s in range(ext.shape[1]):  # one label per (sample, position): no repeated index
             grad[:, rows, ext[:, s]] -= r[:, :, s]
-        coef = np.broadcast_to(np.asarray(g, dtype=grad.dtype).reshape(-1), (N,)) * scale
+        coef = np.broadcast_to(xm.asarray(g, dtype=grad.dtype).reshape(-1), (N,)) * scale
         coef = np.where(zeroed, 0.0, coef)
         return (grad * coef[None, :, None]).reshape(shape)
