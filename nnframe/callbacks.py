@@ -26,6 +26,8 @@ from nnframe.errors import check_hyper
 __all__ = [
     "Callback",
     "CallbackList",
+    "HOOKS",
+    "as_callback",
     "EarlyStopping",
     "ModelCheckpoint",
     "LearningRateScheduler",
@@ -102,44 +104,192 @@ class Callback:
         """Restores a state from :meth:`state_dict`: validated completely, then applied."""
         self.apply_state(self.check_state(state))
 
-    def on_train_begin(self, logs: dict) -> None: ...
+    # ------------------------------------------------------------------ the hooks
+    # Every hook Trainer calls is a method here (HOOKS lists them); a subclass that defines an
+    # on_* method with any other name is refused when the class is created (a typo such as
+    # on_epoch_ends would otherwise never run).
 
-    def on_train_end(self, logs: dict) -> None: ...
+    def on_train_begin(self, logs: dict) -> None:
+        """At the start of ``fit`` (after the epoch-log keys are known, before resuming)."""
 
-    def on_epoch_begin(self, epoch: int, logs: dict) -> None: ...
+    def on_train_end(self, logs: dict) -> None:
+        """At the end of ``fit``, with the last epoch's logs."""
 
-    def on_epoch_end(self, epoch: int, logs: dict) -> None: ...
+    def on_epoch_begin(self, epoch: int, logs: dict) -> None:
+        """At the start of each training epoch (0-based)."""
 
-    def on_batch_begin(self, batch: int, logs: dict) -> None: ...
+    def on_epoch_end(self, epoch: int, logs: dict) -> None:
+        """After each epoch's training and validation: ``logs`` holds the epoch's values."""
 
-    def on_batch_end(self, batch: int, logs: dict) -> None: ...
+    def on_train_batch_begin(self, batch: int, logs: dict) -> None:
+        """Before each training step (the default calls :meth:`on_batch_begin`)."""
+        self.on_batch_begin(batch, logs)
+
+    def on_train_batch_end(self, batch: int, logs: dict) -> None:
+        """After each training step, with ``loss``, ``batch_size`` and ``grad_norm`` (the
+        default calls :meth:`on_batch_end`)."""
+        self.on_batch_end(batch, logs)
+
+    def on_batch_begin(self, batch: int, logs: dict) -> None:
+        """Keras' older name of :meth:`on_train_batch_begin` (called by its default)."""
+
+    def on_batch_end(self, batch: int, logs: dict) -> None:
+        """Keras' older name of :meth:`on_train_batch_end` (called by its default)."""
 
     def on_after_backward(self, batch: int, logs: dict) -> None:
         """After ``model.backward`` filled the gradients, before clipping and the step."""
+
+    def on_test_begin(self, logs: dict) -> None:
+        """At the start of ``evaluate`` and of each epoch's validation in ``fit``."""
+
+    def on_test_end(self, logs: dict) -> None:
+        """At the end of an evaluation, with its results."""
+
+    def on_test_batch_begin(self, batch: int, logs: dict) -> None:
+        """Before each evaluation step."""
+
+    def on_test_batch_end(self, batch: int, logs: dict) -> None:
+        """After each evaluation step, with ``loss`` and ``batch_size``."""
+
+    def on_predict_begin(self, logs: dict) -> None:
+        """At the start of ``predict``."""
+
+    def on_predict_end(self, logs: dict) -> None:
+        """At the end of ``predict``."""
+
+    def on_predict_batch_begin(self, batch: int, logs: dict) -> None:
+        """Before each prediction step."""
+
+    def on_predict_batch_end(self, batch: int, logs: dict) -> None:
+        """After each prediction step, with ``batch_size``."""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        unknown = [
+            name for name, value in vars(cls).items()
+            if name.startswith("on_") and callable(value) and name not in HOOKS
+        ]  # fmt: skip
+        if unknown:
+            raise TypeError(
+                f"{cls.__name__}: expected hook methods among {list(HOOKS)}, got "
+                f"{unknown} (a misspelled hook would never be called; rename it, or drop the "
+                "on_ prefix of a helper)"
+            )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
 
+#: the hooks Trainer calls, in the order of a training run
+HOOKS = (
+    "on_train_begin",
+    "on_train_end",
+    "on_epoch_begin",
+    "on_epoch_end",
+    "on_train_batch_begin",
+    "on_train_batch_end",
+    "on_batch_begin",
+    "on_batch_end",
+    "on_after_backward",
+    "on_test_begin",
+    "on_test_end",
+    "on_test_batch_begin",
+    "on_test_batch_end",
+    "on_predict_begin",
+    "on_predict_end",
+    "on_predict_batch_begin",
+    "on_predict_batch_end",
+)
+
+
+def as_callback(obj, who: str = "Trainer.fit") -> Callback:
+    """``obj`` as a Callback: callbacks unchanged; a learning-rate scheduler from
+    :mod:`nnframe.optim` wrapped in :class:`LearningRateScheduler` (per epoch; ``OneCycleLR``
+    per step, as it is built to run); anything else refused."""
+    if isinstance(obj, Callback):
+        return obj
+    name = type(obj).__name__
+    if name == "ReduceLROnPlateau" and hasattr(obj, "step"):  # its step needs the monitored value
+        raise TypeError(
+            f"{who}: expected Callback objects, got the scheduler ReduceLROnPlateau (it needs "
+            "a monitored value: pass nnframe.callbacks.ReduceLROnPlateau(monitor=...) instead)"
+        )
+    if hasattr(obj, "step") and hasattr(obj, "get_last_lr") and hasattr(obj, "optimizer"):
+        return LearningRateScheduler(obj, interval="step" if name == "OneCycleLR" else "epoch")
+    raise TypeError(
+        f"{who}: expected Callback objects (or nnframe.optim schedulers), got {name}"
+    )
+
+
 class CallbackList:
-    """Calls each hook on every callback, in order."""
+    """Calls each hook on every callback, in order. Schedulers are wrapped (:func:`as_callback`)."""
 
     def __init__(self, callbacks, trainer):
-        self.callbacks = list(callbacks or [])
+        if isinstance(callbacks, Callback) or hasattr(callbacks, "get_last_lr"):
+            callbacks = [callbacks]  # one callback (or scheduler) on its own
+        self.callbacks = [as_callback(cb) for cb in (callbacks or [])]
         for cb in self.callbacks:
-            if not isinstance(cb, Callback):
-                raise TypeError(f"Trainer.fit: expected Callback objects, got {type(cb).__name__}")
             cb.set_trainer(trainer)
 
-    def __getattr__(self, hook: str):
-        if not hook.startswith("on_"):
-            raise AttributeError(hook)
+    def on_train_begin(self, logs: dict) -> None:
+        for cb in self.callbacks:
+            cb.on_train_begin(logs)
 
-        def call(*args):
-            for cb in self.callbacks:
-                getattr(cb, hook)(*args)
+    def on_train_end(self, logs: dict) -> None:
+        for cb in self.callbacks:
+            cb.on_train_end(logs)
 
-        return call
+    def on_epoch_begin(self, epoch: int, logs: dict) -> None:
+        for cb in self.callbacks:
+            cb.on_epoch_begin(epoch, logs)
+
+    def on_epoch_end(self, epoch: int, logs: dict) -> None:
+        for cb in self.callbacks:
+            cb.on_epoch_end(epoch, logs)
+
+    def on_train_batch_begin(self, batch: int, logs: dict) -> None:
+        for cb in self.callbacks:
+            cb.on_train_batch_begin(batch, logs)
+
+    def on_train_batch_end(self, batch: int, logs: dict) -> None:
+        for cb in self.callbacks:
+            cb.on_train_batch_end(batch, logs)
+
+    def on_after_backward(self, batch: int, logs: dict) -> None:
+        for cb in self.callbacks:
+            cb.on_after_backward(batch, logs)
+
+    def on_test_begin(self, logs: dict) -> None:
+        for cb in self.callbacks:
+            cb.on_test_begin(logs)
+
+    def on_test_end(self, logs: dict) -> None:
+        for cb in self.callbacks:
+            cb.on_test_end(logs)
+
+    def on_test_batch_begin(self, batch: int, logs: dict) -> None:
+        for cb in self.callbacks:
+            cb.on_test_batch_begin(batch, logs)
+
+    def on_test_batch_end(self, batch: int, logs: dict) -> None:
+        for cb in self.callbacks:
+            cb.on_test_batch_end(batch, logs)
+
+    def on_predict_begin(self, logs: dict) -> None:
+        for cb in self.callbacks:
+            cb.on_predict_begin(logs)
+
+    def on_predict_end(self, logs: dict) -> None:
+        for cb in self.callbacks:
+            cb.on_predict_end(logs)
+
+    def on_predict_batch_begin(self, batch: int, logs: dict) -> None:
+        for cb in self.callbacks:
+            cb.on_predict_batch_begin(batch, logs)
+
+    def on_predict_batch_end(self, batch: int, logs: dict) -> None:
+        for cb in self.callbacks:
+            cb.on_predict_batch_end(batch, logs)
 
 
 def _writes_files(trainer) -> bool:
@@ -624,15 +774,7 @@ class LambdaCallback(Callback):
     """A callback from plain functions: ``LambdaCallback(on_epoch_end=lambda epoch, logs: ...)``.
     Accepts any hook name of :class:`Callback` as a keyword."""
 
-    _HOOKS = (
-        "on_train_begin",
-        "on_train_end",
-        "on_epoch_begin",
-        "on_epoch_end",
-        "on_batch_begin",
-        "on_batch_end",
-        "on_after_backward",
-    )
+    _HOOKS = HOOKS
 
     def __init__(self, **hooks: Callable):
         unknown = set(hooks) - set(self._HOOKS)

@@ -161,8 +161,8 @@ def _prepare(path, model, optimizer, scheduler, loader, callbacks, restore_rng, 
     tree = S.validate(_TREE, tree, where)
     model_state = {k[len(_MODEL) :]: v for k, v in tensors.items() if k.startswith(_MODEL)}
     steps = []
-    if model is None and "nnframe.config" in metadata:
-        model = model_from_file_parts(tensors, metadata, os.fspath(path), prefix=_MODEL)
+    if model is None and "nnframe.config" in metadata:  # a new model: eval mode, as nf.load
+        model = model_from_file_parts(tensors, metadata, os.fspath(path), prefix=_MODEL).eval()
     elif model is not None:  # validates every key first, then copies: it goes first
         steps.append(lambda: model.load_state_dict(model_state, cast=cast))
     ckpt = Checkpoint(
@@ -273,38 +273,43 @@ class TrainingCheckpoint(Callback):
 
 def save_trainer_checkpoint(trainer, path, epoch: int, logs: dict | None = None) -> None:
     """Saves everything ``Trainer.fit(resume_from=path)`` needs to go on after ``epoch``
-    epochs (called by :class:`TrainingCheckpoint` at the end of an epoch)."""
-    fit_rng = getattr(trainer, "fit_rng", None)
-    fit_loader = getattr(trainer, "fit_loader", None)
-    loader_rng = getattr(fit_loader, "rng", None)
-    history = getattr(trainer, "history", None)
-    epochs_done = list(getattr(history, "epoch", []))
-    logs_so_far = {k: list(v) for k, v in getattr(history, "history", {}).items()}
+    epochs (called by :class:`TrainingCheckpoint` at the end of an epoch): the model, the
+    optimizer, the callbacks' state, the history, and the trainer's state
+    (:class:`nnframe.TrainerState`: step and skipped-batch counters, the generators of the
+    split and the shuffles)."""
+    state = trainer.state
+    history = trainer.history
+    epochs_done = list(history.epoch)
+    logs_so_far = {k: list(v) for k, v in history.history.items()}
     if logs is not None and epoch - 1 not in epochs_done:  # this epoch is not recorded yet
         epochs_done.append(epoch - 1)
         for k in set(logs_so_far) | set(logs):
             logs_so_far.setdefault(k, [math.nan] * (len(epochs_done) - 1))
             logs_so_far[k].append(float(logs[k]) if k in logs else math.nan)
+    loader_rng = getattr(state.loader, "rng", None)  # a DataLoader built by fit has one
     loader = {
-        "fit_rng": fit_rng.bit_generator.state
-        if isinstance(fit_rng, np.random.Generator)
-        else None,
-        "loader_rng": (
-            loader_rng.bit_generator.state if isinstance(loader_rng, np.random.Generator) else None
-        ),
+        "fit_rng": _generator_state(state.rng),
+        "loader_rng": _generator_state(loader_rng),
     }
-    callbacks = [
-        cb for cb in getattr(trainer, "fit_callbacks", []) if not isinstance(cb, TrainingCheckpoint)
-    ]
+    callbacks = [cb for cb in state.callbacks if not isinstance(cb, TrainingCheckpoint)]
+    counters = state.counters()
     save_checkpoint(
         path,
         trainer.model,
         trainer.optimizer,
         epoch=epoch,
+        step=counters["step"],
         loader=loader,
         callbacks=callbacks,
-        extra={"history": {"epoch": epochs_done, "logs": logs_so_far}},
+        extra={
+            "history": {"epoch": epochs_done, "logs": logs_so_far},
+            "trainer": {"skipped_batches": counters["skipped_batches"]},
+        },
     )
+
+
+def _generator_state(gen):
+    return gen.bit_generator.state if isinstance(gen, np.random.Generator) else None
 
 
 _HISTORY = S.Record(
@@ -313,34 +318,40 @@ _HISTORY = S.Record(
         "logs": S.DictOf(S.Str(max_len=200), S.ListOf(S.Float(finite=False), max_len=1_000_000)),
     }
 )
+_TRAINER = S.Record({"skipped_batches": S.Int(min=0)}, optional=("skipped_batches",))
 
 
 def resume_fit(trainer, path, callbacks, loader) -> int:
-    """Restores a :class:`TrainingCheckpoint` into ``trainer`` at the start of ``fit``
-    (after ``on_train_begin``); returns the epoch to start from. Everything is validated
-    before anything is restored: a bad checkpoint changes nothing."""
+    """Restores a :class:`TrainingCheckpoint` into ``trainer`` (its model, optimizer,
+    callbacks, history and :class:`nnframe.TrainerState`) at the start of ``fit`` (after
+    ``on_train_begin``); returns the epoch to start from. Everything is validated before
+    anything is restored: a bad checkpoint changes nothing. Files written before the trainer
+    state was stored resume with zero counters."""
     callbacks = [cb for cb in callbacks if not isinstance(cb, TrainingCheckpoint)]
     ckpt, steps = _prepare(
         path, trainer.model, trainer.optimizer, None, None, callbacks, True, False
     )
     where = f"Trainer.fit: resume_from={os.fspath(path)!r}"
-    state = ckpt.loader_state if isinstance(ckpt.loader_state, dict) else {}
+    state = trainer.state
+    stored = ckpt.loader_state if isinstance(ckpt.loader_state, dict) else {}
     generators = []
-    for key, gen in (("fit_rng", getattr(trainer, "fit_rng", None)),
-                     ("loader_rng", getattr(loader, "rng", None))):  # fmt: skip
-        if state.get(key) is not None and isinstance(gen, np.random.Generator):
-            generators.append((gen, _check_generator_state(gen, state[key], where, key)))
-    saved = (ckpt.extra or {}).get("history") if isinstance(ckpt.extra, dict) else None
+    for key, gen in (("fit_rng", state.rng), ("loader_rng", getattr(loader, "rng", None))):
+        if stored.get(key) is not None and isinstance(gen, np.random.Generator):
+            generators.append((gen, _check_generator_state(gen, stored[key], where, key)))
+    extra = ckpt.extra if isinstance(ckpt.extra, dict) else {}
+    saved = extra.get("history")
     if saved is not None:
         saved = S.validate(_HISTORY, saved, where, "history")
+    counters = S.validate(_TRAINER, extra.get("trainer") or {}, where, "trainer")
     _apply(steps)
     for gen, gen_state in generators:
         gen.bit_generator.state = gen_state
-    history = getattr(trainer, "history", None)
-    if saved is not None and history is not None and hasattr(history, "record"):
+    state.step = ckpt.step
+    state.skipped_batches = counters.get("skipped_batches", 0)
+    if saved is not None:
         logs = saved["logs"]
         for i, epoch in enumerate(saved["epoch"]):
-            history.record(epoch, {k: v[i] for k, v in logs.items() if i < len(v)})
+            trainer.history.record(epoch, {k: v[i] for k, v in logs.items() if i < len(v)})
     return ckpt.epoch
 
 

@@ -639,12 +639,19 @@ def _ties_in_constructor(model) -> bool:
 def load(path, *, registry=None):
     """Loads a model saved by :func:`save` (or the model of a checkpoint): rebuilds it from its
     config (layer names are looked up in the registry; see :func:`nnframe.register_layer`) and
-    loads its weights."""
+    loads its weights.
+
+    The model comes back in **eval mode**, ready for inference (Dropout off, BatchNorm on its
+    running statistics); ``Trainer.fit`` (or ``model.train()``) switches it to training. The
+    rule: a function that builds a new model returns it in eval mode (``load``,
+    ``load_checkpoint`` without a model); one that loads into a model you pass
+    (``load_weights``, ``load_state_dict``, ``load_checkpoint(path, model)``,
+    ``fit(resume_from=)``) leaves its mode as it was."""
     tensors, metadata = load_file(path)
     prefix = "model/" if metadata.get("nnframe.kind") == "checkpoint" else ""
     return model_from_file_parts(
         tensors, metadata, os.fspath(path), registry=registry, prefix=prefix
-    )
+    ).eval()
 
 
 def _match_dtypes(model, state: dict) -> None:

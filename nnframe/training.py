@@ -28,13 +28,14 @@ import math
 import os
 import sys
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import sparse
 
 from nnframe import metrics as metrics_module
 from nnframe.callbacks import CallbackList
-from nnframe.clip import clip_grad_norm_, clip_grad_value_, total_norm
+from nnframe.clip import total_norm
 from nnframe.data import ArrayDataset, DataLoader, first_array, stratified_indices, take_rows
 from nnframe.distributed import (
     DataParallel,
@@ -47,11 +48,12 @@ from nnframe.distributed import (
 )
 from nnframe.errors import ShapeError, check_hyper
 from nnframe.graph_training import rows, structured_loss_and_metrics
+from nnframe.hooks import no_grad
 from nnframe.module import Module
 from nnframe.optim.optimizer import NonFiniteUpdateError
 from nnframe.random import get_rng
 
-__all__ = ["Trainer", "History"]
+__all__ = ["Trainer", "TrainerState", "History"]
 
 _NAN_POLICIES = ("raise", "skip_batch", "stop")
 
@@ -96,10 +98,12 @@ class History:
     def __repr__(self) -> str:
         return f"History(epochs={len(self.epoch)}, keys={self.keys()})"
 
-    def plot(self, path, keys: list[str] | None = None, dpi: int = 100):
-        """Writes a PNG of the curves: one panel per quantity (loss, each metric, lr), training
-        and validation together. Needs matplotlib (``pip install 'nnframe[plot]'``); uses its
-        object-oriented API, so no global backend or pyplot state is touched. Returns ``path``.
+    def plot(self, path=None, keys: list[str] | None = None, dpi: int = 100):
+        """The curves: one panel per quantity (loss, each metric, lr), training and validation
+        together. With ``path``, writes a PNG there and returns ``path``; without, returns the
+        matplotlib ``Figure`` (a notebook shows it inline). Needs matplotlib
+        (``pip install 'nnframe[plot]'``); uses its object-oriented API, so no global backend
+        or pyplot state is touched.
         """
         try:
             from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -133,6 +137,8 @@ class History:
             ax.grid(alpha=0.3)
             ax.legend()
         fig.tight_layout()
+        if path is None:
+            return fig
         directory = os.path.dirname(os.path.abspath(os.fspath(path)))
         os.makedirs(directory, exist_ok=True)
         fig.savefig(path, format="png")
@@ -140,13 +146,38 @@ class History:
 
 
 def _progress_bar(total: int, epoch: int, epochs: int, show: bool):
-    """A tqdm bar for one epoch (disabled, and free, when not shown)."""
-    from tqdm import tqdm  # a runtime dependency; imported here to keep `import nnframe` light
+    """A bar for one epoch: tqdm.auto's (a widget in a notebook, text on a terminal);
+    disabled, and free, when not shown."""
+    # a runtime dependency; imported here to keep `import nnframe` light
+    from tqdm.auto import tqdm
 
     return tqdm(
         total=total, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", disable=not show,
         leave=True, file=sys.stderr, dynamic_ncols=True,
     )  # fmt: skip
+
+
+def _bar_holds(bar) -> bool:
+    """Whether a terminal bar showed its whole line (a notebook widget or a disabled bar:
+    never; a terminal narrower than the line: no, tqdm cut it)."""
+    if bar.disable or _in_notebook():
+        return False
+    import shutil
+
+    width = shutil.get_terminal_size(fallback=(80, 24)).columns
+    return len(str(bar)) <= width
+
+
+def _in_notebook() -> bool:
+    """True inside a Jupyter kernel (where tqdm.auto draws a widget)."""
+    shell = sys.modules.get("IPython")
+    if shell is None or "ipykernel" not in sys.modules:
+        return False
+    try:
+        ip = shell.get_ipython()
+    except Exception:  # noqa: BLE001 - an odd IPython: no notebook
+        return False
+    return ip is not None and "IPKernelApp" in getattr(ip, "config", {})
 
 
 def _is_tty(stream) -> bool:
@@ -222,15 +253,80 @@ def _labels(y) -> np.ndarray:
     return y.reshape(len(y)).astype(np.int64)
 
 
+_CLASS_INDEX_LOSSES = ("CrossEntropyLoss", "NLLLoss", "MultiMarginLoss")
+
+
+def _align_target(loss_fn, pred, y):
+    """The target as the loss expects it, where there is one unambiguous reading (Keras' rule):
+    a 1-D target against a single-column output becomes ``(N, 1)``; for class-index losses an
+    ``(N, 1)`` column of labels becomes ``(N,)``. Anything else is left to the loss, whose
+    message names the fix. Structured (several-output) predictions are left as they are."""
+    if not isinstance(pred, np.ndarray) or not isinstance(y, np.ndarray):
+        return y
+    if y.ndim == 1 and pred.ndim == 2 and pred.shape[1] == 1 and len(y) == len(pred):
+        if type(loss_fn).__name__ not in _CLASS_INDEX_LOSSES:
+            return y.reshape(-1, 1)
+    if (
+        y.ndim == 2 and y.shape[1] == 1 and pred.ndim == 2 and pred.shape[1] > 1
+        and len(y) == len(pred) and type(loss_fn).__name__ in _CLASS_INDEX_LOSSES
+    ):  # fmt: skip
+        return y.reshape(-1)
+    return y
+
+
+@dataclass
+class TrainerState:
+    """Where a ``fit`` stands: what :class:`nnframe.TrainingCheckpoint` saves and
+    ``fit(resume_from=)`` restores, kept in one object (``trainer.state``).
+
+    Attributes:
+        epoch: the epoch running (0-based); after fit, the last one run.
+        epochs: the epochs asked of fit.
+        batch: the batch running within the epoch (0-based).
+        step: optimizer steps applied since training began (a resumed fit goes on counting).
+        skipped_batches: batches rejected under ``nan_policy='skip_batch'`` since training
+            began.
+        stop_training: set it (or ``trainer.stop_training``) to end training after this batch.
+        stop_reason: why training stopped early, or None.
+        rng: the generator of the validation split and the shuffles.
+        loader: the training DataLoader (its generator draws each epoch's order).
+        callbacks: the running callbacks (schedulers wrapped).
+        epoch_log_keys: what every epoch will log (callbacks check their monitors against it).
+    """
+
+    epoch: int = 0
+    epochs: int = 0
+    batch: int = 0
+    step: int = 0
+    skipped_batches: int = 0
+    stop_training: bool = False
+    stop_reason: str | None = None
+    rng: np.random.Generator | None = None
+    loader: object = None
+    callbacks: list = field(default_factory=list)
+    epoch_log_keys: list | None = None
+
+    def counters(self) -> dict:
+        """The counters a checkpoint stores (the generators are stored by their states)."""
+        return {"step": self.step, "skipped_batches": self.skipped_batches}
+
+
 class Trainer:
     """Trains a model with a loss and an optimizer: Keras' fit/evaluate/predict on the explicit
     nnframe loop.
 
+    One training step is :meth:`train_step`, one evaluation step :meth:`test_step`, one
+    prediction step :meth:`predict_step`: override them in a subclass to change what a step
+    does (Keras' ``train_step(data)``); ``fit``, ``evaluate`` and ``predict`` keep the loops,
+    callbacks, progress and logs around them.
+
     Args:
         model: the Module to train.
         loss: a loss (``loss(pred, target[, sample_weight=])`` returns a float,
-            ``loss.backward()`` returns dL/dpred), e.g. ``nf.CrossEntropyLoss()``.
-        optimizer: an optimizer over (some of) the model's parameters.
+            ``loss.backward()`` returns dL/dpred), e.g. ``nf.CrossEntropyLoss()``. Needed by
+            ``fit`` and ``evaluate``; ``predict`` runs without it.
+        optimizer: an optimizer over (some of) the model's parameters. Needed by ``fit``.
+            Gradient clipping belongs to it (``SGD(..., clip_norm=1.0)``).
         metrics: names (``'accuracy'``, ``'f1_score'``, ``'roc_auc_score'``, ``'rmse'``...: see
             :func:`nnframe.metrics.get`), :class:`nnframe.metrics.Metric` objects, or functions
             ``fn(y_true, y_pred) -> float`` (scikit-learn's argument order).
@@ -249,21 +345,28 @@ class Trainer:
 
     Attributes:
         history: the :class:`History` of the last ``fit``.
+        state: the :class:`TrainerState` of the running (or last) ``fit``.
         stop_training: set it to True (from a callback) to end training after this batch.
         stop_reason: why training stopped early, or None.
         split_indices: ``(train_rows, validation_rows)`` chosen by ``validation_split``.
     """
 
-    def __init__(self, model: Module, loss, optimizer, metrics=(), *, loss_weights=None, comm=None):
+    def __init__(
+        self, model: Module, loss=None, optimizer=None, metrics=(), *, loss_weights=None,
+        comm=None,
+    ):  # fmt: skip
         if not isinstance(model, Module):
             raise TypeError(f"Trainer: expected model to be a Module, got {type(model).__name__}")
         # several outputs (nf.Model): a weighted sum of per-output losses, metrics per output
-        loss, metrics = structured_loss_and_metrics(model, loss, metrics, loss_weights)
-        if not callable(loss) or not hasattr(loss, "backward"):
+        if loss is not None:
+            loss, metrics = structured_loss_and_metrics(model, loss, metrics, loss_weights)
+        if loss is not None and (not callable(loss) or not hasattr(loss, "backward")):
             raise TypeError(
                 f"Trainer: expected a loss with __call__ and backward, got {type(loss).__name__}"
             )
-        if not hasattr(optimizer, "step") or not hasattr(optimizer, "param_groups"):
+        if optimizer is not None and (
+            not hasattr(optimizer, "step") or not hasattr(optimizer, "param_groups")
+        ):
             raise TypeError(
                 f"Trainer: expected an optimizer with step and param_groups, "
                 f"got {type(optimizer).__name__}"
@@ -287,9 +390,40 @@ class Trainer:
         self.comm = comm
         self._dp: DataParallel | None = None  # set by fit when training data-parallel
         self.history = History()
-        self.stop_training = False
-        self.stop_reason: str | None = None
+        self.state = TrainerState()
         self.split_indices: tuple[np.ndarray, np.ndarray] | None = None
+        self.eval_metrics: list = []  # the metrics of the evaluation running (test_step)
+
+    # the running fit's state, under the names callbacks have always used
+    @property
+    def stop_training(self) -> bool:
+        return self.state.stop_training
+
+    @stop_training.setter
+    def stop_training(self, value: bool) -> None:
+        self.state.stop_training = bool(value)
+
+    @property
+    def stop_reason(self) -> str | None:
+        return self.state.stop_reason
+
+    @stop_reason.setter
+    def stop_reason(self, value: str | None) -> None:
+        self.state.stop_reason = value
+
+    @property
+    def epoch_log_keys(self) -> list | None:
+        return self.state.epoch_log_keys
+
+    def _require(self, who: str, optimizer: bool) -> None:
+        """fit needs a loss and an optimizer, evaluate a loss: say so before anything runs."""
+        missing = [n for n, v in (("loss", self.loss), ("optimizer", self.optimizer))
+                   if v is None and (n == "loss" or optimizer)]  # fmt: skip
+        if missing:
+            raise TypeError(
+                f"Trainer.{who}: expected a {' and an '.join(missing)}, got None (build the "
+                f"Trainer with them: nf.Trainer(model, loss, optimizer); predict needs neither)"
+            )
 
     @property
     def is_root(self) -> bool:
@@ -303,9 +437,10 @@ class Trainer:
 
     def __repr__(self) -> str:
         names = [m.name for m in self.metrics]
+        optimizer = None if self.optimizer is None else type(self.optimizer).__name__
         return (
             f"Trainer(model={type(self.model).__name__}, loss={self.loss!r}, "
-            f"optimizer={type(self.optimizer).__name__}, metrics={names})"
+            f"optimizer={optimizer}, metrics={names})"
         )
 
     # ------------------------------------------------------------------ data plumbing
@@ -447,26 +582,36 @@ class Trainer:
             sample_weight: per-row weights (N,), passed to the loss as ``sample_weight=``.
             class_weight: ``{class: weight}`` or a per-class sequence: each row's weight is
                 multiplied by its class's (from y's class indices or one-hot rows).
-            callbacks: :mod:`nnframe.callbacks` objects.
-            clip_norm: clip the global gradient norm to this before each step.
-            clip_value: clamp every gradient element to [-clip_value, clip_value] first.
+            callbacks: :mod:`nnframe.callbacks` objects; an ``nnframe.optim`` scheduler may be
+                passed directly (it is wrapped in ``callbacks.LearningRateScheduler``).
+            clip_norm: clip the global gradient norm to this before each step: a shortcut for
+                the optimizer's own ``clip_norm`` (set on it for the duration of fit; the
+                optimizer is the one place clipping happens).
+            clip_value: clamp every gradient element to [-clip_value, clip_value] first (the
+                optimizer's ``clip_value``, likewise).
             nan_policy: what a NaN/Inf loss or gradient does. The step is never applied, so
                 parameters are never corrupted; then 'raise' raises FloatingPointError,
                 'skip_batch' goes on with the next batch (counted in ``skipped_batches``),
                 'stop' ends training (``stop_reason`` says where). A callback that sets
                 ``stop_training`` on that batch (TerminateOnNaN) stops without raising.
-            verbose: 0 silent; 1 a progress bar per epoch (only on a terminal); 2 one line
-                per epoch.
+            verbose: 0 silent; 1 a progress bar during each epoch where one can be drawn (a
+                terminal, or a notebook widget) and one line per epoch with every value; 2
+                one line per epoch only.
             rng: Generator or int seed for shuffling and the validation split (None: nnframe's
                 default generator). Epoch e's order is the e-th ``rng.permutation(N)``.
             resume_from: a checkpoint written by :class:`nnframe.TrainingCheckpoint`: the
                 model, optimizer, generators, callbacks' state and history are restored and
                 training goes on from the epoch after it (call with the same data, ``rng`` and
                 ``epochs``: the result is bit-identical to an uninterrupted run).
+
+        The model is put in training mode for the epochs (``evaluate`` and the validation
+        switch to eval mode and back) and stays in training mode afterwards.
         """
+        self._require("fit", optimizer=True)
         self._check_fit_args(epochs, batch_size, validation_split, nan_policy, verbose)
+        clipping = self._clipping(clip_norm, clip_value)
         rng = get_rng(rng)
-        self.fit_rng = rng  # saved by nnframe.TrainingCheckpoint (resume_from)
+        state = self.state = TrainerState(epochs=epochs, rng=rng)
         dist = self._dist()
         if dist is not None:  # data-parallel: the same split and shuffles on every rank
             rng = shared_generator(rng, dist)
@@ -493,65 +638,85 @@ class Trainer:
             )
         if dist is not None:  # this rank's share of every global batch
             train = ShardedLoader.from_loader(train, dist)
-        lut = self._class_weights(class_weight)
+        self._lut = self._class_weights(class_weight)
         all_params = self.model.parameters()  # found once: a tree walk per step costs ~0.2 ms
-        params = [p for p in all_params if p.requires_grad]
+        self._params = [p for p in all_params if p.requires_grad]
         self._all_params = all_params
         self._buffers = _BufferGuard(self.model)  # a rejected batch leaves them unchanged
         history = self.history = History()
-        self.stop_training = False
-        self.stop_reason = None
         # what every epoch will log: callbacks check their monitors and paths against it
         names = ["loss"] + [m.name for m in self.metrics]
-        self.epoch_log_keys = (
+        state.epoch_log_keys = (
             names
             + ([f"val_{k}" for k in names] if validation_data is not None else [])
             + ["lr", "grad_norm", "grad_norm_max", "skipped_batches", "time"]
         )
-        cbs = CallbackList(callbacks, self)
-        show_bar = verbose == 1 and _is_tty(sys.stderr) and self.is_root
-        self._skipped = 0
+        cbs = self._callbacks = CallbackList(callbacks, self)
+        state.loader, state.callbacks = train, cbs.callbacks  # for TrainingCheckpoint
+        show_bar = verbose == 1 and self.is_root and (_is_tty(sys.stderr) or _in_notebook())
         logs: dict = {}
-        cbs.on_train_begin(logs)
-        self.fit_loader, self.fit_callbacks = train, cbs.callbacks  # for TrainingCheckpoint
-        start_epoch = 0
-        if resume_from is not None:  # nnframe.checkpoint restores everything the loop uses
-            from nnframe.checkpoint import resume_fit
+        with clipping:
+            cbs.on_train_begin(logs)
+            start_epoch = 0
+            if resume_from is not None:  # nnframe.checkpoint restores everything the loop uses
+                from nnframe.checkpoint import resume_fit
 
-            start_epoch = resume_fit(self, resume_from, cbs.callbacks, train)
-        # data-parallel: check the ranks' parameters alike, then take rank 0's (after resuming)
-        self._dp = None if dist is None else DataParallel(self.model, self.optimizer, dist)
-        for epoch in range(start_epoch, epochs):
-            cbs.on_epoch_begin(epoch, {})
-            bar = _progress_bar(len(train), epoch, epochs, show_bar)
-            try:
-                logs = self._train_epoch(
-                    train, epoch, cbs, params, lut, clip_norm, clip_value, nan_policy, bar
-                )
-                if self._dp is not None:  # BatchNorm statistics: the mean over ranks
-                    self._dp.average_buffers()
-                if validation_data is not None and logs["_steps"]:
-                    val = self._evaluate(validation_data, batch_size, "fit")
-                    logs.update({f"val_{k}": v for k, v in val.items()})
-                logs.pop("_steps")
-                logs["time"] = time.perf_counter() - logs.pop("_start")
-                if dist is not None:  # rank 0's time, so that History is equal on all ranks
-                    logs["time"] = dist.broadcast_object(logs["time"])
-                if show_bar:  # the bar's last state shows the whole epoch, validation included
-                    bar.set_postfix_str(self._epoch_line(epoch, epochs, logs, short=True))
-            finally:
-                bar.close()
-            history.record(epoch, logs)
-            if verbose == 2 and self.is_root:
-                print(self._epoch_line(epoch, epochs, logs), flush=True)
-            cbs.on_epoch_end(epoch, logs)
-            if dist is not None:  # a callback that stops one rank stops them all
-                self._agree_stop(dist)
-            if self.stop_training:
-                break
-        cbs.on_train_end(logs)
+                start_epoch = resume_fit(self, resume_from, cbs.callbacks, train)
+            # data-parallel: check the ranks' parameters alike, then take rank 0's (after resuming)
+            self._dp = None if dist is None else DataParallel(self.model, self.optimizer, dist)
+            for epoch in range(start_epoch, epochs):
+                state.epoch = epoch
+                cbs.on_epoch_begin(epoch, {})
+                bar = _progress_bar(len(train), epoch, epochs, show_bar)
+                try:
+                    logs = self._train_epoch(train, epoch, cbs, nan_policy, bar)
+                    if self._dp is not None:  # BatchNorm statistics: the mean over ranks
+                        self._dp.average_buffers()
+                    if validation_data is not None and logs["_steps"]:
+                        val = self._evaluate(validation_data, batch_size, "fit", cbs)
+                        logs.update({f"val_{k}": v for k, v in val.items()})
+                    logs.pop("_steps")
+                    logs["time"] = time.perf_counter() - logs.pop("_start")
+                    if dist is not None:  # rank 0's time, so that History is equal on all ranks
+                        logs["time"] = dist.broadcast_object(logs["time"])
+                    if show_bar:  # the bar's last state shows the whole epoch, validation too
+                        bar.set_postfix_str(self._epoch_line(epoch, epochs, logs, short=True))
+                finally:
+                    bar.close()
+                history.record(epoch, logs)
+                # one line per epoch with every value where there is no bar (piped, CI), in a
+                # notebook, and where the terminal is too narrow for the bar's line
+                if self.is_root and (verbose == 2 or (verbose == 1 and not _bar_holds(bar))):
+                    print(self._epoch_line(epoch, epochs, logs), flush=True)
+                cbs.on_epoch_end(epoch, logs)
+                if dist is not None:  # a callback that stops one rank stops them all
+                    self._agree_stop(dist)
+                if self.stop_training:
+                    break
+            cbs.on_train_end(logs)
         history.stop_reason = self.stop_reason
         return history
+
+    def _clipping(self, clip_norm, clip_value):
+        """fit's clip_norm/clip_value, handed to the optimizer (the one place clipping is done)
+        for the duration of fit: a context manager that puts the optimizer's own back."""
+        who = "Trainer.fit"
+        for name, v in (("clip_norm", clip_norm), ("clip_value", clip_value)):
+            if v is not None:
+                ok = _is_number(v) and math.isfinite(v) and v > 0
+                check_hyper(who, name, v, ok, "must be a finite number > 0")
+                if not hasattr(self.optimizer, "clip_gradients"):
+                    raise TypeError(
+                        f"{who}: expected an nnframe optimizer to clip with {name}=, got "
+                        f"{type(self.optimizer).__name__} (clip in its step instead)"
+                    )
+                own = getattr(self.optimizer, name, None)
+                if own is not None and own != v:
+                    raise ValueError(
+                        f"{who}: expected {name} in one place, got {name}={v!r} here and "
+                        f"{name}={own!r} on the optimizer (keep the optimizer's)"
+                    )
+        return _OptimizerClipping(self.optimizer, clip_norm, clip_value)
 
     @staticmethod
     def _check_fit_args(epochs, batch_size, validation_split, nan_policy, verbose) -> None:
@@ -567,47 +732,31 @@ class Trainer:
         verbose_ok = type(verbose) is int and verbose in (0, 1, 2)
         check_hyper(who, "verbose", verbose, verbose_ok, "must be 0, 1 or 2")
 
-    def _train_epoch(
-        self, loader, epoch, cbs, params, lut, clip_norm, clip_value, nan_policy, bar
-    ) -> dict:
+    def _train_epoch(self, loader, epoch, cbs, nan_policy, bar) -> dict:
         show_bar = not bar.disable
-        all_params = self._all_params
-        model, dp = self.model, self._dp
+        state, model, dp = self.state, self.model, self._dp
         model.train()
         for m in self.metrics:
             m.reset()
         start = time.perf_counter()
         lr = float(self.optimizer.param_groups[0]["lr"])
         total_loss, seen, steps, norms = 0.0, 0, 0, []
-        buffers = self._buffers
         for batch, data in enumerate(loader):
-            xb, yb, wb = self._unpack("fit", data)
-            wb = self._weights(yb, wb, lut)
-            cbs.on_batch_begin(batch, {})
-            for p in all_params:  # model.zero_grad(), without walking the module tree
-                p.grad.fill(0)
-            buffers.snapshot()
-            try:
-                pred, loss, norm, bad = self._train_step(
-                    xb, yb, wb, batch, cbs, params, clip_norm, clip_value
-                )
-            except BaseException:
-                buffers.restore()  # an exception rejects the batch too: nothing of it stays
-                raise
+            state.batch = batch
+            cbs.on_train_batch_begin(batch, {})
+            step_logs = self.train_step(data)
+            bad = step_logs.pop("rejected", None)
+            loss = step_logs.get("loss", math.nan)
+            norm = step_logs.get("grad_norm", math.nan)
+            n = step_logs["batch_size"] if "batch_size" in step_logs else _rows(data[0])
             if bad is None:
-                n = _rows(xb)
                 total_loss += loss * n
                 seen += n
                 steps += 1
                 norms.append(norm)
-                for m in self.metrics:
-                    m.update(yb, pred)
-            else:
-                buffers.restore()  # the forward pass moved the running statistics: undo it
-                for p in all_params:  # the step is skipped: leave no poisoned gradient behind
-                    p.grad.fill(0)
-            batch_logs = {"loss": loss, "batch_size": _rows(xb), "grad_norm": norm}
-            cbs.on_batch_end(batch, batch_logs)
+                state.step += 1
+            batch_logs = {"loss": loss, "batch_size": n, "grad_norm": norm, **step_logs}
+            cbs.on_train_batch_end(batch, batch_logs)
             if show_bar:
                 bar.set_postfix_str(self._postfix(total_loss, seen), refresh=False)
                 bar.update(1)
@@ -624,7 +773,7 @@ class Trainer:
                     self.stop_training = True
                     self.stop_reason = f"nan_policy='stop': non-finite {bad} at {where}"
                 else:
-                    self._skipped += 1
+                    state.skipped_batches += 1
             if dp is not None:
                 self._agree_stop(dp.comm)
             if self.stop_training:
@@ -639,16 +788,54 @@ class Trainer:
         logs["lr"] = lr
         logs["grad_norm"] = float(np.mean(norms)) if norms else math.nan
         logs["grad_norm_max"] = float(np.max(norms)) if norms else math.nan
-        logs["skipped_batches"] = self._skipped
+        logs["skipped_batches"] = state.skipped_batches
         logs["_steps"] = steps
         logs["_start"] = start
         return logs
 
-    def _train_step(self, xb, yb, wb, batch, cbs, params, clip_norm, clip_value):
-        """One forward, backward and step; returns ``(pred, loss, norm, bad)`` where ``bad``
-        names what was not finite (the loss, the gradient norm, the update) or is None."""
+    # ------------------------------------------------------------------ the steps
+    def train_step(self, batch) -> dict:
+        """One training step on ``batch`` (``(x, y)`` or ``(x, y, sample_weight)``, as the
+        loader gives it); returns the step's logs. Override it to change what a step does.
+
+        The default: zero the gradients, forward, loss (with class and sample weights),
+        backward, ``on_after_backward``, the global gradient norm, the optimizer step (which
+        clips); then the metrics are updated. A batch whose loss, buffers, gradient norm or
+        update is not finite is rejected: nothing of it stays (parameters, buffers, optimizer
+        state, gradients) and ``'rejected'`` names what was not finite, for ``nan_policy``.
+
+        Returns:
+            ``{'loss': float, 'batch_size': int, 'grad_norm': float, 'rejected': str|None}``;
+            ``fit`` averages ``loss`` over the epoch weighted by ``batch_size``, passes every
+            key but ``rejected`` to the batch callbacks, and applies ``nan_policy`` to a
+            rejected batch after them.
+        """
+        xb, yb, wb = self._unpack("fit", batch)
+        wb = self._weights(yb, wb, self._lut)
+        for p in self._all_params:  # model.zero_grad(), without walking the module tree
+            p.grad.fill(0)
+        buffers = self._buffers
+        buffers.snapshot()
+        try:
+            pred, yb, loss, norm, bad = self._forward_backward_step(xb, yb, wb)
+        except BaseException:
+            buffers.restore()  # an exception rejects the batch too: nothing of it stays
+            raise
+        if bad is None:
+            for m in self.metrics:
+                m.update(yb, pred)
+        else:
+            buffers.restore()  # the forward pass moved the running statistics: undo it
+            for p in self._all_params:  # the step is skipped: leave no poisoned gradient behind
+                p.grad.fill(0)
+        return {"loss": loss, "batch_size": _rows(xb), "grad_norm": norm, "rejected": bad}
+
+    def _forward_backward_step(self, xb, yb, wb):
+        """One forward, backward and step; returns ``(pred, target, loss, norm, bad)`` where
+        ``bad`` names what was not finite (the loss, the gradient norm, the update) or is None."""
         model, loss_fn, optimizer, dp = self.model, self.loss, self.optimizer, self._dp
         pred = model(xb)
+        yb = _align_target(loss_fn, pred, yb)
         loss = float(loss_fn(pred, yb) if wb is None else loss_fn(pred, yb, sample_weight=wb))
         norm = math.nan
         bad = None if math.isfinite(loss) else "loss"
@@ -668,20 +855,34 @@ class Trainer:
                 bad = "loss"  # on another rank
             loss = shared if bad is None or bad == "loss" else loss
         if bad is None:
-            cbs.on_after_backward(batch, {"loss": loss})
-            norm = total_norm([p.grad for p in params])
+            self._callbacks.on_after_backward(self.state.batch, {"loss": loss})
+            norm = total_norm([p.grad for p in self._params])
             if not math.isfinite(norm):
                 bad = "gradient norm"
         if bad is None:
-            if clip_value is not None:
-                clip_grad_value_(params, clip_value)
-            if clip_norm is not None:
-                clip_grad_norm_(params, clip_norm)
             try:
-                optimizer.step()  # writes nothing when the update would not be finite
-            except NonFiniteUpdateError:
+                optimizer.step()  # clips (clip_norm/clip_value), and writes nothing when the
+            except NonFiniteUpdateError:  # update would not be finite
                 bad = "update"
-        return pred, loss, norm, bad
+        return pred, yb, loss, norm, bad
+
+    def test_step(self, batch) -> dict:
+        """One evaluation step on ``batch`` (``(x, y[, sample_weight])``), run under
+        ``nf.no_grad()`` in eval mode: forward, loss, and the update of the metrics being
+        accumulated (``self.eval_metrics``). Returns ``{'loss': float, 'batch_size': int}``;
+        override it to change what an evaluation step does."""
+        xb, yb, wb = self._unpack(self._who, batch)
+        pred = self.model(xb)
+        yb = _align_target(self.loss, pred, yb)
+        loss = self.loss(pred, yb) if wb is None else self.loss(pred, yb, sample_weight=wb)
+        for m in self.eval_metrics:
+            m.update(yb, pred)
+        return {"loss": float(loss), "batch_size": _rows(xb)}
+
+    def predict_step(self, x):
+        """The model's output for one batch of inputs ``x`` (under ``nf.no_grad()``, in eval
+        mode); override it to post-process predictions."""
+        return self.model(x)
 
     def _agree_stop(self, comm) -> None:
         self.stop_training, self.stop_reason = agree_stop(
@@ -706,7 +907,7 @@ class Trainer:
         return " - ".join(parts)
 
     # ------------------------------------------------------------------ evaluate / predict
-    def _evaluate(self, data, batch_size, who) -> dict:
+    def _evaluate(self, data, batch_size, who, cbs=None) -> dict:
         if isinstance(data, DataLoader):
             loader = data
         elif isinstance(data, (tuple, list)) and len(data) in (2, 3):
@@ -722,19 +923,23 @@ class Trainer:
         metrics = [copy.deepcopy(m) for m in self.metrics]
         for m in metrics:
             m.reset()
+        self.eval_metrics, self._who = metrics, who
+        if cbs is not None:
+            cbs.on_test_begin({})
         was_training = self.model.training
         self.model.eval()
         total, seen = 0.0, 0
         try:
-            for data_batch in loader:
-                xb, yb, wb = self._unpack(who, data_batch)
-                pred = self.model(xb)
-                loss = self.loss(pred, yb) if wb is None else self.loss(pred, yb, sample_weight=wb)
-                n = _rows(xb)
-                total += float(loss) * n
-                seen += n
-                for m in metrics:
-                    m.update(yb, pred)
+            with no_grad():  # nothing is saved for a backward that will not come
+                for batch, data_batch in enumerate(loader):
+                    if cbs is not None:
+                        cbs.on_test_batch_begin(batch, {})
+                    step_logs = self.test_step(data_batch)
+                    n = step_logs["batch_size"]
+                    total += float(step_logs["loss"]) * n
+                    seen += n
+                    if cbs is not None:
+                        cbs.on_test_batch_end(batch, step_logs)
         finally:
             self.model.train(was_training)
         if dist is not None:  # sums over ranks: what one process gets on all the rows
@@ -745,20 +950,29 @@ class Trainer:
             raise ValueError(f"Trainer.{who}: expected at least one row to evaluate, got none")
         out = {"loss": total / seen}
         out.update({m.name: r for m, r in zip(metrics, results)})
+        if cbs is not None:
+            cbs.on_test_end(dict(out))
         return out
 
-    def evaluate(self, x, y=None, *, batch_size: int = 256, sample_weight=None) -> dict:
+    def evaluate(
+        self, x, y=None, *, batch_size: int = 256, sample_weight=None, callbacks=()
+    ) -> dict:
         """The loss and every metric over ``(x, y)`` (or a DataLoader), batched, in eval mode
-        (the previous mode is restored). Returns ``{'loss': ..., '<metric>': ...}``. With a
-        communicator, each rank evaluates a share of the rows and every rank gets the
-        results over all of them."""
+        (the previous mode is restored) and under ``nf.no_grad()``. Returns
+        ``{'loss': ..., '<metric>': ...}``. With a communicator, each rank evaluates a share
+        of the rows and every rank gets the results over all of them. ``callbacks`` get the
+        ``on_test_*`` hooks."""
+        self._require("evaluate", optimizer=False)
         _check_count("Trainer.evaluate", "batch_size", batch_size)
         loader = self._loader("evaluate", x, y, sample_weight, batch_size, False, None)
-        return self._evaluate(loader, batch_size, "evaluate")
+        cbs = CallbackList(callbacks, self) if callbacks else None
+        return self._evaluate(loader, batch_size, "evaluate", cbs)
 
-    def predict(self, x, *, batch_size: int = 256) -> np.ndarray:
+    def predict(self, x, *, batch_size: int = 256, callbacks=()) -> np.ndarray:
         """The model's outputs for ``x`` (ndarray, scipy.sparse matrix or DataLoader whose
-        batches start with x), batched, in eval mode (the previous mode is restored)."""
+        batches start with x), batched, in eval mode (the previous mode is restored) and under
+        ``nf.no_grad()`` (no activation is kept for backward). Needs no loss or optimizer:
+        ``nf.Trainer(model).predict(x)``. ``callbacks`` get the ``on_predict_*`` hooks."""
         _check_count("Trainer.predict", "batch_size", batch_size)
         if isinstance(x, DataLoader):
             batches = (b[0] if isinstance(b, (tuple, list)) else b for b in x)
@@ -774,16 +988,49 @@ class Trainer:
             batches = (
                 take_rows(x, slice(i, i + batch_size)) for i in range(0, _rows(x), batch_size)
             )
+        cbs = CallbackList(callbacks, self) if callbacks else None
+        if cbs is not None:
+            cbs.on_predict_begin({})
         was_training = self.model.training
         self.model.eval()
+        outputs = []
         try:
-            outputs = [_as_output(self.model(xb)) for xb in batches]
+            with no_grad():  # nothing is saved for backward: memory is released batch by batch
+                for batch, xb in enumerate(batches):
+                    if cbs is not None:
+                        cbs.on_predict_batch_begin(batch, {})
+                    outputs.append(_as_output(self.predict_step(xb)))
+                    if cbs is not None:
+                        cbs.on_predict_batch_end(batch, {"batch_size": _rows(xb)})
         finally:
             self.model.train(was_training)
         if not outputs:
             raise ValueError("Trainer.predict: expected at least one row, got none")
+        if cbs is not None:
+            cbs.on_predict_end({})
         if isinstance(outputs[0], (tuple, dict)):  # several outputs: each one concatenated
             keys = outputs[0].keys() if isinstance(outputs[0], dict) else range(len(outputs[0]))
             joined = {k: np.concatenate([o[k] for o in outputs], axis=0) for k in keys}
             return joined if isinstance(outputs[0], dict) else tuple(joined.values())
         return np.concatenate(outputs, axis=0)
+
+
+class _OptimizerClipping:
+    """Sets fit's clip_norm/clip_value on the optimizer for the duration of fit, then puts
+    the optimizer's own settings back."""
+
+    def __init__(self, optimizer, clip_norm, clip_value):
+        self.optimizer, self.clip_norm, self.clip_value = optimizer, clip_norm, clip_value
+
+    def __enter__(self):
+        opt = self.optimizer
+        self.saved = (getattr(opt, "clip_norm", None), getattr(opt, "clip_value", None))
+        if self.clip_norm is not None:
+            opt.clip_norm = self.clip_norm
+        if self.clip_value is not None:
+            opt.clip_value = self.clip_value
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.clip_norm is not None or self.clip_value is not None:
+            self.optimizer.clip_norm, self.optimizer.clip_value = self.saved

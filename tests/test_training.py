@@ -324,7 +324,7 @@ def test_predict_uses_eval_mode():
     assert modes == [False] and model.training
 
 
-def test_verbose_two_prints_one_line_per_epoch_and_non_tty_is_quiet(capsys):
+def test_verbose_two_prints_one_line_per_epoch_and_non_tty_prints_lines_too(capsys):
     x, y = blobs(0, n=20)
     model = mlp(0)
     trainer = nf.Trainer(model, nf.CrossEntropyLoss(), nf.optim.SGD(model.parameters(), lr=0.1),
@@ -332,9 +332,12 @@ def test_verbose_two_prints_one_line_per_epoch_and_non_tty_is_quiet(capsys):
     trainer.fit(x, y, epochs=3, verbose=2)
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 3 and out[0].startswith("epoch 1/3") and "accuracy" in out[0]
-    trainer.fit(x, y, epochs=2, verbose=1)  # pytest's streams are not terminals
+    # pytest's streams are not terminals: verbose=1 prints one line per epoch, no bar
+    # (issue 16: it used to print nothing when piped or in CI)
+    trainer.fit(x, y, epochs=2, verbose=1)
     captured = capsys.readouterr()
-    assert captured.out == "" and captured.err == ""
+    lines = captured.out.strip().splitlines()
+    assert len(lines) == 2 and lines[1].startswith("epoch 2/2") and captured.err == ""
 
 
 def test_progress_bar_on_a_terminal(monkeypatch, capsys):
