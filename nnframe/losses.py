@@ -205,8 +205,9 @@ class Loss:
             )
         return w.reshape((n,) + (1,) * (losses.ndim - 1))
 
-    def _broadcast(self, what: str, value, shape: tuple, dtype):
-        """A weight array that broadcasts to exactly ``shape`` (as PyTorch allows), in ``dtype``."""
+    def _broadcast(self, what: str, value, shape: tuple, dtype, like=None):
+        """A weight array that broadcasts to exactly ``shape`` (as PyTorch allows), in ``dtype``
+        and in the array module of ``like`` (the data: constructor weights live on the host)."""
         if value is None:
             return None
         try:
@@ -219,6 +220,9 @@ class Loss:
                     self.name, f"{what} broadcastable to {fmt_shape(shape)}", fmt_shape(value.shape)
                 )
             )
+        xm = array_module(like)
+        if xm is not np:
+            return xm.asarray(value, dtype=dtype)
         return value.astype(dtype, copy=False)
 
     def _check_range(self, what: str, x, low: float, high: float) -> None:
@@ -240,8 +244,17 @@ class Loss:
 def _weight_array(who: str, value) -> np.ndarray | None:
     if value is None:
         return None
-    w = np.asarray(value)
+    w = array_module(value).asarray(value)
     return w if w.dtype.kind == "f" else as_float_input(who, w, np.dtype(np.float64))
+
+
+def _class_weights(w, pred):
+    """A copy of the (C,) class weights in pred's dtype and array module (constructor weights
+    live where they were given, on the host by default; they are converted where they are used)."""
+    xm = array_module(pred)
+    if xm is np and type(w) is np.ndarray:
+        return w.astype(pred.dtype)
+    return xm.array(w, dtype=pred.dtype)
 
 
 # --------------------------------------------------------------------------- regression
@@ -411,7 +424,7 @@ class BCELoss(Loss):
         y = self.same_shape(pred, target)
         self._check_range("pred", pred, 0, 1)
         self._check_range("target", y, 0, 1)
-        w = self._broadcast("weight", self.weight, pred.shape, pred.dtype)
+        w = self._broadcast("weight", self.weight, pred.shape, pred.dtype, pred)
         with np.errstate(divide="ignore"):  # log(0) = -inf, clamped just below
             log_p = np.maximum(np.log(pred), -100)
             log_q = np.maximum(np.log1p(-pred), -100)
@@ -449,8 +462,8 @@ class BCEWithLogitsLoss(Loss):
 
     def elements(self, pred, target):
         y = self.same_shape(pred, target)
-        w = self._broadcast("weight", self.weight, pred.shape, pred.dtype)
-        pw = self._broadcast("pos_weight", self.pos_weight, pred.shape, pred.dtype)
+        w = self._broadcast("weight", self.weight, pred.shape, pred.dtype, pred)
+        pw = self._broadcast("pos_weight", self.pos_weight, pred.shape, pred.dtype, pred)
         py = y if pw is None else pw * y
         self.save_for_backward(pred, y, py, w)
         # logaddexp(0, x) = softplus(x): never overflows
@@ -572,7 +585,7 @@ class NLLLoss(Loss):
             raise ShapeError(
                 expected_got(self.name, f"weight of shape ({c},)", fmt_shape(self.weight.shape))
             )
-        cw = None if self.weight is None else self.weight.astype(pred.dtype).reshape(expand)
+        cw = None if self.weight is None else _class_weights(self.weight, pred).reshape(expand)
         e = self.label_smoothing
         if self.probability_targets and target.shape == pred.shape and target.dtype.kind == "f":
             if self.ignore_index >= 0:  # as PyTorch: there is nothing to ignore in probabilities
@@ -755,7 +768,7 @@ class MultiMarginLoss(Loss):
                 raise ShapeError(
                     expected_got(self.name, f"weight of shape ({c},)", fmt_shape(self.weight.shape))
                 )
-            wy = self.weight.astype(pred.dtype)[t]
+            wy = _class_weights(self.weight, pred)[t]
         self.save_for_backward(h, t, wy)
         losses = (h if self.p == 1 else h * h).sum(axis=1) / c
         return losses if wy is None else losses * wy
@@ -959,7 +972,7 @@ class MultiLabelSoftMarginLoss(Loss):
         c = pred.shape[-1]
         w = self.weight
         if w is not None:
-            w = self._broadcast("weight", w, pred.shape, pred.dtype)
+            w = self._broadcast("weight", w, pred.shape, pred.dtype, pred)
         self.save_for_backward(pred, y, w, c)
         # -[y log sigmoid(x) + (1 - y) log sigmoid(-x)] = y softplus(-x) + (1 - y) softplus(x)
         losses = y * np.logaddexp(0, -pred) + (1 - y) * np.logaddexp(0, pred)

@@ -501,6 +501,34 @@ LOSSES = {
             np.array([2, 2]),
         ),
     ),
+    "CrossEntropyLoss(weight)": (
+        lambda: nf.CrossEntropyLoss(weight=np.array([1.0, 2.0, 0.5, 1.0, 3.0])),
+        lambda: (r(4, 5), ints(5, 4)),
+    ),
+    "CrossEntropyLoss(weight, probabilities, smoothing)": (
+        lambda: nf.CrossEntropyLoss(weight=[1.0, 2.0, 0.5], label_smoothing=0.2),
+        lambda: (r(4, 3), np.full((4, 3), 1 / 3, np.float32)),
+    ),
+    "NLLLoss(weight, ignore_index)": (
+        lambda: nf.NLLLoss(weight=np.array([1.0, 2.0, 0.5, 1.0, 3.0]), ignore_index=2),
+        lambda: (r(4, 5), np.array([0, 2, 4, 1])),
+    ),
+    "BCELoss(weight)": (
+        lambda: nf.BCELoss(weight=np.array([1.0, 0.5, 2.0])),
+        lambda: (1 / (1 + np.exp(-r(4, 3))), (r(4, 3, seed=1) > 0).astype(np.float32)),
+    ),
+    "BCEWithLogitsLoss(weight, pos_weight)": (
+        lambda: nf.BCEWithLogitsLoss(weight=np.array([1.0, 0.5, 2.0]), pos_weight=[2.0, 1.0, 3.0]),
+        lambda: (r(4, 3), (r(4, 3, seed=1) > 0).astype(np.float32)),
+    ),
+    "MultiMarginLoss(weight)": (
+        lambda: nf.MultiMarginLoss(p=2, weight=np.array([1.0, 2.0, 0.5, 1.0, 3.0])),
+        lambda: (r(4, 5), ints(5, 4)),
+    ),
+    "MultiLabelSoftMarginLoss(weight)": (
+        lambda: nf.MultiLabelSoftMarginLoss(weight=np.array([1.0, 0.5, 2.0])),
+        lambda: (r(4, 3), (r(4, 3, seed=1) > 0).astype(np.float32)),
+    ),
     "CTCLoss(concatenated targets, blank=1, sum, zero_infinity)": (
         lambda: nf.CTCLoss(blank=1, reduction="sum", zero_infinity=True),
         lambda: (
