@@ -36,7 +36,8 @@ import numpy as np
 
 from nnframe import schema as S
 from nnframe.errors import ModelFormatError
-from nnframe.module import Module
+from nnframe.module import CONFIG_IO, Module
+from nnframe.random import default_rng
 
 _USER_LAYERS: dict[str, type] = {}
 # numeric dtypes a config may name (never a structured or object dtype)
@@ -90,15 +91,15 @@ def _same_definition(a: type, b: type) -> bool:
 
 
 def _builtin_layers() -> dict[str, type]:
-    """nnframe's public Module classes (read from ``nnframe.__all__`` each time, so layers added
-    by any part of the package are found)."""
-    import nnframe
-
+    """nnframe's own layer classes: every Module subclass defined in the package whose name is
+    public (walked each time, so layers added by any part of the package are found)."""
     found = {}
-    for attr in nnframe.__all__:
-        value = getattr(nnframe, attr, None)
-        if isinstance(value, type) and issubclass(value, Module) and value is not Module:
-            found[value.__name__] = value
+    stack = list(Module.__subclasses__())
+    while stack:
+        cls = stack.pop()
+        stack.extend(cls.__subclasses__())
+        if cls.__module__.split(".")[0] == "nnframe" and not cls.__name__.startswith("_"):
+            found[cls.__name__] = cls
     return found
 
 
@@ -147,15 +148,11 @@ def _module_config(module: Module, refs: dict, used: set, depth: int) -> dict:
 
 
 def _recorded_args(module: Module) -> dict:
-    import nnframe
-
-    # containers whose children may change after construction: their current children count
-    if type(module) is nnframe.Sequential:
-        return {"layers": list(module)}
-    if type(module) is getattr(nnframe, "ModuleList", None):
-        return {"modules": list(module)}
-    if type(module) is getattr(nnframe, "ModuleDict", None):
-        return {"modules": dict(module.items())}
+    # containers whose children may change after construction give their current children
+    # (the class itself, not a subclass with a constructor of its own)
+    current = type(module).__dict__.get("_config_args")
+    if current is not None:
+        return current(module)
     record = module.__dict__.get("_init_args")
     if record is None:  # a class without an __init__ of its own: no arguments
         return {}
@@ -408,8 +405,6 @@ def check_rebuild(model: Module, config: dict, registry: Mapping[str, type] | No
     """Rebuilds ``config`` and checks that it has ``model``'s parameter and buffer names and
     shapes, so that a model whose config is incomplete fails when saved, not when loaded.
     nnframe's default generator is restored afterwards: saving never changes a random stream."""
-    from nnframe.random import default_rng
-
     rng = default_rng()
     state = rng.bit_generator.state
     try:
@@ -427,3 +422,9 @@ def check_rebuild(model: Module, config: dict, registry: Mapping[str, type] | No
             f"(differing names/shapes: {diff[:6]}). A layer whose attributes changed after "
             "construction needs its own get_config/from_config"
         )
+
+
+# Module.get_config / Module.from_config reach this module through CONFIG_IO: config depends on
+# module, never the reverse.
+CONFIG_IO.get_config = get_config
+CONFIG_IO.from_config = from_config

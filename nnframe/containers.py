@@ -55,6 +55,10 @@ class Sequential(Module):
     def __len__(self) -> int:
         return len(self._layers)
 
+    def _config_args(self) -> dict:
+        """Its current layers (appended ones included), for nnframe.config."""
+        return {"layers": list(self._layers)}
+
     def __iter__(self) -> Iterator[Module]:
         return iter(self._layers)
 
@@ -408,6 +412,9 @@ class ModuleList(Module):
     def __len__(self) -> int:
         return len(self._modules)
 
+    def _config_args(self) -> dict:
+        return {"modules": list(self._modules)}
+
     def __iter__(self) -> Iterator[Module]:
         return iter(self._modules)
 
@@ -468,6 +475,9 @@ class ModuleDict(Module):
 
     def __len__(self) -> int:
         return len(self._modules)
+
+    def _config_args(self) -> dict:
+        return {"modules": dict(self._modules)}
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._modules)

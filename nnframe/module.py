@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -471,16 +471,12 @@ class Module:
         """The architecture as JSON-ready ``{"class": name, "config": {arguments}}``: the
         constructor arguments (rng and callable initializers left out; child Modules nested).
         Override it together with ``from_config`` for a layer built in other ways."""
-        from nnframe.config import get_config
-
-        return get_config(self)
+        return CONFIG_IO.get_config(self)
 
     @classmethod
     def from_config(cls, config: Mapping) -> Module:
         """Rebuilds a module from ``get_config``'s dict (class names via the layer registry)."""
-        from nnframe.config import from_config
-
-        module = from_config(config)
+        module = CONFIG_IO.from_config(config)
         if not isinstance(module, cls):
             raise TypeError(f"{cls.__name__}.from_config: got a config of {config['class']}")
         return module
@@ -499,6 +495,18 @@ class Module:
             child_repr = repr(child).replace("\n", "\n  ")
             lines.append(f"  ({name}): {child_repr}")
         return "\n".join(lines) + "\n)"
+
+
+class _ConfigIO:
+    """How ``Module.get_config``/``from_config`` reach :mod:`nnframe.config`, which fills this
+    slot when it is imported (always, by ``import nnframe``): configs depend on modules, and
+    module.py imports nothing of them."""
+
+    get_config: Callable[[Module], dict]
+    from_config: Callable[[Mapping], Module]
+
+
+CONFIG_IO = _ConfigIO()
 
 
 class InitRecord:
