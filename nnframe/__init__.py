@@ -15,6 +15,7 @@ from nnframe import (
     optim,
     serialization,
 )
+from nnframe._version import __version__ as __version__
 from nnframe.activations import (
     CELU,
     ELU,
@@ -152,8 +153,6 @@ from nnframe.serialization import load, load_weights, save, save_weights
 from nnframe.summary import Summary, summary
 from nnframe.tensorboard import TensorBoard
 from nnframe.training import History, Trainer
-
-__version__ = "0.1.0"
 
 __all__ = [
     # core

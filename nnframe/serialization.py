@@ -36,6 +36,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from nnframe._version import __version__
 from nnframe.errors import ModelFormatError
 
 FORMAT_VERSION = 1
@@ -97,8 +98,6 @@ def save_file(
     for k, v in meta.items():
         if not isinstance(v, str):
             raise TypeError(f"save_file: metadata {k!r}: expected a str, got {type(v).__name__}")
-    from nnframe import __version__
-
     meta["nnframe.format_version"] = str(FORMAT_VERSION)
     meta["nnframe.version"] = __version__
 
