@@ -152,7 +152,7 @@ from nnframe.schema import SchemaError
 from nnframe.serialization import load, load_weights, save, save_weights
 from nnframe.summary import Summary, summary
 from nnframe.tensorboard import TensorBoard
-from nnframe.training import History, Trainer
+from nnframe.training import History, Trainer, TrainerState
 
 __all__ = [
     # core
@@ -311,6 +311,7 @@ __all__ = [
     "PositionalEncoding",
     # training
     "Trainer",
+    "TrainerState",
     "History",
     "TensorBoard",
     "summary",

@@ -158,9 +158,9 @@ def _progress_bar(total: int, epoch: int, epochs: int, show: bool):
 
 
 def _bar_holds(bar) -> bool:
-    """Whether a terminal bar showed its whole line (a notebook widget or a disabled bar:
-    never; a terminal narrower than the line: no, tqdm cut it)."""
-    if bar.disable or _in_notebook():
+    """Whether a drawn bar shows its whole line (a notebook widget: not known, so no; a
+    terminal narrower than the line: no, tqdm cuts it)."""
+    if _in_notebook():
         return False
     import shutil
 
@@ -266,12 +266,45 @@ def _align_target(loss_fn, pred, y):
     if y.ndim == 1 and pred.ndim == 2 and pred.shape[1] == 1 and len(y) == len(pred):
         if type(loss_fn).__name__ not in _CLASS_INDEX_LOSSES:
             return y.reshape(-1, 1)
-    if (
-        y.ndim == 2 and y.shape[1] == 1 and pred.ndim == 2 and pred.shape[1] > 1
-        and len(y) == len(pred) and type(loss_fn).__name__ in _CLASS_INDEX_LOSSES
-    ):  # fmt: skip
-        return y.reshape(-1)
+    if type(loss_fn).__name__ not in _CLASS_INDEX_LOSSES or pred.ndim != 2 or pred.shape[1] < 2:
+        return y
+    if y.ndim == 2 and y.shape[1] == 1 and len(y) == len(pred):
+        y = y.reshape(-1)  # a column of labels (pandas, scikit-learn)
+    if y.ndim == 1 and y.dtype.kind == "f" and len(y) == len(pred) and np.all(np.mod(y, 1) == 0):
+        y = y.astype(np.int64)  # labels such as 2.0: the same indices as 2
     return y
+
+
+def _target_hint(loss_fn, pred, y) -> str | None:
+    """The one-line fix for a target the loss refused, when there is one to suggest."""
+    if not isinstance(pred, np.ndarray) or not isinstance(y, np.ndarray):
+        return None
+    if type(loss_fn).__name__ in _CLASS_INDEX_LOSSES:
+        if y.dtype.kind == "f" and y.shape == pred.shape[:1] and not np.all(np.mod(y, 1) == 0):
+            return (
+                "class indices must be whole numbers 0..C-1 (labels such as 1.0 are accepted); "
+                "for class probabilities pass y of the prediction's shape "
+                f"{tuple(pred.shape)}"
+            )
+        if y.ndim == 2 and y.shape == pred.shape:
+            return None  # probabilities: the loss said what is wrong with them
+        if y.ndim == 2 and y.shape[0] == len(pred) and y.shape[1] > 1 and y.dtype.kind in "iub":
+            return "for one-hot rows pass y.argmax(axis=1), or float probabilities"
+        return None
+    if y.shape != pred.shape and y.size == pred.size:
+        return f"reshape the target: y.reshape{tuple(pred.shape[1:]) and (-1, *pred.shape[1:])}"
+    return None
+
+
+def _loss(loss_fn, pred, y, w):
+    """``loss_fn(pred, y[, sample_weight=w])``; a refused target gets the fix added."""
+    try:
+        return loss_fn(pred, y) if w is None else loss_fn(pred, y, sample_weight=w)
+    except (ValueError, TypeError) as e:
+        hint = _target_hint(loss_fn, pred, y)
+        if hint is None:
+            raise
+        raise type(e)(f"{e}. Trainer: {hint}") from e
 
 
 @dataclass
@@ -417,11 +450,11 @@ class Trainer:
 
     def _require(self, who: str, optimizer: bool) -> None:
         """fit needs a loss and an optimizer, evaluate a loss: say so before anything runs."""
-        missing = [n for n, v in (("loss", self.loss), ("optimizer", self.optimizer))
-                   if v is None and (n == "loss" or optimizer)]  # fmt: skip
+        missing = [n for n, v in (("a loss", self.loss), ("an optimizer", self.optimizer))
+                   if v is None and (n == "a loss" or optimizer)]  # fmt: skip
         if missing:
             raise TypeError(
-                f"Trainer.{who}: expected a {' and an '.join(missing)}, got None (build the "
+                f"Trainer.{who}: expected {' and '.join(missing)}, got None (build the "
                 f"Trainer with them: nf.Trainer(model, loss, optimizer); predict needs neither)"
             )
 
@@ -668,6 +701,7 @@ class Trainer:
                 state.epoch = epoch
                 cbs.on_epoch_begin(epoch, {})
                 bar = _progress_bar(len(train), epoch, epochs, show_bar)
+                holds = False  # whether the bar showed the epoch's whole line
                 try:
                     logs = self._train_epoch(train, epoch, cbs, nan_policy, bar)
                     if self._dp is not None:  # BatchNorm statistics: the mean over ranks
@@ -681,12 +715,13 @@ class Trainer:
                         logs["time"] = dist.broadcast_object(logs["time"])
                     if show_bar:  # the bar's last state shows the whole epoch, validation too
                         bar.set_postfix_str(self._epoch_line(epoch, epochs, logs, short=True))
+                        holds = _bar_holds(bar)
                 finally:
                     bar.close()
                 history.record(epoch, logs)
                 # one line per epoch with every value where there is no bar (piped, CI), in a
                 # notebook, and where the terminal is too narrow for the bar's line
-                if self.is_root and (verbose == 2 or (verbose == 1 and not _bar_holds(bar))):
+                if self.is_root and (verbose == 2 or (verbose == 1 and not holds)):
                     print(self._epoch_line(epoch, epochs, logs), flush=True)
                 cbs.on_epoch_end(epoch, logs)
                 if dist is not None:  # a callback that stops one rank stops them all
@@ -836,7 +871,7 @@ class Trainer:
         model, loss_fn, optimizer, dp = self.model, self.loss, self.optimizer, self._dp
         pred = model(xb)
         yb = _align_target(loss_fn, pred, yb)
-        loss = float(loss_fn(pred, yb) if wb is None else loss_fn(pred, yb, sample_weight=wb))
+        loss = float(_loss(loss_fn, pred, yb, wb))
         norm = math.nan
         bad = None if math.isfinite(loss) else "loss"
         if bad is None and not self._buffers.finite():  # e.g. a variance that overflowed
@@ -874,7 +909,7 @@ class Trainer:
         xb, yb, wb = self._unpack(self._who, batch)
         pred = self.model(xb)
         yb = _align_target(self.loss, pred, yb)
-        loss = self.loss(pred, yb) if wb is None else self.loss(pred, yb, sample_weight=wb)
+        loss = _loss(self.loss, pred, yb, wb)
         for m in self.eval_metrics:
             m.update(yb, pred)
         return {"loss": float(loss), "batch_size": _rows(xb)}

@@ -136,6 +136,7 @@ PUBLIC = [
     "Threshold",
     "TimeStep",
     "Trainer",
+    "TrainerState",
     "TrainingCheckpoint",
     "Transformer",
     "TransformerDecoder",
