@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nnframe.backend import is_array
 from nnframe.errors import AnomalyError
 from nnframe.hooks import (
     CALL,
@@ -102,7 +103,7 @@ class _State:
 
     # ----------------------------------------------------------------- the check
     def check(self, module, value, what: str, phase: str) -> None:
-        if not isinstance(value, np.ndarray) or value.dtype.kind not in "fc":
+        if not (isinstance(value, np.ndarray) or is_array(value)) or value.dtype.kind not in "fc":
             return
         if np.isfinite(value).all():
             return

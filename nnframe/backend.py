@@ -17,9 +17,10 @@ already follow their arguments' kind; what creates or converts arrays must go th
 
 Where numpy and the other modules differ, this module has the one helper layers call:
 :func:`as_strided` (window views), :func:`scatter_add` (unbuffered ``a[idx] += v``, numpy's
-``np.add.at``), :func:`random_generator` (a generator of the array module's kind) and
-:func:`to_numpy` (a host copy) and :func:`special` (scipy.special's functions: ``expit``, ``xlogy``,
-``erfc``; scipy works on numpy arrays only).
+``np.add.at``), :func:`random_generator` (a generator of the array module's kind),
+:func:`to_numpy` (a host copy), :func:`is_array` (``isinstance(a, np.ndarray)`` for every
+module: a CuPy array is no ``np.ndarray``) and :func:`special` (scipy.special's functions:
+``expit``, ``xlogy``, ``erfc``; scipy works on numpy arrays only).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from numpy.lib.stride_tricks import as_strided as _np_as_strided
 __all__ = [
     "array_module",
     "as_strided",
+    "is_array",
     "random_generator",
     "register_array_module",
     "scatter_add",
@@ -156,6 +158,16 @@ def array_module(*arrays) -> types.ModuleType | Any:
             if kind is not _NUMPY:
                 return kind.xp
     return np
+
+
+def is_array(a) -> bool:
+    """Whether ``a`` is an array of numpy (subclasses included) or of another array module
+    (registered, or CuPy): what ``isinstance(a, np.ndarray)`` means for code that must accept
+    device arrays too. Scalars, lists and None are not arrays. Hot paths may keep the numpy test
+    first: ``isinstance(a, np.ndarray) or is_array(a)``."""
+    if isinstance(a, np.ndarray):
+        return True
+    return _kind_of_type(type(a)) is not _NUMPY
 
 
 def as_strided(x, shape, strides, *, writeable: bool = False):

@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
+from nnframe.backend import is_array, to_numpy
 from nnframe.errors import ModelFormatError
 
 __all__ = [
@@ -58,7 +59,7 @@ class SchemaError(ModelFormatError):
 
 
 def _short(value, limit: int = 60) -> str:
-    if isinstance(value, np.ndarray):
+    if is_array(value):
         return f"an array of shape {value.shape} and dtype {value.dtype}"
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -294,9 +295,10 @@ class Array(_Spec):
         self.expected = f"an array of kind {kinds!r}" + (f" and shape {shape}" if shape else "")
 
     def check(self, value, path, depth):
-        if not isinstance(value, (np.ndarray, np.generic)) or value.dtype.kind not in self.kinds:
+        arrayish = isinstance(value, (np.ndarray, np.generic)) or is_array(value)
+        if not arrayish or value.dtype.kind not in self.kinds:
             self.fail(path, value)
-        value = np.asarray(value)
+        value = np.asarray(to_numpy(value))  # a device array is checked as its host copy
         if self.shape is not None and value.shape != tuple(self.shape):
             self.fail(path, value)
         if self.finite and value.dtype.kind in "fc" and not np.isfinite(value).all():
@@ -336,7 +338,7 @@ def like(template, *, finite: bool = False, same_strings: bool = False) -> _Spec
         return Float(finite=finite)
     if isinstance(template, str):
         return Str(choices=[template]) if same_strings else Str()
-    if isinstance(template, np.ndarray):
+    if is_array(template):
         return Array(template.dtype.kind, template.shape, finite=False, dtype=template.dtype)
     if isinstance(template, (list, tuple)):  # the same length, each item of its own kind
         items = Tuple(*(like(t, **kw) for t in template))

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from nnframe.backend import is_array
 from nnframe.hooks import no_grad
 from nnframe.module import Module
 
@@ -297,8 +298,8 @@ def _input_dtype(model: Module):
 
 
 def _arrays(out) -> list[np.ndarray]:
-    """Every ndarray in a (possibly nested) output, depth first."""
-    if isinstance(out, np.ndarray):
+    """Every array (of any array module) in a (possibly nested) output, depth first."""
+    if is_array(out):
         return [out]
     if isinstance(out, (tuple, list)):
         return [a for o in out for a in _arrays(o)]
@@ -306,7 +307,7 @@ def _arrays(out) -> list[np.ndarray]:
 
 
 def _out_shape(out) -> tuple:
-    if isinstance(out, np.ndarray):
+    if is_array(out):
         return ("N", *out.shape[1:]) if out.ndim else ()
     if isinstance(out, (tuple, list)):
         return tuple(_out_shape(o) for o in out)

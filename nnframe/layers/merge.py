@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nnframe.backend import array_module
+from nnframe.backend import array_module, to_numpy
 from nnframe.errors import ShapeError, check_hyper, expected_got, fmt_shape
 from nnframe.module import Module
 
@@ -409,7 +409,7 @@ class TimeStep(Module):
                 )
             self.save_for_backward(x.shape, step, None, None)
             return xs[:, step].copy()
-        lengths = np.asarray(lengths)
+        lengths = np.asarray(to_numpy(lengths))  # checked on the host
         if (
             lengths.shape != (n,)
             or lengths.dtype.kind not in "iu"
@@ -421,8 +421,11 @@ class TimeStep(Module):
             )
         steps = np.full(n, self.index) if self.index >= 0 else lengths + self.index
         valid = (steps >= 0) & (steps < lengths)
-        rows = np.arange(n)
+        xm = array_module(xs)
+        rows = xm.arange(n)
         safe = np.where(valid, steps, 0)
+        if xm is not np:  # host indices join the sequence's module
+            valid, safe = xm.asarray(valid), xm.asarray(safe)
         y = xs[rows, safe]
         y[~valid] = 0
         self.save_for_backward(x.shape, safe, valid, rows)

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 
 from nnframe import schema as S
-from nnframe.backend import array_module
+from nnframe.backend import array_module, is_array, to_numpy
 from nnframe.clip import clip_grad_norm_, clip_grad_value_
 from nnframe.errors import check_hyper
 from nnframe.parameter import Parameter
@@ -132,7 +132,7 @@ class Optimizer:
         clip_value: float | None = None,
     ):
         name = type(self).__name__
-        if isinstance(params, (Parameter, np.ndarray)):
+        if isinstance(params, Parameter) or is_array(params):
             raise TypeError(
                 f"{name}: expected an iterable of Parameters, got a single {type(params).__name__}"
             )
@@ -364,7 +364,7 @@ class Optimizer:
         index = {id(p): i for i, p in enumerate(self.parameters())}
         for p, s in self.state.items():
             for k, v in s.items():
-                if isinstance(v, np.ndarray):
+                if isinstance(v, np.ndarray) or is_array(v):
                     arrays.setdefault(id(v), (f"state[{index.get(id(p))}][{k!r}]", v))
         return list(arrays.values())
 
@@ -558,7 +558,7 @@ class Optimizer:
             for k, s in state_dict["state"].items()
             if type(_index(k)) is int and 0 <= _index(k) < len(params) and isinstance(s, dict)
             for n, v in s.items()
-            if isinstance(v, np.ndarray) and v.ndim and v.shape != params[_index(k)].data.shape
+            if is_array(v) and v.ndim and v.shape != params[_index(k)].data.shape
         ]
         if problems:
             raise S.SchemaError(
@@ -579,7 +579,7 @@ class Optimizer:
             optional = names - set(template)  # what init_state makes, a step needs
             entry = S.validate(S.Record(spec, optional=optional), s, who, f"state[{i}]")
             new_state[p] = {
-                k: v.astype(p.data.dtype) if isinstance(v, np.ndarray) else v
+                k: _state_array(v, p.data) if is_array(v) else v
                 for k, v in entry.items()
             }
         return options, new_state
@@ -648,7 +648,7 @@ def _state_spec(template, p: Parameter):
     if isinstance(template, (float, np.floating)):
         return S.Float()
     array = S.Array("f", p.data.shape)
-    return array if isinstance(template, np.ndarray) else S.Nullable(array)
+    return array if is_array(template) else S.Nullable(array)
 
 
 class _NonFiniteBlock(Exception):
@@ -783,7 +783,7 @@ class _FusedGroup:
         else:  # continue from per-parameter state (loaded, or from unfused steps)
             state = {}
             for key, first in states[0].items():
-                if isinstance(first, np.ndarray) and first.dtype == dtype:
+                if (isinstance(first, np.ndarray) or is_array(first)) and first.dtype == dtype:
                     if any(s[key].shape != p.data.shape for s, p in zip(states, params)):
                         return None
                     state[key] = np.concatenate([s[key].reshape(-1) for s in states])
@@ -809,7 +809,7 @@ class _FusedGroup:
             opt.state[p] = {
                 k: (
                     v[sl].reshape(p.data.shape)
-                    if isinstance(v, np.ndarray) and v.shape == (total,)
+                    if (isinstance(v, np.ndarray) or is_array(v)) and v.shape == (total,)
                     else v
                 )
                 for k, v in self.state.items()
@@ -826,16 +826,29 @@ class _FusedGroup:
         if _array_ids(self.state) != arrays:
             self.publish(opt)  # update() created a state array (e.g. momentum switched on)
         else:
-            scalars = [(k, v) for k, v in self.state.items() if not isinstance(v, np.ndarray)]
+            scalars = [
+                (k, v)
+                for k, v in self.state.items()
+                if not (isinstance(v, np.ndarray) or is_array(v))
+            ]
             for p in self.params:
                 opt.state[p].update(scalars)
 
 
 def _array_ids(state: dict) -> list:
-    return [(k, id(v)) for k, v in state.items() if isinstance(v, np.ndarray)]
+    return [(k, id(v)) for k, v in state.items() if isinstance(v, np.ndarray) or is_array(v)]
 
 
 def _same(a, b) -> bool:
-    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        return isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and np.array_equal(a, b)
+    if is_array(a) or is_array(b):
+        return is_array(a) and is_array(b) and bool(np.array_equal(a, b))
     return a == b
+
+
+def _state_array(v, like):
+    """A loaded state array (from a file: numpy) in the dtype and array module of the
+    parameter ``like``; always a copy."""
+    xm = array_module(like)
+    if xm is np and isinstance(v, np.ndarray):
+        return v.astype(like.dtype)
+    return xm.array(to_numpy(v) if xm is np else v, dtype=like.dtype)
