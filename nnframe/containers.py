@@ -277,7 +277,7 @@ class Add(_Branches):
         >>> block = nf.Add(nf.Dense(4, 3, rng=0), nf.Dense(4, 3, rng=1))
         >>> block(np.ones((2, 4), dtype=np.float32)).shape
         (2, 3)
-        >>> nf.Add()(np.ones((2, 3)), np.ones((2, 3))).sum()
+        >>> float(nf.Add()(np.ones((2, 3)), np.ones((2, 3))).sum())
         12.0
     """
 
