@@ -233,6 +233,12 @@ def ints(high, *shape, seed=0):
     return np.random.default_rng(seed).integers(0, high, shape)
 
 
+def _set(module, **attributes):
+    for name, value in attributes.items():
+        setattr(module, name, value)
+    return module
+
+
 def _graph_model():
     x = nf.Input((3,))
     h = nf.Dense(3, 4, rng=0)(x)
@@ -284,6 +290,57 @@ LAYERS = {
         lambda: nf.ConvTranspose2d(2, 3, 3, stride=2, rng=0),
         lambda: (r(2, 2, 3, 4),),
     ),
+    "Conv2d(reflect, unchunked, no saved columns)": (
+        lambda: _set(
+            nf.Conv2d(2, 3, 3, padding=1, padding_mode="reflect", rng=0),
+            chunked=False,
+            save_columns=False,
+        ),
+        lambda: (r(2, 2, 4, 5),),
+    ),
+    "Conv1d(circular, dilated)": (
+        lambda: nf.Conv1d(2, 2, 3, padding=2, dilation=2, padding_mode="circular", rng=0),
+        lambda: (r(2, 2, 7),),
+    ),
+    "Conv2d(replicate)": (
+        lambda: nf.Conv2d(1, 2, 2, padding=1, padding_mode="replicate", rng=0),
+        lambda: (r(2, 1, 3, 3),),
+    ),
+    "Conv2d(1x1, groups)": (lambda: nf.Conv2d(4, 6, 1, groups=2, rng=0), lambda: (r(2, 4, 3, 3),)),
+    "MaxPool2d(return_indices, padding, dilation)": (
+        lambda: nf.MaxPool2d(3, stride=2, padding=1, dilation=2, return_indices=True),
+        lambda: (r(2, 2, 7, 6),),
+    ),
+    "AvgPool2d(divisor_override)": (
+        lambda: nf.AvgPool2d(3, stride=2, padding=1, divisor_override=4),
+        lambda: (r(2, 2, 5, 5),),
+    ),
+    "AvgPool1d(ceil_mode, no pad count)": (
+        lambda: nf.AvgPool1d(3, stride=2, padding=1, ceil_mode=True, count_include_pad=False),
+        lambda: (r(2, 2, 8),),
+    ),
+    "AdaptiveMaxPool2d(global, return_indices)": (
+        lambda: nf.AdaptiveMaxPool2d(1, return_indices=True),
+        lambda: (r(2, 3, 5, 5),),
+    ),
+    "AdaptiveMaxPool2d(uneven, return_indices)": (
+        lambda: nf.AdaptiveMaxPool2d((2, 3), return_indices=True),
+        lambda: (r(2, 1, 5, 7),),
+    ),
+    "AdaptiveAvgPool2d(even)": (lambda: nf.AdaptiveAvgPool2d(2), lambda: (r(2, 2, 4, 6),)),
+    "AdaptiveAvgPool3d(uneven)": (
+        lambda: nf.AdaptiveAvgPool3d((2, 3, 2)),
+        lambda: (r(1, 2, 3, 5, 5),),
+    ),
+    "LSTM(proj_size, dropout, 2 layers, time-major)": (
+        lambda: nf.LSTM(3, 4, num_layers=2, dropout=0.3, proj_size=2, batch_first=False, rng=0),
+        lambda: (r(5, 2, 3),),
+    ),
+    "GRU(bidirectional, 2 layers)": (
+        lambda: nf.GRU(3, 4, num_layers=2, bidirectional=True, dropout=0.2, rng=0),
+        lambda: (r(2, 5, 3),),
+    ),
+    "RNN(relu)": (lambda: nf.RNN(3, 4, nonlinearity="relu", rng=0), lambda: (r(2, 5, 3),)),
     "MaxPool1d": (lambda: nf.MaxPool1d(2), lambda: (r(2, 3, 8),)),
     "MaxPool2d": (lambda: nf.MaxPool2d(2, stride=1, ceil_mode=True), lambda: (r(2, 3, 5, 4),)),
     "AvgPool1d": (lambda: nf.AvgPool1d(3, stride=1, padding=1), lambda: (r(2, 2, 9),)),
@@ -784,3 +841,29 @@ def test_timestep_with_lengths_runs_on_the_registered_module(on_fake):
         expected = nf.TimeStep(-1, batch_first)(r(*shape), lengths=lengths)
         assert np.array_equal(backend.to_numpy(y), expected)
         _assert_fake("input gradient", layer.backward(fake.ones_like(y)))
+
+
+@pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
+def test_recurrent_lengths_and_initial_state_on_the_registered_module(kind, on_fake):
+    lengths = np.array([5, 2, 0])
+    h0 = r(2, 3, 4, seed=3)
+    hx = (h0, r(2, 3, 4, seed=4)) if kind == "LSTM" else h0
+    results = []
+    for to in (lambda a: a, to_fake):
+        layer = getattr(nf, kind)(3, 4, bidirectional=True, rng=0)
+        layer._apply(to)
+        out, state = layer(to(r(3, 5, 3)), _tree(to, hx), lengths=lengths)
+        grads = layer.backward(
+            to(np.ones(out.shape, np.float32)),
+            _tree(lambda a, to=to: to(np.ones_like(backend.to_numpy(a))), state),
+        )
+        results.append((out, state, grads))
+    (out, state, grads), (fout, fstate, fgrads) = results
+    for what, a, b in (
+        ("output", out, fout),
+        ("state", state, fstate),
+        ("gradients", grads, fgrads),
+    ):
+        _assert_fake(what, b)
+        for x, y in zip(_leaves(a), _leaves(b)):
+            assert np.allclose(x, backend.to_numpy(y), atol=1e-6), what
