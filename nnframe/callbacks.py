@@ -216,9 +216,7 @@ def as_callback(obj, who: str = "Trainer.fit") -> Callback:
         )
     if hasattr(obj, "step") and hasattr(obj, "get_last_lr") and hasattr(obj, "optimizer"):
         return LearningRateScheduler(obj, interval="step" if name == "OneCycleLR" else "epoch")
-    raise TypeError(
-        f"{who}: expected Callback objects (or nnframe.optim schedulers), got {name}"
-    )
+    raise TypeError(f"{who}: expected Callback objects (or nnframe.optim schedulers), got {name}")
 
 
 class CallbackList:

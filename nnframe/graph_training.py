@@ -16,7 +16,52 @@ import numpy as np
 
 from nnframe import metrics as metrics_module
 
-__all__ = ["MultiLoss", "structured_loss_and_metrics"]
+__all__ = ["MultiLoss", "align_target", "structured_loss_and_metrics", "target_hint"]
+
+
+_CLASS_INDEX_LOSSES = ("CrossEntropyLoss", "NLLLoss", "MultiMarginLoss")
+
+
+def align_target(loss_fn, pred, y):
+    """The target as the loss expects it, where there is one unambiguous reading (Keras' rule):
+    a 1-D target against a single-column output becomes ``(N, 1)``; for class-index losses an
+    ``(N, 1)`` column of labels becomes ``(N,)``. Anything else is left to the loss, whose
+    message names the fix. Several outputs (a :class:`MultiLoss`): each output by its loss."""
+    if isinstance(loss_fn, MultiLoss):
+        return loss_fn.align(pred, y)
+    if not isinstance(pred, np.ndarray) or not isinstance(y, np.ndarray):
+        return y
+    if y.ndim == 1 and pred.ndim == 2 and pred.shape[1] == 1 and len(y) == len(pred):
+        if type(loss_fn).__name__ not in _CLASS_INDEX_LOSSES:
+            return y.reshape(-1, 1)
+    if type(loss_fn).__name__ not in _CLASS_INDEX_LOSSES or pred.ndim != 2 or pred.shape[1] < 2:
+        return y
+    if y.ndim == 2 and y.shape[1] == 1 and len(y) == len(pred):
+        y = y.reshape(-1)  # a column of labels (pandas, scikit-learn)
+    if y.ndim == 1 and y.dtype.kind == "f" and len(y) == len(pred) and np.all(np.mod(y, 1) == 0):
+        y = y.astype(np.int64)  # labels such as 2.0: the same indices as 2
+    return y
+
+
+def target_hint(loss_fn, pred, y) -> str | None:
+    """The one-line fix for a target the loss refused, when there is one to suggest."""
+    if not isinstance(pred, np.ndarray) or not isinstance(y, np.ndarray):
+        return None
+    if type(loss_fn).__name__ in _CLASS_INDEX_LOSSES:
+        if y.dtype.kind == "f" and y.shape == pred.shape[:1] and not np.all(np.mod(y, 1) == 0):
+            return (
+                "class indices must be whole numbers 0..C-1 (labels such as 1.0 are accepted); "
+                "for class probabilities pass y of the prediction's shape "
+                f"{tuple(pred.shape)}"
+            )
+        if y.ndim == 2 and y.shape == pred.shape:
+            return None  # probabilities: the loss said what is wrong with them
+        if y.ndim == 2 and y.shape[0] == len(pred) and y.shape[1] > 1 and y.dtype.kind in "iub":
+            return "for one-hot rows pass y.argmax(axis=1), or float probabilities"
+        return None
+    if y.shape != pred.shape and y.size == pred.size:
+        return f"reshape the target: y.reshape{tuple(pred.shape[1:]) and (-1, *pred.shape[1:])}"
+    return None
 
 
 def _per_output(who: str, value, names: list[str], what: str) -> list:
@@ -87,6 +132,24 @@ class MultiLoss:
             if loss is not None
         ]
 
+    def align(self, pred, target):
+        """``target`` with each output's entry aligned to its prediction (:func:`align_target`),
+        in the same structure (a dict by output name, or a list/tuple in output order)."""
+        if not isinstance(pred, (tuple, list, Mapping)):
+            return target
+        if isinstance(target, Mapping):
+            out = dict(target)
+            for k, (name, loss) in enumerate(zip(self.output_names, self.losses)):
+                if loss is not None and name in out:
+                    out[name] = align_target(loss, _select(pred, k, name), out[name])
+            return out
+        if isinstance(target, (tuple, list)) and len(target) == len(self.output_names):
+            return type(target)(
+                y if loss is None else align_target(loss, _select(pred, k, name), y)
+                for k, (name, loss, y) in enumerate(zip(self.output_names, self.losses, target))
+            )
+        return target
+
     def __call__(self, pred, target, sample_weight=None) -> float:
         self._kind = "dict" if isinstance(pred, Mapping) else "tuple"
         if not isinstance(pred, (tuple, list, Mapping)) and len(self.output_names) > 1:
@@ -104,6 +167,7 @@ class MultiLoss:
                 if isinstance(sample_weight, Mapping)
                 else sample_weight
             )
+            y = align_target(loss, p, y)  # a 1-D target against an (N, 1) output...
             value = loss(p, y) if sw is None else loss(p, y, sample_weight=sw)
             total += w * float(value)
         return total
@@ -137,6 +201,7 @@ class _OutputLoss(metrics_module.Metric):
 
     def update(self, y_true, y_pred, sample_weight=None) -> None:
         p, y = _select(y_pred, self.k, self.output), _select(y_true, self.k, self.output)
+        y = align_target(self.loss, p, y)
         n = float(len(p))
         self.total += float(self.loss(p, y)) * n
         self.count += n

@@ -47,7 +47,7 @@ from nnframe.distributed import (
     shared_generator,
 )
 from nnframe.errors import ShapeError, check_hyper
-from nnframe.graph_training import rows, structured_loss_and_metrics
+from nnframe.graph_training import align_target, rows, structured_loss_and_metrics, target_hint
 from nnframe.hooks import no_grad
 from nnframe.module import Module
 from nnframe.optim.optimizer import NonFiniteUpdateError
@@ -253,55 +253,12 @@ def _labels(y) -> np.ndarray:
     return y.reshape(len(y)).astype(np.int64)
 
 
-_CLASS_INDEX_LOSSES = ("CrossEntropyLoss", "NLLLoss", "MultiMarginLoss")
-
-
-def _align_target(loss_fn, pred, y):
-    """The target as the loss expects it, where there is one unambiguous reading (Keras' rule):
-    a 1-D target against a single-column output becomes ``(N, 1)``; for class-index losses an
-    ``(N, 1)`` column of labels becomes ``(N,)``. Anything else is left to the loss, whose
-    message names the fix. Structured (several-output) predictions are left as they are."""
-    if not isinstance(pred, np.ndarray) or not isinstance(y, np.ndarray):
-        return y
-    if y.ndim == 1 and pred.ndim == 2 and pred.shape[1] == 1 and len(y) == len(pred):
-        if type(loss_fn).__name__ not in _CLASS_INDEX_LOSSES:
-            return y.reshape(-1, 1)
-    if type(loss_fn).__name__ not in _CLASS_INDEX_LOSSES or pred.ndim != 2 or pred.shape[1] < 2:
-        return y
-    if y.ndim == 2 and y.shape[1] == 1 and len(y) == len(pred):
-        y = y.reshape(-1)  # a column of labels (pandas, scikit-learn)
-    if y.ndim == 1 and y.dtype.kind == "f" and len(y) == len(pred) and np.all(np.mod(y, 1) == 0):
-        y = y.astype(np.int64)  # labels such as 2.0: the same indices as 2
-    return y
-
-
-def _target_hint(loss_fn, pred, y) -> str | None:
-    """The one-line fix for a target the loss refused, when there is one to suggest."""
-    if not isinstance(pred, np.ndarray) or not isinstance(y, np.ndarray):
-        return None
-    if type(loss_fn).__name__ in _CLASS_INDEX_LOSSES:
-        if y.dtype.kind == "f" and y.shape == pred.shape[:1] and not np.all(np.mod(y, 1) == 0):
-            return (
-                "class indices must be whole numbers 0..C-1 (labels such as 1.0 are accepted); "
-                "for class probabilities pass y of the prediction's shape "
-                f"{tuple(pred.shape)}"
-            )
-        if y.ndim == 2 and y.shape == pred.shape:
-            return None  # probabilities: the loss said what is wrong with them
-        if y.ndim == 2 and y.shape[0] == len(pred) and y.shape[1] > 1 and y.dtype.kind in "iub":
-            return "for one-hot rows pass y.argmax(axis=1), or float probabilities"
-        return None
-    if y.shape != pred.shape and y.size == pred.size:
-        return f"reshape the target: y.reshape{tuple(pred.shape[1:]) and (-1, *pred.shape[1:])}"
-    return None
-
-
 def _loss(loss_fn, pred, y, w):
     """``loss_fn(pred, y[, sample_weight=w])``; a refused target gets the fix added."""
     try:
         return loss_fn(pred, y) if w is None else loss_fn(pred, y, sample_weight=w)
     except (ValueError, TypeError) as e:
-        hint = _target_hint(loss_fn, pred, y)
+        hint = target_hint(loss_fn, pred, y)
         if hint is None:
             raise
         raise type(e)(f"{e}. Trainer: {hint}") from e
@@ -870,7 +827,7 @@ class Trainer:
         ``bad`` names what was not finite (the loss, the gradient norm, the update) or is None."""
         model, loss_fn, optimizer, dp = self.model, self.loss, self.optimizer, self._dp
         pred = model(xb)
-        yb = _align_target(loss_fn, pred, yb)
+        yb = align_target(loss_fn, pred, yb)
         loss = float(_loss(loss_fn, pred, yb, wb))
         norm = math.nan
         bad = None if math.isfinite(loss) else "loss"
@@ -908,7 +865,7 @@ class Trainer:
         override it to change what an evaluation step does."""
         xb, yb, wb = self._unpack(self._who, batch)
         pred = self.model(xb)
-        yb = _align_target(self.loss, pred, yb)
+        yb = align_target(self.loss, pred, yb)
         loss = _loss(self.loss, pred, yb, wb)
         for m in self.eval_metrics:
             m.update(yb, pred)
