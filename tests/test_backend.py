@@ -2,8 +2,8 @@
 
 CI has no GPU, so a CPU stand-in plays the other array module: ``TaggedArray``, a numpy subclass
 that behaves like a device array. Its ufuncs and ``__array_function__`` keep the tag, and it
-refuses what would break on CuPy: mixing with plain numpy arrays, scipy's ufuncs, and
-``ufunc.at`` (scatters go through ``backend.scatter_add``). An allocation that bypasses the
+refuses what would break on CuPy: mixing with plain numpy arrays, scipy's ufuncs, ``ufunc.at``
+(scatters go through ``backend.scatter_add``) and ``reduceat`` of any ufunc but ``add``. An allocation that bypasses the
 dispatch (``np.zeros``, ``np.asarray``, ``as_strided`` from numpy) yields a plain ndarray, which
 then either fails on first contact with a tagged one or shows up in the final checks: every
 output, input gradient, parameter, gradient, buffer and optimizer state must still be tagged.
@@ -64,6 +64,8 @@ class TaggedArray(np.ndarray):
             raise LeakError(f"{name}: not a numpy ufunc (scipy?) on a device array")
         if method == "at":
             raise LeakError(f"{name}: ufunc.at on a device array (use backend.scatter_add)")
+        if method == "reduceat" and ufunc is not np.add:
+            raise LeakError(f"{name}: CuPy's ufunc.reduceat is add-only")
         inputs = _unwrap(inputs, name)
         if out is not None:
             kwargs["out"] = _unwrap(out, name)
@@ -382,6 +384,10 @@ LAYERS = {
     "EmbeddingBag(max)": (
         lambda: nf.EmbeddingBag(10, 3, mode="max", padding_idx=2, max_norm=1.0, rng=0),
         lambda: (ints(10, 3, 4),),
+    ),
+    "EmbeddingBag(max, offsets, empty bags)": (
+        lambda: nf.EmbeddingBag(10, 3, mode="max", rng=0),
+        lambda: (np.array([1, 4, 4, 2, 9, 0, 3]), np.array([0, 0, 3, 3, 4])),
     ),
     "EmbeddingBag(sum, offsets, weights)": (
         lambda: nf.EmbeddingBag(10, 3, mode="sum", scale_grad_by_freq=True, rng=0),

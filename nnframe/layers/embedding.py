@@ -418,12 +418,30 @@ class EmbeddingBag(Module):
         full = counts > 0
         if not np.any(full):
             return out, xm.zeros((0, d), dtype=np.int64)
-        gathered = np.take(w, _to(xm, flat), axis=0)  # (M, D), bags contiguous and in order
-        starts = _to(xm, (np.cumsum(counts) - counts)[full])
-        out[_to(xm, full)] = np.maximum.reduceat(gathered, starts, axis=0)
-        is_max = gathered == out[_to(xm, bag)]
-        position = np.where(is_max, xm.arange(flat.shape[0])[:, None], flat.shape[0])
+        if xm is not np:  # CuPy's ufunc.reduceat is add-only
+            return self._max_padded(w, flat, counts, full, xm)
+        gathered = np.take(w, flat, axis=0)  # (M, D), bags contiguous and in order
+        starts = (np.cumsum(counts) - counts)[full]
+        out[full] = np.maximum.reduceat(gathered, starts, axis=0)
+        is_max = gathered == out[bag]
+        position = np.where(is_max, np.arange(flat.shape[0])[:, None], flat.shape[0])
         first = np.minimum.reduceat(position, starts, axis=0)  # (B_full, D)
+        return out, first
+
+    def _max_padded(self, w, flat, counts, full, xm):
+        """_max without ufunc.reduceat, for other array modules: the bags padded to the longest
+        as (B, L_max, D), then a maximum and a first arg-maximum over the bag axis (the same
+        first-maximum rule)."""
+        starts = np.cumsum(counts) - counts
+        slot = np.arange(int(counts.max()))[None, :]
+        real = slot < counts[:, None]  # (B, L_max): the entries each bag really has
+        pos = xm.asarray(np.where(real, starts[:, None] + slot, 0))  # their positions in flat
+        gathered = np.take(w, xm.asarray(flat)[pos], axis=0)  # (B, L_max, D)
+        gathered = np.where(xm.asarray(real)[..., None], gathered, -np.inf)
+        arg = gathered.argmax(axis=1)  # (B, D)
+        out = np.take_along_axis(gathered, arg[:, None], axis=1)[:, 0]
+        out[xm.asarray(~full)] = 0  # an empty bag gives zeros
+        first = (pos[:, :1] + arg)[xm.asarray(full)]  # (B_full, D): positions in flat
         return out, first
 
     def backward(self, grad_output):
