@@ -869,7 +869,7 @@ class Threshold(Module):
         super().__init__()
         self.threshold = _real("Threshold", "threshold", threshold)
         self.value = _real("Threshold", "value", value)
-        self.inplace = bool(inplace)
+        self.inplace = _check_flag("Threshold", "inplace", inplace)  # accepted: a new array
 
     def extra_repr(self) -> str:
         return f"threshold={self.threshold}, value={self.value}"

@@ -119,3 +119,11 @@ def test_errors_name_the_layer():
         nf.ShapeError, match=r"Softmin\(dim=2\): expected an input with a dimension 2"
     ):
         nf.Softmin(2)(np.ones((2, 3)))
+
+
+def test_threshold_inplace_is_accepted_and_leaves_the_input():
+    x = np.array([-1.0, 2.0])
+    y = nf.Threshold(0.0, 5.0, True)(x)
+    assert x[0] == -1.0 and y[0] == 5.0
+    with pytest.raises(TypeError, match=r"Threshold: expected inplace to be a bool"):
+        nf.Threshold(0.0, 5.0, "yes")
