@@ -1030,3 +1030,27 @@ def test_an_adam_state_loaded_into_sgd_is_refused():
     with pytest.raises(nf.SchemaError, match=r"SGD.load_state_dict: .*unknown"):
         sgd.load_state_dict(opt.state_dict())
     assert "betas" not in sgd.param_groups[0] and sgd.state == {}
+
+
+def test_sgd_bound_path_matches_the_guarded_path_and_refuses_what_could_overflow():
+    # issue 19: SGD skips the backup when a norm bound proves the step finite; same results
+    rng = np.random.default_rng(0)
+    shapes = [(5, 4), (4,), (3, 5)]
+    a = [nf.Parameter(rng.normal(size=s).astype(np.float32)) for s in shapes]
+    b = [nf.Parameter(p.data.copy()) for p in a]
+    opt_a = optim.SGD(a, lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01)
+    opt_b = optim.SGD(b, lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01)
+    opt_b._finite_by_bound = lambda: False  # the block-guarded path
+    for _ in range(3):
+        for p, q in zip(a, b):
+            p.grad[...] = q.grad[...] = rng.normal(size=p.data.shape)
+        assert opt_a._finite_by_bound()
+        opt_a.step()
+        opt_b.step()
+    for p, q in zip(a, b):
+        assert np.array_equal(p.data, q.data)
+        assert np.array_equal(opt_a.state[p]["momentum_buffer"], opt_b.state[q]["momentum_buffer"])
+    a[0].grad[0, 0] = 1e36  # the bound no longer proves it: the guarded path decides
+    assert not opt_a._finite_by_bound()
+    a[0].grad[0, 0] = np.nan
+    assert not opt_a._finite_by_bound()

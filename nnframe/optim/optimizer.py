@@ -268,8 +268,12 @@ class Optimizer:
             self.validate(group)
         if self.clip_value is not None or self.clip_norm is not None:
             self.clip_gradients()
-        if self._blocks_guardable() and self._step_block_guarded():
-            return loss
+        if self._blocks_guardable():
+            if self._finite_by_bound():  # no NaN/Inf can come out: nothing to back up or check
+                self._step()
+                return loss
+            if self._step_block_guarded():
+                return loss
         # the general path (and the rerun of a step the block guard undid, to name the array)
         undo = self._snapshot()
         try:
@@ -325,6 +329,13 @@ class Optimizer:
             and cls.update_with is Optimizer.update_with
             and cls._step is Optimizer._step
         )
+
+    def _finite_by_bound(self) -> bool:
+        """True when this step provably writes only finite values (every input finite and the
+        largest value the update can reach far below the dtype's maximum); then ``step`` needs
+        no backup and no check. The base class cannot tell: False. An optimizer overrides it
+        where a bound is cheap (SGD)."""
+        return False
 
     def _step_block_guarded(self) -> bool:
         """The step, each block of every written array backed up before its update and checked
