@@ -107,7 +107,7 @@ class InputSpec:
             layout = list(distance[min(distance)])  # the declared rank nearest the input's
         layout[self.axis] = size
         return ShapeError(
-            expected_got(module, f"input of shape {fmt_shape(layout)}", fmt_shape(got))
+            expected_got(module._who(), f"input of shape {fmt_shape(layout)}", fmt_shape(got))
         )
 
     def layouts(self, module) -> tuple[tuple[str, ...], ...] | None:

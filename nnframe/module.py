@@ -10,6 +10,7 @@ gradient for the input.
 from __future__ import annotations
 
 import functools
+import inspect
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 
@@ -128,6 +129,8 @@ class Module:
                 return out
         call = CALL
         undo = None
+        if kwargs and not args and "input" in kwargs and not _takes_input_keyword(type(self)):
+            args = (kwargs.pop("input"),)  # PyTorch's name for the first input: layer(input=x)
         if self.input_spec is not None and args:
             spec = self.input_spec
             args, undo = spec.admit(self, args)  # checks; adds a missing batch axis
@@ -516,6 +519,15 @@ class InitRecord:
 
     def __init__(self, init, args: tuple, kwargs: dict):
         self.init, self.args, self.kwargs = init, args, kwargs
+
+
+@functools.cache
+def _takes_input_keyword(cls: type) -> bool:
+    """Whether ``cls.forward`` has a parameter named ``input`` (else ``input=`` is the first)."""
+    try:
+        return "input" in inspect.signature(cls.forward).parameters
+    except (TypeError, ValueError):  # a forward without a readable signature
+        return True
 
 
 def _backward_call_path(backward):

@@ -288,3 +288,17 @@ def test_load_state_dict_refuses_integers_into_floats_unless_cast():
         layer.load_state_dict(state)
     layer.load_state_dict(state, cast=True)
     assert layer.weight.data.dtype == np.float32
+
+
+def test_pytorchs_input_keyword_names_the_first_input():
+    layer = nf.Dense(3, 2, rng=0)
+    x = np.ones((4, 3), np.float32)
+    np.testing.assert_array_equal(layer(input=x), layer(x))
+    conv = nf.Conv1d(2, 2, 3, rng=0)
+    assert conv(input=np.ones((2, 5), np.float32)).shape == (2, 3)  # unbatched too
+
+
+def test_input_errors_name_a_container_briefly():
+    layer = nf.TransformerEncoderLayer(8, 2, 16)
+    with pytest.raises(nf.ShapeError, match=r"^TransformerEncoderLayer\(\.\.\.\): expected input"):
+        layer(np.ones((2, 3, 5), np.float32))
