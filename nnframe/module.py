@@ -522,7 +522,7 @@ class InitRecord:
 
 
 @functools.cache
-def _takes_input_keyword(cls: type) -> bool:
+def _takes_input_keyword(cls: type[Module]) -> bool:
     """Whether ``cls.forward`` has a parameter named ``input`` (else ``input=`` is the first)."""
     try:
         return "input" in inspect.signature(cls.forward).parameters
