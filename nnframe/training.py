@@ -383,6 +383,8 @@ class Trainer:
         self.state = TrainerState()
         self.split_indices: tuple[np.ndarray, np.ndarray] | None = None
         self.eval_metrics: list = []  # the metrics of the evaluation running (test_step)
+        self._who = "evaluate"  # the public method running test_step, for its messages
+        self._lut = None  # class weights of the running fit
 
     # the running fit's state, under the names callbacks have always used
     @property
