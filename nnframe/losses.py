@@ -183,9 +183,12 @@ class Loss:
     def same_shape(self, pred, target, what: str = "pred") -> np.ndarray:
         """``target`` in pred's dtype; refuses to broadcast: (8, 1) against (8,) is a bug."""
         if pred.shape != target.shape:
+            hint = ""
+            if getattr(target, "size", None) == pred.size:  # the same values, another layout
+                hint = f". Reshape the target: target.reshape{fmt_shape(pred.shape)}"
             raise ShapeError(
                 f"{self.name}: {what} and target must have the same shape, "
-                f"got {fmt_shape(pred.shape)} and {fmt_shape(target.shape)}"
+                f"got {fmt_shape(pred.shape)} and {fmt_shape(target.shape)}{hint}"
             )
         return as_float_input(self.name, target, pred.dtype)
 

@@ -154,7 +154,8 @@ def test_integral_float_labels_are_accepted():
 def test_mse_refuses_broadcasting_and_non_numeric_targets():
     with pytest.raises(
         nf.ShapeError,
-        match=r"^MSELoss: pred and target must have the same shape, got \(8, 1\) and \(8,\)$",
+        match=r"^MSELoss: pred and target must have the same shape, got \(8, 1\) and \(8,\)\. "
+        r"Reshape the target: target\.reshape\(8, 1\)$",
     ):
         nf.MSELoss()(np.zeros((8, 1), dtype=np.float32), np.zeros(8))
     with pytest.raises(

@@ -360,7 +360,8 @@ def test_bce_clamps_log_at_minus_100():
 def test_shape_traps_raise():
     with pytest.raises(
         nf.ShapeError,
-        match=r"^MSELoss: pred and target must have the same shape, got \(8, 1\) and \(8,\)$",
+        match=r"^MSELoss: pred and target must have the same shape, got \(8, 1\) and \(8,\)\. "
+        r"Reshape the target: target\.reshape\(8, 1\)$",
     ):
         nf.MSELoss()(np.zeros((8, 1)), np.zeros(8))
     with pytest.raises(
