@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from nnframe.backend import is_array
 from nnframe.errors import ShapeError, fmt_shape
 from nnframe.layers.merge import broadcast_shape, merge_inputs, unbroadcast
 from nnframe.module import Module
@@ -86,7 +87,7 @@ class Sequential(Module):
 
     def backward(self, grad_output):
         shapes, out_shape = self.saved
-        if isinstance(grad_output, np.ndarray) and out_shape is not None:
+        if out_shape is not None and (isinstance(grad_output, np.ndarray) or is_array(grad_output)):
             if grad_output.shape != out_shape:
                 raise ShapeError(
                     f"Sequential.backward: expected grad_output of the output's shape "

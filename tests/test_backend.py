@@ -813,6 +813,7 @@ _CONVERTED = [
     "activations.py",
     "anomaly.py",
     "clip.py",
+    "containers.py",
     "schema.py",
     "summary.py",
 ]
