@@ -121,6 +121,16 @@ ACTIVATIONS = [
 ]
 
 
+def pooled(pool, *shape):
+    """A maker of (values, per-plane indices) from ``pool`` (return_indices=True) run on
+    (n, *shape) inputs: what MaxUnpool takes."""
+
+    def make(n, rng):
+        return pool(floats(*shape)(n, rng))
+
+    return make
+
+
 def _prelu_channels():
     p = nf.PReLU(3)
     p.weight.data[:] = [0.1, -0.2, 0.3]
@@ -216,6 +226,12 @@ LAYERS = [
     ("adaptive_max3d_uneven", lambda: nf.AdaptiveMaxPool3d((2, 2, 3)), floats(2, 5, 3, 4)),
     ("lppool1d_ceil", lambda: nf.LPPool1d(2, 3, 2, ceil_mode=True), lambda n, rng: rng.uniform(0.5, 2, size=(n, 2, 8)).astype(np.float32)),
     ("lppool2d_p3", lambda: nf.LPPool2d(3, (2, 3), (2, 1)), lambda n, rng: rng.uniform(0.5, 2, size=(n, 2, 5, 6)).astype(np.float32)),
+    ("maxpool1d_indices", lambda: nf.MaxPool1d(3, 2, 1, dilation=2, return_indices=True, ceil_mode=True), floats(3, 9)),
+    ("maxpool2d_indices", lambda: nf.MaxPool2d((2, 3), (2, 1), (1, 0), return_indices=True, ceil_mode=True), floats(3, 5, 6)),
+    ("maxpool3d_indices", lambda: nf.MaxPool3d(2, (1, 2, 2), 1, return_indices=True), floats(2, 3, 4, 5)),
+    ("maxunpool1d", lambda: nf.MaxUnpool1d(3, 2, 1), pooled(nf.MaxPool1d(3, 2, 1, return_indices=True), 2, 9)),
+    ("maxunpool2d", lambda: nf.MaxUnpool2d(2), pooled(nf.MaxPool2d(2, return_indices=True), 3, 4, 6)),
+    ("maxunpool2d_stride_pad", lambda: nf.MaxUnpool2d((3, 2), (2, 1), (1, 0)), pooled(nf.MaxPool2d((3, 2), (2, 1), (1, 0), return_indices=True), 2, 5, 5)),
     ("pixel_shuffle", lambda: nf.PixelShuffle(2), floats(8, 3, 2)),
     ("pixel_shuffle_5d", lambda: nf.PixelShuffle(2), floats(2, 4, 3, 2)),
     ("pixel_unshuffle", lambda: nf.PixelUnshuffle(2), floats(2, 4, 6)),
@@ -477,6 +493,15 @@ def three_d_dot():
     return nf.Model([a, b], nf.Dot(axes=(2, 2), normalize=True)(a, b))
 
 
+def pool_unpool():
+    """MaxPool2d's indices (return_indices=True) feed MaxUnpool2d after a convolution of the
+    pooled values; output_size restores the odd input size (5, 7) the default (4, 6) misses."""
+    x = nf.Input((2, 5, 7), name="img")
+    y, idx = nf.MaxPool2d(2, return_indices=True)(x)
+    h = nf.Conv2d(2, 2, 1, rng=0)(y)
+    return nf.Model(x, nf.MaxUnpool2d(2)(h, idx, output_size=(5, 7)))
+
+
 GRAPH_MODELS = [
     ("two_tower", two_tower, users_items),
     ("skip_dag", skip_dag, lambda n, rng: (floats(6)(n, rng),)),
@@ -485,6 +510,7 @@ GRAPH_MODELS = [
     ("sequential_selections", sequential_selections, tokens(6, 20)),
     ("lstm_state_gru_lengths", lstm_state_and_gru_lengths, tokens_lengths),
     ("time_major", time_major_steps, lambda n, rng: (floats(3, 4)(n, rng),)),
+    ("pool_unpool", pool_unpool, lambda n, rng: (floats(2, 5, 7)(n, rng),)),
     ("dot_3d", three_d_dot, lambda n, rng: (floats(4, 3)(n, rng), floats(5, 3)(n, rng))),
 ]
 

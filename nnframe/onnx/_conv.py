@@ -1,4 +1,5 @@
-"""Exporters of the convolutions and the pooling layers (window, adaptive and global)."""
+"""Exporters of the convolutions and the pooling layers (window, adaptive and global) and of
+MaxUnpool1d/2d."""
 
 from __future__ import annotations
 
@@ -110,13 +111,46 @@ def _geometry(m, spatial):
 def max_pool(ctx, m, x):
     _, pads = _geometry(m, x.shape[2:])
     # MaxPool ignores padded positions, as the layer's -inf padding does
+    attrs = {
+        "kernel_shape": list(m.kernel_size),
+        "strides": list(m.stride),
+        "dilations": list(m.dilation),
+        "pads": _onnx_pads(pads),
+    }
+    if not m.return_indices:
+        return ctx.node("MaxPool", [x.name], **attrs)
+    # ONNX's indices run over the whole (N, C, *spatial) tensor, row-major (padding not
+    # counted); PyTorch's over each (N, C) plane: the remainder by the plane size
+    y, flat = ctx.node("MaxPool", [x.name], 2, **attrs)
+    plane = int(np.prod(x.shape[2:], dtype=np.int64))
+    return y, ctx.node("Mod", [flat, ctx.const(np.int64(plane), "plane")])
+
+
+@register_exporter(nf.MaxUnpool1d)
+@register_exporter(nf.MaxUnpool2d)
+def max_unpool(ctx, m, x, indices, output_size=None):
+    """ONNX's MaxUnpool takes indices over the whole output tensor: each (n, c) plane's
+    indices are shifted by (n C + c) times the output plane's size, the batch read from the
+    graph."""
+    n = len(m.kernel_size)
+    spatial = m._out_spatial(x.shape[2:], output_size)
+    plane = int(np.prod(spatial, dtype=np.int64))
+    lead = ctx.node("Shape", [x.name], start=0, end=2)  # [N, C]
+    planes = ctx.node("ReduceProd", [lead], keepdims=0)  # N C, a scalar
+    zero, one = ctx.const(np.int64(0), "zero"), ctx.const(np.int64(1), "one")
+    offsets = ctx.node("Range", [zero, planes, one])  # (N C,): n C + c
+    offsets = ctx.node("Mul", [offsets, ctx.const(np.int64(plane), "plane")])
+    offsets = ctx.reshape(offsets, [-1, x.shape[1]] + [1] * n)
+    idx = indices.name if indices.dtype == np.int64 else ctx.node("Cast", [indices.name], to=7)
+    flat = ctx.node("Add", [idx, offsets])
+    # the output size as a tensor: (N, C) from the input, the spatial sizes fixed
+    shape = ctx.node("Concat", [lead, ctx.ints(spatial, "spatial")], axis=0)
     return ctx.node(
-        "MaxPool",
-        [x.name],
+        "MaxUnpool",
+        [x.name, flat, shape],
         kernel_shape=list(m.kernel_size),
         strides=list(m.stride),
-        dilations=list(m.dilation),
-        pads=_onnx_pads(pads),
+        pads=list(m.padding) * 2,
     )
 
 
