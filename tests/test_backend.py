@@ -860,9 +860,11 @@ def test_recurrent_lengths_and_initial_state_on_the_registered_module(kind, on_f
         layer = getattr(nf, kind)(3, 4, bidirectional=True, rng=0)
         layer._apply(to)
         out, state = layer(to(r(3, 5, 3)), _tree(to, hx), lengths=lengths)
-        grads = layer.backward(
-            to(np.ones(out.shape, np.float32)),
-            _tree(lambda a, to=to: to(np.ones_like(backend.to_numpy(a))), state),
+        grads = layer.backward(  # one tuple: (dL/doutput, dL/dstate)
+            (
+                to(np.ones(out.shape, np.float32)),
+                _tree(lambda a, to=to: to(np.ones_like(backend.to_numpy(a))), state),
+            )
         )
         results.append((out, state, grads))
     (out, state, grads), (fout, fstate, fgrads) = results
@@ -874,3 +876,49 @@ def test_recurrent_lengths_and_initial_state_on_the_registered_module(kind, on_f
         _assert_fake(what, b)
         for x, y in zip(_leaves(a), _leaves(b)):
             assert np.allclose(x, backend.to_numpy(y), atol=1e-6), what
+
+
+# ----------------------------------------------------------------------------- same numbers
+def _run(name, to_device):
+    """Output, input gradient and parameter gradients of LAYERS[name] in eval mode (no random
+    draws), with the model and inputs moved by ``to_device``; as host arrays."""
+    make, inputs = LAYERS[name]
+    model = make()
+    model._apply(to_device)
+    model.eval()
+    y = model(*(to_device(a) for a in inputs()))
+
+    def ramp(a):  # a gradient that tells the elements apart; none for indices
+        if a is None or a.dtype.kind in "iu":
+            return None
+        return to_device(np.linspace(-1, 1, a.size).reshape(a.shape).astype(a.dtype))
+
+    g = _tree(ramp, y)
+    dx = model.backward(g)
+    grads = [p.grad for p in model.parameters()]
+    return [backend.to_numpy(a) for a in _leaves((y, dx, grads))]
+
+
+def _compare_with_numpy(name, to_device):
+    host, device = _run(name, lambda a: a), _run(name, to_device)
+    assert len(host) == len(device)
+    for a, b in zip(host, device):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("name", [n for n in sorted(LAYERS) if LAYERS[n] is not None])
+def test_layer_gives_numpy_numbers_on_the_registered_module(name, on_fake):
+    _compare_with_numpy(name, to_fake)
+
+
+@pytest.mark.parametrize("name", [n for n in sorted(LAYERS) if LAYERS[n] is not None])
+def test_layer_gives_numpy_numbers_on_cupy(name):
+    """The same comparison on a GPU with CuPy (skipped without one): the GPU issue's check."""
+    cupy = pytest.importorskip("cupy")
+    try:
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            pytest.skip("no GPU")
+    except Exception:  # no driver or no device
+        pytest.skip("no GPU")
+    _compare_with_numpy(name, lambda a: cupy.asarray(a) if isinstance(a, np.ndarray) else a)
