@@ -912,13 +912,43 @@ def test_layer_gives_numpy_numbers_on_the_registered_module(name, on_fake):
     _compare_with_numpy(name, to_fake)
 
 
-@pytest.mark.parametrize("name", [n for n in sorted(LAYERS) if LAYERS[n] is not None])
-def test_layer_gives_numpy_numbers_on_cupy(name):
-    """The same comparison on a GPU with CuPy (skipped without one): the GPU issue's check."""
+def _cupy_or_skip():
     cupy = pytest.importorskip("cupy")
     try:
         if cupy.cuda.runtime.getDeviceCount() < 1:
             pytest.skip("no GPU")
     except Exception:  # no driver or no device
         pytest.skip("no GPU")
+    return cupy
+
+
+@pytest.mark.parametrize("name", [n for n in sorted(LAYERS) if LAYERS[n] is not None])
+def test_layer_gives_numpy_numbers_on_cupy(name):
+    """The same comparison on a GPU with CuPy (skipped without one): the GPU issue's check."""
+    cupy = _cupy_or_skip()
     _compare_with_numpy(name, lambda a: cupy.asarray(a) if isinstance(a, np.ndarray) else a)
+
+
+def _loss_run(name, to_device):
+    make, data = LOSSES[name]
+    loss_fn = make()
+    value = loss_fn(*_tree(lambda a: to_device(a) if isinstance(a, np.ndarray) else a, data()))
+    return [backend.to_numpy(a) for a in _leaves((value, loss_fn.backward()))]
+
+
+def _compare_loss_with_numpy(name, to_device):
+    host, device = _loss_run(name, lambda a: a), _loss_run(name, to_device)
+    assert len(host) == len(device)
+    for a, b in zip(host, device):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_loss_gives_numpy_numbers_on_the_registered_module(name, on_fake):
+    _compare_loss_with_numpy(name, to_fake)
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_loss_gives_numpy_numbers_on_cupy(name):
+    cupy = _cupy_or_skip()
+    _compare_loss_with_numpy(name, cupy.asarray)
