@@ -952,3 +952,24 @@ def test_loss_gives_numpy_numbers_on_the_registered_module(name, on_fake):
 def test_loss_gives_numpy_numbers_on_cupy(name):
     cupy = _cupy_or_skip()
     _compare_loss_with_numpy(name, cupy.asarray)
+
+
+def _optimizer_run(name, to_device):
+    model = nf.Sequential(nf.Dense(3, 4, rng=0), nf.Tanh(), nf.Dense(4, 2, rng=1))
+    model._apply(to_device)
+    opt = OPTIMIZERS[name](model.parameters())
+    loss_fn = nf.MSELoss()
+    x, t = to_device(r(5, 3)), to_device(r(5, 2, seed=1))
+    for _ in range(3):
+        model.zero_grad()
+        loss_fn(model(x), t)
+        model.backward(loss_fn.backward())
+        nf.clip_grad_norm_(model.parameters(), 0.5)
+        opt.step()
+    return [backend.to_numpy(p.data) for p in model.parameters()]
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_optimizer_gives_numpy_numbers_on_the_registered_module(name, on_fake):
+    for a, b in zip(_optimizer_run(name, lambda a: a), _optimizer_run(name, to_fake)):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-7, err_msg=name)
