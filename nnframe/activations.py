@@ -13,7 +13,8 @@ cached instead of the input. The math lives in small pure functions (:mod:`nnfra
 ``softplus``, ``log_sigmoid``, ``softmax``, ``log_softmax``; here: :func:`normal_cdf`) that the
 Modules call and that users may call on plain arrays.
 
-Unlike PyTorch there is no ``inplace=`` argument: a forward never writes into its input.
+PyTorch's ``inplace=`` is accepted (and shown in the repr when True, as PyTorch shows it), but a
+forward never writes into its input: the output is always a new array.
 
 Performance: a data-dependent ``np.where`` (or a masked copy) costs several times a plain
 arithmetic pass, so the piecewise functions are written as sums of one-sided pieces instead
@@ -73,6 +74,13 @@ def _mix(mask: np.ndarray, a, b, dtype) -> np.ndarray:
     return d
 
 
+def _with_inplace(module: Module, text: str = "") -> str:
+    """``extra_repr`` text followed by ``inplace=True`` when set, as PyTorch's reprs show it."""
+    if not module.inplace:
+        return text
+    return f"{text}, inplace=True" if text else "inplace=True"
+
+
 def _finite(who: str, name: str, value) -> float:
     value = _real(who, name, value)
     check_hyper(who, name, value, math.isfinite(value), "must be finite")
@@ -96,6 +104,9 @@ class ReLU(Module):
         super().__init__()
         # PyTorch's in-place flag: accepted; the output is always a new array here
         self.inplace = _check_flag("ReLU", "inplace", inplace)
+
+    def extra_repr(self) -> str:
+        return _with_inplace(self)
 
     def forward(self, x):
         y = np.maximum(_input(self, x), 0)  # one pass; the int 0 keeps the input's dtype
@@ -123,7 +134,7 @@ class LeakyReLU(Module):
         self.negative_slope = _finite("LeakyReLU", "negative_slope", negative_slope)
 
     def extra_repr(self) -> str:
-        return f"negative_slope={self.negative_slope}"
+        return _with_inplace(self, f"negative_slope={self.negative_slope}")
 
     def forward(self, x):
         x = _input(self, x)
@@ -242,7 +253,7 @@ class Hardtanh(Module):
         )
 
     def extra_repr(self) -> str:
-        return f"min_val={self.min_val}, max_val={self.max_val}"
+        return _with_inplace(self, f"min_val={self.min_val}, max_val={self.max_val}")
 
     def forward(self, x):
         x = _input(self, x)
@@ -265,7 +276,7 @@ class ReLU6(Hardtanh):
         super().__init__(0.0, 6.0, inplace)
 
     def extra_repr(self) -> str:
-        return ""
+        return _with_inplace(self)
 
 
 def _hardsigmoid(x: np.ndarray) -> np.ndarray:
@@ -347,7 +358,7 @@ class ELU(Module):
         self.alpha = _finite(type(self).__name__, "alpha", alpha)
 
     def extra_repr(self) -> str:
-        return f"alpha={self.alpha}"
+        return _with_inplace(self, f"alpha={self.alpha}")
 
     def forward(self, x):
         x = _input(self, x)
@@ -388,7 +399,7 @@ class CELU(Module):
         self.alpha = alpha
 
     def extra_repr(self) -> str:
-        return f"alpha={self.alpha}"
+        return _with_inplace(self, f"alpha={self.alpha}")
 
     def forward(self, x):
         x = _input(self, x)
@@ -420,7 +431,7 @@ class SELU(ELU):
         super().__init__(self.ALPHA, inplace)
 
     def extra_repr(self) -> str:
-        return ""
+        return _with_inplace(self)
 
     def forward(self, x):
         return super().forward(x) * self.SCALE
@@ -602,6 +613,9 @@ class SiLU(Module):
         # PyTorch's in-place flag: accepted; the output is always a new array here
         self.inplace = _check_flag("SiLU", "inplace", inplace)
 
+    def extra_repr(self) -> str:
+        return _with_inplace(self)
+
     def forward(self, x):
         x = _input(self, x)
         s = sigmoid(x)
@@ -625,6 +639,9 @@ class Mish(Module):
         super().__init__()
         # PyTorch's in-place flag: accepted; the output is always a new array here
         self.inplace = _check_flag("Mish", "inplace", inplace)
+
+    def extra_repr(self) -> str:
+        return _with_inplace(self)
 
     def forward(self, x):
         x = _input(self, x)
@@ -872,7 +889,7 @@ class Threshold(Module):
         self.inplace = _check_flag("Threshold", "inplace", inplace)  # accepted: a new array
 
     def extra_repr(self) -> str:
-        return f"threshold={self.threshold}, value={self.value}"
+        return _with_inplace(self, f"threshold={self.threshold}, value={self.value}")
 
     def forward(self, x):
         x = _input(self, x)

@@ -490,6 +490,15 @@ def test_inplace_matches_pytorch_and_leaves_the_input(name, args):
     nf.check_module(ours, x)
 
 
+@pytest.mark.parametrize("name, args", [*INPLACE, ("Threshold", (0.1, 20.0))])
+@pytest.mark.parametrize("inplace", [False, True])
+def test_inplace_repr_matches_pytorch(name, args, inplace):
+    torch = pytest.importorskip("torch")
+    ours = getattr(nf, name)(*args, inplace)
+    assert repr(ours) == repr(getattr(torch.nn, name)(*args, inplace))
+    assert ("inplace=True" in repr(ours)) == (inplace and name not in ("Hardsigmoid", "Hardswish"))
+
+
 def test_hardtanh_min_value_and_max_value():
     torch = pytest.importorskip("torch")
     ours = nf.Hardtanh(-1.0, 1.0, False, -0.25, 0.5)
