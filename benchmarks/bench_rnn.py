@@ -83,7 +83,7 @@ def _nnframe_model(kind: str, setting: str = "classifier"):
         def backward(self, grad_output):
             g_h = self.head.backward(grad_output)[None]  # dL/dh_n: (1, N, H)
             grad_state = (g_h, None) if kind == "LSTM" else g_h
-            return self.rnn.backward(None, grad_state)
+            return self.rnn.backward((None, grad_state))
 
     return Classifier()
 

@@ -150,14 +150,10 @@ class Unbatched:
     def remove_from_output(self, out):
         return _map(_squeeze, out, self.out_axes)
 
-    def add_to_grad_output(self, grad_output, index: int | None = None):
-        """The output gradient with its batch axes back. A module with several outputs may be
-        given the first output's gradient alone (the call path passes only the first argument
-        of ``backward``); the gradient of output ``index`` passed as a separate argument (a
-        recurrent layer's ``grad_state``) is expanded by the layer with ``index``."""
+    def add_to_grad_output(self, grad_output):
+        """The output gradient(s) with their batch axes back (a bare array for a module with
+        several outputs is the first output's gradient)."""
         axes = self.out_axes
-        if index is not None:
-            return _map(_expand, grad_output, axes[index])
         if isinstance(axes, tuple) and not isinstance(grad_output, (tuple, list)):
             axes = axes[0]
         return _map(_expand, grad_output, axes)

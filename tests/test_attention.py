@@ -223,7 +223,7 @@ def test_mha_matches_torch(cross):
     np.testing.assert_allclose(w, w_t.detach().numpy(), atol=1e-12)
     g, gw = rng.normal(size=out.shape), rng.normal(size=w.shape)
     ((out_t * torch.tensor(g)).sum() + (w_t * torch.tensor(gw)).sum()).backward()
-    dq, dk, dv = ours.backward(g, gw)
+    dq, dk, dv = ours.backward((g, gw))
     for a, b in ((dq, qt), (dk, kt), (dv, vt)):
         np.testing.assert_allclose(a, b.grad.numpy(), atol=1e-12)
     grads = dict(theirs.named_parameters())

@@ -29,7 +29,7 @@ class LSTMStates(nf.Module):
 
     def backward(self, grad_output):
         g_out, g_h, g_c = grad_output
-        gx, (gh0, gc0) = self.lstm.backward(g_out, (g_h, g_c))
+        gx, (gh0, gc0) = self.lstm.backward((g_out, (g_h, g_c)))
         return gx, gh0, gc0
 
 
@@ -202,7 +202,7 @@ def test_matches_torch(kind, config):
     for s, g in zip(states_t, g_states):
         loss = loss + (s * torch.tensor(g)).sum()
     loss.backward()
-    gx, g_init = ours.backward(g_out, tuple(g_states) if kind == "LSTM" else g_states[0])
+    gx, g_init = ours.backward((g_out, tuple(g_states) if kind == "LSTM" else g_states[0]))
     np.testing.assert_allclose(gx, xt.grad.numpy(), atol=1e-10)
     if kind == "LSTM":
         np.testing.assert_allclose(g_init[0], h0t.grad.numpy(), atol=1e-10)
@@ -341,12 +341,12 @@ def test_backward_without_output_gradient_and_needs_input_grad():
     gru = nf.GRU(2, 3, rng=0)
     x = np.ones((4, 5, 2), dtype=np.float32)
     _, h_n = gru(x)
-    gx = gru.backward(None, np.ones_like(h_n))
+    gx = gru.backward((None, np.ones_like(h_n)))
     assert gx.shape == x.shape and gx.dtype == np.float32 and np.abs(gx).sum() > 0
     gru.zero_grad()
     gru.needs_input_grad = False
     gru(x)
-    assert gru.backward(None, np.ones_like(h_n)) is None
+    assert gru.backward((None, np.ones_like(h_n))) is None
     assert np.abs(gru.weight_hh_l0.grad).sum() > 0
 
 
@@ -442,7 +442,7 @@ def test_lstm_learns_the_adding_problem():
 
         def backward(self, grad_output):
             g_h = self.head.backward(grad_output)[None]
-            return self.lstm.backward(None, (g_h, None))
+            return self.lstm.backward((None, (g_h, None)))
 
     model, loss_fn = Adder(), nf.MSELoss()
     opt = nf.optim.Adam(model.parameters(), lr=0.02)

@@ -113,7 +113,7 @@ class MultiheadAttention(Module):
     ``forward(query, key=None, value=None, key_padding_mask=None, need_weights=True,
     attn_mask=None, average_attn_weights=True, is_causal=False)`` returns ``(output, weights)``
     (weights None unless ``need_weights``). Without key and value it is self-attention on
-    ``query``. ``backward(grad_output, grad_weights=None)`` (or the tuple of both) returns
+    ``query``. ``backward((grad_output, grad_weights))`` (or dL/doutput alone) returns
     ``(dL/dquery, dL/dkey, dL/dvalue)``, or dL/dquery alone for self-attention.
 
     Masks:
@@ -365,19 +365,19 @@ class MultiheadAttention(Module):
             weights = pd.mean(axis=1) if average_attn_weights else pd
         return out, weights
 
-    def backward(self, grad_output, grad_weights=None):
+    def backward(self, grad_output):
         """Args:
-            grad_output: dL/doutput (or the tuple ``(grad_output, grad_weights)``).
-            grad_weights: dL/dweights when the returned attention weights feed the loss.
+            grad_output: one gradient per output, ``(dL/doutput, dL/dweights)`` (dL/dweights
+                None when the returned weights do not feed the loss); a bare array is
+                dL/doutput alone.
 
         Returns:
             ``(dL/dquery, dL/dkey, dL/dvalue)``, or dL/dquery for self-attention.
         """
         q_in, k_in, v_in, qh, kh, vh, p, pd, drop, scale, self_attention, averaged = self.saved
-        if isinstance(grad_output, tuple) and grad_weights is None and len(grad_output) == 2:
+        grad_weights = None
+        if isinstance(grad_output, (tuple, list)):  # one gradient per output
             grad_output, grad_weights = grad_output
-        elif grad_weights is not None and self._unbatched is not None:  # an unbatched call
-            grad_weights = self._unbatched.add_to_grad_output(grad_weights, index=1)
         N, L, E = q_in.shape
         if not self.batch_first:
             grad_output = grad_output.transpose(1, 0, 2)

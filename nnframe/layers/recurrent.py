@@ -758,14 +758,13 @@ class _RNNBase(Module):
         return output, ((h_n, c_n) if self.mode == "LSTM" else h_n)
 
     # ------------------------------------------------------------------ backward
-    def backward(self, grad_output, grad_state=None):
+    def backward(self, grad_output):
         """Backpropagation through time.
 
         Args:
-            grad_output: dL/doutput, the shape of the output, or None (zeros). A tuple
-                ``(grad_output, grad_state)`` is accepted too (what ``check_module`` passes).
-            grad_state: dL/dh_n, or for the LSTM ``(dL/dh_n, dL/dc_n)`` (either may be None),
-                or None when the final state is not used.
+            grad_output: one gradient per output, ``(dL/doutput, dL/dh_n)`` (LSTM:
+                ``(dL/doutput, (dL/dh_n, dL/dc_n))``); any of them may be None (no gradient).
+                A bare array is dL/doutput alone (the final state gets none).
 
         Returns:
             dL/dx of the input's shape; when forward was given an initial state, the tuple
@@ -773,10 +772,12 @@ class _RNNBase(Module):
             ``needs_input_grad`` is False.
         """
         layers, mask, had_state, out_shape, T, N = self.saved
-        if isinstance(grad_output, tuple) and grad_state is None and len(grad_output) == 2:
+        grad_state = None
+        if isinstance(grad_output, (tuple, list)):  # one gradient per output
+            if len(grad_output) != 2:
+                got = f"{len(grad_output)} items"
+                raise TypeError(expected_got(self, "grad_output (grad_output, grad_h_n)", got))
             grad_output, grad_state = grad_output
-        elif grad_state is not None and self._unbatched is not None:  # an unbatched call
-            grad_state = self._unbatched.add_to_grad_output(grad_state, index=1)
         dtype = self.weight_ih_l0.data.dtype
         xm = array_module(self.weight_ih_l0.data)
         D = self.num_directions
@@ -885,8 +886,10 @@ class RNN(_RNNBase):
         dropout: dropout probability on the outputs of every layer but the last (training only).
         bidirectional: also run each layer backwards in time (``..._reverse`` parameters);
             the two outputs are concatenated on the feature axis.
+        device: PyTorch's device: None or 'cpu' (nnframe's arrays live in main memory); any
+            other device is refused.
+        dtype: parameter dtype (None: float32).
         rng: Generator or seed for the initial weights and the dropout masks.
-        dtype: parameter dtype (float32).
 
     Parameters are ``weight_ih_l{k}`` (H, F_in), ``weight_hh_l{k}`` (H, H), ``bias_ih_l{k}``,
     ``bias_hh_l{k}`` (H,), plus ``..._reverse`` when bidirectional, all U(-1/sqrt(H), 1/sqrt(H)).
@@ -961,7 +964,7 @@ class LSTM(_RNNBase):
         output: (N, T, num_directions * H_out).
 
     ``forward(x, (h0, c0)=None, lengths=None)`` returns ``(output, (h_n, c_n))``;
-    ``backward(grad_output, (grad_h_n, grad_c_n)=None)`` returns dL/dx, or
+    ``backward((grad_output, (grad_h_n, grad_c_n)))`` returns dL/dx, or
     ``(dL/dx, (dL/dh0, dL/dc0))`` when an initial state was given.
 
     Example:
