@@ -53,6 +53,32 @@ def test_channel_dropout_drops_whole_channels(cls):
     np.testing.assert_allclose(per_channel[kept], 2.0)
 
 
+def test_dropout2d_reads_a_3d_input_as_channels_of_n_c_l_as_pytorch():
+    """PyTorch 2.x: Dropout2d on (N, C, L) drops whole (sample, channel) rows, with a
+    UserWarning (in evaluation mode too); nnframe does the same."""
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(0).normal(size=(30, 20, 5))
+    drop = nf.Dropout2d(0.5, rng=2)
+    with pytest.warns(UserWarning, match=r"Dropout2d\(p=0.5\): a 3-D input is read as \(N, C, L\)"):
+        y = drop(x)
+    with pytest.warns(UserWarning, match="3D input to dropout2d"):
+        y_torch = torch.nn.Dropout2d(0.5)(torch.from_numpy(x)).numpy()
+    for out in (y, y_torch):
+        mask = out / x  # 0 or 1 / (1 - p) = 2 for each element
+        assert np.all((mask[:, :, :1] == mask).all(axis=2))  # one draw per (n, c)
+        assert set(np.unique(mask.round(12))) == {0.0, 2.0}
+        kept = mask[:, :, 0] > 0
+        assert abs(kept.mean() - 0.5) < 5 * np.sqrt(0.25 / kept.size)
+    g = np.random.default_rng(1).normal(size=x.shape)
+    np.testing.assert_allclose(drop.backward(g), g * (y / x))
+    with pytest.warns(UserWarning, match=r"read as \(N, C, L\)"):
+        nf.check_module(nf.Dropout2d(0.3, rng=3), x[:3, :4])
+    with pytest.warns(UserWarning, match=r"read as \(N, C, L\)"):
+        assert drop.eval()(x) is x
+    with pytest.raises(nf.ShapeError, match=r"expected input of shape \(N, C, H, W\)"):
+        nf.Dropout2d(0.5)(np.ones((2, 3, 4, 5, 6)))
+
+
 def test_alpha_dropout_keeps_zero_mean_unit_variance():
     x = np.random.default_rng(0).normal(size=200_000)
     y = nf.AlphaDropout(0.2, rng=4)(x)

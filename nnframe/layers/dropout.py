@@ -8,6 +8,8 @@ the expected activation is unchanged and evaluation mode is the identity.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from nnframe._pytorch_args import check_flag
@@ -134,12 +136,29 @@ class Dropout2d(_ChannelDropout):
         inplace: accepted; the input is never overwritten (see Dropout).
         rng: Generator or int seed for the masks.
 
+    A 3-D input is read as PyTorch 2.x reads it, as (N, C, L) with whole (sample, channel)
+    rows dropped (what Dropout1d does), with PyTorch's UserWarning: PyTorch plans to read it
+    as an unbatched (C, H, W) image in a future release. Use Dropout1d for (N, C, L) inputs.
+
     Shape:
-        input: (N, C, H, W).    output: same as input.
+        input: (N, C, H, W), or (N, C, L) with a warning.    output: same as input.
     """
 
     _ndim = 4
     _layout = "(N, C, H, W)"
+
+    def _input(self, x) -> np.ndarray:
+        x = _DropoutBase._input(self, x)
+        if x.ndim == 3:  # PyTorch's historical rule, in training and evaluation mode alike
+            warnings.warn(
+                f"{self!r}: a 3-D input is read as (N, C, L) and its channels dropped as "
+                "Dropout1d does, as PyTorch does (a future PyTorch reads it as an unbatched "
+                "(C, H, W) image); use Dropout1d for (N, C, L) inputs",
+                UserWarning,
+                stacklevel=4,
+            )
+            return x
+        return super()._input(x)
 
 
 # SELU's negative saturation value: -scale * alpha
