@@ -65,6 +65,16 @@ def check_grad(who, grad_output, expected) -> np.ndarray:
     return grad_output
 
 
+def check_size(who: str, name: str, value, minimum: int = 1) -> int:
+    """A size argument (features, channels, layers): an integer (not a bool) >= ``minimum``,
+    else a TypeError or ValueError naming the argument. Returns it as a Python int."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(expected_got(who, f"{name} to be an integer", repr(value)))
+    rule = "must be > 0" if minimum == 1 else f"must be >= {minimum}"
+    check_hyper(who, name, value, value >= minimum, rule)
+    return int(value)
+
+
 def check_hyper(who: str, name: str, value, ok: bool, rule: str) -> None:
     """Raises a ValueError ``who: invalid name=value (rule)`` unless ``ok``."""
     if not ok:

@@ -246,3 +246,18 @@ def test_fit_casts_safe_dtypes(dtype, seed):
     x = (np.random.default_rng(seed).normal(size=(4, 3)) > 0).astype(dtype)
     history = trainer(mlp(seed % 50)).fit(x, np.array([0, 1, 0, 1]), batch_size=2, verbose=0)
     assert np.isfinite(history["loss"]).all()
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: nf.Dense(2.5, 3), r"^Dense: expected in_features to be an integer, got 2\.5$"),
+        (lambda: nf.Dense(True, 3), r"^Dense: expected in_features to be an integer, got True$"),
+        (lambda: nf.LSTM("a", 3), r"^LSTM: expected input_size to be an integer, got 'a'$"),
+        (lambda: nf.Embedding(3.0, 2), r"^Embedding: expected num_embeddings to be an integer"),
+        (lambda: nf.BatchNorm1d(2.0), r"^BatchNorm1d: expected num_features to be an integer"),
+    ],
+)
+def test_size_arguments_must_be_integers(make, message):
+    with pytest.raises(TypeError, match=message):
+        make()

@@ -14,7 +14,14 @@ import numpy as np
 
 from nnframe._pytorch_args import check_device, check_flag, resolve_dtype
 from nnframe.backend import array_module, random_generator
-from nnframe.errors import ShapeError, as_float_input, check_hyper, expected_got, fmt_shape
+from nnframe.errors import (
+    ShapeError,
+    as_float_input,
+    check_hyper,
+    check_size,
+    expected_got,
+    fmt_shape,
+)
 from nnframe.init import xavier_normal, xavier_uniform
 from nnframe.input_spec import InputSpec
 from nnframe.layers.dense import Dense
@@ -165,8 +172,8 @@ class MultiheadAttention(Module):
         dtype = resolve_dtype(dtype)
         add_bias_kv = check_flag(who, "add_bias_kv", add_bias_kv)
         self.add_zero_attn = check_flag(who, "add_zero_attn", add_zero_attn)
-        check_hyper(who, "embed_dim", embed_dim, embed_dim > 0, "must be > 0")
-        check_hyper(who, "num_heads", num_heads, num_heads > 0, "must be > 0")
+        check_size(who, "embed_dim", embed_dim)
+        check_size(who, "num_heads", num_heads)
         check_hyper(
             who, "num_heads", num_heads, embed_dim % num_heads == 0,
             f"must divide embed_dim={embed_dim}",
@@ -483,7 +490,7 @@ class PositionalEncoding(Module):
     ):
         super().__init__()
         who = "PositionalEncoding"
-        check_hyper(who, "d_model", d_model, d_model > 0, "must be > 0")
+        check_size(who, "d_model", d_model)
         check_hyper(who, "max_len", max_len, max_len > 0, "must be > 0")
         check_hyper(who, "dropout", dropout, 0 <= dropout < 1, "must be in [0, 1)")
         self.d_model = int(d_model)

@@ -8,7 +8,7 @@ import numpy as np
 from scipy import sparse
 
 from nnframe._pytorch_args import check_device, resolve_dtype
-from nnframe.errors import as_float_input, check_hyper
+from nnframe.errors import as_float_input, check_size
 from nnframe.init import default_uniform, make_weight
 from nnframe.input_spec import InputSpec
 from nnframe.module import Module
@@ -79,8 +79,8 @@ class Dense(Module):
         who = "Dense"
         check_device(who, device)
         dtype = resolve_dtype(dtype)
-        check_hyper(who, "in_features", in_features, in_features > 0, "must be > 0")
-        check_hyper(who, "out_features", out_features, out_features > 0, "must be > 0")
+        check_size(who, "in_features", in_features)
+        check_size(who, "out_features", out_features)
         self.in_features = int(in_features)
         self.out_features = int(out_features)
         rng = get_rng(rng)

@@ -15,7 +15,7 @@ from scipy import sparse
 
 from nnframe._pytorch_args import check_device, check_flag, resolve_dtype
 from nnframe.backend import array_module, scatter_add, to_numpy
-from nnframe.errors import ShapeError, check_hyper, expected_got, fmt_shape
+from nnframe.errors import ShapeError, check_hyper, check_size, expected_got, fmt_shape
 from nnframe.module import Module
 from nnframe.parameter import Parameter
 from nnframe.random import get_rng
@@ -195,8 +195,8 @@ class Embedding(Module):
     ):
         super().__init__()
         who = "Embedding"
-        check_hyper(who, "num_embeddings", num_embeddings, num_embeddings > 0, "must be > 0")
-        check_hyper(who, "embedding_dim", embedding_dim, embedding_dim > 0, "must be > 0")
+        check_size(who, "num_embeddings", num_embeddings)
+        check_size(who, "embedding_dim", embedding_dim)
         if max_norm is not None:
             check_hyper(who, "max_norm", max_norm, max_norm > 0, "must be > 0 or None")
         _set_table(
@@ -286,8 +286,8 @@ class EmbeddingBag(Module):
     ):
         super().__init__()
         who = "EmbeddingBag"
-        check_hyper(who, "num_embeddings", num_embeddings, num_embeddings > 0, "must be > 0")
-        check_hyper(who, "embedding_dim", embedding_dim, embedding_dim > 0, "must be > 0")
+        check_size(who, "num_embeddings", num_embeddings)
+        check_size(who, "embedding_dim", embedding_dim)
         check_hyper(
             who, "mode", mode, isinstance(mode, str) and mode in _MODES,
             f"must be one of {_MODES}; PyTorch's order puts scale_grad_by_freq before it",

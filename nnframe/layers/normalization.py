@@ -21,7 +21,14 @@ import numpy as np
 
 from nnframe._pytorch_args import check_device, check_flag, resolve_dtype
 from nnframe.backend import array_module
-from nnframe.errors import ShapeError, as_float_input, check_hyper, expected_got, fmt_shape
+from nnframe.errors import (
+    ShapeError,
+    as_float_input,
+    check_hyper,
+    check_size,
+    expected_got,
+    fmt_shape,
+)
 from nnframe.input_spec import InputSpec
 from nnframe.module import Module
 from nnframe.parameter import Parameter
@@ -76,7 +83,7 @@ class _NormBase(Module):
         check_device(who, device)
         dtype = resolve_dtype(dtype)
         bias = check_flag(who, "bias", bias)
-        check_hyper(who, "num_features", num_features, num_features > 0, "must be > 0")
+        check_size(who, "num_features", num_features)
         check_hyper(who, "eps", eps, eps >= 0, "must be >= 0")
         _check_momentum(who, momentum)
         self.num_features = int(num_features)
@@ -625,8 +632,8 @@ class GroupNorm(Module):
         check_device(who, device)
         dtype = resolve_dtype(dtype)
         bias = check_flag(who, "bias", bias)
-        check_hyper(who, "num_groups", num_groups, num_groups > 0, "must be > 0")
-        check_hyper(who, "num_channels", num_channels, num_channels > 0, "must be > 0")
+        check_size(who, "num_groups", num_groups)
+        check_size(who, "num_channels", num_channels)
         check_hyper(
             who,
             "num_groups",

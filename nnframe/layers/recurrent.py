@@ -25,7 +25,14 @@ import numpy as np
 
 from nnframe._pytorch_args import check_device, resolve_dtype
 from nnframe.backend import array_module, random_generator, to_numpy
-from nnframe.errors import ShapeError, as_float_input, check_hyper, expected_got, fmt_shape
+from nnframe.errors import (
+    ShapeError,
+    as_float_input,
+    check_hyper,
+    check_size,
+    expected_got,
+    fmt_shape,
+)
 from nnframe.init import uniform
 from nnframe.input_spec import InputSpec
 from nnframe.module import Module
@@ -590,9 +597,9 @@ class _RNNBase(Module):
     ):
         super().__init__()
         who = type(self).__name__
-        check_hyper(who, "input_size", input_size, input_size > 0, "must be > 0")
-        check_hyper(who, "hidden_size", hidden_size, hidden_size > 0, "must be > 0")
-        check_hyper(who, "num_layers", num_layers, num_layers > 0, "must be > 0")
+        check_size(who, "input_size", input_size)
+        check_size(who, "hidden_size", hidden_size)
+        check_size(who, "num_layers", num_layers)
         check_hyper(who, "dropout", dropout, 0 <= dropout < 1, "must be in [0, 1)")
         check_hyper(
             who, "proj_size", proj_size, 0 <= proj_size < hidden_size, "must be in [0, hidden_size)"
@@ -1070,8 +1077,8 @@ class _CellBase(Module):
     def __init__(self, mode, input_size, hidden_size, bias, rng, dtype):
         super().__init__()
         who = type(self).__name__
-        check_hyper(who, "input_size", input_size, input_size > 0, "must be > 0")
-        check_hyper(who, "hidden_size", hidden_size, hidden_size > 0, "must be > 0")
+        check_size(who, "input_size", input_size)
+        check_size(who, "hidden_size", hidden_size)
         self.mode = mode
         self.input_size = int(input_size)
         self.hidden_size = int(hidden_size)

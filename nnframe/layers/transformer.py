@@ -9,7 +9,7 @@ import numpy as np
 from nnframe._pytorch_args import check_device, check_flag, resolve_dtype
 from nnframe.activations import GELU, ReLU
 from nnframe.backend import array_module
-from nnframe.errors import check_hyper, expected_got
+from nnframe.errors import check_hyper, check_size, expected_got
 from nnframe.layers.attention import BatchFirstSpec, MultiheadAttention
 from nnframe.layers.dense import Dense
 from nnframe.layers.dropout import Dropout
@@ -85,7 +85,7 @@ class TransformerEncoderLayer(Module):
             activation in ("relu", "gelu"),
             "must be 'relu' or 'gelu'",
         )
-        check_hyper(who, "dim_feedforward", dim_feedforward, dim_feedforward > 0, "must be > 0")
+        check_size(who, "dim_feedforward", dim_feedforward)
         rng = get_rng(rng)
         self.self_attn = MultiheadAttention(
             d_model, nhead, dropout=dropout, bias=bias, batch_first=True, rng=rng, dtype=dtype
@@ -195,7 +195,7 @@ class TransformerEncoder(Module):
         mask_check: bool = True,
     ):
         super().__init__()
-        check_hyper("TransformerEncoder", "num_layers", num_layers, num_layers > 0, "must be > 0")
+        check_size("TransformerEncoder", "num_layers", num_layers)
         # PyTorch's fast-path switches: accepted, no effect (see the docstring)
         self.enable_nested_tensor = check_flag(
             "TransformerEncoder", "enable_nested_tensor", enable_nested_tensor

@@ -13,7 +13,7 @@ import numpy as np
 from nnframe._pytorch_args import check_device, resolve_dtype
 from nnframe.activations import GELU, ReLU
 from nnframe.backend import array_module
-from nnframe.errors import ShapeError, check_hyper, expected_got, fmt_shape
+from nnframe.errors import ShapeError, check_hyper, check_size, expected_got, fmt_shape
 from nnframe.init import xavier_uniform
 from nnframe.layers.attention import BatchFirstSpec, MultiheadAttention
 from nnframe.layers.dense import Dense
@@ -151,7 +151,7 @@ class TransformerDecoderLayer(Module):
     ):
         super().__init__()
         who = "TransformerDecoderLayer"
-        check_hyper(who, "dim_feedforward", dim_feedforward, dim_feedforward > 0, "must be > 0")
+        check_size(who, "dim_feedforward", dim_feedforward)
         check_device(who, device)
         dtype = resolve_dtype(dtype)
         rng = get_rng(rng)
