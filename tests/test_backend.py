@@ -492,6 +492,7 @@ LAYERS = {
     "AdaptiveMaxPool3d": (lambda: nf.AdaptiveMaxPool3d(2), lambda: (r(2, 1, 3, 4, 4),)),
     "LPPool1d": (lambda: nf.LPPool1d(2, 3, stride=2), lambda: (r(2, 3, 7),)),
     "LPPool2d": (lambda: nf.LPPool2d(1.5, 2), lambda: (np.abs(r(2, 2, 4, 5)) + 0.1,)),
+    "LPPool3d": (lambda: nf.LPPool3d(2, (1, 2, 2)), lambda: (r(2, 2, 3, 4, 5),)),
     "Fold": (lambda: nf.Fold((4, 5), 2, stride=(1, 2)), lambda: (r(2, 8, 6),)),
     "Unfold": (lambda: nf.Unfold(2, padding=1, dilation=(1, 2)), lambda: (r(2, 2, 4, 4),)),
     "PixelShuffle": (lambda: nf.PixelShuffle(2), lambda: (r(2, 8, 2, 3),)),

@@ -84,6 +84,7 @@ EXAMPLES = {
     "AdaptiveMaxPool3d": lambda: nf.AdaptiveMaxPool3d(2),
     "LPPool1d": lambda: nf.LPPool1d(2, 3, 2),
     "LPPool2d": lambda: nf.LPPool2d(1.5, (2, 3), ceil_mode=True),
+    "LPPool3d": lambda: nf.LPPool3d(3, (1, 2, 3), (1, 2, 1)),
     "MaxUnpool1d": lambda: nf.MaxUnpool1d(3, stride=2, padding=1),
     "MaxUnpool2d": lambda: nf.MaxUnpool2d((2, 3), stride=(1, 2)),
     "PixelShuffle": lambda: nf.PixelShuffle(2),

@@ -1,4 +1,4 @@
-"""The layers of issue 14: 3-D pooling, LPPool1d/2d, ConvTranspose3d, PixelShuffle,
+"""The layers of issue 14: 3-D pooling, LPPool1d/2d/3d, ConvTranspose3d, PixelShuffle,
 PixelUnshuffle, ChannelShuffle, Fold, Unfold, Bilinear, CosineSimilarity, PairwiseDistance,
 Upsample's bicubic/trilinear/linear modes and Linear. Gradient checks under drawn shapes (empty
 batches included), float64 parity with PyTorch (same weights; outputs and every gradient),
@@ -21,6 +21,7 @@ CHECKED_MODULES = [
     nf.AdaptiveMaxPool3d,
     nf.LPPool1d,
     nf.LPPool2d,
+    nf.LPPool3d,
     nf.ConvTranspose3d,
     nf.PixelShuffle,
     nf.PixelUnshuffle,
@@ -165,19 +166,20 @@ def test_pool3d_unbatched_and_global():
 # ------------------------------------------------------------------------ LPPool
 @given(
     seed=seeds,
-    dims=st.sampled_from([1, 2]),
+    dims=st.sampled_from([1, 2, 3]),
     p=st.sampled_from([1.0, 2.0, 3.0, 1.5]),
     ceil_mode=st.booleans(),
     n=st.integers(0, 2),
     data=st.data(),
 )
 def test_lp_pool_parity_and_gradcheck(seed, dims, p, ceil_mode, n, data):
-    kernel = tuple(data.draw(st.integers(1, 3)) for _ in range(dims))
-    stride = data.draw(st.one_of(st.none(), st.tuples(*[st.integers(1, 3)] * dims)))
-    size = tuple(data.draw(st.integers(k, k + 3)) for k in kernel)
+    top = 3 if dims < 3 else 2  # 3-D: smaller windows and volumes keep the check quick
+    kernel = tuple(data.draw(st.integers(1, top)) for _ in range(dims))
+    stride = data.draw(st.one_of(st.none(), st.tuples(*[st.integers(1, top)] * dims)))
+    size = tuple(data.draw(st.integers(k, k + top)) for k in kernel)
     # positive inputs: a fractional power of a negative window sum is NaN (in PyTorch too)
     x = np.random.default_rng(seed).uniform(0.5, 2.0, size=(n, 2, *size))
-    cls = nf.LPPool1d if dims == 1 else nf.LPPool2d
+    cls = (nf.LPPool1d, nf.LPPool2d, nf.LPPool3d)[dims - 1]
     if dims == 1:  # PyTorch's LPPool1d takes ints only
         kernel, stride = kernel[0], None if stride is None else stride[0]
     args = (p, kernel, stride, ceil_mode)
@@ -195,6 +197,21 @@ def test_lp_pool_example_and_errors():
     parity(
         nf.LPPool2d(2, 2), torch.nn.LPPool2d(2, 2), np.random.default_rng(0).normal(size=(3, 4, 6))
     )
+
+
+def test_lp_pool3d_example_unbatched_and_errors():
+    np.testing.assert_allclose(nf.LPPool3d(2, 2)(np.full((1, 1, 2, 2, 2), 0.5)), [[[[[2**0.5]]]]])
+    x = np.random.default_rng(1).uniform(0.5, 2.0, size=(3, 4, 5, 6))  # unbatched (C, D, H, W)
+    args = (1.5, (2, 3, 2), (1, 2, 2), True)
+    parity(nf.LPPool3d(*args), torch.nn.LPPool3d(*args), x)
+    assert nf.LPPool3d(*args)(x).shape == torch.nn.LPPool3d(*args)(torch.tensor(x)).shape
+    check(nf.LPPool3d(2, 2), np.ones((0, 2, 2, 3, 4)))  # an empty batch
+    with pytest.raises(ValueError, match=r"LPPool3d: invalid norm_type=-1"):
+        nf.LPPool3d(-1, 2)
+    with pytest.raises(
+        nf.ShapeError, match=r"LPPool3d\(.*\): expected input of shape \(N, C, D, H, W\)"
+    ):
+        nf.LPPool3d(2, 2)(np.ones((2, 3, 4)))
 
 
 # ------------------------------------------------------------------------ ConvTranspose3d

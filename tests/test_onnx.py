@@ -226,6 +226,7 @@ LAYERS = [
     ("adaptive_max3d_uneven", lambda: nf.AdaptiveMaxPool3d((2, 2, 3)), floats(2, 5, 3, 4)),
     ("lppool1d_ceil", lambda: nf.LPPool1d(2, 3, 2, ceil_mode=True), lambda n, rng: rng.uniform(0.5, 2, size=(n, 2, 8)).astype(np.float32)),
     ("lppool2d_p3", lambda: nf.LPPool2d(3, (2, 3), (2, 1)), lambda n, rng: rng.uniform(0.5, 2, size=(n, 2, 5, 6)).astype(np.float32)),
+    ("lppool3d_ceil", lambda: nf.LPPool3d(1.5, (2, 1, 3), (1, 2, 2), ceil_mode=True), lambda n, rng: rng.uniform(0.5, 2, size=(n, 2, 3, 4, 6)).astype(np.float32)),
     ("maxpool1d_indices", lambda: nf.MaxPool1d(3, 2, 1, dilation=2, return_indices=True, ceil_mode=True), floats(3, 9)),
     ("maxpool2d_indices", lambda: nf.MaxPool2d((2, 3), (2, 1), (1, 0), return_indices=True, ceil_mode=True), floats(3, 5, 6)),
     ("maxpool3d_indices", lambda: nf.MaxPool3d(2, (1, 2, 2), 1, return_indices=True), floats(2, 3, 4, 5)),

@@ -1,5 +1,5 @@
 """Pooling: MaxPool1d/2d/3d, AvgPool1d/2d/3d, AdaptiveMaxPool1d/2d/3d, AdaptiveAvgPool1d/2d/3d
-and LPPool1d/2d.
+and LPPool1d/2d/3d.
 
 Window pooling loops over the kernel offsets (prod(kernel) strided passes over the output, as
 col2im does), so no window copy of the input is ever built:
@@ -814,3 +814,20 @@ class LPPool2d(_LPPoolNd):
 
     _n = 2
     input_spec = InputSpec(("N", "C", *spatial_names(2)))
+
+
+class LPPool3d(_LPPoolNd):
+    """Power-average pooling over ``(N, C, D, H, W)`` volumes; the arguments of
+    :class:`LPPool1d`, each an int or a triple.
+
+    Shape:
+        input: (N, C, D, H, W) or (C, D, H, W).    output: (N, C, D_out, H_out, W_out).
+
+    Example:
+        >>> import numpy as np, nnframe as nf
+        >>> nf.LPPool3d(2, 2)(np.full((1, 1, 2, 2, 2), 0.5))
+        array([[[[[1.41421356]]]]])
+    """
+
+    _n = 3
+    input_spec = InputSpec(("N", "C", *spatial_names(3)))

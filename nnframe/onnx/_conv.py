@@ -253,6 +253,7 @@ def adaptive_max_pool(ctx, m, x):
 # ---------------------------------------------------------------------------------- power-average pooling
 @register_exporter(nf.LPPool1d)
 @register_exporter(nf.LPPool2d)
+@register_exporter(nf.LPPool3d)
 def lp_pool(ctx, m, x):
     """(window average of x^p, padded for ceil_mode) times kernel / count, to the 1/p."""
     out, pads = _geometry(m, x.shape[2:])
