@@ -24,7 +24,7 @@ def worker(steps: int) -> None:
     import numpy as np
 
     import nnframe as nf
-    from nnframe.distributed import DataParallel, get_communicator
+    from nnframe.training.distributed import DataParallel, get_communicator
 
     comm = get_communicator()
     rng = np.random.default_rng(comm.rank)

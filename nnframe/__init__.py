@@ -3,20 +3,26 @@
 The public API is exactly ``__all__`` (pinned by tests/test_api.py).
 """
 
-from nnframe import (
-    anomaly,
-    callbacks,
-    data,
-    datasets,
-    distributed,
-    hooks,
-    init,
-    metrics,
-    optim,
-    serialization,
-)
+import sys
+
+from nnframe import optim
 from nnframe._version import __version__ as __version__
-from nnframe.activations import (
+from nnframe.core import hooks
+from nnframe.core.errors import AnomalyError, GradcheckError, ModelFormatError, ShapeError
+from nnframe.core.hooks import enable_grad, is_grad_enabled, no_grad
+from nnframe.core.module import Module, StateDictError
+from nnframe.core.parameter import Parameter
+from nnframe.core.random import default_rng, manual_seed
+from nnframe.debug import anomaly
+from nnframe.debug.anomaly import detect_anomaly, set_detect_anomaly
+from nnframe.debug.gradcheck import check_loss, check_module
+from nnframe.debug.summary import Summary, summary
+from nnframe.io import serialization
+from nnframe.io.config import from_config, get_config, register_layer
+from nnframe.io.schema import SchemaError
+from nnframe.io.serialization import load, load_weights, save, save_weights
+from nnframe.layers import init
+from nnframe.layers.activations import (
     CELU,
     ELU,
     GELU,
@@ -46,23 +52,9 @@ from nnframe.activations import (
     Tanhshrink,
     Threshold,
 )
-from nnframe.anomaly import detect_anomaly, set_detect_anomaly
-from nnframe.checkpoint import (
-    Checkpoint,
-    TrainingCheckpoint,
-    latest_checkpoint,
-    load_checkpoint,
-    save_checkpoint,
-)
-from nnframe.clip import clip_grad_norm_, clip_grad_value_
-from nnframe.config import from_config, get_config, register_layer
-from nnframe.containers import Add, Concat, ModuleDict, ModuleList, Residual, Sequential
-from nnframe.errors import AnomalyError, GradcheckError, ModelFormatError, ShapeError
-from nnframe.gradcheck import check_loss, check_module
-from nnframe.graph import Input, Model
-from nnframe.hooks import enable_grad, is_grad_enabled, no_grad
 from nnframe.layers.attention import MultiheadAttention, PositionalEncoding
 from nnframe.layers.bilinear import Bilinear
+from nnframe.layers.containers import Add, Concat, ModuleDict, ModuleList, Residual, Sequential
 from nnframe.layers.conv import (
     Conv1d,
     Conv2d,
@@ -76,6 +68,30 @@ from nnframe.layers.distance import CosineSimilarity, PairwiseDistance
 from nnframe.layers.dropout import AlphaDropout, Dropout, Dropout1d, Dropout2d
 from nnframe.layers.embedding import Embedding, EmbeddingBag
 from nnframe.layers.fold import Fold, Unfold
+from nnframe.layers.graph import Input, Model
+from nnframe.layers.losses import (
+    BCELoss,
+    BCEWithLogitsLoss,
+    CosineEmbeddingLoss,
+    CrossEntropyLoss,
+    GaussianNLLLoss,
+    HingeEmbeddingLoss,
+    HuberLoss,
+    KLDivLoss,
+    L1Loss,
+    Loss,
+    MarginRankingLoss,
+    MSELoss,
+    MultiLabelMarginLoss,
+    MultiLabelSoftMarginLoss,
+    MultiMarginLoss,
+    NLLLoss,
+    PoissonNLLLoss,
+    SmoothL1Loss,
+    SoftMarginLoss,
+    TripletMarginLoss,
+)
+from nnframe.layers.losses_ctc import CTCLoss
 from nnframe.layers.merge import (
     Average,
     Concatenate,
@@ -123,37 +139,17 @@ from nnframe.layers.transformer_decoder import (
     TransformerDecoderLayer,
 )
 from nnframe.layers.unpool import MaxUnpool1d, MaxUnpool2d
-from nnframe.losses import (
-    BCELoss,
-    BCEWithLogitsLoss,
-    CosineEmbeddingLoss,
-    CrossEntropyLoss,
-    GaussianNLLLoss,
-    HingeEmbeddingLoss,
-    HuberLoss,
-    KLDivLoss,
-    L1Loss,
-    Loss,
-    MarginRankingLoss,
-    MSELoss,
-    MultiLabelMarginLoss,
-    MultiLabelSoftMarginLoss,
-    MultiMarginLoss,
-    NLLLoss,
-    PoissonNLLLoss,
-    SmoothL1Loss,
-    SoftMarginLoss,
-    TripletMarginLoss,
+from nnframe.optim.clip import clip_grad_norm_, clip_grad_value_
+from nnframe.training import callbacks, data, datasets, distributed, metrics
+from nnframe.training.checkpoint import (
+    Checkpoint,
+    TrainingCheckpoint,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
 )
-from nnframe.losses_ctc import CTCLoss
-from nnframe.module import Module, StateDictError
-from nnframe.parameter import Parameter
-from nnframe.random import default_rng, manual_seed
-from nnframe.schema import SchemaError
-from nnframe.serialization import load, load_weights, save, save_weights
-from nnframe.summary import Summary, summary
-from nnframe.tensorboard import TensorBoard
-from nnframe.training import History, Trainer, TrainerState
+from nnframe.training.tensorboard import TensorBoard
+from nnframe.training.trainer import History, Trainer, TrainerState
 
 __all__ = [
     # core
@@ -345,3 +341,15 @@ __all__ = [
     # many processes
     "distributed",
 ]
+
+# The public submodules keep their import paths (`import nnframe.metrics`, `from nnframe.callbacks
+# import EarlyStopping`) after moving into the architecture's folders.
+sys.modules["nnframe.anomaly"] = anomaly
+sys.modules["nnframe.callbacks"] = callbacks
+sys.modules["nnframe.data"] = data
+sys.modules["nnframe.datasets"] = datasets
+sys.modules["nnframe.distributed"] = distributed
+sys.modules["nnframe.hooks"] = hooks
+sys.modules["nnframe.init"] = init
+sys.modules["nnframe.metrics"] = metrics
+sys.modules["nnframe.serialization"] = serialization

@@ -20,7 +20,7 @@ import warnings
 
 import numpy as np
 
-from nnframe.errors import expected_got
+from nnframe.core.errors import expected_got
 
 
 def check_device(who: str, device) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nnframe.backend import array_module
+from nnframe.core.backend import array_module
 
 __all__ = ["sigmoid", "softplus", "log_sigmoid", "softmax", "log_softmax"]
 

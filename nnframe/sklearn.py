@@ -44,15 +44,15 @@ from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
-from nnframe.activations import ReLU
-from nnframe.containers import Sequential
-from nnframe.errors import check_hyper
+from nnframe.core.errors import check_hyper
+from nnframe.core.module import InitRecord, Module
+from nnframe.core.random import get_rng
+from nnframe.layers.activations import ReLU
+from nnframe.layers.containers import Sequential
 from nnframe.layers.dense import Dense
-from nnframe.losses import CrossEntropyLoss, Loss, MSELoss
-from nnframe.module import InitRecord, Module
+from nnframe.layers.losses import CrossEntropyLoss, Loss, MSELoss
 from nnframe.optim import Adam
-from nnframe.random import get_rng
-from nnframe.training import History, Trainer
+from nnframe.training.trainer import History, Trainer
 
 try:
     from sklearn.utils.validation import validate_data as _validate_data

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 
 import nnframe as nf
-from nnframe.distributed import MPICommunicator
+from nnframe.training.distributed import MPICommunicator
 
 
 def two_input_model():

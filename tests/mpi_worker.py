@@ -10,8 +10,8 @@ import sys
 import numpy as np
 
 import nnframe as nf
-from nnframe.callbacks import CSVLogger, EarlyStopping, LambdaCallback, ModelCheckpoint
-from nnframe.distributed import DataParallel, DistributedSampler, MPICommunicator
+from nnframe.training.callbacks import CSVLogger, EarlyStopping, LambdaCallback, ModelCheckpoint
+from nnframe.training.distributed import DataParallel, DistributedSampler, MPICommunicator
 
 
 def mlp(rng, hidden=6):

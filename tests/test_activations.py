@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from scipy import special
 
 import nnframe as nf
-from nnframe import activations as A
+from nnframe.layers import activations as A
 from tests.strategies import normal_array, seeds, small
 
 CHECKED_MODULES = [

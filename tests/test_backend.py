@@ -18,8 +18,8 @@ import pytest
 from numpy.lib.stride_tricks import as_strided as np_as_strided
 
 import nnframe as nf
-from nnframe import backend
-from nnframe.backend import array_module
+from nnframe.core import backend
+from nnframe.core.backend import array_module
 
 CHECKED_MODULES: list = []  # a dispatch test, not a gradient check
 

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import nnframe as nf
-from nnframe import callbacks as C
+from nnframe.training import callbacks as C
 from tests.strategies import seeds
 
 CHECKED_MODULES = []  # no Module or Loss here

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import nnframe as nf
-from nnframe.serialization import load_file
+from nnframe.io.serialization import load_file
 
 CHECKED_MODULES = []
 
@@ -143,7 +143,7 @@ def test_load_checkpoint_of_a_model_file_is_a_clear_error(tmp_path):
 
 
 def test_malformed_checkpoint_state_is_a_model_format_error(tmp_path):
-    from nnframe.serialization import save_file
+    from nnframe.io.serialization import save_file
 
     for state, message in [
         ("{", "not valid JSON"),
@@ -546,11 +546,11 @@ def test_a_crafted_callback_state_is_refused_and_changes_nothing(tmp_path, state
     if isinstance(state.get("state_dict"), dict):
         inner = {k: (str(victim) if v == "VICTIM" else v) for k, v in state["state_dict"].items()}
         state = {"state_dict": inner}
-    nf.checkpoint.save_checkpoint(ckpt, mlp(1), epoch=1, callbacks=[_Crafted(state)])
+    nf.training.checkpoint.save_checkpoint(ckpt, mlp(1), epoch=1, callbacks=[_Crafted(state)])
     cb = nf.callbacks.ModelCheckpoint(tmp_path / "m.safetensors", monitor="loss")
     before = model.state_dict()
     trainer = nf.Trainer(model, nf.CrossEntropyLoss(), opt)
-    with pytest.raises(nf.schema.SchemaError, match="ModelCheckpoint.load_state_dict"):
+    with pytest.raises(nf.io.schema.SchemaError, match="ModelCheckpoint.load_state_dict"):
         trainer.fit(x, y, epochs=2, verbose=0, callbacks=[cb], resume_from=ckpt)
     assert victim.read_text() == "precious"
     assert cb.path == str(tmp_path / "m.safetensors") and callable(cb.on_epoch_end)
@@ -564,8 +564,8 @@ def test_a_legacy_callback_state_restores_only_declared_fields(tmp_path, monkeyp
     model, opt, x, y = _fit_parts(tmp_path)
     ckpt = tmp_path / "c.safetensors"
     legacy = {"attrs": {"path": str(victim), "on_epoch_end": "x", "best": 0.5}, "objects": {}}
-    monkeypatch.setattr(nf.checkpoint, "callback_state", lambda cb: legacy)
-    nf.checkpoint.save_checkpoint(ckpt, model, opt, epoch=1, callbacks=[object()])
+    monkeypatch.setattr(nf.training.checkpoint, "callback_state", lambda cb: legacy)
+    nf.training.checkpoint.save_checkpoint(ckpt, model, opt, epoch=1, callbacks=[object()])
     monkeypatch.undo()
     cb = nf.callbacks.ModelCheckpoint(tmp_path / "m.safetensors", monitor="loss")
     nf.Trainer(model, nf.CrossEntropyLoss(), opt).fit(
@@ -587,6 +587,6 @@ def test_callback_state_round_trips_only_declared_fields():
     other = nf.callbacks.EarlyStopping(monitor="loss")
     other.load_state_dict(state)
     assert other.best == 0.25 and other.wait == 3 and not hasattr(other, "secret")
-    with pytest.raises(nf.schema.SchemaError, match=r"EarlyStopping.load_state_dict: wait"):
+    with pytest.raises(nf.io.schema.SchemaError, match=r"EarlyStopping.load_state_dict: wait"):
         other.load_state_dict({"wait": -1, "best": 9.0})
     assert other.best == 0.25  # all or nothing

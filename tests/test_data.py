@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from scipy import sparse
 
 import nnframe as nf
-from nnframe.data import (
+from nnframe.training.data import (
     ArrayDataset,
     DataLoader,
     Standardizer,

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nnframe import datasets as D
+from nnframe.training import datasets as D
 from tests.strategies import seeds
 
 CHECKED_MODULES = []  # no Module or Loss here

@@ -17,8 +17,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import nnframe as nf
-from nnframe.data import ArrayDataset, DataLoader
-from nnframe.distributed import (
+from nnframe.training.data import ArrayDataset, DataLoader
+from nnframe.training.distributed import (
     DataParallel,
     DistributedSampler,
     LocalCommunicator,
@@ -27,7 +27,7 @@ from nnframe.distributed import (
     reduce_sums,
     shard_for_evaluation,
 )
-from nnframe.metrics import get as get_metric
+from nnframe.training.metrics import get as get_metric
 from tests.strategies import seeds
 
 WORKER = pathlib.Path(__file__).with_name("mpi_worker.py")

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import nnframe as nf
-from nnframe.serialization import load_file
+from nnframe.io.serialization import load_file
 
 CHECKED_MODULES = []
 
@@ -114,7 +114,7 @@ _CONFIG = st.recursive(
 
 @given(config=_CONFIG, state=_JSON)
 def test_hostile_configs_and_states_with_valid_checksums(config, state, tmp_path_factory):
-    from nnframe.serialization import save_file
+    from nnframe.io.serialization import save_file
 
     path = tmp_path_factory.getbasetemp() / "hostile.safetensors"
     meta = {

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import nnframe as nf
-from nnframe.graph_training import MultiLoss
+from nnframe.training.graph_training import MultiLoss
 
 torch = pytest.importorskip("torch")
 TOL = dict(rtol=1e-10, atol=1e-10)

@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import nnframe as nf
-from nnframe.serialization import load_file, save_file
+from nnframe.io.serialization import load_file, save_file
 
 # ---------------------------------------------------------------------- helpers
 json_scalars = st.one_of(

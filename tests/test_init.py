@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import nnframe as nf
-from nnframe import init
+from nnframe.layers import init
 from tests.strategies import seeds
 
 CHECKED_MODULES: list = []  # no Module or Loss here

@@ -10,7 +10,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import nnframe as nf
-from nnframe.losses import log_softmax
+from nnframe.layers.losses import log_softmax
 from tests.strategies import normal_array, seeds
 
 CHECKED_MODULES = [

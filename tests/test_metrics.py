@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import nnframe as nf
-from nnframe import metrics as M
+from nnframe.training import metrics as M
 
 CHECKED_MODULES = []  # no Module or Loss here
 
@@ -330,7 +330,7 @@ class _Rank:
 @quiet
 @given(data=classification(min_n=1, max_n=30), split=st.integers(0, 30))
 def test_every_metric_merges_over_ranks_like_one_process(data, split):
-    from nnframe.distributed import reduce_sums
+    from nnframe.training.distributed import reduce_sums
 
     y_true, scores, w, _ = data
     probs = softmax(scores)

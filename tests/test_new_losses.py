@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import nnframe as nf
-from nnframe.losses import log_softmax
+from nnframe.layers.losses import log_softmax
 from tests.strategies import seeds
 
 torch = pytest.importorskip("torch")

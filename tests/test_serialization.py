@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 
 import nnframe as nf
-from nnframe.serialization import FORMAT_VERSION, load_file, save_file
+from nnframe.io.serialization import FORMAT_VERSION, load_file, save_file
 from tests.strategies import seeds
 
 CHECKED_MODULES = []
@@ -460,7 +460,7 @@ def test_a_255_byte_file_name_can_be_saved(tmp_path):
 
 def test_a_successful_save_removes_stale_temporaries_of_killed_saves(tmp_path):
     # issue 15 defect 8: 15 stale temporaries of killed saves held 2 GB
-    from nnframe import serialization as ser
+    from nnframe.io import serialization as ser
 
     target = tmp_path / "ckpt.safetensors"
     prefix = ser._temp_prefix(target.name, str(tmp_path))
@@ -489,7 +489,7 @@ def test_killed_saves_leave_no_temporaries_after_the_next_save(tmp_path):
 
     target = tmp_path / "big.safetensors"
     code = (
-        "import numpy as np, sys; from nnframe.serialization import save_file;"
+        "import numpy as np, sys; from nnframe.io.serialization import save_file;"
         "save_file({'a': np.zeros(60_000_000, np.float32)}, sys.argv[1])"
     )
     for _ in range(2):

@@ -225,7 +225,7 @@ def test_partial_fit_goes_on_training():
 
 
 def test_validation_split_callbacks_and_loss_options():
-    from nnframe import callbacks
+    from nnframe.training import callbacks
 
     X, y = _blobs()
     X = X / 50.0

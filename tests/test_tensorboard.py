@@ -11,7 +11,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 import nnframe as nf
-from nnframe import callbacks
+from nnframe.training import callbacks
 
 
 def _load(log_dir) -> EventAccumulator:

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from scipy import sparse
 
 import nnframe as nf
-from nnframe.callbacks import LambdaCallback
-from nnframe.data import ArrayDataset, DataLoader
+from nnframe.training.callbacks import LambdaCallback
+from nnframe.training.data import ArrayDataset, DataLoader
 from tests.strategies import seeds
 
 CHECKED_MODULES = []  # no Module or Loss here

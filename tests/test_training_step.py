@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import nnframe as nf
-from nnframe import callbacks as C
-from nnframe.checkpoint import load_checkpoint
+from nnframe.training import callbacks as C
+from nnframe.training.checkpoint import load_checkpoint
 
 
 def mlp(seed=0, d_in=3, hidden=8, out=3):
@@ -262,7 +262,7 @@ def test_a_wide_terminal_shows_the_bar_only(monkeypatch, capsys):
 
 
 def test_a_notebook_gets_a_bar_and_one_line_per_epoch(monkeypatch, capsys):
-    import nnframe.training as training
+    import nnframe.training.trainer as training
 
     monkeypatch.setattr(training, "_in_notebook", lambda: True)
     fit_with_validation()

@@ -17,7 +17,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from nnframe.backend import array_module, as_strided
+from nnframe.core.backend import array_module, as_strided
 
 # PyTorch's padding_mode -> numpy.pad's mode
 PAD_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}

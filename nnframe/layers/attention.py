@@ -13,8 +13,8 @@ import math
 import numpy as np
 
 from nnframe._pytorch_args import check_device, check_flag, resolve_dtype
-from nnframe.backend import array_module, random_generator
-from nnframe.errors import (
+from nnframe.core.backend import array_module, random_generator
+from nnframe.core.errors import (
     ShapeError,
     as_float_input,
     check_hyper,
@@ -22,12 +22,12 @@ from nnframe.errors import (
     expected_got,
     fmt_shape,
 )
-from nnframe.init import xavier_normal, xavier_uniform
-from nnframe.input_spec import InputSpec
+from nnframe.core.input_spec import InputSpec
+from nnframe.core.module import Module
+from nnframe.core.parameter import Parameter
+from nnframe.core.random import get_rng
 from nnframe.layers.dense import Dense
-from nnframe.module import Module
-from nnframe.parameter import Parameter
-from nnframe.random import get_rng
+from nnframe.layers.init import xavier_normal, xavier_uniform
 
 
 def masked_softmax(scores: np.ndarray) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from nnframe._pytorch_args import check_device, resolve_dtype
-from nnframe.errors import (
+from nnframe.core.errors import (
     ShapeError,
     as_float_input,
     check_grad,
@@ -13,11 +13,11 @@ from nnframe.errors import (
     expected_got,
     fmt_shape,
 )
-from nnframe.init import default_uniform, make_weight
-from nnframe.input_spec import InputSpec
-from nnframe.module import Module
-from nnframe.parameter import Parameter
-from nnframe.random import get_rng
+from nnframe.core.input_spec import InputSpec
+from nnframe.core.module import Module
+from nnframe.core.parameter import Parameter
+from nnframe.core.random import get_rng
+from nnframe.layers.init import default_uniform, make_weight
 
 
 class _PairSpec(InputSpec):

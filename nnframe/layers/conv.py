@@ -29,8 +29,8 @@ from __future__ import annotations
 import numpy as np
 
 from nnframe._pytorch_args import check_device, resolve_dtype
-from nnframe.backend import array_module
-from nnframe.errors import (
+from nnframe.core.backend import array_module
+from nnframe.core.errors import (
     ShapeError,
     as_float_input,
     check_grad,
@@ -38,8 +38,10 @@ from nnframe.errors import (
     expected_got,
     fmt_shape,
 )
-from nnframe.init import default_uniform, make_weight
-from nnframe.input_spec import InputSpec
+from nnframe.core.input_spec import InputSpec
+from nnframe.core.module import Module
+from nnframe.core.parameter import Parameter
+from nnframe.core.random import get_rng
 from nnframe.layers._im2col import (
     PAD_MODES,
     col2im,
@@ -51,9 +53,7 @@ from nnframe.layers._im2col import (
     unpad,
     windows,
 )
-from nnframe.module import Module
-from nnframe.parameter import Parameter
-from nnframe.random import get_rng
+from nnframe.layers.init import default_uniform, make_weight
 
 
 def _positive_int(who: str, name: str, value) -> int:

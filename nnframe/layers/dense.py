@@ -8,12 +8,12 @@ import numpy as np
 from scipy import sparse
 
 from nnframe._pytorch_args import check_device, resolve_dtype
-from nnframe.errors import as_float_input, check_size
-from nnframe.init import default_uniform, make_weight
-from nnframe.input_spec import InputSpec
-from nnframe.module import Module
-from nnframe.parameter import Parameter
-from nnframe.random import get_rng
+from nnframe.core.errors import as_float_input, check_size
+from nnframe.core.input_spec import InputSpec
+from nnframe.core.module import Module
+from nnframe.core.parameter import Parameter
+from nnframe.core.random import get_rng
+from nnframe.layers.init import default_uniform, make_weight
 
 # dL/dW of a large layer is computed into a per-thread scratch buffer, reused from call to call,
 # then added to the gradient: a fresh array of 32 MB or more is a new memory mapping every

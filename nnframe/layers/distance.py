@@ -10,17 +10,21 @@ import numbers
 
 import numpy as np
 
-from nnframe.backend import array_module
-from nnframe.errors import ShapeError, as_float_input, check_hyper, expected_got, fmt_shape
-from nnframe.losses import pnorm, pnorm_grad
-from nnframe.module import Module
+from nnframe.core.backend import array_module
+from nnframe.core.errors import ShapeError, as_float_input, check_hyper, expected_got, fmt_shape
+from nnframe.core.module import Module
+from nnframe.layers.losses import pnorm, pnorm_grad
 
 
 def _pair(who, x1, x2):
     """Both inputs as float arrays of one dtype, and their broadcast shape."""
     xm = array_module(x1, x2)
     a, b = xm.asarray(x1), xm.asarray(x2)
-    dtype = np.result_type(a.dtype, b.dtype) if a.dtype.kind == "f" or b.dtype.kind == "f" else np.float32
+    dtype = (
+        np.result_type(a.dtype, b.dtype)
+        if a.dtype.kind == "f" or b.dtype.kind == "f"
+        else np.float32
+    )
     a, b = as_float_input(who, a, np.dtype(dtype)), as_float_input(who, b, np.dtype(dtype))
     try:
         shape = np.broadcast_shapes(a.shape, b.shape)

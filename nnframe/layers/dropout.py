@@ -13,11 +13,11 @@ import warnings
 import numpy as np
 
 from nnframe._pytorch_args import check_flag
-from nnframe.backend import array_module, random_generator
-from nnframe.errors import ShapeError, as_float_input, check_hyper, expected_got, fmt_shape
-from nnframe.input_spec import InputSpec
-from nnframe.module import Module
-from nnframe.random import get_rng
+from nnframe.core.backend import array_module, random_generator
+from nnframe.core.errors import ShapeError, as_float_input, check_hyper, expected_got, fmt_shape
+from nnframe.core.input_spec import InputSpec
+from nnframe.core.module import Module
+from nnframe.core.random import get_rng
 
 
 class _DropoutBase(Module):

@@ -14,11 +14,11 @@ import numpy as np
 from scipy import sparse
 
 from nnframe._pytorch_args import check_device, check_flag, resolve_dtype
-from nnframe.backend import array_module, scatter_add, to_numpy
-from nnframe.errors import ShapeError, check_hyper, check_size, expected_got, fmt_shape
-from nnframe.module import Module
-from nnframe.parameter import Parameter
-from nnframe.random import get_rng
+from nnframe.core.backend import array_module, scatter_add, to_numpy
+from nnframe.core.errors import ShapeError, check_hyper, check_size, expected_got, fmt_shape
+from nnframe.core.module import Module
+from nnframe.core.parameter import Parameter
+from nnframe.core.random import get_rng
 
 
 def scatter_rows(num_rows: int, index: np.ndarray, rows: np.ndarray, scale=None) -> np.ndarray:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from nnframe.backend import array_module
-from nnframe.errors import ShapeError, as_float_input, check_grad, expected_got, fmt_shape
-from nnframe.input_spec import InputSpec
+from nnframe.core.backend import array_module
+from nnframe.core.errors import ShapeError, as_float_input, check_grad, expected_got, fmt_shape
+from nnframe.core.input_spec import InputSpec
+from nnframe.core.module import Module
 from nnframe.layers._im2col import col2im, conv_out_size, im2col, ntuple, pad, unpad
-from nnframe.module import Module
 
 
 def _float(who, x) -> np.ndarray:

@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from nnframe.backend import array_module, to_numpy
-from nnframe.errors import ShapeError, check_hyper, expected_got, fmt_shape
-from nnframe.module import Module
+from nnframe.core.backend import array_module, to_numpy
+from nnframe.core.errors import ShapeError, check_hyper, expected_got, fmt_shape
+from nnframe.core.module import Module
 
 __all__ = [
     "Average",

@@ -20,8 +20,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from nnframe._pytorch_args import check_device, check_flag, resolve_dtype
-from nnframe.backend import array_module
-from nnframe.errors import (
+from nnframe.core.backend import array_module
+from nnframe.core.errors import (
     ShapeError,
     as_float_input,
     check_hyper,
@@ -29,9 +29,9 @@ from nnframe.errors import (
     expected_got,
     fmt_shape,
 )
-from nnframe.input_spec import InputSpec
-from nnframe.module import Module
-from nnframe.parameter import Parameter
+from nnframe.core.input_spec import InputSpec
+from nnframe.core.module import Module
+from nnframe.core.parameter import Parameter
 
 
 def _normalize(x: np.ndarray, axes: tuple[int, ...], eps: float):

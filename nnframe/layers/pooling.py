@@ -22,9 +22,10 @@ from __future__ import annotations
 import numpy as np
 
 from nnframe._pytorch_args import check_flag
-from nnframe.backend import array_module
-from nnframe.errors import ShapeError, check_grad, check_hyper, expected_got, fmt_shape
-from nnframe.input_spec import InputSpec
+from nnframe.core.backend import array_module
+from nnframe.core.errors import ShapeError, check_grad, check_hyper, expected_got, fmt_shape
+from nnframe.core.input_spec import InputSpec
+from nnframe.core.module import Module
 from nnframe.layers._im2col import (
     ntuple,
     offset_slices,
@@ -32,7 +33,6 @@ from nnframe.layers._im2col import (
     spatial_names,
     unpad,
 )
-from nnframe.module import Module
 
 
 def _float_input(who, x) -> np.ndarray:

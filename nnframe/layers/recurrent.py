@@ -24,8 +24,8 @@ import math
 import numpy as np
 
 from nnframe._pytorch_args import check_device, resolve_dtype
-from nnframe.backend import array_module, random_generator, to_numpy
-from nnframe.errors import (
+from nnframe.core.backend import array_module, random_generator, to_numpy
+from nnframe.core.errors import (
     ShapeError,
     as_float_input,
     check_hyper,
@@ -33,11 +33,11 @@ from nnframe.errors import (
     expected_got,
     fmt_shape,
 )
-from nnframe.init import uniform
-from nnframe.input_spec import InputSpec
-from nnframe.module import Module
-from nnframe.parameter import Parameter
-from nnframe.random import get_rng
+from nnframe.core.input_spec import InputSpec
+from nnframe.core.module import Module
+from nnframe.core.parameter import Parameter
+from nnframe.core.random import get_rng
+from nnframe.layers.init import uniform
 
 _GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
 

@@ -14,9 +14,9 @@ import math
 import numpy as np
 
 from nnframe._pytorch_args import check_flag
-from nnframe.backend import array_module
-from nnframe.errors import ShapeError, check_grad, check_hyper, expected_got, fmt_shape
-from nnframe.module import Module
+from nnframe.core.backend import array_module
+from nnframe.core.errors import ShapeError, check_grad, check_hyper, expected_got, fmt_shape
+from nnframe.core.module import Module
 
 
 def _as_array(x) -> np.ndarray:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from nnframe.backend import array_module
-from nnframe.errors import ShapeError, check_grad, check_hyper, expected_got, fmt_shape
-from nnframe.module import Module
+from nnframe.core.backend import array_module
+from nnframe.core.errors import ShapeError, check_grad, check_hyper, expected_got, fmt_shape
+from nnframe.core.module import Module
 
 
 def _factor(who: str, name: str, value) -> int:

@@ -11,17 +11,17 @@ import copy
 import numpy as np
 
 from nnframe._pytorch_args import check_device, resolve_dtype
-from nnframe.activations import GELU, ReLU
-from nnframe.backend import array_module
-from nnframe.errors import ShapeError, check_hyper, check_size, expected_got, fmt_shape
-from nnframe.init import xavier_uniform
+from nnframe.core.backend import array_module
+from nnframe.core.errors import ShapeError, check_hyper, check_size, expected_got, fmt_shape
+from nnframe.core.module import Module
+from nnframe.core.random import get_rng
+from nnframe.layers.activations import GELU, ReLU
 from nnframe.layers.attention import BatchFirstSpec, MultiheadAttention
 from nnframe.layers.dense import Dense
 from nnframe.layers.dropout import Dropout
+from nnframe.layers.init import xavier_uniform
 from nnframe.layers.normalization import LayerNorm
 from nnframe.layers.transformer import TransformerEncoder, TransformerEncoderLayer, _reseed
-from nnframe.module import Module
-from nnframe.random import get_rng
 
 
 class _SequencesSpec(BatchFirstSpec):

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from nnframe.backend import array_module
-from nnframe.errors import ShapeError, expected_got, fmt_shape
-from nnframe.input_spec import InputSpec
+from nnframe.core.backend import array_module
+from nnframe.core.errors import ShapeError, expected_got, fmt_shape
+from nnframe.core.input_spec import InputSpec
+from nnframe.core.module import Module
 from nnframe.layers._im2col import ntuple, spatial_names
-from nnframe.module import Module
 
 __all__ = ["MaxUnpool1d", "MaxUnpool2d"]
 

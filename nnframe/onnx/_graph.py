@@ -15,7 +15,7 @@ from collections.abc import Mapping
 import numpy as np
 
 import nnframe as nf
-from nnframe.graph import Model, Node
+from nnframe.layers.graph import Model, Node
 from nnframe.onnx._context import Value, register_exporter
 
 

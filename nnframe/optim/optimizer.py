@@ -21,11 +21,11 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from nnframe import schema as S
-from nnframe.backend import array_module, is_array, to_numpy
-from nnframe.clip import clip_grad_norm_, clip_grad_value_
-from nnframe.errors import check_hyper
-from nnframe.parameter import Parameter
+from nnframe.core.backend import array_module, is_array, to_numpy
+from nnframe.core.errors import check_hyper
+from nnframe.core.parameter import Parameter
+from nnframe.io import schema as S
+from nnframe.optim.clip import clip_grad_norm_, clip_grad_value_
 
 
 class NonFiniteUpdateError(FloatingPointError):
@@ -536,7 +536,7 @@ class Optimizer:
         """Validates a state saved by ``state_dict`` against this optimizer (nothing applied):
         the same number of groups and parameters, only this optimizer's options with valid
         values, state for existing parameters with this optimizer's entries, shapes and finite
-        values. Raises :class:`nnframe.schema.SchemaError`; returns what
+        values. Raises :class:`nnframe.io.schema.SchemaError`; returns what
         :meth:`apply_state_dict` applies."""
         name = type(self).__name__
         who = f"{name}.load_state_dict"
@@ -590,8 +590,7 @@ class Optimizer:
             optional = names - set(template)  # what init_state makes, a step needs
             entry = S.validate(S.Record(spec, optional=optional), s, who, f"state[{i}]")
             new_state[p] = {
-                k: _state_array(v, p.data) if is_array(v) else v
-                for k, v in entry.items()
+                k: _state_array(v, p.data) if is_array(v) else v for k, v in entry.items()
             }
         return options, new_state
 

@@ -26,8 +26,8 @@ import math
 import types
 from collections.abc import Callable, Sequence
 
-from nnframe import schema as S
-from nnframe.errors import check_hyper
+from nnframe.core.errors import check_hyper
+from nnframe.io import schema as S
 from nnframe.optim.optimizer import Optimizer, check_lrs
 
 __all__ = [

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from nnframe.errors import check_hyper
+from nnframe.core.errors import check_hyper
 from nnframe.optim.optimizer import Optimizer, effective_grad, scratch
 
 

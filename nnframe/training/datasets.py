@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nnframe.errors import check_hyper
-from nnframe.random import get_rng
+from nnframe.core.errors import check_hyper
+from nnframe.core.random import get_rng
 
 __all__ = [
     "load_digits",
@@ -339,7 +339,7 @@ def _offline_message(kind: str, stems: list[str], dirs: list[Path], errors: list
     return (
         f"load_mnist(kind={kind!r}): expected the IDX files {names} (gzip or not) in {places}, "
         f"got none{tried}. Download them on a connected machine (see "
-        f"nnframe.datasets.MNIST_MIRRORS) and copy them into {dirs[-1]}, or pass path= to a "
+        f"nnframe.training.datasets.MNIST_MIRRORS) and copy them into {dirs[-1]}, or pass path= to a "
         "directory that has them, or mirror= to a reachable copy"
     )
 

@@ -12,8 +12,8 @@ import numbers
 
 import numpy as np
 
-from nnframe.callbacks import Callback
-from nnframe.errors import check_hyper
+from nnframe.core.errors import check_hyper
+from nnframe.training.callbacks import Callback
 
 __all__ = ["TensorBoard"]
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from nnframe.backend import array_module
+from nnframe.core.backend import array_module
 
 
 class ShapeError(ValueError):
@@ -71,7 +71,7 @@ def check_size(who: str, name: str, value, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(expected_got(who, f"{name} to be an integer", repr(value)))
     rule = "must be > 0" if minimum == 1 else f"must be >= {minimum}"
-    check_hyper(who, name, value, value >= minimum, rule)
+    check_hyper(who, name, value, bool(value >= minimum), rule)
     return int(value)
 
 

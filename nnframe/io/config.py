@@ -9,7 +9,7 @@ configs; a module used twice is stored once and referenced.
 
 Loading looks class names up in a registry: nnframe's public layers, plus the classes users
 register with :func:`register_layer`. Nothing named in a config is ever imported, evaluated or
-unpickled; an unknown name is a :class:`~nnframe.errors.ModelFormatError` saying how to register
+unpickled; an unknown name is a :class:`~nnframe.core.errors.ModelFormatError` saying how to register
 it.
 
 Example:
@@ -34,10 +34,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from nnframe import schema as S
-from nnframe.errors import ModelFormatError
-from nnframe.module import CONFIG_IO, Module
-from nnframe.random import default_rng
+from nnframe.core.errors import ModelFormatError
+from nnframe.core.module import CONFIG_IO, Module
+from nnframe.core.random import default_rng
+from nnframe.io import schema as S
 
 _USER_LAYERS: dict[str, type] = {}
 # numeric dtypes a config may name (never a structured or object dtype)

@@ -33,11 +33,22 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import sparse
 
-from nnframe import metrics as metrics_module
-from nnframe.callbacks import CallbackList
-from nnframe.clip import total_norm
-from nnframe.data import ArrayDataset, DataLoader, first_array, stratified_indices, take_rows
-from nnframe.distributed import (
+from nnframe.core.errors import ShapeError, check_hyper
+from nnframe.core.hooks import no_grad
+from nnframe.core.module import Module
+from nnframe.core.random import get_rng
+from nnframe.optim.clip import total_norm
+from nnframe.optim.optimizer import NonFiniteUpdateError
+from nnframe.training import metrics as metrics_module
+from nnframe.training.callbacks import CallbackList
+from nnframe.training.data import (
+    ArrayDataset,
+    DataLoader,
+    first_array,
+    stratified_indices,
+    take_rows,
+)
+from nnframe.training.distributed import (
     DataParallel,
     ShardedLoader,
     agree_stop,
@@ -46,12 +57,12 @@ from nnframe.distributed import (
     shard_for_evaluation,
     shared_generator,
 )
-from nnframe.errors import ShapeError, check_hyper
-from nnframe.graph_training import align_target, rows, structured_loss_and_metrics, target_hint
-from nnframe.hooks import no_grad
-from nnframe.module import Module
-from nnframe.optim.optimizer import NonFiniteUpdateError
-from nnframe.random import get_rng
+from nnframe.training.graph_training import (
+    align_target,
+    rows,
+    structured_loss_and_metrics,
+    target_hint,
+)
 
 __all__ = ["Trainer", "TrainerState", "History"]
 
@@ -374,7 +385,7 @@ class Trainer:
             )
         if comm is not None and not is_communicator(comm):
             raise TypeError(
-                f"Trainer: expected comm to be a communicator from nnframe.distributed or None, "
+                f"Trainer: expected comm to be a communicator from nnframe.training.distributed or None, "
                 f"got {type(comm).__name__}"
             )
         self.comm = comm
@@ -651,7 +662,7 @@ class Trainer:
             cbs.on_train_begin(logs)
             start_epoch = 0
             if resume_from is not None:  # nnframe.checkpoint restores everything the loop uses
-                from nnframe.checkpoint import resume_fit
+                from nnframe.training.checkpoint import resume_fit
 
                 start_epoch = resume_fit(self, resume_from, cbs.callbacks, train)
             # data-parallel: check the ranks' parameters alike, then take rank 0's (after resuming)

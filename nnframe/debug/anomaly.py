@@ -20,7 +20,7 @@ Example:
     ...     model(np.ones((1, 2), dtype=np.float32))  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    nnframe.errors.AnomalyError: Sequential[0] anomaly: the output of layer '0' Dense(...) holds 1 Inf (forward, step 1)
+    nnframe.core.errors.AnomalyError: Sequential[0] anomaly: the output of layer '0' Dense(...) holds 1 Inf (forward, step 1)
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nnframe.backend import is_array
-from nnframe.errors import AnomalyError
-from nnframe.hooks import (
+from nnframe.core.backend import is_array
+from nnframe.core.errors import AnomalyError
+from nnframe.core.hooks import (
     CALL,
     register_module_backward_hook,
     register_module_backward_pre_hook,

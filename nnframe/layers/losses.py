@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from nnframe.backend import array_module, scatter_add, special
-from nnframe.errors import ShapeError, as_float_input, check_hyper, expected_got, fmt_shape
+from nnframe.core.backend import array_module, scatter_add, special
+from nnframe.core.errors import ShapeError, as_float_input, check_hyper, expected_got, fmt_shape
 from nnframe.functional import log_softmax
 
 
@@ -532,7 +532,9 @@ def _class_indices(who: str, target, shape: tuple, c: int, ignore_index=None, or
             target = target.astype(np.int64)
         else:
             raise TypeError(expected_got(who, "integer class indices", f"dtype {target.dtype}"))
-    keep = array_module(target).ones(shape, bool) if ignore_index is None else target != ignore_index
+    keep = (
+        array_module(target).ones(shape, bool) if ignore_index is None else target != ignore_index
+    )
     t = np.where(keep, target, 0)
     bad = (t < 0) | (t >= c)
     if bad.any():
@@ -781,7 +783,9 @@ class MultiMarginLoss(Loss):
         n, c = h.shape
         coef = (h > 0).astype(h.dtype) if self.p == 1 else 2 * h  # d h^p / d h
         coef = coef * _expand_classes(g / c if wy is None else g * wy / c)
-        coef[array_module(coef).arange(n), t] = -coef.sum(axis=1)  # x[y] enters every hinge with a minus sign
+        coef[array_module(coef).arange(n), t] = -coef.sum(
+            axis=1
+        )  # x[y] enters every hinge with a minus sign
         return coef
 
 
@@ -981,7 +985,9 @@ class MultiLabelSoftMarginLoss(Loss):
         losses = y * np.logaddexp(0, -pred) + (1 - y) * np.logaddexp(0, pred)
         if w is not None:
             losses = losses * w
-        return array_module(losses).asarray(losses.sum(axis=-1) / c)  # a 0-d array for an unbatched (C,)
+        return array_module(losses).asarray(
+            losses.sum(axis=-1) / c
+        )  # a 0-d array for an unbatched (C,)
 
     def grad(self, g):
         x, y, w, c = self.saved
@@ -1056,10 +1062,14 @@ class MultiLabelMarginLoss(Loss):
 
     def grad(self, g):
         active, ti, c, shape = self.saved
-        gn = array_module(active).broadcast_to(g, shape[:-1]).reshape(-1, 1, 1) / c  # one factor per sample
+        gn = (
+            array_module(active).broadcast_to(g, shape[:-1]).reshape(-1, 1, 1) / c
+        )  # one factor per sample
         a = active * gn
         d = a.sum(axis=1)  # + for every non-target x[i] in an active hinge
-        scatter_add(d, (array_module(d).arange(d.shape[0])[:, None], ti), -a.sum(axis=2))  # - for x[y_j]
+        scatter_add(
+            d, (array_module(d).arange(d.shape[0])[:, None], ti), -a.sum(axis=2)
+        )  # - for x[y_j]
         return d.reshape(shape)
 
 
@@ -1232,8 +1242,7 @@ class GaussianNLLLoss(Loss):
             if var.shape == x.shape[:-1]:
                 v = var[..., None]
             elif not (
-                var.ndim == x.ndim
-                and sum(b for a, b in zip(x.shape, var.shape) if a != b) == 1
+                var.ndim == x.ndim and sum(b for a, b in zip(x.shape, var.shape) if a != b) == 1
             ):
                 raise ShapeError(
                     expected_got(

@@ -20,8 +20,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from nnframe import schema as S
-from nnframe.errors import check_hyper
+from nnframe.core.errors import check_hyper
+from nnframe.io import schema as S
 
 __all__ = [
     "Callback",
@@ -49,7 +49,7 @@ class Callback:
     A callback's resumable state is declared, never guessed: ``state_fields`` maps each
     attribute a checkpoint saves to the :mod:`nnframe.schema` it must match. ``state_dict()``
     returns those attributes; ``load_state_dict()`` validates the whole state first (unknown
-    names, wrong types and ranges raise :class:`nnframe.schema.SchemaError` and change nothing),
+    names, wrong types and ranges raise :class:`nnframe.io.schema.SchemaError` and change nothing),
     then sets only the declared attributes. Paths, functions and settings are never restored.
     """
 
@@ -444,7 +444,7 @@ def save_weights(model, path) -> None:
     path = os.fspath(path)
     if not path.endswith(".npz"):
         try:
-            from nnframe import serialization
+            from nnframe.io import serialization
         except ImportError:  # pragma: no cover - serialization is part of nnframe
             serialization = None
         if serialization is not None and hasattr(serialization, "save_weights"):

@@ -37,7 +37,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from nnframe._version import __version__
-from nnframe.errors import ModelFormatError
+from nnframe.core.errors import ModelFormatError
 
 FORMAT_VERSION = 1
 MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit: anything larger is refused unread
@@ -591,7 +591,7 @@ def save(model, path) -> None:
     The config is checked at once by rebuilding the architecture (without touching any random
     generator's state), so a model that could not be loaded back fails here, not later.
     """
-    from nnframe.config import check_rebuild, get_config
+    from nnframe.io.config import check_rebuild, get_config
 
     _check_no_late_ties(model)
     config = get_config(model)
@@ -621,8 +621,8 @@ def _check_no_late_ties(model) -> None:
 
 def _ties_in_constructor(model) -> bool:
     """True when rebuilding ``model`` from its config gives the same tied parameters."""
-    from nnframe.config import from_config, get_config
-    from nnframe.random import default_rng
+    from nnframe.core.random import default_rng
+    from nnframe.io.config import from_config, get_config
 
     rng = default_rng()
     state = rng.bit_generator.state
@@ -684,8 +684,8 @@ def _match_dtypes(model, state: dict) -> None:
 
 
 def model_from_file_parts(tensors, metadata, path: str, registry=None, prefix: str = ""):
-    from nnframe.config import from_config
-    from nnframe.module import StateDictError
+    from nnframe.core.module import StateDictError
+    from nnframe.io.config import from_config
 
     text = metadata.get("nnframe.config")
     if text is None:

@@ -16,11 +16,18 @@ from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 
-from nnframe.backend import array_module
-from nnframe.errors import fmt_shape
-from nnframe.hooks import CALL, GLOBAL_HOOKS, HookSet, RemovableHandle, run_backward, run_forward
-from nnframe.input_spec import InputSpec, Unbatched
-from nnframe.parameter import Parameter
+from nnframe.core.backend import array_module
+from nnframe.core.errors import fmt_shape
+from nnframe.core.hooks import (
+    CALL,
+    GLOBAL_HOOKS,
+    HookSet,
+    RemovableHandle,
+    run_backward,
+    run_forward,
+)
+from nnframe.core.input_spec import InputSpec, Unbatched
+from nnframe.core.parameter import Parameter
 
 
 class StateDictError(ValueError):

@@ -6,10 +6,10 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from nnframe.backend import is_array
-from nnframe.errors import ShapeError, fmt_shape
+from nnframe.core.backend import is_array
+from nnframe.core.errors import ShapeError, fmt_shape
+from nnframe.core.module import Module
 from nnframe.layers.merge import broadcast_shape, merge_inputs, unbroadcast
-from nnframe.module import Module
 
 
 def reraise_with_prefix(error: Exception, prefix: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nnframe.backend import array_module
+from nnframe.core.backend import array_module
 
 
 class Parameter:

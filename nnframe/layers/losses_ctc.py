@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from nnframe.backend import array_module, to_numpy
-from nnframe.errors import ShapeError, check_hyper, expected_got, fmt_shape
-from nnframe.losses import Loss, _float_array
+from nnframe.core.backend import array_module, to_numpy
+from nnframe.core.errors import ShapeError, check_hyper, expected_got, fmt_shape
+from nnframe.layers.losses import Loss, _float_array
 
 _NEG = -np.inf
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from nnframe import metrics as metrics_module
+from nnframe.training import metrics as metrics_module
 
 __all__ = ["MultiLoss", "align_target", "structured_loss_and_metrics", "target_hint"]
 

@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from nnframe.random import get_rng
+from nnframe.core.random import get_rng
 
 _GAINS = {
     "linear": 1.0,

@@ -32,10 +32,11 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from nnframe.containers import reraise_with_prefix
-from nnframe.errors import ShapeError, fmt_shape
-from nnframe.hooks import no_grad
-from nnframe.module import SYMBOLIC, Module
+from nnframe.core.backend import is_array
+from nnframe.core.errors import ShapeError, fmt_shape
+from nnframe.core.hooks import no_grad
+from nnframe.core.module import SYMBOLIC, Module
+from nnframe.layers.containers import reraise_with_prefix
 
 __all__ = ["Input", "Model", "Node"]
 
@@ -717,7 +718,7 @@ class Model(Module):
 
 
 def _shape_of(value):
-    return value.shape if isinstance(value, np.ndarray) else None
+    return value.shape if is_array(value) else None
 
 
 def _name_nodes(node: Node, name: str, names: dict) -> None:
@@ -909,7 +910,7 @@ _NODE = "__node__"
 def _model_get_config(model: Model) -> dict:
     """Layers (each module once, shared sub-modules by reference), inputs, the calls in
     topological order with their arguments (nodes as references), and outputs."""
-    from nnframe import config as cfg
+    from nnframe.io import config as cfg
 
     refs: dict = {}
     used: set = set()
@@ -963,8 +964,8 @@ def _model_get_config(model: Model) -> dict:
 
 def _model_from_config(config: Mapping) -> Model:
     """Rebuilds a Model, checking every part of the config first (ModelFormatError)."""
-    from nnframe import config as cfg
-    from nnframe.errors import ModelFormatError
+    from nnframe.core.errors import ModelFormatError
+    from nnframe.io import config as cfg
 
     def bad(what: str) -> ModelFormatError:
         return ModelFormatError(f"from_config: Model: {what}")

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from nnframe.backend import is_array
-from nnframe.hooks import no_grad
-from nnframe.module import Module
+from nnframe.core.backend import is_array
+from nnframe.core.hooks import no_grad
+from nnframe.core.module import Module
 
 __all__ = ["summary", "Summary", "LayerRow"]
 

@@ -31,9 +31,9 @@ import numpy as np
 from nnframe._pytorch_args import check_device as _check_device
 from nnframe._pytorch_args import check_flag as _check_flag
 from nnframe._pytorch_args import resolve_dtype as _resolve_dtype
-from nnframe.backend import array_module
-from nnframe.backend import special as special_functions
-from nnframe.errors import (
+from nnframe.core.backend import array_module
+from nnframe.core.backend import special as special_functions
+from nnframe.core.errors import (
     ShapeError,
     as_float_input,
     check_features,
@@ -41,9 +41,9 @@ from nnframe.errors import (
     expected_got,
     fmt_shape,
 )
+from nnframe.core.module import Module
+from nnframe.core.parameter import Parameter
 from nnframe.functional import log_sigmoid, log_softmax, sigmoid, softmax, softplus
-from nnframe.module import Module
-from nnframe.parameter import Parameter
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -166,9 +166,7 @@ class PReLU(Module):
         input: any when num_parameters == 1, else (N, C, *).    output: same as input.
     """
 
-    def __init__(
-        self, num_parameters: int = 1, init: float = 0.25, device=None, dtype=np.float32
-    ):
+    def __init__(self, num_parameters: int = 1, init: float = 0.25, device=None, dtype=np.float32):
         super().__init__()
         _check_device("PReLU", device)
         dtype = _resolve_dtype(dtype)

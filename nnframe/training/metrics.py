@@ -13,7 +13,7 @@ label + 1, and 'macro' averages over all of them (scikit-learn's ``labels=range(
 
 Example:
     >>> import numpy as np
-    >>> from nnframe import metrics
+    >>> from nnframe.training import metrics
     >>> metrics.accuracy(np.array([0, 0]), np.array([[2.0, 1.0], [0.0, 3.0]]))
     0.5
 """
@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from nnframe.errors import ShapeError, check_hyper, fmt_shape
+from nnframe.core.errors import ShapeError, check_hyper, fmt_shape
 
 __all__ = [
     "accuracy",

@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from nnframe import schema as S
-from nnframe.callbacks import Callback, check_path_template
-from nnframe.errors import ModelFormatError
-from nnframe.random import default_rng
-from nnframe.schema import SchemaError
-from nnframe.serialization import load_file, model_from_file_parts, save_file
+from nnframe.core.errors import ModelFormatError
+from nnframe.core.random import default_rng
+from nnframe.io import schema as S
+from nnframe.io.schema import SchemaError
+from nnframe.io.serialization import load_file, model_from_file_parts, save_file
+from nnframe.training.callbacks import Callback, check_path_template
 
 _MODEL = "model/"
 _STATE = "state/"
@@ -91,7 +91,7 @@ def save_checkpoint(
         tensors[f"{_STATE}{i}"] = a
     meta = {"nnframe.kind": "checkpoint", "nnframe.checkpoint": json.dumps(encoded)}
     try:
-        from nnframe.config import get_config
+        from nnframe.io.config import get_config
 
         meta["nnframe.config"] = json.dumps(get_config(model))
     except (TypeError, ValueError):  # a layer without a config: load into a built model

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from nnframe.parameter import Parameter
+from nnframe.core.parameter import Parameter
 
 
 def _grads(parameters: Iterable[Parameter] | Parameter) -> list[np.ndarray]:

@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from nnframe.errors import GradcheckError, fmt_shape
-from nnframe.module import Module
+from nnframe.core.errors import GradcheckError, fmt_shape
+from nnframe.core.module import Module
 
 
 def _as_tuple(value) -> tuple:

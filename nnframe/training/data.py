@@ -6,7 +6,7 @@ ever being densified.
 
 Example:
     >>> import numpy as np
-    >>> from nnframe.data import ArrayDataset, DataLoader
+    >>> from nnframe.training.data import ArrayDataset, DataLoader
     >>> x, y = np.arange(10.0).reshape(5, 2), np.array([0, 1, 0, 1, 1])
     >>> [xb.shape for xb, yb in DataLoader(ArrayDataset(x, y), batch_size=2)]
     [(2, 2), (2, 2), (1, 2)]
@@ -20,8 +20,8 @@ from collections.abc import Iterator, Mapping, Sequence
 import numpy as np
 from scipy import sparse
 
-from nnframe.errors import ShapeError, check_hyper, fmt_shape
-from nnframe.random import get_rng
+from nnframe.core.errors import ShapeError, check_hyper, fmt_shape
+from nnframe.core.random import get_rng
 
 __all__ = [
     "ArrayDataset",
@@ -471,7 +471,7 @@ class Standardizer:
     def load_state_dict(self, state: dict) -> None:
         """Restores ``mean`` and ``std`` (validated first: float arrays of one shape, finite,
         ``std > 0``; a bad state raises SchemaError and changes nothing)."""
-        from nnframe import schema as S
+        from nnframe.io import schema as S
 
         who = "Standardizer.load_state_dict"
         spec = S.Record({"mean": S.Array("f"), "std": S.Array("f")})

@@ -22,7 +22,7 @@ Example:
     >>> conv(np.ones((2, 5), dtype=np.float32))
     Traceback (most recent call last):
     ...
-    nnframe.errors.ShapeError: Conv2d(3, 4, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1)): expected input of shape (N, 3, H, W), got (2, 5)
+    nnframe.core.errors.ShapeError: Conv2d(3, 4, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1)): expected input of shape (N, 3, H, W), got (2, 5)
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from nnframe.backend import array_module
-from nnframe.errors import ShapeError, expected_got, fmt_shape
+from nnframe.core.backend import array_module
+from nnframe.core.errors import ShapeError, expected_got, fmt_shape
 
 __all__ = ["InputSpec", "Unbatched"]
 

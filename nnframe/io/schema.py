@@ -9,14 +9,14 @@ naming where in the state the problem is, what was expected and what came. Appli
 their object only after every part has been validated, so a rejected file changes nothing.
 
 Example:
-    >>> from nnframe import schema as s
+    >>> from nnframe.io import schema as s
     >>> spec = s.Record({"lr": s.Float(min=0), "steps": s.Int(min=0)})
     >>> s.validate(spec, {"lr": 0.1, "steps": 3}, "SGD.load_state_dict")
     {'lr': 0.1, 'steps': 3}
     >>> s.validate(spec, {"lr": "abc", "steps": 3}, "SGD.load_state_dict")
     Traceback (most recent call last):
     ...
-    nnframe.schema.SchemaError: SGD.load_state_dict: lr: expected a finite number >= 0, got 'abc'
+    nnframe.io.schema.SchemaError: SGD.load_state_dict: lr: expected a finite number >= 0, got 'abc'
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from nnframe.backend import is_array, to_numpy
-from nnframe.errors import ModelFormatError
+from nnframe.core.backend import is_array, to_numpy
+from nnframe.core.errors import ModelFormatError
 
 __all__ = [
     "SchemaError",

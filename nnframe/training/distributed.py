@@ -9,7 +9,7 @@ job when one rank raises, instead of leaving the others waiting forever in a col
 
 Example (single process: the local communicator needs no MPI):
     >>> import numpy as np, nnframe as nf
-    >>> from nnframe.distributed import DataParallel, LocalCommunicator
+    >>> from nnframe.training.distributed import DataParallel, LocalCommunicator
     >>> model = nf.Dense(3, 1, rng=0)
     >>> dp = DataParallel(model, nf.optim.SGD(model.parameters(), lr=0.1), LocalCommunicator())
     >>> dp.comm.rank, dp.comm.size
@@ -23,8 +23,8 @@ import os
 
 import numpy as np
 
-from nnframe.clip import clip_grad_norm_, clip_grad_value_
-from nnframe.errors import check_hyper
+from nnframe.core.errors import check_hyper
+from nnframe.optim.clip import clip_grad_norm_, clip_grad_value_
 from nnframe.optim.optimizer import NonFiniteUpdateError
 
 
@@ -164,7 +164,7 @@ class DataParallel:
             check_hyper("DataParallel", "clip_value", clip_value, clip_value > 0, "must be > 0")
         if comm is not None and not is_communicator(comm):
             raise TypeError(
-                f"DataParallel: expected comm to be a communicator from nnframe.distributed or "
+                f"DataParallel: expected comm to be a communicator from nnframe.training.distributed or "
                 f"None, got {type(comm).__name__}"
             )
         self.model = model
@@ -390,7 +390,7 @@ def shared_generator(rng: np.random.Generator, comm) -> np.random.Generator:
 
 def _rows_of(dataset, indices: np.ndarray):
     """``dataset`` restricted to ``indices``, keeping batched indexing where it has it."""
-    from nnframe.data import ArrayDataset, Subset
+    from nnframe.training.data import ArrayDataset, Subset
 
     if isinstance(dataset, (ArrayDataset, Subset)):
         return Subset(dataset, indices)
@@ -450,7 +450,7 @@ class ShardedLoader:
         """The shard of ``loader``'s dataset, batch size, shuffling and generator. Raises on
         every rank when the ranks' datasets or batching differ (they would take different
         numbers of steps and wait for each other forever)."""
-        from nnframe.random import get_rng
+        from nnframe.core.random import get_rng
 
         mine = (len(loader.dataset), loader.batch_size, loader.shuffle, loader.drop_last)
         everyone = comm.allgather(mine)
@@ -471,7 +471,7 @@ class ShardedLoader:
         return math.ceil(len(self.sampler) / self.batch_size)
 
     def __iter__(self):
-        from nnframe.data import DataLoader
+        from nnframe.training.data import DataLoader
 
         order = self.rng.permutation(len(self.dataset)) if self.shuffle else None
         rows = _rows_of(self.dataset, self.sampler.indices(order))
@@ -487,7 +487,7 @@ class ShardedLoader:
 def shard_for_evaluation(loader, comm):
     """A DataLoader over this rank's share of ``loader``'s rows (every ``size``-th row from
     ``rank``, no padding: every row is evaluated once over all ranks)."""
-    from nnframe.data import DataLoader
+    from nnframe.training.data import DataLoader
 
     rows = np.arange(comm.rank, len(loader.dataset), comm.size)
     return DataLoader(_rows_of(loader.dataset, rows), loader.batch_size)

@@ -1,0 +1,1 @@
+"""Debugging tools: finite-difference gradient checks, anomaly mode and model summaries."""
