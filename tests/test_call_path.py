@@ -69,7 +69,7 @@ def test_saved_entries_of_forward_only_passes_do_not_pile_up():
     model = nf.Sequential(nf.Dense(3, 3, rng=0), nf.Tanh())
     for _ in range(5):
         model(np.ones((2, 3), np.float32))  # training mode, no backward
-    assert len(model[0]._stack) == 1 and len(model[1]._stack) == 1
+    assert len(model[0]._call.stack) == 1 and len(model[1]._call.stack) == 1
 
 
 def test_no_grad_saves_nothing_and_backward_says_why():
@@ -80,7 +80,7 @@ def test_no_grad_saves_nothing_and_backward_says_why():
         with nf.enable_grad():
             assert nf.is_grad_enabled()
     assert nf.is_grad_enabled()
-    assert all(not m._stack for m in model.modules())
+    assert all(not m._call.stack for m in model.modules())
     with pytest.raises(RuntimeError, match="no_grad"):
         model.backward(np.ones_like(y))
 
@@ -195,7 +195,7 @@ def test_cells_in_a_hand_written_loop_keep_every_step():
     h = None
     for _ in range(4):
         h = cell(np.ones((1, 2), np.float32), h)
-    assert len(cell._stack) == 4
+    assert len(cell._call.stack) == 4
     cell.clear_saved()
     with pytest.raises(RuntimeError, match="backward called before forward"):
         cell.backward(np.ones((1, 3), np.float32))

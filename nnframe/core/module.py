@@ -55,10 +55,30 @@ _NOTHING_SAVED = _Unsaved(
     "backward called, but forward saved nothing for it: call self.save_for_backward(...) in "
     "forward with what backward needs"
 )
+
+
+class _CallSlots:
+    """A module's per-call state (see ``Module.save_for_backward``): one saved entry per forward
+    call not yet consumed by a backward (``stack``), the pass they belong to (-1 after a
+    backward), how many calls pushed since the stack was last cleared, the saves counter of
+    the call path, the current entry, its batch-axis undo, and whether a backward is running."""
+
+    __slots__ = ("stack", "pass_id", "calls", "saves", "saved", "unbatched", "in_backward")
+
+    def __init__(self) -> None:
+        self.stack: list = []
+        self.pass_id = -1
+        self.calls = 0
+        self.saves = 0
+        self.saved: tuple | _Unsaved = _NEVER_RUN
+        self.unbatched: Unbatched | None = None
+        self.in_backward = False
+
+
+# attribute types that never hold a module or a parameter: discovery skips them at once
+_PLAIN = frozenset((type(None), bool, int, float, str, _CallSlots, np.dtype, np.ndarray))
 # the attributes Module.__init__ sets: reading one that is missing means it did not run
-_INIT_ATTRIBUTES = frozenset(
-    ("training", "_buffer_names", "_hooks", "_stack", "_pass", "_calls", "_saves", "_saved")
-)
+_INIT_ATTRIBUTES = frozenset(("training", "_buffer_names", "_hooks", "_call"))
 
 
 class _SymbolicCalls:
@@ -111,13 +131,7 @@ class Module:
         self._hooks: HookSet | None = None
         # per-call state (see save_for_backward): one entry per forward call not yet consumed
         # by a backward, the pass they belong to (-1 after a backward), the current entry
-        self._stack: list = []
-        self._pass = -1
-        self._calls = 0  # calls whose entries were pushed since the stack was last cleared
-        self._saves = 0
-        self._saved: tuple | _Unsaved = _NEVER_RUN
-        self._unbatched: Unbatched | None = None  # the current entry's batch-axis undo
-        self._in_backward = False
+        self._call = _CallSlots()  # per-call saved state: one attribute, cheap to skip
 
     # ------------------------------------------------------------------ the layer contract
     def forward(self, *args, **kwargs):
@@ -138,15 +152,16 @@ class Module:
         undo = None
         if kwargs and not args and "input" in kwargs and not _takes_input_keyword(type(self)):
             args = (kwargs.pop("input"),)  # PyTorch's name for the first input: layer(input=x)
-        if self.input_spec is not None and args:
-            spec = self.input_spec
+        spec = self.input_spec
+        if spec is not None and args:
             args, undo = spec.admit(self, args)  # checks; adds a missing batch axis
             if undo is not None and kwargs and spec.keyword_inputs:
                 kwargs = undo.add_to_keywords(kwargs, spec.keyword_inputs)
         if call.depth == 0:
             call.pass_id += 1  # a call from outside any forward starts a new pass
         call.depth += 1
-        saves = self._saves
+        slots = self._call
+        saves = slots.saves
         try:
             if self._hooks is None and not GLOBAL_HOOKS.active:
                 out = self.forward(*args, **kwargs)
@@ -155,14 +170,15 @@ class Module:
         finally:
             call.depth -= 1
         if call.grad_enabled:
-            n = self._saves - saves
-            if n == 0:
-                self._push(_NOTHING_SAVED, call.depth > 0)
-            elif n > 1:  # several saves in one call (a subclass's forward around its parent's)
-                del self._stack[-n:-1]
+            n = slots.saves - saves
+            if n != 1:
+                if n == 0:
+                    self._push(_NOTHING_SAVED, call.depth > 0)
+                else:  # several saves in one call (a subclass's forward around its parent's)
+                    del slots.stack[-n:-1]
             if undo is not None:  # this call's backward adds and removes the same axes
-                undo.entry = self._stack[-1]
-                self._stack[-1] = undo
+                undo.entry = slots.stack[-1]
+                slots.stack[-1] = undo
         if undo is not None:
             out = undo.remove_from_output(out)
         return out
@@ -176,39 +192,40 @@ class Module:
         the forwards. Entries left over from an earlier pass are dropped when a new pass saves.
         Under ``nf.no_grad()`` nothing is kept.
         """
-        if not CALL.grad_enabled:
-            self._saved = _NO_GRAD
+        call = CALL
+        if not call.grad_enabled:
+            self._call.saved = _NO_GRAD
             return
-        self._push(arrays, CALL.depth > 1)
-        self._saves += 1
+        self._push(arrays, call.depth > 1)
+        self._call.saves += 1
 
     def _push(self, entry, nested: bool) -> None:
-        call = CALL
-        if self._pass != call.pass_id:
+        slots, pass_id = self._call, CALL.pass_id
+        if slots.pass_id != pass_id:
             # a new pass: leftovers of older passes go, except for a module called by hand at
             # the top level in training mode (a cell stepped through a loop) before a backward
-            if nested or self._pass < 0 or not self.training:
-                self._stack.clear()
-                self._calls = 0
-            self._pass = call.pass_id
-        self._stack.append(entry)
-        self._calls += 1
-        self._saved = entry
+            if nested or slots.pass_id < 0 or not self.training:
+                slots.stack.clear()
+                slots.calls = 0
+            slots.pass_id = pass_id
+        slots.stack.append(entry)
+        slots.calls += 1
+        slots.saved = entry
 
     @property
     def saved(self) -> tuple:
         """What this call's ``forward`` saved; a RuntimeError saying why if there is nothing."""
-        saved = self._saved
+        saved = self._call.saved
         if isinstance(saved, _Unsaved):
             raise RuntimeError(f"{self._who()}: {saved.reason}")
         return saved
 
     def clear_saved(self) -> None:
         """Forgets every saved call (after a forward-only pass in training mode)."""
-        self._stack.clear()
-        self._saved = _NEVER_RUN
-        self._pass = -1
-        self._calls = 0
+        self._call.stack.clear()
+        self._call.saved = _NEVER_RUN
+        self._call.pass_id = -1
+        self._call.calls = 0
 
     def _who(self) -> str:
         """How messages name this module: its repr, or ``Class(...)`` for a container."""
@@ -240,7 +257,7 @@ class Module:
 
     def __getattr__(self, name: str):
         # only reached when normal lookup fails: the usual cause is a missing super().__init__()
-        if name in _INIT_ATTRIBUTES and "_stack" not in self.__dict__:
+        if name in _INIT_ATTRIBUTES and "_call" not in self.__dict__:
             cls = type(self).__name__
             raise RuntimeError(
                 f"{cls}: expected Module.__init__ to have run, got an object without it. Add "
@@ -252,6 +269,8 @@ class Module:
     def named_children(self) -> Iterator[tuple[str, Module]]:
         """Direct sub-modules: Module attributes, and lists/tuples of Modules as ``name.i``."""
         for name, value in vars(self).items():
+            if value.__class__ in _PLAIN:  # most attributes: one set lookup, no isinstance
+                continue
             if isinstance(value, Module):
                 yield name, value
             elif isinstance(value, (list, tuple)) and value and isinstance(value[0], Module):
@@ -289,7 +308,7 @@ class Module:
 
     def _own_parameters(self) -> Iterator[tuple[str, Parameter]]:
         for name, value in vars(self).items():
-            if isinstance(value, Parameter):
+            if value.__class__ not in _PLAIN and isinstance(value, Parameter):
                 yield name, value
 
     def named_parameters(self) -> Iterator[tuple[str, Parameter]]:
@@ -544,23 +563,26 @@ def _backward_call_path(backward):
 
     @functools.wraps(backward)
     def call_path(self, *args, **kwargs):
-        if self._in_backward:
+        slots = self._call
+        if slots.in_backward:
             return backward(self, *args, **kwargs)
-        if args:
+        if args and type(args[0]) is not np.ndarray:
             _check_grad_output(self, args[0])
-        stack = self._stack
+        stack = slots.stack
         if stack:
             entry = stack.pop()
-            self._unbatched = entry if type(entry) is Unbatched else None
-            self._saved = entry.entry if self._unbatched is not None else entry
-        undo = self._unbatched
+            if type(entry) is Unbatched:
+                slots.unbatched, slots.saved = entry, entry.entry
+            else:
+                slots.unbatched, slots.saved = None, entry
+        undo = slots.unbatched
         if undo is not None and args:  # an unbatched call: the same axes as its forward
             args = (undo.add_to_grad_output(args[0]), *args[1:])
         # a module called once may run backward again (gradients accumulate); one called
         # several times has consumed every call's entry once its stack is empty
-        exhausted = not stack and self._calls > 1
-        self._pass = -1  # a backward ran: the next save starts afresh
-        self._in_backward = True
+        exhausted = not stack and slots.calls > 1
+        slots.pass_id = -1  # a backward ran: the next save starts afresh
+        slots.in_backward = True
         try:
             if self._hooks is None and not GLOBAL_HOOKS.active:
                 grad = backward(self, *args, **kwargs)
@@ -568,9 +590,9 @@ def _backward_call_path(backward):
                 grad = run_backward(self, self._hooks, backward, args, kwargs)
             return grad if undo is None else undo.remove_from_grad_input(grad)
         finally:
-            self._in_backward = False
+            slots.in_backward = False
             if exhausted:
-                self._saved = _EXHAUSTED
+                slots.saved = _EXHAUSTED
 
     call_path._call_path = True
     return call_path

@@ -629,7 +629,7 @@ class Model(Module):
             else:
                 g = self._output_grad(i, grads)
             if g is None or (type(g) is tuple and _all_none(g)):
-                if i not in out_info and module._calls <= 1:
+                if i not in out_info and module._call.calls <= 1:
                     continue  # nothing reaches this call and its module is not shared
                 g = _zeros_like(out_info[i]) if i in out_info else g
             try:
