@@ -118,3 +118,22 @@ def test_casting_the_model_rebuilds_the_flat_vector():
     opt.step()
     assert all(p.data.dtype == np.float64 for p in model.parameters())
     assert all(np.all(p.data != b) for p, b in zip(model.parameters(), before))
+
+
+def test_a_fused_step_that_would_overflow_writes_nothing():
+    # small parameters: one flat vector, checked once before anything is written back
+    model = nf.Sequential(nf.Dense(3, 4, rng=0), nf.Tanh(), nf.Dense(4, 2, rng=1))
+    opt = nf.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    for p in model.parameters():
+        p.grad[...] = 1.0
+    opt.step()  # a first finite step creates the momentum buffers
+    before = [p.data.copy() for p in model.parameters()]
+    state = {k: v.copy() for k, v in opt.state_dict()["state"][0].items() if hasattr(v, "copy")}
+    model[2].weight.grad[0, 0] = np.float32(3e38)
+    model[2].weight.grad[0, 1] = np.inf
+    with pytest.raises(nf.optim.NonFiniteUpdateError, match=r"SGD.step: expected finite values"):
+        opt.step()
+    for p, b in zip(model.parameters(), before):
+        np.testing.assert_array_equal(p.data, b)
+    for k, v in state.items():
+        np.testing.assert_array_equal(opt.state_dict()["state"][0][k], v)

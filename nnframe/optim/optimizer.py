@@ -269,7 +269,12 @@ class Optimizer:
         if self.clip_value is not None or self.clip_norm is not None:
             self.clip_gradients()
         if self._blocks_guardable():
-            if self._finite_by_bound():  # no NaN/Inf can come out: nothing to back up or check
+            fused = self._step_fused_guarded()
+            if fused:
+                return loss
+            if (
+                fused is None and self._finite_by_bound()
+            ):  # no NaN/Inf can come out: nothing to back up or check
                 self._step()
                 return loss
             if self._step_block_guarded():
@@ -329,6 +334,36 @@ class Optimizer:
             and cls.update_with is Optimizer.update_with
             and cls._step is Optimizer._step
         )
+
+    def _step_fused_guarded(self) -> bool | None:
+        """The step when every group is a fused flat vector (small parameters): each flat
+        vector and its state is updated, then checked once, and only then written back, so a
+        non-finite update writes nothing (one pass over a few small arrays instead of a backup
+        of every parameter). None when a group is not fused; False when something came out
+        NaN/Inf: the state is put back and ``step`` reruns on its general path, which names the
+        array and raises."""
+        groups = []
+        for i, group in enumerate(self.param_groups):
+            fused = self._fused_group(i, group)
+            if fused is None:
+                return None
+            groups.append((fused, group))
+        done = []
+        ok = True
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            for fused, group in groups:
+                backup = fused.backup()
+                done.append((fused, backup, fused.update(self, group)))
+                if not fused.finite():
+                    ok = False
+                    break
+        if not ok:
+            for fused, backup, _ in done:
+                fused.restore(backup)
+            return False
+        for fused, _, arrays in done:
+            fused.write_back(self, arrays)
+        return True
 
     def _finite_by_bound(self) -> bool:
         """True when this step provably writes only finite values (every input finite and the
@@ -826,11 +861,54 @@ class _FusedGroup:
             }
 
     def step(self, opt: Optimizer, group: dict) -> None:
-        # gathered every step (p.data may have been changed between steps), then written back
+        arrays = self.update(opt, group)
+        self.write_back(opt, arrays)
+
+    def update(self, opt: Optimizer, group: dict) -> list:
+        """Gathers the parameters and gradients (p.data may have changed between steps) and
+        updates the flat vector and state; the parameters are not written yet. Returns the
+        state's array ids before the update (for ``write_back``)."""
         np.concatenate([p.data.reshape(-1) for p in self.params], out=self.param.data)
         np.concatenate([p.grad.reshape(-1) for p in self.params], out=self.param.grad)
         arrays = _array_ids(self.state)
         opt.update(self.param, self.state, group)
+        return arrays
+
+    def finite(self) -> bool:
+        """Whether the updated flat vector and every state value are finite."""
+        if not bool(np.isfinite(self.param.data).all()):
+            return False
+        for v in self.state.values():
+            if isinstance(v, np.ndarray) or is_array(v):
+                if v.dtype.kind in "fc" and not bool(np.isfinite(v).all()):
+                    return False
+            elif isinstance(v, float) and not math.isfinite(v):
+                return False
+        return True
+
+    def backup(self) -> dict:
+        """The state as it is (arrays copied), for ``restore``."""
+        return {
+            k: v.copy() if isinstance(v, np.ndarray) or is_array(v) else v
+            for k, v in self.state.items()
+        }
+
+    def restore(self, backup: dict) -> None:
+        for k in list(self.state):
+            if k not in backup:
+                del self.state[k]
+        for k, v in backup.items():
+            current = self.state.get(k)
+            if (
+                (isinstance(v, np.ndarray) or is_array(v))
+                and current is not None
+                and current.shape == v.shape
+            ):
+                current[...] = v  # in place: opt.state[p] holds views of it
+            else:
+                self.state[k] = v
+
+    def write_back(self, opt: Optimizer, arrays: list) -> None:
         for p, piece in zip(self.params, self.pieces):
             np.copyto(p.data, piece)
         if _array_ids(self.state) != arrays:
