@@ -151,6 +151,7 @@ class Optimizer:
         self.last_grad_norm: float | None = None
         self._workspace: dict = {}
         self._fused: dict[int, _FusedGroup] = {}
+        self._validated: dict[int, list] = {}  # per group: the options last validated
         self._backups: dict[int, np.ndarray] = {}  # see step: what it puts back on NaN/Inf
         is_group = [isinstance(p, dict) for p in params]
         if any(is_group) and not all(is_group):
@@ -264,8 +265,15 @@ class Optimizer:
                 called first and its value is returned, as in PyTorch.
         """
         loss = closure() if closure is not None else None
-        for group in self.param_groups:  # options may have changed since they were added
-            self.validate(group)
+        for i, group in enumerate(self.param_groups):  # options may have changed since added
+            options = [(k, v) for k, v in group.items() if k != "params"]
+            try:
+                same = self._validated.get(i) == options  # (a NaN never equals: checked again)
+            except ValueError:  # an array-valued option: compare by checking again
+                same = False
+            if not same:
+                self.validate(group)
+                self._validated[i] = options
         if self.clip_value is not None or self.clip_norm is not None:
             self.clip_gradients()
         if self._blocks_guardable():
