@@ -1,7 +1,7 @@
 """Functional math shared by layers and losses: small pure functions on arrays.
 
 Each is numerically stable for inputs of +-1e4 in float32 (``exp`` is only taken of numbers
-<= 0) and documents its derivative; the Modules in :mod:`nnframe.activations` and the losses
+<= 0) and documents its derivative; the Modules in :mod:`nnframe.layers.activations` and the losses
 call them, and users may call them on plain arrays.
 """
 

@@ -18,7 +18,7 @@ class ShapeError(ValueError):
 
 
 class GradcheckError(AssertionError):
-    """A finite-difference gradient check failed (raised by :mod:`nnframe.gradcheck`)."""
+    """A finite-difference gradient check failed (raised by :mod:`nnframe.debug.gradcheck`)."""
 
 
 def fmt_shape(shape: Sequence) -> str:

@@ -1,6 +1,6 @@
 """The call path of every module: pass counting, gradient mode and hooks.
 
-``Module.__call__`` and every ``backward`` go through one path (see :mod:`nnframe.module`):
+``Module.__call__`` and every ``backward`` go through one path (see :mod:`nnframe.core.module`):
 
 - **Passes.** A call made outside any other module's forward starts a new *pass*. What a
   module's forward saves for backward belongs to that call; a module called several times in

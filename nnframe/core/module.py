@@ -82,7 +82,7 @@ _INIT_ATTRIBUTES = frozenset(("training", "_buffer_names", "_hooks", "_call"))
 
 
 class _SymbolicCalls:
-    """The hook of graph models (set by :mod:`nnframe.graph`): ``record(module, args, kwargs)``
+    """The hook of graph models (set by :mod:`nnframe.layers.graph`): ``record(module, args, kwargs)``
     records a call on symbolic nodes and returns its output node(s), or NotImplemented when no
     argument is a node. Tried only when the first argument is not an ndarray."""
 
@@ -121,7 +121,7 @@ class Module:
     #: ``model.needs_input_grad = False`` saves the first layer's input-gradient product.
     needs_input_grad: bool = True
 
-    #: What the first input looks like (nnframe.input_spec): the call path checks it and
+    #: What the first input looks like (nnframe.core.input_spec): the call path checks it and
     #: handles inputs without a batch axis. None: the layer checks its inputs itself.
     input_spec: InputSpec | None = None
 
@@ -483,7 +483,7 @@ class Module:
                 value = array_module(current).asarray(state_dict[key])  # onto current's kind
                 current[...] = value.astype(current.dtype, copy=False)
 
-    # ------------------------------------------------------------------ configs (nnframe.config)
+    # ------------------------------------------------------------------ configs (nnframe.io.config)
     def __init_subclass__(cls, **kwargs):
         """Wraps each subclass's own ``__init__`` so that the outermost constructor call records
         its arguments in ``self._init_args``: ``get_config`` then needs no code in any layer.
@@ -527,7 +527,7 @@ class Module:
 
 
 class _ConfigIO:
-    """How ``Module.get_config``/``from_config`` reach :mod:`nnframe.config`, which fills this
+    """How ``Module.get_config``/``from_config`` reach :mod:`nnframe.io.config`, which fills this
     slot when it is imported (always, by ``import nnframe``): configs depend on modules, and
     module.py imports nothing of them."""
 

@@ -244,7 +244,7 @@ def from_config(config: Mapping, registry: Mapping[str, type] | None = None) -> 
     return _build(config, names, {}, 0)
 
 
-# one module's node in a config (nnframe.schema): what get_config writes, nothing else
+# one module's node in a config (nnframe.io.schema): what get_config writes, nothing else
 _NODE = S.Record(
     {"class": S.Str(max_len=200), "config": S.Any(), "ref": S.Nullable(S.Int(min=0))},
     optional=("config", "ref"),

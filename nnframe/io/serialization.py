@@ -15,7 +15,7 @@ nnframe adds string metadata (safetensors' ``__metadata__``):
   canonical form of the header (names, dtypes, shapes, offsets, other metadata). Both are
   verified on load: safetensors itself does not notice a flipped bit;
 - ``nnframe.kind``: ``"weights"``, ``"model"`` or ``"checkpoint"``; ``nnframe.config``: the
-  architecture as JSON (see :mod:`nnframe.config`) in model and checkpoint files.
+  architecture as JSON (see :mod:`nnframe.io.config`) in model and checkpoint files.
 
 Writes are atomic: a temporary file in the destination's directory, fsync, ``os.replace``, fsync
 of the directory. An exception, a kill or a full disk during a save leaves the previous file

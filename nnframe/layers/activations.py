@@ -87,8 +87,22 @@ def _finite(who: str, name: str, value) -> float:
     return value
 
 
+class _InplaceFlag(Module):
+    """An activation whose only argument is PyTorch's ``inplace`` flag: accepted, shown in the
+    repr where PyTorch shows it (``_shows_inplace``); the output is always a new array here."""
+
+    _shows_inplace = True
+
+    def __init__(self, inplace: bool = False):
+        super().__init__()
+        self.inplace = _check_flag(type(self).__name__, "inplace", inplace)
+
+    def extra_repr(self) -> str:
+        return _with_inplace(self) if self._shows_inplace else ""
+
+
 # ---------------------------------------------------------------------------- piecewise linear
-class ReLU(Module):
+class ReLU(_InplaceFlag):
     """max(0, x).
 
     Shape:
@@ -99,14 +113,6 @@ class ReLU(Module):
         >>> nf.ReLU()(np.array([-1.0, 2.0], dtype=np.float32))
         array([0., 2.], dtype=float32)
     """
-
-    def __init__(self, inplace: bool = False):
-        super().__init__()
-        # PyTorch's in-place flag: accepted; the output is always a new array here
-        self.inplace = _check_flag("ReLU", "inplace", inplace)
-
-    def extra_repr(self) -> str:
-        return _with_inplace(self)
 
     def forward(self, x):
         y = np.maximum(_input(self, x), 0)  # one pass; the int 0 keeps the input's dtype
@@ -285,17 +291,14 @@ def _hardsigmoid(x: np.ndarray) -> np.ndarray:
     return y
 
 
-class Hardsigmoid(Module):
+class Hardsigmoid(_InplaceFlag):
     """A piecewise-linear sigmoid: 0 for x <= -3, 1 for x >= 3, x / 6 + 1/2 between.
 
     Shape:
         input: any.    output: same as input.
     """
 
-    def __init__(self, inplace: bool = False):
-        super().__init__()
-        # PyTorch's in-place flag: accepted; the output is always a new array here
-        self.inplace = _check_flag("Hardsigmoid", "inplace", inplace)
+    _shows_inplace = False  # PyTorch's repr leaves the flag out
 
     def forward(self, x):
         x = _input(self, x)
@@ -309,17 +312,14 @@ class Hardsigmoid(Module):
         return g
 
 
-class Hardswish(Module):
+class Hardswish(_InplaceFlag):
     """x * hardsigmoid(x): 0 for x <= -3, x for x >= 3, x (x + 3) / 6 between.
 
     Shape:
         input: any.    output: same as input.
     """
 
-    def __init__(self, inplace: bool = False):
-        super().__init__()
-        # PyTorch's in-place flag: accepted; the output is always a new array here
-        self.inplace = _check_flag("Hardswish", "inplace", inplace)
+    _shows_inplace = False  # PyTorch's repr leaves the flag out
 
     def forward(self, x):
         x = _input(self, x)
@@ -599,20 +599,12 @@ class GELU(Module):
         return grad_output * d
 
 
-class SiLU(Module):
+class SiLU(_InplaceFlag):
     """x * sigmoid(x) (also called swish).
 
     Shape:
         input: any.    output: same as input.
     """
-
-    def __init__(self, inplace: bool = False):
-        super().__init__()
-        # PyTorch's in-place flag: accepted; the output is always a new array here
-        self.inplace = _check_flag("SiLU", "inplace", inplace)
-
-    def extra_repr(self) -> str:
-        return _with_inplace(self)
 
     def forward(self, x):
         x = _input(self, x)
@@ -626,20 +618,12 @@ class SiLU(Module):
         return grad_output * (s * (1 + x * (1 - s)))
 
 
-class Mish(Module):
+class Mish(_InplaceFlag):
     """x * tanh(softplus(x)).
 
     Shape:
         input: any.    output: same as input.
     """
-
-    def __init__(self, inplace: bool = False):
-        super().__init__()
-        # PyTorch's in-place flag: accepted; the output is always a new array here
-        self.inplace = _check_flag("Mish", "inplace", inplace)
-
-    def extra_repr(self) -> str:
-        return _with_inplace(self)
 
     def forward(self, x):
         x = _input(self, x)

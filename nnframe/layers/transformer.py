@@ -18,6 +18,17 @@ from nnframe.layers.dropout import Dropout
 from nnframe.layers.normalization import LayerNorm
 
 
+def _layer_repr(layer) -> str:
+    """The repr arguments of an encoder or decoder layer (PyTorch's, non-defaults shown)."""
+    d_model, nhead, ff, dropout, activation = layer._args
+    s = f"{d_model}, {nhead}, dim_feedforward={ff}, dropout={dropout}, activation={activation!r}"
+    if layer.norm_first:
+        s += ", norm_first=True"
+    if not layer.batch_first:
+        s += ", batch_first=False"
+    return s
+
+
 class TransformerEncoderLayer(Module):
     """Self-attention then a feed-forward block, each with a residual connection and LayerNorm
     (PyTorch's ``nn.TransformerEncoderLayer``: the same sub-module names, so state_dicts match).
@@ -104,13 +115,7 @@ class TransformerEncoderLayer(Module):
         self._args = (d_model, nhead, dim_feedforward, dropout, activation)
 
     def extra_repr(self) -> str:
-        d_model, nhead, ff, dropout, activation = self._args
-        s = f"{d_model}, {nhead}, dim_feedforward={ff}, dropout={dropout}, activation={activation!r}"
-        if self.norm_first:
-            s += ", norm_first=True"
-        if not self.batch_first:
-            s += ", batch_first=False"
-        return s
+        return _layer_repr(self)
 
     def _sa(self, x, src_mask, key_padding_mask, is_causal):
         out, _ = self.self_attn(

@@ -21,7 +21,12 @@ from nnframe.layers.dense import Dense
 from nnframe.layers.dropout import Dropout
 from nnframe.layers.init import xavier_uniform
 from nnframe.layers.normalization import LayerNorm
-from nnframe.layers.transformer import TransformerEncoder, TransformerEncoderLayer, _reseed
+from nnframe.layers.transformer import (
+    TransformerEncoder,
+    TransformerEncoderLayer,
+    _layer_repr,
+    _reseed,
+)
 
 
 class _SequencesSpec(BatchFirstSpec):
@@ -175,13 +180,7 @@ class TransformerDecoderLayer(Module):
         self._args = (d_model, nhead, dim_feedforward, dropout, activation)
 
     def extra_repr(self) -> str:
-        d_model, nhead, ff, dropout, activation = self._args
-        s = f"{d_model}, {nhead}, dim_feedforward={ff}, dropout={dropout}, activation={activation!r}"
-        if self.norm_first:
-            s += ", norm_first=True"
-        if not self.batch_first:
-            s += ", batch_first=False"
-        return s
+        return _layer_repr(self)
 
     # the three blocks and their backwards
     def _sa(self, x, mask, padding, is_causal):

@@ -54,7 +54,7 @@ def _check_optimizer(who: str, optimizer) -> None:
 class _SavedState:
     """``load_state_dict`` for schedulers: the stored state must have exactly the keys and
     kinds this scheduler writes (settings such as ``mode`` unchanged, rates finite and >= 0);
-    it is validated completely before any attribute is set (nnframe.schema)."""
+    it is validated completely before any attribute is set (nnframe.io.schema)."""
 
     _finite_state = True
 

@@ -47,7 +47,7 @@ class Callback:
     """Base class: every hook does nothing.
 
     A callback's resumable state is declared, never guessed: ``state_fields`` maps each
-    attribute a checkpoint saves to the :mod:`nnframe.schema` it must match. ``state_dict()``
+    attribute a checkpoint saves to the :mod:`nnframe.io.schema` it must match. ``state_dict()``
     returns those attributes; ``load_state_dict()`` validates the whole state first (unknown
     names, wrong types and ranges raise :class:`nnframe.io.schema.SchemaError` and change nothing),
     then sets only the declared attributes. Paths, functions and settings are never restored.
