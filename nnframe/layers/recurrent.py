@@ -84,7 +84,9 @@ def _unfold_t(a: np.ndarray) -> np.ndarray:
 class _Prepared:
     """One direction's weights in the kernels' layout (see above)."""
 
-    __slots__ = ("mode", "perm", "w_ih_t", "w_ih_s", "w_hh_t", "w_hh_s", "b", "b_hn", "w_hr")
+    __slots__ = (
+        "mode", "perm", "w_ih_t", "w_ih_s", "w_hh_t", "w_hh_s", "b", "b_hn", "w_hr", "w_cat",
+    )  # fmt: skip
 
     def __init__(self, mode, H, w_ih, w_hh, b_ih, b_hh, w_hr):
         xm = array_module(w_ih)
@@ -116,6 +118,7 @@ class _Prepared:
             b[:half] *= 0.5
             self.b = b[:, None]
         self.w_hr = w_hr
+        self.w_cat = _stack_weights(self.w_hh_s, self.w_ih_s, self.b) if mode == "LSTM" else None
 
     def project(self, xt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Every step's input pre-activations: (G*H, F) @ (T, F, N) -> (T, G*H, N), and the
@@ -138,6 +141,23 @@ class _Prepared:
     def to_torch_order(self, d: np.ndarray) -> np.ndarray:
         """A gradient with gate rows in kernel order, back in PyTorch's order."""
         return d if self.perm is None else d[self.perm]
+
+
+def _stack_weights(w_hh: np.ndarray, w_ih: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+    """The LSTM's per-step weights side by side, ``[W_hh | W_ih | b]``: (G*H, H_out + F (+ 1)).
+
+    Each step is then one GEMM ``[W_hh | W_ih | b] @ [h; x_t; 1]`` (see ``_lstm_rhs``): no
+    separate input projection, no pass adding it to the recurrent product, and in backward the
+    three weight gradients are one GEMM over all steps."""
+    xm = array_module(w_hh)
+    G, P = w_hh.shape
+    F = w_ih.shape[1]
+    w = xm.empty((G, P + F + (b is not None)), dtype=w_hh.dtype)
+    w[:, :P] = w_hh
+    w[:, P : P + F] = w_ih
+    if b is not None:
+        w[:, P + F] = b[:, 0]
+    return w
 
 
 def _sigmoid_fixup(s: np.ndarray) -> None:
@@ -194,20 +214,41 @@ def _rnn_backward(cache, dout, dh, dc, kw, mask, reverse, wg):
     return dA, dh, None, None
 
 
-def _lstm_forward(xp, h0, c0, kw, mask, reverse, zero_init=False):
-    xm = array_module(xp)
-    T, G, N = xp.shape
+def _lstm_rhs(xt, h0, kw, reverse):
+    """Every step's right-hand side ``[h; x_t; 1]`` in one array, rhs (T+1, H_out + F (+ 1), N).
+
+    The step at t reads slot t + r and writes its new state h' into the first H_out rows of slot
+    t + 1 - r (r = 1 when reversed), so x_t sits in slot t + r and every step's whole right-hand
+    side is one contiguous (K, N) block: the previous state is never copied. Slot T * (1 - r)
+    only ever holds the final state (its other rows are never read)."""
+    xm = array_module(xt)
+    T, F, N = xt.shape
+    P = h0.shape[0]
+    r = 1 if reverse else 0
+    rhs = xm.empty((T + 1, kw.w_cat.shape[1], N), dtype=xt.dtype)
+    rhs[r : T + r, P : P + F] = xt
+    if kw.b is not None:
+        rhs[:, P + F] = 1
+    rhs[T * r, :P] = h0
+    return rhs
+
+
+def _lstm_forward(xt, h0, c0, kw, mask, reverse, zero_init=False):
+    """One LSTM direction over xt (T, F, N). Each step: one GEMM ``[W_hh | W_ih | b] @ [h; x; 1]``
+    into the step's stacked gates (G*H, N), one tanh over them, then the cell update."""
+    xm = array_module(xt)
+    T, F, N = xt.shape
+    w = kw.w_cat
+    G = w.shape[0]
     H = G // 4
     P = h0.shape[0]
     w_hr = kw.w_hr
-    dtype = xp.dtype
-    acts = np.empty_like(xp)  # gate activations, kernel order i, f, o, g
-    # states in time order, (T+1, ., N): the step at t reads slot t + r and writes slot
-    # t + 1 - r (r = 1 when reversed), so each step's previous state is a slice, not a copy
+    dtype = xt.dtype
     r = 1 if reverse else 0
-    hst = xm.empty((T + 1, P, N), dtype=dtype)
-    cst = xm.empty((T + 1, H, N), dtype=dtype)
-    hst[T * r] = h0
+    rhs = _lstm_rhs(xt, h0, kw, reverse)
+    hst = rhs[:, :P]  # (T+1, P, N): the states, in time order (see _lstm_rhs)
+    acts = xm.empty((T, G, N), dtype=dtype)  # gate activations, kernel order i, f, o, g
+    cst = xm.empty((T + 1, H, N), dtype=dtype)  # cell states, slots as hst
     cst[T * r] = c0
     # outputs: the states themselves, unless padded steps make them differ (zero outputs)
     hs = hst[1 - r : T + 1 - r] if mask is None else xm.empty((T, P, N), dtype=dtype)
@@ -215,16 +256,15 @@ def _lstm_forward(xp, h0, c0, kw, mask, reverse, zero_init=False):
     us = xm.empty((T, H, N), dtype=dtype) if w_hr is not None else None  # o*tanh(c') unprojected
     ig = xm.empty((H, N), dtype=dtype)
     h, c = hst[T * r], cst[T * r]
-    first = True
+    first = zero_init
     for t in _order(T, reverse):
         a = acts[t]
-        if first and zero_init:  # h0 = 0: no recurrent product at the first step
-            np.tanh(xp[t], out=a)
+        if first:  # h0 = 0: the first step's recurrent product is zero, skip its columns
+            np.matmul(w[:, P:], rhs[t + r, P:], out=a)
+            first = False
         else:
-            np.matmul(kw.w_hh_s, h, out=a)
-            a += xp[t]
-            np.tanh(a, out=a)
-        first = False
+            np.matmul(w, rhs[t + r], out=a)
+        np.tanh(a, out=a)  # sigmoid rows: tanh(x/2), the weights' rows are halved
         _sigmoid_fixup(a[: 3 * H])
         i, f, o, g = a[:H], a[H : 2 * H], a[2 * H : 3 * H], a[3 * H :]
         c_slot = cst[t + 1 - r]
@@ -250,23 +290,24 @@ def _lstm_forward(xp, h0, c0, kw, mask, reverse, zero_init=False):
             c_new *= mf
             c = np.multiply(c, keep, out=c_slot)
             c += c_new
-    hs_prev, cs_prev = hst[r : T + r], cst[r : T + r]
-    return hs, h, c, (acts, cs_prev, tcs, hs_prev, us)
+    # the cache: rhs[r : T + r] is every step's right-hand side, in step order
+    return hs, h, c, (acts, cst[r : T + r], tcs, rhs[r : T + r], us)
 
 
 def _lstm_backward(cache, dout, dh, dc, kw, mask, reverse, wg, need_dh0=True):
-    acts, cs_prev, tcs, hs_prev, us = cache
+    acts, cs_prev, tcs, _, us = cache
     xm = array_module(acts)
     T, G, N = acts.shape
     H = G // 4
+    P = kw.w_hh_t.shape[0]
     w_hr = kw.w_hr
     dtype = acts.dtype
     dA = xm.empty((T, G, N), dtype=dtype)  # time-major: each step writes a contiguous block
-    dhs = np.empty_like(hs_prev) if w_hr is not None else None  # dL/dh' per step (for dW_hr)
+    dhs = xm.empty((T, P, N), dtype=dtype) if w_hr is not None else None  # dL/dh' (for dW_hr)
     sd = xm.empty((3 * H, N), dtype=dtype)  # sigmoid' of i, f, o
     up = xm.empty((3 * H, N), dtype=dtype)  # dL/di, dL/df, dL/do
     tmp = xm.empty((H, N), dtype=dtype)
-    g_buf = np.empty_like(hs_prev[0])
+    g_buf = xm.empty((P, N), dtype=dtype)
     last = 0 if not reverse else T - 1  # the first step in time: its dL/dh may not be needed
     for t in _order(T, not reverse):
         da = dA[t]
@@ -289,7 +330,7 @@ def _lstm_backward(cache, dout, dh, dc, kw, mask, reverse, wg, need_dh0=True):
         np.subtract(1, tmp, out=tmp)
         tmp *= o
         tmp *= du
-        dc = dc + tmp
+        dc += tmp  # dc is this function's own array (a copy, or f * dc from the step before)
         np.multiply(du, tc, out=up[2 * H :])
         # c' = f*c + i*g:  dL/di = dc' * g,  dL/df = dc' * c,  dL/dg = dc' * i
         np.multiply(dc, g, out=up[:H])
@@ -412,10 +453,11 @@ def _direction_forward(mode, kw, xt, h0, c0, mask, reverse, zero_init=False):
     """One direction of one layer on xt (T, F, N): returns (output (T, H_out, N), h_T, c_T,
     cache), states (H, N). ``zero_init``: h0 (and c0) are zeros, the first recurrent product
     is skipped."""
+    if mode == "LSTM":  # the input projection rides in each step's GEMM (see _stack_weights)
+        hs, hT, cT, cache = _lstm_forward(xt, h0, c0, kw, mask, reverse, zero_init)
+        return hs, hT, cT, (cache, None, zero_init)
     xp, xa = kw.project(xt)
-    if mode == "LSTM":
-        out = _lstm_forward(xp, h0, c0, kw, mask, reverse, zero_init)
-    elif mode == "GRU":
+    if mode == "GRU":
         out = _gru_forward(xp, h0, kw, mask, reverse)
     else:
         out = _rnn_forward(xp, h0, kw, mask, reverse, mode == "RNN_RELU")
@@ -467,11 +509,15 @@ def _direction_backward(mode, kw, cache, xt, dout, dh, dc, mask, reverse, need_d
     of the final state (H, N) (not mutated). Returns (dL/dxt (T, F, N) or None, dL/dh0 (None
     unless ``need_dh0``), dL/dc0, grads) with grads the weight gradients by base name, gate rows
     in PyTorch's order."""
+    if mode == "LSTM":
+        return _lstm_direction_backward(
+            kw, cache[0], xt, dout, dh, dc, mask, reverse, need_dx, need_dh0
+        )
     cache, xa, zero_init = cache
     xm = array_module(xa)
     G = kw.w_ih_s.shape[0]
     dtype = xa.dtype
-    hs_prev = cache[{"LSTM": 3, "GRU": 2}.get(mode, 1)]
+    hs_prev = cache[{"GRU": 2}.get(mode, 1)]
     # the weight gradients, summed over the steps as the kernels go (see _WeightGrads); with
     # biases the input's last row is ones, so dW_ih's last column is the bias gradient
     if mode == "GRU":  # the hidden side differs in the new gate's rows (r * dn, not dn)
@@ -481,11 +527,7 @@ def _direction_backward(mode, kw, cache, xt, dout, dh, dc, mask, reverse, need_d
         wg = _WeightGrads(G, [xa], dtype), _WeightGrads(G, hidden, dtype)
     else:
         wg = _WeightGrads(G, [hs_prev, xa], dtype)
-    if mode == "LSTM":
-        dxp, dh0, dc0, dw_hr = _lstm_backward(
-            cache, dout, dh, dc.copy(), kw, mask, reverse, wg, need_dh0
-        )
-    elif mode == "GRU":
+    if mode == "GRU":
         dxp, dh0, dc0, dw_hr = _gru_backward(cache, dout, dh, dc, kw, mask, reverse, wg)
     else:
         dxp, dh0, dc0, dw_hr = _rnn_backward(cache, dout, dh, dc, kw, mask, reverse, wg)
@@ -502,11 +544,35 @@ def _direction_backward(mode, kw, cache, xt, dout, dh, dc, mask, reverse, need_d
             grads["bias_hh"] = db_hh[0][:, 0]
         else:
             grads["bias_hh"] = grads["bias_ih"]
+    dx = None
+    if need_dx:  # (F, G*H) @ (T, G*H, N) -> (T, F, N)
+        dx = np.matmul(kw.w_ih_t, dxp)
+    return dx, dh0, dc0, grads
+
+
+def _lstm_direction_backward(kw, cache, xt, dout, dh, dc, mask, reverse, need_dx, need_dh0):
+    """_direction_backward for the LSTM: the weight gradients are one sum over the steps,
+    dL/d[W_hh | W_ih | b] = sum_t dA_t @ [h; x_t; 1]^T, split afterwards into the three."""
+    rhs = cache[3]  # (T, K, N): each step's [h; x_t; 1]
+    G = kw.w_cat.shape[0]
+    wg = _WeightGrads(G, [rhs], rhs.dtype)
+    dA, dh0, dc0, dw_hr = _lstm_backward(
+        cache, dout, dh, dc.copy(), kw, mask, reverse, wg, need_dh0
+    )
+    (dw,) = wg.flush()  # (G*H, K), gate rows in kernel order
+    P, F = kw.w_hh_t.shape[0], xt.shape[1]
+    grads = {
+        "weight_hh": kw.to_torch_order(dw[:, :P]),
+        "weight_ih": kw.to_torch_order(dw[:, P : P + F]),
+    }
+    if kw.b is not None:  # b = b_ih + b_hh: both get the same gradient
+        grads["bias_ih"] = kw.to_torch_order(dw[:, P + F])
+        grads["bias_hh"] = grads["bias_ih"]
     if dw_hr is not None:
         grads["weight_hr"] = dw_hr
     dx = None
     if need_dx:  # (F, G*H) @ (T, G*H, N) -> (T, F, N)
-        dx = np.matmul(kw.w_ih_t, dxp)
+        dx = np.matmul(kw.w_ih_t, dA)
     return dx, dh0, dc0, grads
 
 
@@ -758,9 +824,14 @@ class _RNNBase(Module):
                 dirs.append((kw, cache))
             layers.append((layer_in, drop, dirs))
             layer_in = outs[0] if D == 1 else np.concatenate(outs, axis=1)
-        output = xm.ascontiguousarray(
-            layer_in.transpose(2, 0, 1) if self.batch_first else layer_in.transpose(0, 2, 1)
-        )
+        # The output is a transposed view of the last layer's (T, H_out, N) states, as PyTorch's
+        # batch_first output is a transposed view: no (N, T, H) copy that callers reading only
+        # h_n would pay for. It must not share memory with the saved state (a caller may write
+        # to it), so the LSTM's and RNN's states, which backward reads, are copied (contiguous:
+        # a cheap copy); the GRU's outputs are an array of their own.
+        if D == 1 and self.mode != "GRU":
+            layer_in = layer_in.copy()
+        output = layer_in.transpose(2, 0, 1) if self.batch_first else layer_in.transpose(0, 2, 1)
         self.save_for_backward(layers, mask, hx is not None, output.shape, T, N)
         return output, ((h_n, c_n) if self.mode == "LSTM" else h_n)
 
