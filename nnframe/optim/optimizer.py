@@ -91,6 +91,10 @@ def square_avg_(avg: np.ndarray, x: np.ndarray, decay: float, tmp: np.ndarray) -
     avg += tmp
 
 
+#: optimizer class -> whether its steps can be block-guarded (see ``_blocks_guardable``)
+_GUARDABLE: dict[type, bool] = {}
+
+
 class Optimizer:
     """Base class of optimizers.
 
@@ -336,12 +340,15 @@ class Optimizer:
         (the built-in optimizers' ``update``): each block can then be backed up and checked
         while it is in cache, instead of copying and re-reading every array around the step."""
         cls = type(self)
-        return (
-            getattr(cls.update, "__module__", "").startswith("nnframe.optim")
-            and cls.apply_update is Optimizer.apply_update
-            and cls.update_with is Optimizer.update_with
-            and cls._step is Optimizer._step
-        )
+        known = _GUARDABLE.get(cls)
+        if known is None:
+            known = _GUARDABLE[cls] = (
+                getattr(cls.update, "__module__", "").startswith("nnframe.optim")
+                and cls.apply_update is Optimizer.apply_update
+                and cls.update_with is Optimizer.update_with
+                and cls._step is Optimizer._step
+            )
+        return known
 
     def _step_fused_guarded(self) -> bool | None:
         """The step when every group is a fused flat vector (small parameters): each flat
@@ -356,21 +363,17 @@ class Optimizer:
             if fused is None:
                 return None
             groups.append((fused, group))
-        done = []
-        ok = True
+        backups = []
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             for fused, group in groups:
-                backup = fused.backup()
-                done.append((fused, backup, fused.update(self, group)))
+                backups.append(fused.backup())
+                fused.update(self, group)
                 if not fused.finite():
-                    ok = False
-                    break
-        if not ok:
-            for fused, backup, _ in done:
-                fused.restore(backup)
-            return False
-        for fused, _, arrays in done:
-            fused.write_back(self, arrays)
+                    for undone, backup in zip([f for f, _ in groups], backups):
+                        undone.restore(backup)
+                    return False
+        for fused, _ in groups:
+            fused.write_back(self)
         return True
 
     def _finite_by_bound(self) -> bool:
@@ -867,28 +870,26 @@ class _FusedGroup:
                 )
                 for k, v in self.state.items()
             }
+        self.published = _array_ids(self.state)
 
     def step(self, opt: Optimizer, group: dict) -> None:
-        arrays = self.update(opt, group)
-        self.write_back(opt, arrays)
+        self.update(opt, group)
+        self.write_back(opt)
 
-    def update(self, opt: Optimizer, group: dict) -> list:
+    def update(self, opt: Optimizer, group: dict) -> None:
         """Gathers the parameters and gradients (p.data may have changed between steps) and
-        updates the flat vector and state; the parameters are not written yet. Returns the
-        state's array ids before the update (for ``write_back``)."""
+        updates the flat vector and state; the parameters are not written yet."""
         np.concatenate([p.data.reshape(-1) for p in self.params], out=self.param.data)
         np.concatenate([p.grad.reshape(-1) for p in self.params], out=self.param.grad)
-        arrays = _array_ids(self.state)
         opt.update(self.param, self.state, group)
-        return arrays
 
     def finite(self) -> bool:
         """Whether the updated flat vector and every state value are finite."""
-        if not bool(np.isfinite(self.param.data).all()):
+        if not _block_finite(self.param.data):
             return False
         for v in self.state.values():
             if isinstance(v, np.ndarray) or is_array(v):
-                if v.dtype.kind in "fc" and not bool(np.isfinite(v).all()):
+                if v.dtype.kind in "fc" and not _block_finite(v):
                     return False
             elif isinstance(v, float) and not math.isfinite(v):
                 return False
@@ -916,17 +917,17 @@ class _FusedGroup:
             else:
                 self.state[k] = v
 
-    def write_back(self, opt: Optimizer, arrays: list) -> None:
+    def write_back(self, opt: Optimizer) -> None:
+        """Copies the updated flat vector into the parameters and publishes the state: views
+        again when ``update`` created or replaced a state array (momentum switched on), else
+        just the scalars (the step count)."""
         for p, piece in zip(self.params, self.pieces):
             np.copyto(p.data, piece)
-        if _array_ids(self.state) != arrays:
-            self.publish(opt)  # update() created a state array (e.g. momentum switched on)
+        arrays = _array_ids(self.state)
+        if arrays != self.published:
+            self.publish(opt)
         else:
-            scalars = [
-                (k, v)
-                for k, v in self.state.items()
-                if not (isinstance(v, np.ndarray) or is_array(v))
-            ]
+            scalars = [(k, v) for k, v in self.state.items() if (k, id(v)) not in arrays]
             for p in self.params:
                 opt.state[p].update(scalars)
 
