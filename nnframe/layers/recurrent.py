@@ -146,7 +146,7 @@ class _Prepared:
 def _stack_weights(w_hh: np.ndarray, w_ih: np.ndarray, b: np.ndarray | None) -> np.ndarray:
     """The LSTM's per-step weights side by side, ``[W_hh | W_ih | b]``: (G*H, H_out + F (+ 1)).
 
-    Each step is then one GEMM ``[W_hh | W_ih | b] @ [h; x_t; 1]`` (see ``_lstm_rhs``): no
+    Each step is then one GEMM ``[W_hh | W_ih | b] @ [h; x_t; 1]`` (see ``_fill_lstm_rhs``): no
     separate input projection, no pass adding it to the recurrent product, and in backward the
     three weight gradients are one GEMM over all steps."""
     xm = array_module(w_hh)
@@ -214,18 +214,32 @@ def _rnn_backward(cache, dout, dh, dc, kw, mask, reverse, wg):
     return dA, dh, None, None
 
 
-def _lstm_rhs(xt, h0, kw, reverse):
+def _carve(xm, dtype, *shapes: tuple) -> list:
+    """Arrays of the given shapes, all views of one allocation.
+
+    A layer's per-call arrays live and die together (forward to backward). One block of the
+    same size every call is reused by the allocator; several large blocks of different sizes
+    were handed back to the OS and faulted in again page by page on every call (about 1300
+    page faults per step in the LSTM classifier benchmark)."""
+    sizes = [math.prod(shape) for shape in shapes]
+    buf = xm.empty(sum(sizes), dtype=dtype)
+    out, start = [], 0
+    for shape, n in zip(shapes, sizes):
+        out.append(buf[start : start + n].reshape(shape))
+        start += n
+    return out
+
+
+def _fill_lstm_rhs(rhs, xt, h0, kw, reverse):
     """Every step's right-hand side ``[h; x_t; 1]`` in one array, rhs (T+1, H_out + F (+ 1), N).
 
     The step at t reads slot t + r and writes its new state h' into the first H_out rows of slot
     t + 1 - r (r = 1 when reversed), so x_t sits in slot t + r and every step's whole right-hand
     side is one contiguous (K, N) block: the previous state is never copied. Slot T * (1 - r)
     only ever holds the final state (its other rows are never read)."""
-    xm = array_module(xt)
     T, F, N = xt.shape
     P = h0.shape[0]
     r = 1 if reverse else 0
-    rhs = xm.empty((T + 1, kw.w_cat.shape[1], N), dtype=xt.dtype)
     rhs[r : T + r, P : P + F] = xt
     if kw.b is not None:
         rhs[:, P + F] = 1
@@ -245,15 +259,18 @@ def _lstm_forward(xt, h0, c0, kw, mask, reverse, zero_init=False):
     w_hr = kw.w_hr
     dtype = xt.dtype
     r = 1 if reverse else 0
-    rhs = _lstm_rhs(xt, h0, kw, reverse)
-    hst = rhs[:, :P]  # (T+1, P, N): the states, in time order (see _lstm_rhs)
-    acts = xm.empty((T, G, N), dtype=dtype)  # gate activations, kernel order i, f, o, g
-    cst = xm.empty((T + 1, H, N), dtype=dtype)  # cell states, slots as hst
+    # rhs: each step's [h; x; 1] (see _fill_lstm_rhs); acts: gate activations, kernel order
+    # i, f, o, g; cst: cell states, slots as rhs; tcs: tanh(c'); us: o*tanh(c') unprojected
+    rhs, acts, cst, tcs, us = _carve(
+        xm, dtype, (T + 1, w.shape[1], N), (T, G, N), (T + 1, H, N), (T, H, N),
+        (T, H, N) if w_hr is not None else (0,),
+    )  # fmt: skip
+    _fill_lstm_rhs(rhs, xt, h0, kw, reverse)
+    hst = rhs[:, :P]  # (T+1, P, N): the states, in time order
     cst[T * r] = c0
     # outputs: the states themselves, unless padded steps make them differ (zero outputs)
     hs = hst[1 - r : T + 1 - r] if mask is None else xm.empty((T, P, N), dtype=dtype)
-    tcs = xm.empty((T, H, N), dtype=dtype)  # tanh(c')
-    us = xm.empty((T, H, N), dtype=dtype) if w_hr is not None else None  # o*tanh(c') unprojected
+    us = us if w_hr is not None else None
     ig = xm.empty((H, N), dtype=dtype)
     h, c = hst[T * r], cst[T * r]
     first = zero_init
@@ -294,7 +311,7 @@ def _lstm_forward(xt, h0, c0, kw, mask, reverse, zero_init=False):
     return hs, h, c, (acts, cst[r : T + r], tcs, rhs[r : T + r], us)
 
 
-def _lstm_backward(cache, dout, dh, dc, kw, mask, reverse, wg, need_dh0=True):
+def _lstm_backward(cache, dout, dh, dc, kw, mask, reverse, wg, need_dh0=True, need_dA=True):
     acts, cs_prev, tcs, _, us = cache
     xm = array_module(acts)
     T, G, N = acts.shape
@@ -302,7 +319,10 @@ def _lstm_backward(cache, dout, dh, dc, kw, mask, reverse, wg, need_dh0=True):
     P = kw.w_hh_t.shape[0]
     w_hr = kw.w_hr
     dtype = acts.dtype
-    dA = xm.empty((T, G, N), dtype=dtype)  # time-major: each step writes a contiguous block
+    # dL/d(gate pre-activations), time-major: each step writes a contiguous block. Kept for
+    # all steps only when dL/dx needs them; the weight gradients take each step's as it comes.
+    dA = xm.empty((T, G, N), dtype=dtype) if need_dA else None
+    da_buf = None if need_dA else xm.empty((G, N), dtype=dtype)
     dhs = xm.empty((T, P, N), dtype=dtype) if w_hr is not None else None  # dL/dh' (for dW_hr)
     sd = xm.empty((3 * H, N), dtype=dtype)  # sigmoid' of i, f, o
     up = xm.empty((3 * H, N), dtype=dtype)  # dL/di, dL/df, dL/do
@@ -310,7 +330,7 @@ def _lstm_backward(cache, dout, dh, dc, kw, mask, reverse, wg, need_dh0=True):
     g_buf = xm.empty((P, N), dtype=dtype)
     last = 0 if not reverse else T - 1  # the first step in time: its dL/dh may not be needed
     for t in _order(T, not reverse):
-        da = dA[t]
+        da = da_buf if dA is None else dA[t]
         g_h = dh if dout is None else np.add(dout[t], dh, out=g_buf)  # dL/dh' (not mutated)
         if mask is not None:
             mf, keep = mask[0][t], mask[1][t]
@@ -557,7 +577,7 @@ def _lstm_direction_backward(kw, cache, xt, dout, dh, dc, mask, reverse, need_dx
     G = kw.w_cat.shape[0]
     wg = _WeightGrads(G, [rhs], rhs.dtype)
     dA, dh0, dc0, dw_hr = _lstm_backward(
-        cache, dout, dh, dc.copy(), kw, mask, reverse, wg, need_dh0
+        cache, dout, dh, dc.copy(), kw, mask, reverse, wg, need_dh0, need_dx
     )
     (dw,) = wg.flush()  # (G*H, K), gate rows in kernel order
     P, F = kw.w_hh_t.shape[0], xt.shape[1]
