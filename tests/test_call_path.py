@@ -302,3 +302,23 @@ def test_input_errors_name_a_container_briefly():
     layer = nf.TransformerEncoderLayer(8, 2, 16)
     with pytest.raises(nf.ShapeError, match=r"^TransformerEncoderLayer\(\.\.\.\): expected input"):
         layer(np.ones((2, 3, 5), np.float32))
+
+
+def test_a_failed_call_leaves_the_next_top_level_call_a_new_pass():
+    # a module missing super().__init__() raised inside the call path after it counted the call
+    # as nested: every later top-level call then looked nested (a shared layer's gradient lost)
+    class NoInit(nf.Module):
+        def __init__(self):
+            pass
+
+        def forward(self, x):
+            return x
+
+    with pytest.raises(RuntimeError):
+        NoInit()(np.ones(2))
+    d = nf.Dense(3, 3, rng=0)
+    model = nf.Sequential(d)
+    x = np.ones((2, 3), np.float32)
+    for _ in range(3):
+        model(x)  # each a new pass: the layer's entries of older passes are dropped
+    assert len(d._call.stack) == 1

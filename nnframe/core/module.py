@@ -74,6 +74,15 @@ class _CallSlots:
         self.unbatched: Unbatched | None = None
         self.in_backward = False
 
+    def new_pass(self, pass_id: int, clear: bool) -> None:
+        """The first save of a new pass: leftovers of older passes go (``clear``: a nested
+        call, or eval mode), except for a module called by hand at the top level in training
+        mode (a cell stepped through a loop) before a backward."""
+        if clear or self.pass_id < 0:
+            self.stack.clear()
+            self.calls = 0
+        self.pass_id = pass_id
+
 
 # attribute types that never hold a module or a parameter: discovery skips them at once
 _PLAIN = frozenset((type(None), bool, int, float, str, _CallSlots, np.dtype, np.ndarray))
@@ -157,11 +166,11 @@ class Module:
             args, undo = spec.admit(self, args)  # checks; adds a missing batch axis
             if undo is not None and kwargs and spec.keyword_inputs:
                 kwargs = undo.add_to_keywords(kwargs, spec.keyword_inputs)
+        slots = self._call  # (before the depth changes: a missing super().__init__() raises)
+        saves = slots.saves
         if call.depth == 0:
             call.pass_id += 1  # a call from outside any forward starts a new pass
         call.depth += 1
-        slots = self._call
-        saves = slots.saves
         try:
             if self._hooks is None and not GLOBAL_HOOKS.active:
                 out = self.forward(*args, **kwargs)
@@ -192,22 +201,21 @@ class Module:
         the forwards. Entries left over from an earlier pass are dropped when a new pass saves.
         Under ``nf.no_grad()`` nothing is kept.
         """
-        call = CALL
+        call, slots = CALL, self._call
         if not call.grad_enabled:
-            self._call.saved = _NO_GRAD
+            slots.saved = _NO_GRAD
             return
-        self._push(arrays, call.depth > 1)
-        self._call.saves += 1
+        if slots.pass_id != call.pass_id:  # (_push, inlined: this runs once per layer call)
+            slots.new_pass(call.pass_id, call.depth > 1 or not self.training)
+        slots.stack.append(arrays)
+        slots.calls += 1
+        slots.saves += 1
+        slots.saved = arrays
 
     def _push(self, entry, nested: bool) -> None:
         slots, pass_id = self._call, CALL.pass_id
         if slots.pass_id != pass_id:
-            # a new pass: leftovers of older passes go, except for a module called by hand at
-            # the top level in training mode (a cell stepped through a loop) before a backward
-            if nested or slots.pass_id < 0 or not self.training:
-                slots.stack.clear()
-                slots.calls = 0
-            slots.pass_id = pass_id
+            slots.new_pass(pass_id, nested or not self.training)
         slots.stack.append(entry)
         slots.calls += 1
         slots.saved = entry

@@ -13,6 +13,7 @@ from nnframe.core.input_spec import InputSpec
 from nnframe.core.module import Module
 from nnframe.core.parameter import Parameter
 from nnframe.core.random import get_rng
+from nnframe.functional import row_sum
 from nnframe.layers.init import default_uniform, make_weight
 
 # dL/dW of a large layer is computed into a per-thread scratch buffer, reused from call to call,
@@ -99,11 +100,12 @@ class Dense(Module):
 
     def forward(self, x):
         w = self.weight.data
-        if sparse.issparse(x):
+        if type(x) is not np.ndarray and sparse.issparse(x):
             x = sparse.csr_matrix(x, dtype=w.dtype) if x.dtype != w.dtype else x.tocsr()
             y = np.asarray(x @ w.T)  # (N, D_in) sparse @ (D_in, D_out) dense -> dense
         else:
-            x = as_float_input(self, x, w.dtype)
+            if type(x) is not np.ndarray or x.dtype != w.dtype:
+                x = as_float_input(self, x, w.dtype)
             y = x @ w.T  # the transposed view costs no copy; BLAS reads it as is
         if self.bias is not None:
             y += self.bias.data  # in place: no second output array
@@ -113,8 +115,8 @@ class Dense(Module):
     def backward(self, grad_output):
         (x,) = self.saved
         w = self.weight
-        g2 = grad_output.reshape(-1, self.out_features)  # (N*, D_out)
-        if sparse.issparse(x):
+        g2 = grad_output if grad_output.ndim == 2 else grad_output.reshape(-1, self.out_features)
+        if type(x) is not np.ndarray and sparse.issparse(x):  # g2: (N*, D_out)
             if w.requires_grad:
                 # dL/dW = (x^T @ g)^T: a sparse (D_in, N) @ dense (N, D_out) product
                 w.grad += np.asarray(x.T @ g2).T
@@ -124,7 +126,7 @@ class Dense(Module):
         if w.requires_grad:
             # dL/dW = g^T @ x: (D_out, N*) @ (N*, D_in). (scipy's BLAS could add it in place,
             # but scipy ships a second OpenBLAS whose threads fight numpy's: 5x slower steps)
-            x2 = x.reshape(-1, self.in_features)
+            x2 = x if x.ndim == 2 else x.reshape(-1, self.in_features)
             if (
                 w.grad.size >= _SCRATCH_MIN
                 and type(x2) is np.ndarray
@@ -136,7 +138,7 @@ class Dense(Module):
             else:
                 w.grad += g2.T @ x2
         if self.bias is not None and self.bias.requires_grad:
-            self.bias.grad += g2.sum(axis=0)  # dL/db: summed over the batch
+            self.bias.grad += row_sum(g2)  # dL/db: summed over the batch
         if not self.needs_input_grad:
             return None  # the input is data: skip a (N, D_out) @ (D_out, D_in) product
         return grad_output @ w.data  # dL/dx: (N*, D_out) @ (D_out, D_in)
