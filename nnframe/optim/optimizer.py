@@ -155,7 +155,7 @@ class Optimizer:
         self.last_grad_norm: float | None = None
         self._workspace: dict = {}
         self._fused: dict[int, _FusedGroup] = {}
-        self._validated: dict[int, list] = {}  # per group: the options last validated
+        self._validated: dict[int, tuple] = {}  # per group: the options last validated
         self._backups: dict[int, np.ndarray] = {}  # see step: what it puts back on NaN/Inf
         is_group = [isinstance(p, dict) for p in params]
         if any(is_group) and not all(is_group):
@@ -270,7 +270,7 @@ class Optimizer:
         """
         loss = closure() if closure is not None else None
         for i, group in enumerate(self.param_groups):  # options may have changed since added
-            options = [(k, v) for k, v in group.items() if k != "params"]
+            options = tuple(group.items())  # (the params list compares by identity: fast)
             try:
                 same = self._validated.get(i) == options  # (a NaN never equals: checked again)
             except ValueError:  # an array-valued option: compare by checking again
@@ -484,20 +484,22 @@ class Optimizer:
         """
         first = arrays[0]
         n = first.size
-        present = [a for a in arrays if a is not None]
-        strides = first.strides
         guard = self._guard
         # what a block-guarded step backs up and checks: the parameter and the state arrays
         # (update_with passes the gradient, which is only read, second)
         written = None if guard is None else [a for a in (first, *arrays[2:]) if a is not None]
         if n <= self.CHUNK:
             w0, w1 = self._block(n, first.dtype, array_module(first))
+            if first.ndim != 1:
+                w0, w1 = w0.reshape(first.shape), w1.reshape(first.shape)
             if guard is None:
-                return fn(*arrays, work=(w0.reshape(first.shape), w1.reshape(first.shape)), **hyper)
+                return fn(*arrays, work=(w0, w1), **hyper)
             guard.save(written)
-            out = fn(*arrays, work=(w0.reshape(first.shape), w1.reshape(first.shape)), **hyper)
+            out = fn(*arrays, work=(w0, w1), **hyper)
             guard.check(written)
             return out
+        present = [a for a in arrays if a is not None]
+        strides = first.strides
         if not all(
             a.strides == strides and (a.flags.c_contiguous or a.flags.f_contiguous) for a in present
         ):
