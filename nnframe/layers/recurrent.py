@@ -272,16 +272,19 @@ def _lstm_forward(xt, h0, c0, kw, mask, reverse, zero_init=False):
     hs = hst[1 - r : T + 1 - r] if mask is None else xm.empty((T, P, N), dtype=dtype)
     us = us if w_hr is not None else None
     ig = xm.empty((H, N), dtype=dtype)
+    # the GEMM writes into this small reused array (it stays in cache), and the tanh moves the
+    # step's gates into acts: one pass into the large array instead of the GEMM's scattered writes
+    z = xm.empty((G, N), dtype=dtype)
     h, c = hst[T * r], cst[T * r]
     first = zero_init
     for t in _order(T, reverse):
         a = acts[t]
         if first:  # h0 = 0: the first step's recurrent product is zero, skip its columns
-            np.matmul(w[:, P:], rhs[t + r, P:], out=a)
+            np.matmul(w[:, P:], rhs[t + r, P:], out=z)
             first = False
         else:
-            np.matmul(w, rhs[t + r], out=a)
-        np.tanh(a, out=a)  # sigmoid rows: tanh(x/2), the weights' rows are halved
+            np.matmul(w, rhs[t + r], out=z)
+        np.tanh(z, out=a)  # sigmoid rows: tanh(x/2), the weights' rows are halved
         _sigmoid_fixup(a[: 3 * H])
         i, f, o, g = a[:H], a[H : 2 * H], a[2 * H : 3 * H], a[3 * H :]
         c_slot = cst[t + 1 - r]
