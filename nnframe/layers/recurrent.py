@@ -52,9 +52,10 @@ _GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
 # as in the row-major layout. The layer transposes once on the way in and once on the way out.
 #
 # The weights are rearranged once per forward (``_Prepared``): LSTM gates reordered to
-# (i, f, o, g) so that the three sigmoid gates are one block, and the rows of every sigmoid gate
-# scaled by 1/2, because sigmoid(x) = (1 + tanh(x/2)) / 2: one tanh over the whole stacked
-# array serves every gate, then one affine fix-up of the sigmoid block.
+# (g, f, i, o) so that the three sigmoid gates are one block (and g comes first: see
+# _lstm_forward), and the rows of every sigmoid gate scaled by 1/2, because sigmoid(x) =
+# (1 + tanh(x/2)) / 2: one tanh over the whole stacked array serves every gate, then one
+# affine fix-up of the sigmoid block.
 #
 # xp: (T, G*H, N) input pre-activations (W_ih @ x with the biases folded in; for the GRU the
 # hidden bias of the new gate, b_hn, stays apart because r multiplies it).
@@ -92,9 +93,10 @@ class _Prepared:
         xm = array_module(w_ih)
         self.mode = mode
         perm = None
-        half = {"LSTM": 3 * H, "GRU": 2 * H}.get(mode, 0)  # rows of the sigmoid gates
-        if mode == "LSTM":  # (i, f, g, o) -> (i, f, o, g); swapping two blocks is its own inverse
-            perm = np.r_[0 : 2 * H, 3 * H : 4 * H, 2 * H : 3 * H]
+        # rows of the sigmoid gates, in kernel order
+        sig = {"LSTM": slice(H, 4 * H), "GRU": slice(0, 2 * H)}.get(mode, slice(0, 0))
+        if mode == "LSTM":  # (i, f, g, o) -> (g, f, i, o); swapping two blocks is its own inverse
+            perm = np.r_[2 * H : 3 * H, H : 2 * H, 0:H, 3 * H : 4 * H]
             if xm is not np:
                 perm = xm.asarray(perm)
             w_ih, w_hh = w_ih[perm], w_hh[perm]
@@ -102,9 +104,9 @@ class _Prepared:
         self.w_ih_t = xm.ascontiguousarray(w_ih.T)  # (F, G*H): dL/dx = W_ih^T @ dA
         self.w_hh_t = xm.ascontiguousarray(w_hh.T)  # (H_out, G*H): dL/dh = W_hh^T @ dA
         self.w_ih_s = w_ih.copy()
-        self.w_ih_s[:half] *= 0.5
+        self.w_ih_s[sig] *= 0.5
         self.w_hh_s = w_hh.copy()
-        self.w_hh_s[:half] *= 0.5
+        self.w_hh_s[sig] *= 0.5
         self.b = self.b_hn = None
         if b_ih is not None:
             if mode == "GRU":
@@ -115,7 +117,7 @@ class _Prepared:
                 b = b_ih + b_hh
                 if perm is not None:
                     b = b[perm]
-            b[:half] *= 0.5
+            b[sig] *= 0.5
             self.b = b[:, None]
         self.w_hr = w_hr
         self.w_cat = _stack_weights(self.w_hh_s, self.w_ih_s, self.b) if mode == "LSTM" else None
@@ -249,7 +251,12 @@ def _fill_lstm_rhs(rhs, xt, h0, kw, reverse):
 
 def _lstm_forward(xt, h0, c0, kw, mask, reverse, zero_init=False):
     """One LSTM direction over xt (T, F, N). Each step: one GEMM ``[W_hh | W_ih | b] @ [h; x; 1]``
-    into the step's stacked gates (G*H, N), one tanh over them, then the cell update."""
+    into the step's stacked gates (G*H, N), one tanh over them, then the cell update.
+
+    Each step keeps one (6, H, N) block ``[c, g, f, i, o, tanh(c')]`` (c the cell state entering
+    the step; the gates in kernel order). The order pairs what is multiplied together: c' =
+    f*c + i*g is one product of blocks (c, g) and (f, i) and one sum, and in backward blocks
+    (g, tanh(c')) pair with (i, o) (see _lstm_backward): fewer, larger element-wise calls."""
     xm = array_module(xt)
     T, F, N = xt.shape
     w = kw.w_cat
@@ -259,81 +266,85 @@ def _lstm_forward(xt, h0, c0, kw, mask, reverse, zero_init=False):
     w_hr = kw.w_hr
     dtype = xt.dtype
     r = 1 if reverse else 0
-    # rhs: each step's [h; x; 1] (see _fill_lstm_rhs); acts: gate activations, kernel order
-    # i, f, o, g; cst: cell states, slots as rhs; tcs: tanh(c'); us: o*tanh(c') unprojected
-    rhs, acts, cst, tcs, us = _carve(
-        xm, dtype, (T + 1, w.shape[1], N), (T, G, N), (T + 1, H, N), (T, H, N),
+    # rhs: each step's [h; x; 1] (see _fill_lstm_rhs); cells: the step blocks above, slots as
+    # rhs (the step at t is slot t + r and writes c' into the c of slot t + 1 - r);
+    # us: o*tanh(c') before the projection
+    rhs, cells, us = _carve(
+        xm, dtype, (T + 1, w.shape[1], N), (T + 1, 6, H, N),
         (T, H, N) if w_hr is not None else (0,),
     )  # fmt: skip
     _fill_lstm_rhs(rhs, xt, h0, kw, reverse)
     hst = rhs[:, :P]  # (T+1, P, N): the states, in time order
-    cst[T * r] = c0
+    cells[T * r, 0] = c0
     # outputs: the states themselves, unless padded steps make them differ (zero outputs)
     hs = hst[1 - r : T + 1 - r] if mask is None else xm.empty((T, P, N), dtype=dtype)
-    us = us if w_hr is not None else None
-    ig = xm.empty((H, N), dtype=dtype)
     # the GEMM writes into this small reused array (it stays in cache), and the tanh moves the
-    # step's gates into acts: one pass into the large array instead of the GEMM's scattered writes
-    z = xm.empty((G, N), dtype=dtype)
-    h, c = hst[T * r], cst[T * r]
+    # step's gates into their block: one pass into the large array instead of the GEMM's writes
+    z = xm.empty((4, H, N), dtype=dtype)
+    z2 = z.reshape(G, N)
+    fc_ig = xm.empty((2, H, N), dtype=dtype)  # (f*c, i*g)
     first = zero_init
     for t in _order(T, reverse):
-        a = acts[t]
+        blk = cells[t + r]  # c, g, f, i, o, tanh(c')
         if first:  # h0 = 0: the first step's recurrent product is zero, skip its columns
-            np.matmul(w[:, P:], rhs[t + r, P:], out=z)
+            np.matmul(w[:, P:], rhs[t + r, P:], out=z2)
             first = False
         else:
-            np.matmul(w, rhs[t + r], out=z)
-        np.tanh(z, out=a)  # sigmoid rows: tanh(x/2), the weights' rows are halved
-        _sigmoid_fixup(a[: 3 * H])
-        i, f, o, g = a[:H], a[H : 2 * H], a[2 * H : 3 * H], a[3 * H :]
-        c_slot = cst[t + 1 - r]
-        c_new = np.multiply(f, c, out=c_slot) if mask is None else f * c  # c' = f*c + i*g
-        np.multiply(i, g, out=ig)
-        c_new += ig
-        tc = tcs[t]
+            np.matmul(w, rhs[t + r], out=z2)
+        np.tanh(z, out=blk[1:5])  # sigmoid rows: tanh(x/2), the weights' rows are halved
+        s = blk[2:5]
+        s *= 0.5  # sigmoid(x) = (1 + tanh(x/2)) / 2
+        s += 0.5
+        np.multiply(blk[0:2], blk[2:4], out=fc_ig)  # (c, g) * (f, i)
+        c_new = cells[t + 1 - r, 0] if mask is None else fc_ig[0]
+        np.add(fc_ig[0], fc_ig[1], out=c_new)  # c' = f*c + i*g
+        tc = blk[5]
         np.tanh(c_new, out=tc)
         h_new = hs[t]
         if w_hr is None:
-            np.multiply(o, tc, out=h_new)
+            np.multiply(blk[4], tc, out=h_new)
         else:
             u = us[t]
-            np.multiply(o, tc, out=u)
+            np.multiply(blk[4], tc, out=u)
             np.matmul(w_hr, u, out=h_new)  # (P, H) @ (H, N)
-        if mask is None:
-            h, c = h_new, c_new
-        else:
+        if mask is not None:  # padded steps pass the state through: s' = mf*new + keep*s
             mf, keep = mask[0][t], mask[1][t]
             h_new *= mf
-            h = np.multiply(h, keep, out=hst[t + 1 - r])
+            h = np.multiply(hst[t + r], keep, out=hst[t + 1 - r])
             h += h_new
             c_new *= mf
-            c = np.multiply(c, keep, out=c_slot)
+            c = np.multiply(blk[0], keep, out=cells[t + 1 - r, 0])
             c += c_new
     # the cache: rhs[r : T + r] is every step's right-hand side, in step order
-    return hs, h, c, (acts, cst[r : T + r], tcs, rhs[r : T + r], us)
+    end = T * (1 - r)  # the slot of the final state
+    return hs, hst[end], cells[end, 0], (cells, rhs[r : T + r], us)
 
 
 def _lstm_backward(cache, dout, dh, dc, kw, mask, reverse, wg, need_dh0=True, need_dA=True):
-    acts, cs_prev, tcs, _, us = cache
-    xm = array_module(acts)
-    T, G, N = acts.shape
-    H = G // 4
+    """Backward through _lstm_forward. Returns (dL/d gate pre-activations (T, G*H, N) in kernel
+    order, or None unless ``need_dA``; dL/dh0, dL/dc0 (None unless ``need_dh0``); dL/dW_hr)."""
+    cells, _, us = cache
+    xm = array_module(cells)
+    T = cells.shape[0] - 1
+    H, N = cells.shape[2:]
+    G = 4 * H
     P = kw.w_hh_t.shape[0]
     w_hr = kw.w_hr
-    dtype = acts.dtype
+    dtype = cells.dtype
+    r = 1 if reverse else 0
     # dL/d(gate pre-activations), time-major: each step writes a contiguous block. Kept for
     # all steps only when dL/dx needs them; the weight gradients take each step's as it comes.
-    dA = xm.empty((T, G, N), dtype=dtype) if need_dA else None
-    da_buf = None if need_dA else xm.empty((G, N), dtype=dtype)
+    dA = xm.empty((T, 4, H, N), dtype=dtype) if need_dA else None
+    da_buf = None if need_dA else xm.empty((4, H, N), dtype=dtype)
     dhs = xm.empty((T, P, N), dtype=dtype) if w_hr is not None else None  # dL/dh' (for dW_hr)
-    sd = xm.empty((3 * H, N), dtype=dtype)  # sigmoid' of i, f, o
-    up = xm.empty((3 * H, N), dtype=dtype)  # dL/di, dL/df, dL/do
+    sd = xm.empty((3, H, N), dtype=dtype)  # sigmoid' of f, i, o
+    up = xm.empty((3, H, N), dtype=dtype)  # dL/df, dL/di, dL/do
+    q = xm.empty((2, H, N), dtype=dtype)  # i (1 - g^2), o (1 - tanh(c')^2)
     tmp = xm.empty((H, N), dtype=dtype)
     g_buf = xm.empty((P, N), dtype=dtype)
     last = 0 if not reverse else T - 1  # the first step in time: its dL/dh may not be needed
     for t in _order(T, not reverse):
-        da = da_buf if dA is None else dA[t]
+        da = da_buf if dA is None else dA[t]  # (4, H, N): g, f, i, o
         g_h = dh if dout is None else np.add(dout[t], dh, out=g_buf)  # dL/dh' (not mutated)
         if mask is not None:
             mf, keep = mask[0][t], mask[1][t]
@@ -345,33 +356,30 @@ def _lstm_backward(cache, dout, dh, dc, kw, mask, reverse, wg, need_dh0=True, ne
             du = w_hr.T @ g_h  # back through the projection: (H, P) @ (P, N)
         else:
             du = g_h
-        a = acts[t]
-        i, f, o, g = a[:H], a[H : 2 * H], a[2 * H : 3 * H], a[3 * H :]
-        tc = tcs[t]
-        # h' = o * tanh(c'):  dL/do = dh' * tanh(c');  dL/dc' += dh' * o * (1 - tanh(c')^2)
-        np.multiply(tc, tc, out=tmp)
-        np.subtract(1, tmp, out=tmp)
-        tmp *= o
-        tmp *= du
+        blk = cells[t + r]  # c, g, f, i, o, tanh(c')
+        # q = (i, o) * (1 - (g, tanh(c'))^2): blocks 1 and 5 against blocks 3 and 4
+        gt = blk[1::4]
+        np.multiply(gt, gt, out=q)
+        np.subtract(1, q, out=q)
+        q *= blk[3:5]
+        # h' = o * tanh(c'):  dL/dc' += dh' * o * (1 - tanh(c')^2);  dL/do = dh' * tanh(c')
+        np.multiply(du, q[1], out=tmp)
         dc += tmp  # dc is this function's own array (a copy, or f * dc from the step before)
-        np.multiply(du, tc, out=up[2 * H :])
-        # c' = f*c + i*g:  dL/di = dc' * g,  dL/df = dc' * c,  dL/dg = dc' * i
-        np.multiply(dc, g, out=up[:H])
-        np.multiply(dc, cs_prev[t], out=up[H : 2 * H])
-        s = a[: 3 * H]
+        np.multiply(du, blk[5], out=up[2])
+        # c' = f*c + i*g:  (dL/df, dL/di) = dc' * (c, g);  dL/dg = dc' * i (1 - g^2)
+        np.multiply(blk[0:2], dc, out=up[:2])
+        s = blk[2:5]
         np.subtract(1, s, out=sd)
         sd *= s  # sigmoid' = s (1 - s)
-        np.multiply(up, sd, out=da[: 3 * H])
-        np.multiply(g, g, out=tmp)
-        np.subtract(1, tmp, out=tmp)  # tanh' = 1 - g^2
-        tmp *= i
-        np.multiply(dc, tmp, out=da[3 * H :])
-        dc *= f
-        wg.add(t, da)
+        np.multiply(up, sd, out=da[1:])
+        np.multiply(dc, q[0], out=da[0])
+        dc *= blk[2]  # dL/dc = dc' * f
+        da2 = da.reshape(G, N)
+        wg.add(t, da2)
         if t == last and not need_dh0:
             dh = dc = None
             break
-        dh = kw.w_hh_t @ da
+        dh = kw.w_hh_t @ da2
         if mask is not None:
             dh += h_passed
             dc += c_passed
@@ -379,7 +387,7 @@ def _lstm_backward(cache, dout, dh, dc, kw, mask, reverse, wg, need_dh0=True, ne
     if w_hr is not None:
         # dL/dW_hr = sum_t dh'_t @ u_t^T: one GEMM over all steps
         dw_hr = _fold(dhs) @ _unfold_t(us)
-    return dA, dh, dc, dw_hr
+    return (None if dA is None else dA.reshape(T, G, N)), dh, dc, dw_hr
 
 
 def _gru_forward(xp, h0, kw, mask, reverse):
@@ -576,7 +584,7 @@ def _direction_backward(mode, kw, cache, xt, dout, dh, dc, mask, reverse, need_d
 def _lstm_direction_backward(kw, cache, xt, dout, dh, dc, mask, reverse, need_dx, need_dh0):
     """_direction_backward for the LSTM: the weight gradients are one sum over the steps,
     dL/d[W_hh | W_ih | b] = sum_t dA_t @ [h; x_t; 1]^T, split afterwards into the three."""
-    rhs = cache[3]  # (T, K, N): each step's [h; x_t; 1]
+    rhs = cache[1]  # (T, K, N): each step's [h; x_t; 1]
     G = kw.w_cat.shape[0]
     wg = _WeightGrads(G, [rhs], rhs.dtype)
     dA, dh0, dc0, dw_hr = _lstm_backward(
