@@ -44,8 +44,11 @@ from nnframe.core.parameter import Parameter
 from nnframe.core.random import get_rng
 from nnframe.layers._im2col import (
     PAD_MODES,
+    ChunkWindows,
     col2im,
     conv_out_size,
+    flat_length,
+    flat_positions,
     im2col,
     ntuple,
     pad,
@@ -94,6 +97,143 @@ def _conv_repr(layer, optional) -> str:
     return ", ".join(parts)
 
 
+class _FlatWeightGrad:
+    """dL/dW (and dL/db) of a stride-1 convolution, accumulated chunk by chunk.
+
+    Per image and group: ``[cols; 1] (Cg*K + 1, L) @ g_ext^T (L, Og)``, where the columns are
+    the forward's flat columns (rebuilt here, in cache) and g_ext is dL/dy placed on the flat
+    grid (zero at the wrapped positions, so they add nothing). The row of ones yields dL/db
+    in the same product. The products of a chunk are summed over its images.
+    """
+
+    def __init__(self, layer, x, out_shape, with_bias: bool):
+        self.layer, self.out_shape = layer, out_shape
+        self.groups, self.out_channels = layer.groups, layer.out_channels
+        self.kernel, self.pads = layer.kernel_size, layer._pads
+        self.padded = tuple(s + lo + hi for s, (lo, hi) in zip(x.shape[2:], self.pads))
+        self.length = flat_length(self.padded, out_shape)
+        self.rows = layer.in_channels // layer.groups * int(np.prod(self.kernel))  # Cg*K
+        self.r = self.rows + with_bias
+        self.x = x
+        c, g, o = layer.in_channels, self.groups, self.out_channels
+        self.elements = (g * self.r + o) * self.length + c * int(np.prod(self.padded))
+
+    def allocate(self, step: int) -> None:
+        xm = array_module(self.x)
+        dtype = self.layer.weight.data.dtype
+        g, o = self.groups, self.out_channels
+        layer = self.layer
+        self.windows_of = ChunkWindows(
+            self.x, self.pads, layer.padding_mode, step, self.kernel, layer.dilation, self.out_shape
+        )
+        self.cols = xm.empty((step, g, self.r, self.length), dtype=dtype)
+        if self.r > self.rows:
+            self.cols[:, :, self.rows] = 1
+        self.g_ext = xm.zeros((step, o, self.length), dtype=dtype)  # wrapped positions: 0
+        self.g_at = flat_positions(self.g_ext, self.padded, self.out_shape, writeable=True)
+        self.acc = xm.zeros((g, self.r, o // g), dtype=dtype)
+
+    def add_chunk(self, n0: int, g_chunk) -> None:
+        """Adds the products of images n0 .. n0 + len(g_chunk) - 1."""
+        layer, g, o, length = self.layer, self.groups, self.out_channels, self.length
+        view = self.windows_of(n0)
+        m = view.shape[0]
+        split = (g, layer.in_channels // g, *self.kernel, length)
+        np.copyto(self.cols[:m, :, : self.rows].reshape(m, *split), view.reshape(m, *split))
+        self.g_at[:m] = g_chunk
+        g_ext = self.g_ext[:m].reshape(m, g, o // g, length)
+        # (m, G, R, L) @ (m, G, L, Og) -> (m, G, R, Og), summed over the chunk's images
+        self.acc += np.matmul(self.cols[:m], g_ext.swapaxes(-1, -2)).sum(axis=0)
+
+    def finish(self, weight, bias) -> None:
+        """Adds the accumulated sums into weight.grad (and bias.grad when given)."""
+        weight.grad += self.acc[:, : self.rows].swapaxes(-1, -2).reshape(weight.shape)
+        if bias is not None:
+            bias.grad += self.acc[:, self.rows].reshape(self.out_channels)
+
+
+class _FlatInputGrad:
+    """dL/dx of a stride-1 convolution, chunk by chunk, as a correlation (no col2im).
+
+    With stride 1, ``y[s] = sum_k xp[s + d k] W[k]``, so ``dL/dxp[j] = sum_k g[j - d k] W[k]``:
+    the correlation of g, zero-padded by d (K - 1) on both sides, with the kernel flipped
+    along every spatial axis (input and output channels swapped), over the padded input.
+    For 'zeros' padding only the unpadded part is needed, so g is padded by d (K - 1) - lo
+    before and d (K - 1) - hi after (when the padding is not larger than the dilated kernel)
+    and nothing is left to crop; other modes keep the padded positions, which :func:`unpad`
+    folds back onto the inputs they copied. Per image and group the correlation is one GEMM,
+    ``Wf (Cg, Og*K) @ gcols (Og*K, L')`` on the flat columns of the padded g.
+    """
+
+    def __init__(self, layer, x_shape, grad_output):
+        self.layer, self.kernel, self.dilation = layer, layer.kernel_size, layer.dilation
+        self.g_pads, self.rest = _grad_pads(layer)
+        self.padded = tuple(s + lo + hi for s, (lo, hi) in zip(grad_output.shape[2:], self.g_pads))
+        self.dx_shape = tuple(
+            s - d * (k - 1) for s, k, d in zip(self.padded, self.kernel, self.dilation)
+        )
+        self.length = flat_length(self.padded, self.dx_shape)
+        self.grad_output = grad_output
+        c, o = layer.in_channels, layer.out_channels
+        k = int(np.prod(self.kernel))
+        self.elements = (o * k + c) * self.length + o * int(np.prod(self.padded))
+        self.dx = array_module(grad_output).empty(
+            (x_shape[0], c, *self.dx_shape), dtype=layer.weight.data.dtype
+        )
+
+    def allocate(self, step: int) -> None:
+        layer, grad_output = self.layer, self.grad_output
+        xm = array_module(grad_output)
+        g, o, c = layer.groups, layer.out_channels, layer.in_channels
+        k = int(np.prod(self.kernel))
+        self.wf = _flipped_weight(layer)  # (G, Cg, Og*K)
+        self.windows_of = ChunkWindows(
+            grad_output, self.g_pads, "zeros", step, self.kernel, self.dilation, self.dx_shape
+        )
+        self.gcols = xm.empty((step, g, o // g * k, self.length), dtype=self.dx.dtype)
+        self.dx_flat = xm.empty((step, g, c // g, self.length), dtype=self.dx.dtype)
+        flat = self.dx_flat.reshape(step, c, self.length)
+        self.valid = flat_positions(flat, self.padded, self.dx_shape)
+
+    def chunk(self, n0: int) -> None:
+        """Writes dL/dx of images n0 .. n0 + step - 1."""
+        layer, g = self.layer, self.layer.groups
+        view = self.windows_of(n0)  # (m, O, *kernel, L')
+        m = view.shape[0]
+        split = (g, layer.out_channels // g, *self.kernel, self.length)
+        np.copyto(self.gcols[:m].reshape(m, *split), view.reshape(m, *split))
+        np.matmul(self.wf, self.gcols[:m], out=self.dx_flat[:m])  # (m, G, Cg, L')
+        self.dx[n0 : n0 + m] = self.valid[:m]
+
+    def result(self):
+        return unpad(self.dx, self.rest, self.layer.padding_mode)
+
+
+def _flipped_weight(layer):
+    """The weight of the input gradient's correlation: per group, the kernel flipped along
+    every spatial axis with input and output channels swapped, as (G, Cg, Og*K)."""
+    g, o = layer.groups, layer.out_channels
+    w = layer.weight.data
+    wg = w.reshape(g, o // g, *w.shape[1:])  # (G, Og, Cg, *kernel)
+    flipped = wg[(Ellipsis, *(slice(None, None, -1),) * layer._n)].swapaxes(1, 2)
+    return array_module(w).ascontiguousarray(flipped).reshape(g, w.shape[1], -1)
+
+
+def _grad_pads(layer):
+    """(pads of dL/dy, pads left on dL/dx) of the input gradient as a correlation (see
+    :class:`_FlatInputGrad`)."""
+    g_pads, rest = [], []
+    for (lo, hi), k, d in zip(layer._pads, layer.kernel_size, layer.dilation):
+        reach = d * (k - 1)
+        if layer.padding_mode == "zeros" and max(lo, hi) <= reach:
+            g_pads.append((reach - lo, reach - hi))
+            rest.append((0, 0))
+        else:
+            g_pads.append((reach, reach))
+            rest.append((lo, hi))
+    return tuple(g_pads), tuple(rest)
+
+
 class _ConvNd(Module):
     """Shared code of Conv1d/2d/3d (``_n`` spatial dimensions)."""
 
@@ -102,6 +242,9 @@ class _ConvNd(Module):
     #: run the convolution over chunks of a few images (see _forward_chunked); False: one
     #: GEMM over the whole batch, with ``save_columns``
     chunked: bool = True
+    #: stride-1 convolutions (chunked) use flat columns and compute dL/dx as a correlation with
+    #: the flipped kernel (see _forward_flat); False: the im2col + col2im path
+    flat: bool = True
     CHUNK_BYTES = 1 << 20  # a chunk's columns and outputs: about a core's L2
     _spare = None  # a consumed column buffer, reused by the next forward (save_columns only)
 
@@ -238,6 +381,8 @@ class _ConvNd(Module):
                 y += self.bias.data.reshape((o,) + (1,) * self._n)
             self.save_for_backward(x, out_shape, [None])
             return y
+        if self.chunked and self.flat and self.stride == (1,) * self._n:
+            return self._forward_flat(x, out_shape)
         if self.chunked:
             return self._forward_chunked(x, w3, out_shape)
         cols = self._columns(x, out_shape)  # (G, Cg*K, N*P)
@@ -297,12 +442,95 @@ class _ConvNd(Module):
         self.save_for_backward(x, out_shape, [cols3 if self.save_columns else None])
         return y
 
+    # ------------------------------------------------------------------ stride-1 path
+    def _images_per_chunk(self, n: int, elements_per_image: int) -> int:
+        """Images per chunk so that the buffers of a chunk (``elements_per_image`` each) fit
+        in CHUNK_BYTES, i.e. stay in cache between their uses."""
+        per_image = elements_per_image * self.weight.data.itemsize
+        return max(1, min(n, self.CHUNK_BYTES // max(1, per_image)))
+
+    def _forward_flat(self, x, out_shape):
+        """Stride 1: per chunk of images, flat columns (see :mod:`._im2col`) and one GEMM per
+        image and group, ``[W | b] (Og, Cg*K + 1) @ [cols; 1] (Cg*K + 1, L)``, written as
+        ``(m, G, Og, L)``, which is already the NCHW order: no transpose pass, and the bias
+        rides in the GEMM as a row of ones. The valid positions are copied into the output.
+        Nothing but ``x`` is kept: backward rebuilds the columns chunk by chunk (in cache)."""
+        xm = array_module(x)
+        dtype = self.weight.data.dtype
+        n, g, o, c = x.shape[0], self.groups, self.out_channels, self.in_channels
+        kernel, pads, mode = self.kernel_size, self._pads, self.padding_mode
+        padded = tuple(s + lo + hi for s, (lo, hi) in zip(x.shape[2:], pads))
+        length = flat_length(padded, out_shape)
+        rows = c // g * int(np.prod(kernel))  # Cg*K
+        wb = self._weight_rows(with_bias=self.bias is not None)  # (G, Og, rows [+ 1])
+        step = self._images_per_chunk(n, (wb.shape[-1] * g + o) * length + c * int(np.prod(padded)))
+        windows_of = ChunkWindows(x, pads, mode, step, kernel, self.dilation, out_shape)
+        cols = xm.empty((step, g, wb.shape[-1], length), dtype=dtype)
+        if self.bias is not None:
+            cols[:, :, rows] = 1  # the row of ones that multiplies the bias column
+        out = xm.empty((step, g, o // g, length), dtype=dtype)  # the GEMM's flat outputs
+        valid = flat_positions(out.reshape(step, o, length), padded, out_shape)
+        y = xm.empty((n, o, *out_shape), dtype=dtype)
+        split = (g, c // g, *kernel, length)  # (C, *kernel, L) with C split into groups
+        for n0 in range(0, n, step):
+            view = windows_of(n0)  # (m, C, *kernel, L)
+            m = view.shape[0]
+            np.copyto(cols[:m, :, :rows].reshape(m, *split), view.reshape(m, *split))
+            np.matmul(wb, cols[:m], out=out[:m])  # (G, Og, R) @ (m, G, R, L) -> (m, G, Og, L)
+            y[n0 : n0 + m] = valid[:m]
+        self.save_for_backward(x, out_shape, "flat")
+        return y
+
+    def _weight_rows(self, with_bias: bool):
+        """The weight as (G, Og, Cg*K), with the bias as one more column when asked."""
+        g, o = self.groups, self.out_channels
+        w3 = self.weight.data.reshape(g, o // g, -1)
+        if not with_bias:
+            return w3
+        b = self.bias.data.reshape(g, o // g, 1)
+        return array_module(w3).concatenate([w3, b.astype(w3.dtype)], axis=-1)
+
+    def _backward_flat(self, x, out_shape, grad_output):
+        """Stride 1, per chunk of images (padded and turned into columns in cache):
+
+        - dL/dW = g_ext @ cols^T per image and group, summed over the chunk: g_ext is g on the
+          flat grid of the forward (zero at the wrapped positions, so they add nothing); with
+          the row of ones in the columns the same product yields dL/db;
+        - dL/dx = Wf (Cg, Og*K) @ gcols (Og*K, L'): the flat columns of the padded g times
+          the flipped kernel (see :meth:`_grad_pads`), written in NCHW order (no col2im)."""
+        w, b = self.weight, self.bias
+        need_w, need_x = w.requires_grad, self.needs_input_grad
+        need_b = b is not None and b.requires_grad
+        if need_b and not need_w:
+            b.grad += grad_output.sum(axis=(0, *range(2, 2 + self._n)))
+        if not need_w and not need_x:
+            return None
+        n = x.shape[0]
+        wgrad = _FlatWeightGrad(self, x, out_shape, need_b) if need_w else None
+        xgrad = _FlatInputGrad(self, x.shape, grad_output) if need_x else None
+        per_image = (wgrad.elements if wgrad else 0) + (xgrad.elements if xgrad else 0)
+        step = self._images_per_chunk(n, per_image)
+        if wgrad:
+            wgrad.allocate(step)
+        if xgrad:
+            xgrad.allocate(step)
+        for n0 in range(0, n, step):
+            if wgrad:
+                wgrad.add_chunk(n0, grad_output[n0 : n0 + step])
+            if xgrad:
+                xgrad.chunk(n0)
+        if wgrad:
+            wgrad.finish(w, b if need_b else None)
+        return xgrad.result() if xgrad else None
+
     def backward(self, grad_output):
         x, out_shape, holder = self.saved
         n, g, o = x.shape[0], self.groups, self.out_channels
         grad_output = check_grad(self, grad_output, (n, o, *out_shape))
         if holder is None:  # an empty batch: nothing reaches the parameters
             return np.zeros_like(x)
+        if isinstance(holder, str):  # "flat": the stride-1 path
+            return self._backward_flat(x, out_shape, grad_output)
         p = int(np.prod(out_shape))
         w = self.weight
         w3 = w.data.reshape(g, o // g, -1)

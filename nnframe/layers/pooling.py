@@ -24,6 +24,7 @@ import numpy as np
 from nnframe._pytorch_args import check_flag
 from nnframe.core.backend import array_module
 from nnframe.core.errors import ShapeError, check_grad, check_hyper, expected_got, fmt_shape
+from nnframe.core.hooks import is_grad_enabled
 from nnframe.core.input_spec import InputSpec
 from nnframe.core.module import Module
 from nnframe.layers._im2col import (
@@ -86,7 +87,7 @@ def max_pool_backward(g, y, xp, kernel, stride, dilation, pads, out_shape):
     maximum: PyTorch's tie rule. Finding the arg-max here, from the saved input and output,
     costs a comparison per offset and keeps forward (and inference) free of index bookkeeping."""
     slices = offset_slices(kernel, stride, dilation, out_shape)
-    disjoint = all(s >= d * (k - 1) + 1 for s, k, d in zip(stride, kernel, dilation))
+    disjoint = _disjoint(kernel, stride, dilation)
     tiles = not any(lo or hi for lo, hi in pads) and all(
         d == 1 and s == k and o * k == size
         for s, k, d, o, size in zip(stride, kernel, dilation, out_shape, xp.shape[2:])
@@ -111,6 +112,51 @@ def max_pool_backward(g, y, xp, kernel, stride, dilation, pads, out_shape):
             np.multiply(g, hit, out=dxp[(Ellipsis, *sl)])
         else:
             dxp[(Ellipsis, *sl)] += g * hit
+    return unpad(dxp, pads)
+
+
+def _disjoint(kernel, stride, dilation) -> bool:
+    """Whether the windows never overlap (stride >= the dilated kernel on every axis)."""
+    return all(s >= d * (k - 1) + 1 for s, k, d in zip(stride, kernel, dilation))
+
+
+def max_pool_masks(y, xp, kernel, stride, dilation, out_shape):
+    """For disjoint windows and a NaN-free output: one boolean plane per kernel offset
+    (row-major), ``(K, *y.shape)``, True where that offset holds its window's FIRST maximum
+    (PyTorch's tie rule), or None when y holds a NaN (then backward finds the arg-max itself,
+    see :func:`max_pool_backward`).
+
+    Built in forward, from the planes the maximum was just read from (still in cache), so that
+    backward is one product per offset, ``dL/dx[offset k] = g * mask_k``, with no comparison.
+    """
+    if np.isnan(y).any():
+        return None
+    slices = offset_slices(kernel, stride, dilation, out_shape)
+    masks = array_module(y).empty((len(slices), *y.shape), dtype=bool)
+    taken = None
+    for k, (_, sl) in enumerate(slices):
+        hit = np.equal(xp[(Ellipsis, *sl)], y, out=masks[k])
+        if taken is None:
+            taken = hit.copy()
+        else:
+            np.greater(hit, taken, out=hit)  # a hit only where no earlier offset took it
+            taken |= hit
+    return masks
+
+
+def max_pool_backward_masks(g, masks, xp_shape, kernel, stride, dilation, pads, out_shape):
+    """:func:`max_pool_backward` from the masks of :func:`max_pool_masks`: each offset's
+    plane of the input gradient is ``g * mask_k``; positions no window covers stay zero."""
+    slices = offset_slices(kernel, stride, dilation, out_shape)
+    xm = array_module(g)
+    tiles = not any(lo or hi for lo, hi in pads) and all(
+        d == 1 and s == k and o * k == size
+        for s, k, d, o, size in zip(stride, kernel, dilation, out_shape, xp_shape[2:])
+    )
+    # windows that tile the input write every element once: no zero fill needed
+    dxp = xm.empty(xp_shape, dtype=g.dtype) if tiles else xm.zeros(xp_shape, dtype=g.dtype)
+    for mask, (_, sl) in zip(masks, slices):
+        np.multiply(g, mask, out=dxp[(Ellipsis, *sl)])
     return unpad(dxp, pads)
 
 
@@ -204,18 +250,29 @@ class _MaxPoolNd(_PoolNd):
 
     def forward(self, x):
         x, out_shape, pads = self._window_input(x)
-        y, xp = max_pool(x, self.kernel_size, self.stride, self.dilation, pads, out_shape)
-        self.save_for_backward(y, xp, pads, out_shape)
+        kernel, stride, dilation = self.kernel_size, self.stride, self.dilation
+        y, xp = max_pool(x, kernel, stride, dilation, pads, out_shape)
+        masks = None
+        if _disjoint(kernel, stride, dilation) and y.size and is_grad_enabled():
+            masks = max_pool_masks(y, xp, kernel, stride, dilation, out_shape)
+        if masks is None:
+            self.save_for_backward(y, xp, pads, out_shape, None)
+        else:  # the masks replace the input: backward needs only its shape
+            self.save_for_backward(y, xp.shape, pads, out_shape, masks)
         if self.return_indices:  # (output, int64 indices for MaxUnpool), as PyTorch
             args = (self.kernel_size, self.stride, self.dilation, pads, out_shape, x.shape[2:])
             return y, max_pool_indices(y, xp, *args)
         return y
 
     def backward(self, grad_output):
-        y, xp, pads, out_shape = self.saved
+        y, xp, pads, out_shape, masks = self.saved
         if isinstance(grad_output, tuple):  # return_indices: (dL/doutput, None for the indices)
             grad_output = grad_output[0]
         g = check_grad(self, grad_output, y.shape)
+        if masks is not None:
+            return max_pool_backward_masks(
+                g, masks, xp, self.kernel_size, self.stride, self.dilation, pads, out_shape
+            )
         return max_pool_backward(
             g, y, xp, self.kernel_size, self.stride, self.dilation, pads, out_shape
         )
@@ -530,7 +587,8 @@ class _AdaptiveMaxPoolNd(_AdaptivePoolNd):
                 # big even windows (global pooling): arg-max over each block, flattened
                 # row-major, so np.argmax's first maximum is PyTorch's
                 flat = array_module(x).ascontiguousarray(_blocks(x, out_shape))
-                flat = flat.reshape(flat.shape[: 2 + self._n] + (-1,))
+                # explicit block size: an empty batch has no -1 to infer
+                flat = flat.reshape(flat.shape[: 2 + self._n] + (int(np.prod(kernel)),))
                 arg = flat.argmax(axis=-1)[..., None]
                 y = np.take_along_axis(flat, arg, axis=-1)[..., 0]
                 self.save_for_backward(x.shape, out_shape, ("blocks", arg, flat.shape))
