@@ -69,7 +69,7 @@ FLAT_CASES = [
 
 
 def _chunked(layer, images: int | None, shape):
-    """Makes chunks of ``images`` images (None: the default sizing from CHUNK_BYTES); the
+    """Makes chunks of ``images`` images (None: the default sizing, FLAT_CHUNK_BYTES); the
     batches of FLAT_CASES do not divide into them, so a last, smaller chunk is covered."""
     if images is not None:
         assert shape[0] % images or shape[0] < images or images == 1
@@ -137,7 +137,7 @@ def test_flat_path_partial_gradients():
     for frozen in ("weight", "bias", None):
         layer = nf.Conv2d(3, 4, 3, padding=1, dtype=np.float64)
         layer.load_state_dict(state)
-        layer.CHUNK_BYTES = 1  # one image per chunk
+        layer.FLAT_CHUNK_BYTES = 1  # one image per chunk
         assert layer._images_per_chunk(5, 100) == 1
         if frozen is not None:
             getattr(layer, frozen).requires_grad = False
