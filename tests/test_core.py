@@ -67,6 +67,26 @@ def test_dense_float32_by_default_and_no_upcast():
     assert layer.backward(np.ones((4, 2), dtype=np.float32)).dtype == np.float32
 
 
+@pytest.mark.parametrize("big", [False, True])
+def test_dense_weight_gradient_accumulates_on_every_path(monkeypatch, rng, big):
+    # big layers write dL/dW straight into a zeroed gradient, or add it through a scratch
+    # buffer when the gradient holds something: both must equal the plain g^T @ x sums
+    import nnframe.layers.dense as dense_module
+
+    if big:
+        monkeypatch.setattr(dense_module, "_SCRATCH_MIN", 1)
+    layer = nf.Dense(5, 4, rng=0, dtype=np.float64)
+    x1, x2 = rng.normal(size=(3, 5)), rng.normal(size=(2, 5))
+    g1, g2 = rng.normal(size=(3, 4)), rng.normal(size=(2, 4))
+    layer(x1)
+    layer.backward(g1)
+    np.testing.assert_allclose(layer.weight.grad, g1.T @ x1, rtol=1e-12)
+    layer(x2)
+    layer.backward(g2)  # accumulates onto a gradient that is not zero
+    np.testing.assert_allclose(layer.weight.grad, g1.T @ x1 + g2.T @ x2, rtol=1e-12)
+    np.testing.assert_allclose(layer.bias.grad, g1.sum(0) + g2.sum(0), rtol=1e-12)
+
+
 def test_dense_sparse_input_matches_dense(rng):
     x = sparse.random(6, 10, density=0.3, format="csr", random_state=1, dtype=np.float32)
     a, b = nf.Dense(10, 3, rng=0), nf.Dense(10, 3, rng=0)
