@@ -1,10 +1,11 @@
 """Recurrent layers: RNN, LSTM, GRU and their cells, with PyTorch's names, shapes and gate orders.
 
-Sequence layers run every time step's input projection as one matrix product
-(``(T*N, F) @ (F, G*H)``), then loop over time doing only the recurrent product ``h @ W_hh^T``
-and the gate non-linearities on one stacked ``(N, G*H)`` array per step. Backward mirrors it:
-the loop only computes the gate gradients and ``dh @ W_hh``; the weight gradients are one GEMM
-each over all steps after the loop.
+The RNN and GRU run every time step's input projection as one matrix product, then loop over
+time doing only the recurrent product ``W_hh @ h`` and the gate non-linearities on one stacked
+``(G*H, N)`` array per step. The LSTM folds the input projection into each step's product,
+``[W_hh | W_ih | b] @ [h; x_t; 1]`` (no separate pass adding the two). Backward mirrors it: the
+loop only computes the gate gradients and ``W_hh^T @ dA``; the weight gradients are summed over
+blocks of steps, one GEMM per block.
 
 Gate orders (rows of ``weight_ih`` / ``weight_hh``), as PyTorch:
 
@@ -14,7 +15,9 @@ Gate orders (rows of ``weight_ih`` / ``weight_hh``), as PyTorch:
   ``h' = (1-z)*n + z*h``.
 - RNN: ``h' = tanh(W_ih x + b_ih + W_hh h + b_hh)`` (or relu).
 
-Internally sequences are time-major ``(T, N, F)`` so that each step's slice is contiguous.
+Internally sequences are time-major and feature-major, ``(T, F, N)``, so that each step's
+slice and each gate's rows are contiguous (see the kernels' note below). The sequence output is
+a transposed view of that layout, as PyTorch's batch_first output is a transposed view.
 """
 
 from __future__ import annotations
