@@ -127,22 +127,23 @@ class Dense(Module):
             # dL/dW = g^T @ x: (D_out, N*) @ (N*, D_in). (scipy's BLAS could add it in place,
             # but scipy ships a second OpenBLAS whose threads fight numpy's: 5x slower steps)
             x2 = x if x.ndim == 2 else x.reshape(-1, self.in_features)
-            if (
-                w.grad.size >= _SCRATCH_MIN
-                and type(x2) is np.ndarray
+            gw = w.grad
+            if not (
+                type(x2) is np.ndarray
                 and type(g2) is np.ndarray
-                and g2.dtype == x2.dtype == w.grad.dtype
+                and g2.dtype == x2.dtype == gw.dtype
+                and gw.flags.c_contiguous
             ):
-                if w.grad.flags.c_contiguous and not w.grad.any():
-                    # a zeroed gradient (the first backward after zero_grad): the product goes
-                    # straight into it. One read of the gradient instead of a scratch write,
-                    # then two reads and a write to add it (-2.8 ms for 4096 x 4096)
-                    np.matmul(g2.T, x2, out=w.grad)
-                else:
-                    buf = _scratch(w.grad.shape, w.grad.dtype)
-                    w.grad += np.matmul(g2.T, x2, out=buf)
+                gw += g2.T @ x2
+            elif not gw.any():
+                # a zeroed gradient (the first backward after zero_grad): the product goes
+                # straight into it. One read of the gradient instead of a new array that is
+                # then read again and added (4096 x 4096: -7 ms of 97)
+                np.matmul(g2.T, x2, out=gw)
+            elif gw.size >= _SCRATCH_MIN:
+                gw += np.matmul(g2.T, x2, out=_scratch(gw.shape, gw.dtype))
             else:
-                w.grad += g2.T @ x2
+                gw += g2.T @ x2
         if self.bias is not None and self.bias.requires_grad:
             self.bias.grad += row_sum(g2)  # dL/db: summed over the batch
         if not self.needs_input_grad:
