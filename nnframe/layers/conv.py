@@ -20,6 +20,20 @@ its columns are the input itself (a plain matrix product). With ``needs_input_gr
 (the first layer of a model whose input is data) backward computes only the parameters'
 gradients and returns None, skipping the ``W.T @ g`` product and col2im.
 
+Stride 1 (``flat = True``, the default; ConvNd layers of CNNs are mostly this) takes another
+path, over chunks of a few images so that every buffer stays in cache (FLAT_CHUNK_BYTES):
+    cols  = flat columns of the padded chunk       (G, Cg*K + 1, m*L)  (see _im2col: each
+            (channel, offset) row is one contiguous run of the flattened padded image, and a
+            last row of ones carries the bias)
+    out   = [W | b] (Og, Cg*K + 1) @ cols           (G, Og, m*L) -> valid positions -> y
+    dL/dW, dL/db = cols @ g_ext^T                   g_ext: g on the same flat grid, zero at the
+                                                    positions that are not outputs
+    dL/dx = Wf (Cg, Og*K) @ flat columns of g, padded by d (k - 1) - pad: the correlation of
+            g with the flipped kernel (no col2im, no un-pad for 'zeros' padding)
+Nothing but the input is kept between forward and backward (the columns are rebuilt per chunk,
+which costs less than streaming saved columns back from memory), so ``save_columns`` does not
+apply there.
+
 A transposed convolution is the adjoint of a convolution: its forward is a convolution's
 input-gradient (GEMM then col2im) and its backward a convolution's forward (im2col then GEMM).
 """
@@ -467,11 +481,11 @@ class _ConvNd(Module):
         return max(1, min(n, self.FLAT_CHUNK_BYTES // max(1, per_image)))
 
     def _forward_flat(self, x, out_shape):
-        """Stride 1: per chunk of images, flat columns (see :mod:`._im2col`) and one GEMM per
-        image and group, ``[W | b] (Og, Cg*K + 1) @ [cols; 1] (Cg*K + 1, L)``, written as
-        ``(m, G, Og, L)``, which is already the NCHW order: no transpose pass, and the bias
-        rides in the GEMM as a row of ones. The valid positions are copied into the output.
-        Nothing but ``x`` is kept: backward rebuilds the columns chunk by chunk (in cache)."""
+        """Stride 1: per chunk of m images, the flat columns (see :mod:`._im2col`) and one GEMM
+        per group, ``[W | b] (Og, Cg*K + 1) @ [cols; 1] (Cg*K + 1, m*L)``: the bias rides in
+        the GEMM as a row of ones (no bias pass), and the copy of the valid positions of the
+        flat outputs ``(O, m, L)`` into ``y (m, O, *out)`` does the reordering (no transpose
+        pass). Nothing but ``x`` is kept: backward rebuilds the columns chunk by chunk."""
         xm = array_module(x)
         dtype = self.weight.data.dtype
         n, g, o, c = x.shape[0], self.groups, self.out_channels, self.in_channels
@@ -513,13 +527,10 @@ class _ConvNd(Module):
         return array_module(w3).concatenate([w3, b.astype(w3.dtype)], axis=-1)
 
     def _backward_flat(self, x, out_shape, grad_output):
-        """Stride 1, per chunk of images (padded and turned into columns in cache):
-
-        - dL/dW = g_ext @ cols^T per image and group, summed over the chunk: g_ext is g on the
-          flat grid of the forward (zero at the wrapped positions, so they add nothing); with
-          the row of ones in the columns the same product yields dL/db;
-        - dL/dx = Wf (Cg, Og*K) @ gcols (Og*K, L'): the flat columns of the padded g times
-          the flipped kernel (see :meth:`_grad_pads`), written in NCHW order (no col2im)."""
+        """Stride 1, per chunk of images (padded and turned into columns in cache): dL/dW and
+        dL/db by :class:`_FlatWeightGrad`, dL/dx by :class:`_FlatInputGrad` (a correlation of
+        the padded g with the flipped kernel: no col2im). With ``needs_input_grad = False``
+        only the first runs; with a frozen weight only the second (and dL/db as a sum)."""
         w, b = self.weight, self.bias
         need_w, need_x = w.requires_grad, self.needs_input_grad
         need_b = b is not None and b.requires_grad

@@ -4,10 +4,13 @@ and LPPool1d/2d/3d.
 Window pooling loops over the kernel offsets (prod(kernel) strided passes over the output, as
 col2im does), so no window copy of the input is ever built:
 
-- max: a running ``np.maximum`` (NaN propagates). Backward compares each offset's inputs with
-  the output and sends each output gradient to the FIRST input equal to it in row-major window
-  order: PyTorch's tie rule. (Tracking the arg-max in forward needs masked copies, which numpy
-  runs an order of magnitude slower than plain element-wise passes.)
+- max: a running ``np.maximum`` (NaN propagates). Each output gradient goes to the FIRST input
+  equal to the maximum in row-major window order: PyTorch's tie rule. When the windows do not
+  overlap (the usual kernel = stride) forward also keeps, per kernel offset, a boolean plane
+  marking where that offset holds the first maximum (built while the planes are in cache), and
+  backward is one product per offset; otherwise (or when an output is NaN) backward compares
+  each offset's inputs with the output. (Tracking an arg-max index in forward needs masked
+  copies, which numpy runs an order of magnitude slower than plain element-wise passes.)
 - average: a running sum divided by the window's count (PyTorch's ``count_include_pad`` rule).
 
 Adaptive pooling splits each axis into ``output_size`` windows ``[floor(i L / o), ceil((i+1) L / o))``.
