@@ -286,29 +286,37 @@ def _lstm_forward(xt, h0, c0, kw, mask, reverse, zero_init=False):
     z = xm.empty((4, H, N), dtype=dtype)
     z2 = z.reshape(G, N)
     fc_ig = xm.empty((2, H, N), dtype=dtype)  # (f*c, i*g)
+    fc, ig = fc_ig
+    # views of every step's block, taken once (the loop only indexes them): the four gates,
+    # the sigmoid gates, (c, g) and (f, i), the cell state c, o, tanh(c')
+    gates, sigs, cgs, fis, cs, os_, tcs = (
+        cells[:, 1:5], cells[:, 2:5], cells[:, 0:2], cells[:, 2:4], cells[:, 0], cells[:, 4],
+        cells[:, 5],
+    )  # fmt: skip
+    w_x, rhs_x = w[:, P:], rhs[:, P:]  # without the recurrent columns and rows
     first = zero_init
     for t in _order(T, reverse):
-        blk = cells[t + r]  # c, g, f, i, o, tanh(c')
+        k = t + r  # this step's slot
         if first:  # h0 = 0: the first step's recurrent product is zero, skip its columns
-            np.matmul(w[:, P:], rhs[t + r, P:], out=z2)
+            np.matmul(w_x, rhs_x[k], out=z2)
             first = False
         else:
-            np.matmul(w, rhs[t + r], out=z2)
-        np.tanh(z, out=blk[1:5])  # sigmoid rows: tanh(x/2), the weights' rows are halved
-        s = blk[2:5]
+            np.matmul(w, rhs[k], out=z2)
+        np.tanh(z, out=gates[k])  # sigmoid rows: tanh(x/2), the weights' rows are halved
+        s = sigs[k]
         s *= 0.5  # sigmoid(x) = (1 + tanh(x/2)) / 2
         s += 0.5
-        np.multiply(blk[0:2], blk[2:4], out=fc_ig)  # (c, g) * (f, i)
-        c_new = cells[t + 1 - r, 0] if mask is None else fc_ig[0]
-        np.add(fc_ig[0], fc_ig[1], out=c_new)  # c' = f*c + i*g
-        tc = blk[5]
+        np.multiply(cgs[k], fis[k], out=fc_ig)  # (c, g) * (f, i)
+        c_new = cs[t + 1 - r] if mask is None else fc
+        np.add(fc, ig, out=c_new)  # c' = f*c + i*g
+        tc = tcs[k]
         np.tanh(c_new, out=tc)
         h_new = hs[t]
         if w_hr is None:
-            np.multiply(blk[4], tc, out=h_new)
+            np.multiply(os_[k], tc, out=h_new)
         else:
             u = us[t]
-            np.multiply(blk[4], tc, out=u)
+            np.multiply(os_[k], tc, out=u)
             np.matmul(w_hr, u, out=h_new)  # (P, H) @ (H, N)
         if mask is not None:  # padded steps pass the state through: s' = mf*new + keep*s
             mf, keep = mask[0][t], mask[1][t]
@@ -316,7 +324,7 @@ def _lstm_forward(xt, h0, c0, kw, mask, reverse, zero_init=False):
             h = np.multiply(hst[t + r], keep, out=hst[t + 1 - r])
             h += h_new
             c_new *= mf
-            c = np.multiply(blk[0], keep, out=cells[t + 1 - r, 0])
+            c = np.multiply(cs[k], keep, out=cs[t + 1 - r])
             c += c_new
     # the cache: rhs[r : T + r] is every step's right-hand side, in step order
     end = T * (1 - r)  # the slot of the final state
@@ -345,6 +353,14 @@ def _lstm_backward(cache, dout, dh, dc, kw, mask, reverse, wg, need_dh0=True, ne
     q = xm.empty((2, H, N), dtype=dtype)  # i (1 - g^2), o (1 - tanh(c')^2)
     tmp = xm.empty((H, N), dtype=dtype)
     g_buf = xm.empty((P, N), dtype=dtype)
+    # views of every step's block, taken once (the loop only indexes them): c, g, f, i, o,
+    # tanh(c') are blocks 0 to 5; (g, tanh(c')) pair with (i, o), (c, g) with (f, i)
+    gts, ios, cgs, sigs, fs, tcs = (
+        cells[:, 1::4], cells[:, 3:5], cells[:, 0:2], cells[:, 2:5], cells[:, 2], cells[:, 5],
+    )  # fmt: skip
+    q_g, q_o = q
+    up_fi, up_o = up[:2], up[2]
+    w_hh_t = kw.w_hh_t
     last = 0 if not reverse else T - 1  # the first step in time: its dL/dh may not be needed
     for t in _order(T, not reverse):
         da = da_buf if dA is None else dA[t]  # (4, H, N): g, f, i, o
@@ -359,30 +375,30 @@ def _lstm_backward(cache, dout, dh, dc, kw, mask, reverse, wg, need_dh0=True, ne
             du = w_hr.T @ g_h  # back through the projection: (H, P) @ (P, N)
         else:
             du = g_h
-        blk = cells[t + r]  # c, g, f, i, o, tanh(c')
-        # q = (i, o) * (1 - (g, tanh(c'))^2): blocks 1 and 5 against blocks 3 and 4
-        gt = blk[1::4]
+        k = t + r  # this step's block
+        # q = (i, o) * (1 - (g, tanh(c'))^2)
+        gt = gts[k]
         np.multiply(gt, gt, out=q)
         np.subtract(1, q, out=q)
-        q *= blk[3:5]
+        q *= ios[k]
         # h' = o * tanh(c'):  dL/dc' += dh' * o * (1 - tanh(c')^2);  dL/do = dh' * tanh(c')
-        np.multiply(du, q[1], out=tmp)
+        np.multiply(du, q_o, out=tmp)
         dc += tmp  # dc is this function's own array (a copy, or f * dc from the step before)
-        np.multiply(du, blk[5], out=up[2])
+        np.multiply(du, tcs[k], out=up_o)
         # c' = f*c + i*g:  (dL/df, dL/di) = dc' * (c, g);  dL/dg = dc' * i (1 - g^2)
-        np.multiply(blk[0:2], dc, out=up[:2])
-        s = blk[2:5]
+        np.multiply(cgs[k], dc, out=up_fi)
+        s = sigs[k]
         np.subtract(1, s, out=sd)
         sd *= s  # sigmoid' = s (1 - s)
         np.multiply(up, sd, out=da[1:])
-        np.multiply(dc, q[0], out=da[0])
-        dc *= blk[2]  # dL/dc = dc' * f
+        np.multiply(dc, q_g, out=da[0])
+        dc *= fs[k]  # dL/dc = dc' * f
         da2 = da.reshape(G, N)
         wg.add(t, da2)
         if t == last and not need_dh0:
             dh = dc = None
             break
-        dh = kw.w_hh_t @ da2
+        dh = w_hh_t @ da2
         if mask is not None:
             dh += h_passed
             dc += c_passed
