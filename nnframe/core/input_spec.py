@@ -50,7 +50,7 @@ class InputSpec:
         unbatched: whether an input one rank short (no batch axis) is accepted.
     """
 
-    __slots__ = ("ranks", "names", "axis", "size", "unbatched")
+    __slots__ = ("ranks", "batched_ranks", "names", "axis", "size", "unbatched")
 
     def __init__(
         self,
@@ -65,9 +65,18 @@ class InputSpec:
             nested = names if names and not isinstance(names[0], str) else (names,)
             self.names = tuple(tuple(n) for n in nested)  # type: ignore[arg-type]
         self.ranks = None if self.names is None else frozenset(len(n) for n in self.names)
+        # the ranks of a batched input (numpy allows 64 axes)
+        self.batched_ranks = frozenset(range(2, 65)) if self.ranks is None else self.ranks
         self.axis, self.size, self.unbatched = axis, size, unbatched
 
     # ------------------------------------------------------------------ the check
+    def fits(self, module, x) -> bool:
+        """The common case, answered fast: ``x`` is a batched ndarray of the right size (else
+        ``admit`` checks it, converts it or adds its batch axis)."""
+        if type(x) is not np.ndarray or x.ndim not in self.batched_ranks:
+            return False
+        return self.size is None or x.shape[self.axis] == getattr(module, self.size)
+
     def admit(self, module, args: tuple) -> tuple[tuple, Unbatched | None]:
         """Checks the first argument; returns the arguments (with a batch axis added when the
         input came without one) and, for an unbatched call, how to undo it."""

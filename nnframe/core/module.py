@@ -162,7 +162,7 @@ class Module:
         if kwargs and not args and "input" in kwargs and not _takes_input_keyword(type(self)):
             args = (kwargs.pop("input"),)  # PyTorch's name for the first input: layer(input=x)
         spec = self.input_spec
-        if spec is not None and args:
+        if spec is not None and args and not spec.fits(self, args[0]):
             args, undo = spec.admit(self, args)  # checks; adds a missing batch axis
             if undo is not None and kwargs and spec.keyword_inputs:
                 kwargs = undo.add_to_keywords(kwargs, spec.keyword_inputs)
@@ -206,7 +206,10 @@ class Module:
             slots.saved = _NO_GRAD
             return
         if slots.pass_id != call.pass_id:  # (_push, inlined: this runs once per layer call)
-            slots.new_pass(call.pass_id, call.depth > 1 or not self.training)
+            if slots.stack or slots.calls:  # (else there is nothing to drop)
+                slots.new_pass(call.pass_id, call.depth > 1 or not self.training)
+            else:
+                slots.pass_id = call.pass_id
         slots.stack.append(arrays)
         slots.calls += 1
         slots.saves += 1
