@@ -2,7 +2,8 @@
 general paths they replace.
 
 - Stride-1 convolutions (``_ConvNd.flat``): flat columns over chunks of images, the bias in
-  the GEMM, dL/dx as a correlation of the padded output gradient with the flipped kernel.
+  the GEMM, dL/dW on the flat grid (Cg*K >= 64) or image by image (fewer column rows), dL/dx
+  as a correlation of the padded output gradient with the flipped kernel.
   Every option that changes that path's shapes or its fallbacks: dilation, groups, 'same'
   padding with an odd total, non-square kernels, each padding mode, padding larger than the
   dilated kernel, batches that do not divide into chunks, batch 1, an empty batch, no bias,
@@ -65,6 +66,29 @@ FLAT_CASES = [
     (1, dict(in_channels=2, out_channels=3, kernel_size=3, padding=2, dilation=2), (5, 2, 9), 2),
     (1, dict(in_channels=2, out_channels=4, kernel_size=4, padding="same", groups=2), (3, 2, 8), 2),
     (3, dict(in_channels=2, out_channels=3, kernel_size=(2, 3, 2), padding=1), (3, 2, 3, 4, 4), 2),
+    # Cg*K >= 64: dL/dW on the flat grid (_FlatWeightGrad) instead of image by image
+    (2, dict(in_channels=8, out_channels=5, kernel_size=3, padding=1), (5, 8, 6, 5), 2),
+    (2, dict(in_channels=16, out_channels=6, kernel_size=3, padding=1, groups=2), (3, 16, 5, 6), 2),
+    (
+        2,
+        dict(in_channels=8, out_channels=3, kernel_size=(3, 4), padding="same", dilation=2),
+        (3, 8, 7, 8),
+        2,
+    ),
+    (2, dict(in_channels=8, out_channels=3, kernel_size=3, padding=3, bias=False), (3, 8, 4, 5), 2),
+    (
+        2,
+        dict(in_channels=8, out_channels=4, kernel_size=3, padding=1, padding_mode="reflect"),
+        (3, 8, 5, 6),
+        2,
+    ),
+    (1, dict(in_channels=32, out_channels=3, kernel_size=3, padding=2, dilation=2), (5, 32, 9), 2),
+    (
+        3,
+        dict(in_channels=8, out_channels=3, kernel_size=(2, 3, 2), padding=1),
+        (3, 8, 3, 4, 4),
+        None,
+    ),
 ]
 
 
@@ -123,19 +147,20 @@ def test_flat_path_is_taken_for_stride_one_only():
     assert strided.saved[2] != "flat"
 
 
-def test_flat_path_partial_gradients():
+@pytest.mark.parametrize("channels", [3, 8])  # Cg*K = 27 (image by image) and 72 (flat grid)
+def test_flat_path_partial_gradients(channels):
     """Frozen weight (only dL/db and dL/dx), frozen bias, and data inputs (no dL/dx)."""
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(5)
-    x = rng.normal(size=(5, 3, 6, 4))
-    ref = torch.nn.Conv2d(3, 4, 3, padding=1).double()
+    x = rng.normal(size=(5, channels, 6, 4))
+    ref = torch.nn.Conv2d(channels, 4, 3, padding=1).double()
     xt = torch.tensor(x, requires_grad=True)
     yt = ref(xt)
     g = rng.normal(size=tuple(yt.shape))
     yt.backward(torch.tensor(g))
     state = {k: v.detach().numpy() for k, v in ref.state_dict().items()}
     for frozen in ("weight", "bias", None):
-        layer = nf.Conv2d(3, 4, 3, padding=1, dtype=np.float64)
+        layer = nf.Conv2d(channels, 4, 3, padding=1, dtype=np.float64)
         layer.load_state_dict(state)
         layer.FLAT_CHUNK_BYTES = 1  # one image per chunk
         assert layer._images_per_chunk(5, 100) == 1

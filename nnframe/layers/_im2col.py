@@ -187,9 +187,20 @@ def flat_positions(buf, spatial, out_shape, *, writeable: bool = False):
     return as_strided(buf, buf.shape[:-1] + tuple(out_shape), strides, writeable=writeable)
 
 
+def image_windows(xp, kernel, dilation, out_shape):
+    """A strided (read-only) view ``(N, C, *kernel, *out)`` of a padded input ``(N, C, *Sp)``
+    for stride 1: element ``[n, c, *k, *s]`` is ``xp[n, c, *(s + k * dilation)]`` (the
+    windows image by image, where :func:`windows` puts the images after the kernel)."""
+    sp = xp.strides[2:]
+    shape = (*xp.shape[:2], *kernel, *out_shape)
+    strides = (*xp.strides[:2], *(st * d for st, d in zip(sp, dilation)), *sp)
+    return as_strided(xp, shape, strides, writeable=False)
+
+
 class ChunkWindows:
     """The flat windows (:func:`flat_windows`) of the padded images ``x[n0:n0 + step]``,
-    chunk by chunk, with the padding done per chunk, in cache.
+    chunk by chunk, with the padding done per chunk, in cache (``view=image_windows``: those
+    windows instead).
 
     With 'zeros' padding one zero buffer of ``step`` padded images serves every chunk: only
     its interior is written, so its border stays zero, and its window view is built once
@@ -197,22 +208,26 @@ class ChunkWindows:
     windows of x itself are sliced. Other modes pad each chunk (:func:`pad`).
     """
 
-    def __init__(self, x, pads, mode: str, step: int, kernel, dilation, out_shape):
+    def __init__(
+        self, x, pads, mode: str, step: int, kernel, dilation, out_shape, view=flat_windows
+    ):
         self.x, self.pads, self.mode, self.step = x, pads, mode, step
         self.args = (kernel, dilation, out_shape)
+        self.windows = view
         xm = array_module(x)
         self.padded = tuple(s + lo + hi for s, (lo, hi) in zip(x.shape[2:], pads))
         self.view = self.interior = None
         if not any(lo or hi for lo, hi in pads):
-            self.view = flat_windows(xm.ascontiguousarray(x), *self.args)
+            self.view = view(xm.ascontiguousarray(x), *self.args)
         elif mode == "zeros":
             buffer = xm.zeros((step, x.shape[1], *self.padded), dtype=x.dtype)
             inner = tuple(slice(lo, lo + s) for s, (lo, _) in zip(x.shape[2:], pads))
             self.interior = buffer[(Ellipsis, *inner)]
-            self.view = flat_windows(buffer, *self.args)
+            self.view = view(buffer, *self.args)
 
     def __call__(self, n0: int):
-        """The windows ``(m, C, *kernel, L)`` of images n0 .. n0 + m - 1 (m <= step)."""
+        """The windows ``(m, C, *kernel, L)`` of images n0 .. n0 + m - 1 (m <= step)
+        (``(m, C, *kernel, *out)`` with ``view=image_windows``)."""
         chunk = self.x[n0 : n0 + self.step]
         m = chunk.shape[0]
         if self.interior is not None:
@@ -221,4 +236,4 @@ class ChunkWindows:
         if self.view is not None:
             return self.view[n0 : n0 + m]
         xp = array_module(chunk).ascontiguousarray(pad(chunk, self.pads, self.mode))
-        return flat_windows(xp, *self.args)
+        return self.windows(xp, *self.args)
