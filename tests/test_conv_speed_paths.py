@@ -251,3 +251,29 @@ def test_max_pool_masks_empty_batch():
     y = layer(np.ones((0, 2, 4, 4), dtype=np.float32))
     assert y.shape == (0, 2, 2, 2)
     assert layer.backward(np.ones(y.shape, dtype=np.float32)).shape == (0, 2, 4, 4)
+
+
+# ---------------------------------------------------------------------------- array module
+# the stand-in array module of tests/test_backend.py: every array these paths allocate must be
+# of the input's kind (the table there covers the image-by-image dL/dW and the general pooling)
+from tests.test_backend import _assert_model_fake, _step, on_fake, to_fake  # noqa: E402, F401
+
+STAND_IN = {
+    "flat dL/dW, zeros": (lambda: nf.Conv2d(8, 4, 3, padding=1, rng=0), (2, 8, 5, 4)),
+    "flat dL/dW, groups, reflect": (
+        lambda: nf.Conv2d(16, 4, 3, padding=1, groups=2, padding_mode="reflect", rng=0),
+        (3, 16, 4, 5),
+    ),
+    "MaxPool2d masks": (lambda: nf.MaxPool2d(2), (2, 3, 4, 6)),
+}
+
+
+@pytest.mark.parametrize("name", list(STAND_IN))
+def test_fast_paths_run_on_the_registered_module(name, on_fake):  # noqa: F811
+    make, shape = STAND_IN[name]
+    model = make()
+    model._apply(to_fake)
+    x = to_fake(np.random.default_rng(0).normal(size=shape).astype(np.float32))
+    _step(model, (x,))
+    _step(model, (x,))
+    _assert_model_fake(model, "after backward")
