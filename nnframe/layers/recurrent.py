@@ -22,6 +22,7 @@ a transposed view of that layout, as PyTorch's batch_first output is a transpose
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -69,6 +70,15 @@ _GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
 # ---------------------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=64)
+def _lstm_perm(H: int) -> np.ndarray:
+    """Kernel row k holds PyTorch's row perm[k]: (i, f, g, o) -> (g, f, i, o). Swapping two
+    blocks is its own inverse, so the same indices bring gradients back. Read-only: cached."""
+    perm = np.r_[2 * H : 3 * H, H : 2 * H, 0:H, 3 * H : 4 * H]
+    perm.flags.writeable = False
+    return perm
+
+
 def _order(T: int, reverse: bool) -> range:
     return range(T - 1, -1, -1) if reverse else range(T)
 
@@ -98,8 +108,8 @@ class _Prepared:
         perm = None
         # rows of the sigmoid gates, in kernel order
         sig = {"LSTM": slice(H, 4 * H), "GRU": slice(0, 2 * H)}.get(mode, slice(0, 0))
-        if mode == "LSTM":  # (i, f, g, o) -> (g, f, i, o); swapping two blocks is its own inverse
-            perm = np.r_[2 * H : 3 * H, H : 2 * H, 0:H, 3 * H : 4 * H]
+        if mode == "LSTM":  # (i, f, g, o) -> (g, f, i, o) (see _lstm_perm)
+            perm = _lstm_perm(H)
             if xm is not np:
                 perm = xm.asarray(perm)
             w_ih, w_hh = w_ih[perm], w_hh[perm]
@@ -252,7 +262,7 @@ def _fill_lstm_rhs(rhs, xt, h0, kw, reverse):
     return rhs
 
 
-def _lstm_forward(xt, h0, c0, kw, mask, reverse, zero_init=False):
+def _lstm_forward(xt, h0, c0, kw, mask, reverse, zero_init=False, own_output=False):
     """One LSTM direction over xt (T, F, N). Each step: one GEMM ``[W_hh | W_ih | b] @ [h; x; 1]``
     into the step's stacked gates (G*H, N), one tanh over them, then the cell update.
 
@@ -279,8 +289,10 @@ def _lstm_forward(xt, h0, c0, kw, mask, reverse, zero_init=False):
     _fill_lstm_rhs(rhs, xt, h0, kw, reverse)
     hst = rhs[:, :P]  # (T+1, P, N): the states, in time order
     cells[T * r, 0] = c0
-    # outputs: the states themselves, unless padded steps make them differ (zero outputs)
-    hs = hst[1 - r : T + 1 - r] if mask is None else xm.empty((T, P, N), dtype=dtype)
+    # outputs: the states themselves, unless padded steps make them differ (zero outputs) or
+    # the caller gets them (own_output): then an array of their own, which a caller may write to
+    own = own_output or mask is not None
+    hs = xm.empty((T, P, N), dtype=dtype) if own else hst[1 - r : T + 1 - r]
     # the GEMM writes into this small reused array (it stays in cache), and the tanh moves the
     # step's gates into their block: one pass into the large array instead of the GEMM's writes
     z = xm.empty((4, H, N), dtype=dtype)
@@ -318,7 +330,10 @@ def _lstm_forward(xt, h0, c0, kw, mask, reverse, zero_init=False):
             u = us[t]
             np.multiply(os_[k], tc, out=u)
             np.matmul(w_hr, u, out=h_new)  # (P, H) @ (H, N)
-        if mask is not None:  # padded steps pass the state through: s' = mf*new + keep*s
+        if mask is None:
+            if own:
+                np.copyto(hst[t + 1 - r], h_new)
+        else:  # padded steps pass the state through: s' = mf*new + keep*s
             mf, keep = mask[0][t], mask[1][t]
             h_new *= mf
             h = np.multiply(hst[t + r], keep, out=hst[t + 1 - r])
@@ -499,19 +514,21 @@ def _gru_backward(cache, dout, dh, dc, kw, mask, reverse, wg):
     return dxp, dh, None, None
 
 
-def _direction_forward(mode, kw, xt, h0, c0, mask, reverse, zero_init=False):
+def _direction_forward(mode, kw, xt, h0, c0, mask, reverse, zero_init=False, own_output=False):
     """One direction of one layer on xt (T, F, N): returns (output (T, H_out, N), h_T, c_T,
     cache), states (H, N). ``zero_init``: h0 (and c0) are zeros, the first recurrent product
-    is skipped."""
+    is skipped. ``own_output``: the output goes to the caller, who may write to it, so it must
+    share no memory with the cache."""
     if mode == "LSTM":  # the input projection rides in each step's GEMM (see _stack_weights)
-        hs, hT, cT, cache = _lstm_forward(xt, h0, c0, kw, mask, reverse, zero_init)
+        hs, hT, cT, cache = _lstm_forward(xt, h0, c0, kw, mask, reverse, zero_init, own_output)
         return hs, hT, cT, (cache, None, zero_init)
     xp, xa = kw.project(xt)
-    if mode == "GRU":
-        out = _gru_forward(xp, h0, kw, mask, reverse)
+    if mode == "GRU":  # its outputs are an array of their own already
+        hs, hT, cT, cache = _gru_forward(xp, h0, kw, mask, reverse)
     else:
-        out = _rnn_forward(xp, h0, kw, mask, reverse, mode == "RNN_RELU")
-    hs, hT, cT, cache = out
+        hs, hT, cT, cache = _rnn_forward(xp, h0, kw, mask, reverse, mode == "RNN_RELU")
+        if own_output:  # backward reads the activations hs
+            hs = hs.copy()
     return hs, hT, cT, (cache, xa, zero_init)
 
 
@@ -866,6 +883,7 @@ class _RNNBase(Module):
                     mask,
                     d == 1,
                     zero_init=hx is None,
+                    own_output=D == 1 and layer == self.num_layers - 1,
                 )
                 h_n[k] = hT.T
                 if c_n is not None:
@@ -876,11 +894,9 @@ class _RNNBase(Module):
             layer_in = outs[0] if D == 1 else np.concatenate(outs, axis=1)
         # The output is a transposed view of the last layer's (T, H_out, N) states, as PyTorch's
         # batch_first output is a transposed view: no (N, T, H) copy that callers reading only
-        # h_n would pay for. It must not share memory with the saved state (a caller may write
-        # to it), so the LSTM's and RNN's states, which backward reads, are copied (contiguous:
-        # a cheap copy); the GRU's outputs are an array of their own.
-        if D == 1 and self.mode != "GRU":
-            layer_in = layer_in.copy()
+        # h_n would pay for. It shares no memory with the saved state (a caller may write to
+        # it): the kernels were asked for an output of its own (own_output), and two
+        # directions are concatenated into a new array.
         output = layer_in.transpose(2, 0, 1) if self.batch_first else layer_in.transpose(0, 2, 1)
         self.save_for_backward(layers, mask, hx is not None, output.shape, T, N)
         return output, ((h_n, c_n) if self.mode == "LSTM" else h_n)
