@@ -14,28 +14,6 @@ from nnframe.core.backend import array_module
 __all__ = ["sigmoid", "softplus", "log_sigmoid", "softmax", "log_softmax"]
 
 
-# vectors of ones by (length, dtype), for row_sum's GEMV; a handful of batch sizes in practice
-_ONES: dict[tuple[int, np.dtype], np.ndarray] = {}
-
-
-def row_sum(a: np.ndarray) -> np.ndarray:
-    """The sum of a 2-D array's rows, ``a.sum(axis=0)``: shape (N, D) -> (D,).
-
-    Computed as the product ones(N) @ a, one BLAS pass that runs about twice as fast as numpy's
-    reduction over the leading axis for a batch of activations (a bias gradient). Other arrays
-    (integers, another array module) use the reduction.
-    """
-    if type(a) is not np.ndarray or a.dtype.kind != "f" or a.ndim != 2:
-        return a.sum(axis=0)
-    key = (a.shape[0], a.dtype)
-    ones = _ONES.get(key)
-    if ones is None:
-        if len(_ONES) > 32:  # many batch sizes (a ragged last batch each epoch): start again
-            _ONES.clear()
-        ones = _ONES[key] = np.ones(a.shape[0], dtype=a.dtype)
-    return ones @ a
-
-
 def sigmoid(x: np.ndarray) -> np.ndarray:
     """Logistic function 1 / (1 + exp(-x)), stable: exp is only taken of numbers <= 0.
 

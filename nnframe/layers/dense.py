@@ -13,7 +13,6 @@ from nnframe.core.input_spec import InputSpec
 from nnframe.core.module import Module
 from nnframe.core.parameter import Parameter
 from nnframe.core.random import get_rng
-from nnframe.functional import row_sum
 from nnframe.layers.init import default_uniform, make_weight
 
 # dL/dW of a large layer is computed into a per-thread scratch buffer, reused from call to call,
@@ -145,7 +144,7 @@ class Dense(Module):
             else:
                 gw += g2.T @ x2
         if self.bias is not None and self.bias.requires_grad:
-            self.bias.grad += row_sum(g2)  # dL/db: summed over the batch
+            self.bias.grad += g2.sum(axis=0)  # dL/db: summed over the batch
         if not self.needs_input_grad:
             return None  # the input is data: skip a (N, D_out) @ (D_out, D_in) product
         return grad_output @ w.data  # dL/dx: (N*, D_out) @ (D_out, D_in)
