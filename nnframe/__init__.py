@@ -8,6 +8,7 @@ import sys
 from nnframe import optim
 from nnframe._version import __version__ as __version__
 from nnframe.core import hooks
+from nnframe.core.device import Device, DeviceError, cuda_is_available, device_of, to_device
 from nnframe.core.errors import AnomalyError, GradcheckError, ModelFormatError, ShapeError
 from nnframe.core.hooks import enable_grad, is_grad_enabled, no_grad
 from nnframe.core.module import Module, StateDictError
@@ -174,6 +175,12 @@ __all__ = [
     "enable_grad",
     "is_grad_enabled",
     "hooks",
+    # devices
+    "Device",
+    "DeviceError",
+    "cuda_is_available",
+    "device_of",
+    "to_device",
     # activations
     "ReLU",
     "LeakyReLU",

@@ -39,6 +39,8 @@ PUBLIC = [
     "CosineSimilarity",
     "CrossEntropyLoss",
     "Dense",
+    "Device",
+    "DeviceError",
     "Dot",
     "Dropout",
     "Dropout1d",
@@ -155,10 +157,12 @@ PUBLIC = [
     "check_module",
     "clip_grad_norm_",
     "clip_grad_value_",
+    "cuda_is_available",
     "data",
     "datasets",
     "default_rng",
     "detect_anomaly",
+    "device_of",
     "distributed",
     "enable_grad",
     "from_config",
@@ -181,6 +185,7 @@ PUBLIC = [
     "serialization",
     "set_detect_anomaly",
     "summary",
+    "to_device",
 ]
 
 OPTIM = [

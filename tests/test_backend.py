@@ -1,186 +1,23 @@
 """The one array module (nnframe.backend): no layer, loss or optimizer hard-wires numpy.
 
-CI has no GPU, so a CPU stand-in plays the other array module: ``TaggedArray``, a numpy subclass
-that behaves like a device array. Its ufuncs and ``__array_function__`` keep the tag, and it
-refuses what would break on CuPy: mixing with plain numpy arrays, scipy's ufuncs, ``ufunc.at``
-(scatters go through ``backend.scatter_add``) and ``reduceat`` of any ufunc but ``add``. An allocation that bypasses the
-dispatch (``np.zeros``, ``np.asarray``, ``as_strided`` from numpy) yields a plain ndarray, which
-then either fails on first contact with a tagged one or shows up in the final checks: every
-output, input gradient, parameter, gradient, buffer and optimizer state must still be tagged.
+CI has no GPU, so a CPU stand-in plays the other array module (tests/standin.py). An
+allocation that bypasses the dispatch (``np.zeros``, ``np.asarray``, ``as_strided`` from numpy)
+yields a plain ndarray, which then either fails on first contact with a tagged one or shows up
+in the final checks: every output, input gradient, parameter, gradient, buffer and optimizer
+state must still be tagged.
 """
 
 from __future__ import annotations
 
-import types
-
 import numpy as np
 import pytest
-from numpy.lib.stride_tricks import as_strided as np_as_strided
 
 import nnframe as nf
 from nnframe.core import backend
 from nnframe.core.backend import array_module
+from tests.standin import LeakError, fake, is_fake, to_fake
 
 CHECKED_MODULES: list = []  # a dispatch test, not a gradient check
-
-
-class LeakError(TypeError):
-    """A plain numpy array met a device array (CuPy raises TypeError there too)."""
-
-
-_NUMPY_UFUNCS = {v for v in vars(np).values() if isinstance(v, np.ufunc)}
-
-
-def _unwrap(value, where):
-    if type(value) is TaggedArray:
-        return value.view(np.ndarray)
-    if type(value) is np.ndarray:
-        raise LeakError(
-            f"{where}: a plain numpy array {value.shape} {value.dtype} met a device array"
-        )
-    if isinstance(value, (list, tuple)):
-        return type(value)(_unwrap(v, where) for v in value)
-    if isinstance(value, dict):
-        return {k: _unwrap(v, where) for k, v in value.items()}
-    return value
-
-
-def _wrap(value):
-    if type(value) is np.ndarray:
-        return value.view(TaggedArray)
-    if isinstance(value, tuple):
-        return tuple(_wrap(v) for v in value)
-    if isinstance(value, list):
-        return [_wrap(v) for v in value]
-    return value
-
-
-class TaggedArray(np.ndarray):
-    """A device array stand-in: numpy's math, CuPy's rules."""
-
-    def __array_ufunc__(self, ufunc, method, *inputs, out=None, **kwargs):
-        name = f"{ufunc.__name__}.{method}"
-        if ufunc not in _NUMPY_UFUNCS:
-            raise LeakError(f"{name}: not a numpy ufunc (scipy?) on a device array")
-        if method == "at":
-            raise LeakError(f"{name}: ufunc.at on a device array (use backend.scatter_add)")
-        if method == "reduceat" and ufunc is not np.add:
-            raise LeakError(f"{name}: CuPy's ufunc.reduceat is add-only")
-        inputs = _unwrap(inputs, name)
-        if out is not None:
-            kwargs["out"] = _unwrap(out, name)
-        result = getattr(ufunc, method)(*inputs, **kwargs)
-        if out is not None:
-            return out[0] if len(out) == 1 else out
-        return _wrap(result)
-
-    def __array_function__(self, func, types_, args, kwargs):
-        name = getattr(func, "__name__", str(func))
-        result = func(*_unwrap(args, name), **_unwrap(kwargs, name))
-        out = kwargs.get("out")
-        return out if out is not None else _wrap(result)
-
-
-def _host_array(a, dtype=None, copy=True):
-    """What fake.asarray/array copy from: a tagged array is used as is (no copy needed)."""
-    if type(a) is TaggedArray:
-        a = a.view(np.ndarray)
-    return np.array(a, dtype=dtype, copy=copy)
-
-
-class _Namespace:
-    """numpy's namespace with every array it returns tagged (a module of the other kind)."""
-
-    def __init__(self, base):
-        self._base = base
-
-    def __getattr__(self, name):
-        attr = getattr(self._base, name)
-        if isinstance(attr, types.ModuleType):
-            return _Namespace(attr)
-        if isinstance(attr, (types.FunctionType, types.BuiltinFunctionType)) or (
-            callable(attr) and not isinstance(attr, (type, np.ufunc))
-        ):
-
-            def call(*args, **kwargs):
-                return _wrap(attr(*args, **kwargs))
-
-            return call
-        return attr
-
-
-class _FakeModule(_Namespace):
-    def __init__(self):
-        super().__init__(np)
-
-    @staticmethod
-    def asarray(a, dtype=None):
-        if type(a) is TaggedArray and (dtype is None or a.dtype == np.dtype(dtype)):
-            return a
-        return _host_array(a, dtype).view(TaggedArray)
-
-    @staticmethod
-    def array(a, dtype=None, copy=True):
-        return _host_array(a, dtype).view(TaggedArray)
-
-    @staticmethod
-    def ascontiguousarray(a, dtype=None):
-        return np.ascontiguousarray(_unwrap(a, "ascontiguousarray"), dtype=dtype).view(TaggedArray)
-
-
-fake = _FakeModule()
-
-
-def _fake_as_strided(x, shape, strides):
-    return np_as_strided(x.view(np.ndarray), shape, strides).view(TaggedArray)
-
-
-def _fake_scatter_add(a, indices, values):
-    np.add.at(a.view(np.ndarray), _unwrap(indices, "scatter_add"), _unwrap(values, "scatter_add"))
-
-
-class _FakeGenerator:
-    def __init__(self, seed):
-        self._rng = np.random.default_rng(seed)
-
-    def __getattr__(self, name):
-        method = getattr(self._rng, name)
-        return lambda *args, **kwargs: _wrap(method(*args, **kwargs))
-
-
-class _FakeSpecial:
-    """scipy.special for tagged arrays (as cupyx.scipy.special is for CuPy's)."""
-
-    def __getattr__(self, name):
-        import scipy.special
-
-        f = getattr(scipy.special, name)
-        return lambda *args: _wrap(f(*_unwrap(args, name)))
-
-
-@pytest.fixture
-def on_fake():
-    undo = backend.register_array_module(
-        TaggedArray,
-        fake,
-        as_strided=_fake_as_strided,
-        scatter_add=_fake_scatter_add,
-        default_rng=_FakeGenerator,
-        to_numpy=lambda a: np.array(a.view(np.ndarray)),
-        special=_FakeSpecial(),
-    )
-    yield fake
-    undo()
-
-
-def to_fake(a):
-    if isinstance(a, np.ndarray) and type(a) is not TaggedArray:
-        return fake.asarray(a)
-    return a
-
-
-def is_fake(a) -> bool:
-    return type(a) is TaggedArray
 
 
 # ----------------------------------------------------------------------------- the backend itself

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from nnframe.core.backend import array_module
+from nnframe.core.device import DeviceError, device_of
 from nnframe.core.errors import ShapeError, expected_got, fmt_shape
 
 __all__ = ["InputSpec", "Unbatched"]
@@ -73,7 +74,7 @@ class InputSpec:
     def fits(self, module, x) -> bool:
         """The common case, answered fast: ``x`` is a batched ndarray of the right size (else
         ``admit`` checks it, converts it or adds its batch axis)."""
-        if type(x) is not np.ndarray or x.ndim not in self.batched_ranks:
+        if type(x) is not np.ndarray or x.ndim not in self.batched_ranks or module._device:
             return False
         return self.size is None or x.shape[self.axis] == getattr(module, self.size)
 
@@ -86,6 +87,8 @@ class InputSpec:
             x = np.asarray(x)
             ndim = x.ndim
             args = (x, *args[1:])
+        if module._device is not None or type(x) is not np.ndarray:
+            _check_device(module, x)
         batched = ndim >= 2 if self.ranks is None else ndim in self.ranks
         if batched:
             self._check_size(module, x.shape, x.shape)
@@ -130,6 +133,23 @@ class InputSpec:
         output (nested like the output: ``(0, (1, 1))`` for ``(out, (h, c))``). Axis 0 for one
         input and one output; override for other layouts."""
         return (0,), 0
+
+
+def _check_device(module, x) -> None:
+    """The input lives where the module's parameters do (a numpy input into a model moved to a
+    GPU, or the reverse, is named with the fix instead of failing inside the layer)."""
+    p = next(iter(module.parameters()), None)
+    if p is None or not hasattr(x, "dtype") or array_module(x) is array_module(p.data):
+        return
+    here, there = device_of(p.data), device_of(x)
+    raise DeviceError(
+        expected_got(
+            module._who(),
+            f"an input on {here} (where its parameters are)",
+            f"an array on {there}",
+            f"move it: nf.to_device(x, {str(here)!r}), or the model: model.to({str(there)!r})",
+        )
+    )
 
 
 class Unbatched:

@@ -13,11 +13,13 @@ import functools
 import inspect
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
 from nnframe.core.backend import array_module
-from nnframe.core.errors import fmt_shape
+from nnframe.core.device import Device, array_mover, device_types
+from nnframe.core.errors import expected_got, fmt_shape
 from nnframe.core.hooks import (
     CALL,
     GLOBAL_HOOKS,
@@ -133,6 +135,10 @@ class Module:
     #: What the first input looks like (nnframe.core.input_spec): the call path checks it and
     #: handles inputs without a batch axis. None: the layer checks its inputs itself.
     input_spec: InputSpec | None = None
+
+    #: The device ``to`` moved this module to, when it is not the CPU (the input check then
+    #: compares the input's device with it).
+    _device: Device | None = None
 
     def __init__(self) -> None:
         self.training = True
@@ -393,32 +399,57 @@ class Module:
             return p.data.dtype
         return np.dtype(np.float32)
 
-    def to(self, dtype) -> Module:
-        """Casts every floating parameter and buffer to ``dtype`` (e.g. float64 for gradient
-        checks); returns self. Gradients are reset to zero in the new dtype."""
-        dtype = np.dtype(dtype)
+    def to(self, *args, **kwargs) -> Module:
+        """Moves and/or casts every parameter, gradient and buffer; returns self.
 
-        def cast(array):  # any array module's arrays (numpy, CuPy, ...): they have a dtype
-            if (isinstance(array, np.ndarray) or array_module(array) is not np) and (
-                array.dtype.kind == "f"
-            ):
-                return array.astype(dtype)
-            return array
+        As PyTorch's: ``to(dtype)``, ``to(device)``, ``to(device, dtype)``, or by keyword
+        (``to(device="cuda:1", dtype=np.float64)``). The dtype is a floating one; it applies to
+        floating arrays (integer buffers, such as counters, keep theirs). Gradients follow
+        their parameters. The device is ``"cpu"`` or ``"cuda"``/``"cuda:N"`` (CuPy, see
+        :mod:`nnframe.core.device`); an optimizer's state follows at its next step.
+        """
+        device, dtype = _to_arguments(self, args, kwargs)
+        fns = []
+        if dtype is not None:
 
-        self._apply(cast)
+            def cast(array):  # any array module's arrays (numpy, CuPy, ...): they have a dtype
+                if (isinstance(array, np.ndarray) or array_module(array) is not np) and (
+                    array.dtype.kind == "f"
+                ):
+                    return array.astype(dtype)
+                return array
+
+            fns.append(cast)
+        if device is not None:
+            fns.append(array_mover(device))
+        self._apply(lambda a: functools.reduce(lambda v, fn: fn(v), fns, a))
         for module in self.modules():
-            module._on_dtype_change(dtype)
+            if dtype is not None:
+                module._on_dtype_change(dtype)
+            if device is not None:
+                module._device = None if device.type == "cpu" else device
         return self
+
+    def cpu(self) -> Module:
+        """``to("cpu")``: every array into main memory (numpy)."""
+        return self.to("cpu")
+
+    def cuda(self, device: int | str | None = None) -> Module:
+        """``to("cuda")`` (GPU ``device`` when given: ``cuda(1)``)."""
+        if device is None or isinstance(device, int):
+            return self.to(Device("cuda", device))
+        return self.to(device)
 
     def _apply(self, fn) -> Module:
         """Replaces every parameter's data and every buffer by ``fn(array)`` (which returns the
-        array itself to leave it); a parameter whose data changed gets a zero gradient of the
-        new kind. The one place where ``to`` (dtype, and later devices) touches the arrays."""
+        array itself to leave it); a parameter whose data changed gets ``fn`` of its gradient
+        too. The one place where ``to`` (dtypes and devices) touches the arrays."""
         for p in self.parameters():
             data = fn(p.data)
             if data is not p.data:
                 p.data = data
-                p.grad = np.zeros_like(data)
+                grad = fn(p.grad)
+                p.grad = grad if grad.shape == data.shape else array_module(data).zeros_like(data)
         for module in self.modules():
             for name in module._buffer_names:
                 value = getattr(module, name)
@@ -556,6 +587,45 @@ class InitRecord:
 
     def __init__(self, init, args: tuple, kwargs: dict):
         self.init, self.args, self.kwargs = init, args, kwargs
+
+
+def _to_arguments(module: Module, args: tuple, kwargs: dict) -> tuple[Device | None, Any]:
+    """``Module.to``'s arguments as (device or None, floating dtype or None), PyTorch's way:
+    positional devices and dtypes in any order, or ``device=``/``dtype=`` (``non_blocking`` and
+    ``copy`` are accepted and mean nothing here: numpy copies synchronously)."""
+    who = f"{type(module).__name__}.to"
+    unknown = set(kwargs) - {"device", "dtype", "non_blocking", "copy"}
+    if unknown:
+        raise TypeError(f"{who}: got unexpected keyword arguments {sorted(unknown)}")
+    found: dict[str, Any] = {k: kwargs[k] for k in ("device", "dtype") if kwargs.get(k) is not None}
+    for a in args:
+        key = "device" if _is_device(a) else "dtype"
+        if key in found:
+            raise TypeError(f"{who}: expected at most one {key}, got {found[key]!r} and {a!r}")
+        found[key] = a
+    if not found:
+        raise TypeError(f"{who}: expected a device, a dtype or both, got neither")
+    device = found.get("device")
+    device = None if device is None else Device(device)
+    dtype = found.get("dtype")
+    if dtype is not None:
+        try:
+            dtype = np.dtype(dtype)
+        except TypeError:
+            raise TypeError(
+                expected_got(who, "a device ('cpu', 'cuda') or a floating dtype", repr(dtype))
+            ) from None
+        if dtype.kind != "f":
+            raise TypeError(expected_got(who, "a floating dtype", str(dtype)))
+    return device, dtype
+
+
+def _is_device(a) -> bool:
+    if isinstance(a, Device):
+        return True
+    if isinstance(a, str):
+        return a.partition(":")[0] in device_types()
+    return isinstance(getattr(a, "type", None), str)  # torch.device (np.dtype.type is a class)
 
 
 @functools.cache

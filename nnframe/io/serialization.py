@@ -37,6 +37,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from nnframe._version import __version__
+from nnframe.core.backend import to_numpy
 from nnframe.core.errors import ModelFormatError
 
 FORMAT_VERSION = 1
@@ -85,7 +86,7 @@ def save_file(
             raise TypeError(f"save_file: expected str tensor names, got {type(name).__name__}")
         if name == "__metadata__":
             raise ValueError("save_file: '__metadata__' is reserved and cannot name a tensor")
-        a = np.asarray(value)
+        a = np.asarray(to_numpy(value))  # a device array is copied to the host
         key = a.dtype.str.replace(">", "<")
         if key not in _NAMES:
             raise TypeError(
@@ -635,7 +636,7 @@ def _ties_in_constructor(model) -> bool:
     return list(rebuilt.state_dict()) == list(model.state_dict())
 
 
-def load(path, *, registry=None):
+def load(path, *, registry=None, device=None):
     """Loads a model saved by :func:`save` (or the model of a checkpoint): rebuilds it from its
     config (layer names are looked up in the registry; see :func:`nnframe.register_layer`) and
     loads its weights.
@@ -645,12 +646,14 @@ def load(path, *, registry=None):
     rule: a function that builds a new model returns it in eval mode (``load``,
     ``load_checkpoint`` without a model); one that loads into a model you pass
     (``load_weights``, ``load_state_dict``, ``load_checkpoint(path, model)``,
-    ``fit(resume_from=)``) leaves its mode as it was."""
+    ``fit(resume_from=)``) leaves its mode as it was. ``device`` (``"cuda"``) moves it there
+    (the file is the same whatever device the model was saved from)."""
     tensors, metadata = load_file(path)
     prefix = "model/" if metadata.get("nnframe.kind") == "checkpoint" else ""
-    return model_from_file_parts(
+    model = model_from_file_parts(
         tensors, metadata, os.fspath(path), registry=registry, prefix=prefix
     ).eval()
+    return model if device is None else model.to(device)
 
 
 def _match_dtypes(model, state: dict) -> None:

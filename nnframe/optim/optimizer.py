@@ -330,6 +330,8 @@ class Optimizer:
                 s = state.get(p)
                 if s is None:
                     s = state[p] = self.init_state(p, group)
+                else:
+                    _follow(p, s)
                 self.update(p, s, group)
 
     # ------------------------------------------------------------------ the finite guarantee
@@ -839,6 +841,8 @@ class _FusedGroup:
         elif any(s is None for s in states) or any(s.keys() != states[0].keys() for s in states):
             return None
         else:  # continue from per-parameter state (loaded, or from unfused steps)
+            for p, s in zip(params, states):
+                _follow(p, s)
             state = {}
             for key, first in states[0].items():
                 if (isinstance(first, np.ndarray) or is_array(first)) and first.dtype == dtype:
@@ -932,6 +936,15 @@ class _FusedGroup:
             scalars = [(k, v) for k, v in self.state.items() if (k, id(v)) not in arrays]
             for p in self.params:
                 opt.state[p].update(scalars)
+
+
+def _follow(p: Parameter, state: dict) -> None:
+    """Moves ``p``'s state arrays to ``p``'s array module when they are elsewhere (the model
+    was moved with ``to(device)`` after steps were taken: PyTorch leaves that to the user)."""
+    xp = array_module(p.data)
+    for k, v in state.items():
+        if (isinstance(v, np.ndarray) or is_array(v)) and array_module(v) is not xp:
+            state[k] = xp.array(to_numpy(v) if xp is np else v, dtype=v.dtype)
 
 
 def _array_ids(state: dict) -> list:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from nnframe.core.backend import is_array, to_numpy
 from nnframe.core.errors import ModelFormatError
 from nnframe.core.random import default_rng
 from nnframe.io import schema as S
@@ -465,6 +466,8 @@ def _encode(value, arrays: list, where: str, depth: int):
         raise ValueError(f"save_checkpoint: {where}: nested deeper than {_MAX_DEPTH}")
     if value is None or isinstance(value, (bool, str)):
         return value
+    if is_array(value) and not isinstance(value, np.ndarray):
+        value = to_numpy(value)  # a device array (optimizer state on a GPU): from the host
     if isinstance(value, (np.ndarray, np.generic)):  # before float: np.float64 is a float
         a = np.asarray(value)
         if a.dtype.kind not in "biuf":

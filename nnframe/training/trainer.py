@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import sparse
 
+from nnframe.core.backend import array_module, to_numpy
+from nnframe.core.device import to_device
 from nnframe.core.errors import ShapeError, check_hyper
 from nnframe.core.hooks import no_grad
 from nnframe.core.module import Module
@@ -253,8 +255,23 @@ def _rows(a) -> int:
     return a.shape[0] if hasattr(a, "shape") else rows(a)  # a list/dict: its first array's
 
 
-def _as_output(out):
-    return out if isinstance(out, (tuple, dict)) else np.asarray(out)
+def _as_output(out, host: bool):
+    """A batch's output as ``predict`` collects it: host (numpy) arrays when ``host``."""
+    if isinstance(out, tuple):
+        return tuple(_as_output(o, host) for o in out)
+    if isinstance(out, dict):
+        return {k: _as_output(o, host) for k, o in out.items()}
+    return to_numpy(out) if host else out
+
+
+def _concatenate(batches: list):
+    """The batches' outputs joined along the batch axis, in their array module."""
+    return array_module(batches[0]).concatenate(batches, axis=0)
+
+
+def _host(*values):
+    """Host (numpy) copies of device arrays, nested in tuples/lists/dicts (for metrics)."""
+    return to_device(values, "cpu")
 
 
 def _labels(y) -> np.ndarray:
@@ -817,6 +834,7 @@ class Trainer:
         """
         xb, yb, wb = self._unpack("fit", batch)
         wb = self._weights(yb, wb, self._lut)
+        xb, yb, wb = self._on_model_device(xb, yb, wb)
         for p in self._all_params:  # model.zero_grad(), without walking the module tree
             p.grad.fill(0)
         buffers = self._buffers
@@ -827,8 +845,10 @@ class Trainer:
             buffers.restore()  # an exception rejects the batch too: nothing of it stays
             raise
         if bad is None:
-            for m in self.metrics:
-                m.update(yb, pred)
+            if self.metrics:
+                y_host, pred_host = self._host_pair(yb, pred)
+                for m in self.metrics:
+                    m.update(y_host, pred_host)
         else:
             buffers.restore()  # the forward pass moved the running statistics: undo it
             for p in self._all_params:  # the step is skipped: leave no poisoned gradient behind
@@ -876,13 +896,25 @@ class Trainer:
         ``nf.no_grad()`` in eval mode: forward, loss, and the update of the metrics being
         accumulated (``self.eval_metrics``). Returns ``{'loss': float, 'batch_size': int}``;
         override it to change what an evaluation step does."""
-        xb, yb, wb = self._unpack(self._who, batch)
+        xb, yb, wb = self._on_model_device(*self._unpack(self._who, batch))
         pred = self.model(xb)
         yb = align_target(self.loss, pred, yb)
         loss = _loss(self.loss, pred, yb, wb)
-        for m in self.eval_metrics:
-            m.update(yb, pred)
+        if self.eval_metrics:
+            y_host, pred_host = self._host_pair(yb, pred)
+            for m in self.eval_metrics:
+                m.update(y_host, pred_host)
         return {"loss": float(loss), "batch_size": _rows(xb)}
+
+    def _on_model_device(self, *values) -> tuple:
+        """``values`` (a batch's inputs, targets, weights) moved to the model's device, when
+        ``model.to`` put it on one other than the CPU."""
+        device = self.model._device
+        return values if device is None else to_device(values, device)
+
+    def _host_pair(self, y, pred) -> tuple:
+        """Targets and predictions for the metrics, which compute on the host."""
+        return (y, pred) if self.model._device is None else _host(y, pred)
 
     def predict_step(self, x):
         """The model's output for one batch of inputs ``x`` (under ``nf.no_grad()``, in eval
@@ -973,11 +1005,15 @@ class Trainer:
         cbs = CallbackList(callbacks, self) if callbacks else None
         return self._evaluate(loader, batch_size, "evaluate", cbs)
 
-    def predict(self, x, *, batch_size: int = 256, callbacks=()) -> np.ndarray:
+    def predict(
+        self, x, *, batch_size: int = 256, callbacks=(), device_output: bool = False
+    ) -> np.ndarray:
         """The model's outputs for ``x`` (ndarray, scipy.sparse matrix or DataLoader whose
         batches start with x), batched, in eval mode (the previous mode is restored) and under
         ``nf.no_grad()`` (no activation is kept for backward). Needs no loss or optimizer:
-        ``nf.Trainer(model).predict(x)``. ``callbacks`` get the ``on_predict_*`` hooks."""
+        ``nf.Trainer(model).predict(x)``. ``callbacks`` get the ``on_predict_*`` hooks. A
+        model on a GPU gets each batch moved there, and its outputs come back as numpy arrays
+        unless ``device_output=True`` keeps them on the device."""
         _check_count("Trainer.predict", "batch_size", batch_size)
         if isinstance(x, DataLoader):
             batches = (b[0] if isinstance(b, (tuple, list)) else b for b in x)
@@ -1004,7 +1040,8 @@ class Trainer:
                 for batch, xb in enumerate(batches):
                     if cbs is not None:
                         cbs.on_predict_batch_begin(batch, {})
-                    outputs.append(_as_output(self.predict_step(xb)))
+                    (xb,) = self._on_model_device(xb)
+                    outputs.append(_as_output(self.predict_step(xb), not device_output))
                     if cbs is not None:
                         cbs.on_predict_batch_end(batch, {"batch_size": _rows(xb)})
         finally:
@@ -1015,9 +1052,9 @@ class Trainer:
             cbs.on_predict_end({})
         if isinstance(outputs[0], (tuple, dict)):  # several outputs: each one concatenated
             keys = outputs[0].keys() if isinstance(outputs[0], dict) else range(len(outputs[0]))
-            joined = {k: np.concatenate([o[k] for o in outputs], axis=0) for k in keys}
+            joined = {k: _concatenate([o[k] for o in outputs]) for k in keys}
             return joined if isinstance(outputs[0], dict) else tuple(joined.values())
-        return np.concatenate(outputs, axis=0)
+        return _concatenate(outputs)
 
 
 class _OptimizerClipping:

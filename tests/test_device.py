@@ -1,0 +1,241 @@
+"""Devices (nnframe.core.device): placement with ``to``, moving data, and everything that must
+follow a model onto a GPU: optimizer state, Trainer batches and outputs, files.
+
+CI has no GPU: the ``on_fake_device`` fixture makes the CPU stand-in of tests/standin.py the
+``"cuda"`` device, so every path below runs as it would with CuPy (device arrays that refuse to
+meet numpy arrays). tests/test_gpu.py runs the real thing where a GPU is present.
+"""
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+import nnframe as nf
+from nnframe.core import backend
+from tests.standin import is_fake
+
+CHECKED_MODULES: list = []  # placement tests, not gradient checks
+
+
+def _model(seed=0):
+    return nf.Sequential(
+        nf.Dense(4, 8, rng=seed), nf.BatchNorm1d(8), nf.ReLU(), nf.Dense(8, 3, rng=seed + 1)
+    )
+
+
+def _data(n=64, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 0)
+    return x, y
+
+
+def _arrays(model):
+    out = [p.data for p in model.parameters()] + [p.grad for p in model.parameters()]
+    return out + [b for _, b in model.named_buffers() if b is not None]
+
+
+# ----------------------------------------------------------------------------- Device
+@pytest.mark.parametrize(
+    "spec, text",
+    [("cpu", "cpu"), ("cuda", "cuda:0"), ("cuda:1", "cuda:1"), (("cuda", 2), "cuda:2")],
+)
+def test_device_parses_pytorchs_spellings(spec, text):
+    device = nf.Device(*spec) if isinstance(spec, tuple) else nf.Device(spec)
+    assert str(device) == text
+    assert device == text and nf.Device(device) == device
+    assert hash(device) == hash(nf.Device(text))
+
+
+def test_device_reads_a_torch_device():
+    torch = pytest.importorskip("torch")
+    assert nf.Device(torch.device("cuda", 1)) == "cuda:1"
+    assert nf.Device(torch.device("cpu")) == "cpu"
+
+
+@pytest.mark.parametrize("bad", ["gpu", "cuda:x", "cuda:-1", 3, None])
+def test_device_refuses_what_is_no_device_and_says_what_is(bad):
+    with pytest.raises((ValueError, TypeError), match="Device: expected"):
+        nf.Device(bad)
+
+
+# ----------------------------------------------------------------------------- Module.to
+def test_to_cuda_moves_parameters_gradients_and_buffers(on_fake_device):
+    model = _model()
+    before = {k: v.copy() for k, v in model.state_dict().items()}
+    assert model.to("cuda") is model
+    assert all(is_fake(a) for a in _arrays(model))
+    assert nf.device_of(model) == "cuda:0" and nf.device_of(model[0].weight) == "cuda"
+    model.to("cpu")
+    assert all(type(a) is np.ndarray for a in _arrays(model))
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(v, before[k])
+        assert v.dtype == before[k].dtype  # the integer counter of BatchNorm kept its dtype
+    assert nf.device_of(model) == "cpu"
+
+
+def test_to_takes_device_and_dtype_in_any_form(on_fake_device):
+    model = _model()
+    model.to("cuda", np.float64)
+    assert model[0].weight.data.dtype == np.float64 and is_fake(model[0].weight.data)
+    model.to(dtype=np.float32, device="cpu")
+    assert model[0].weight.data.dtype == np.float32 and type(model[0].weight.data) is np.ndarray
+    model.cuda().cpu()
+    assert nf.device_of(model) == "cpu"
+    assert model.cuda(0) is model and nf.device_of(model) == "cuda:0"
+
+
+def test_gradients_follow_their_parameters(on_fake_device):
+    model = _model()
+    x, _ = _data(8)
+    model(x)
+    model.backward(np.ones((8, 3), np.float32))
+    grads = [p.grad.copy() for p in model.parameters()]
+    model.to("cuda")
+    for p, g in zip(model.parameters(), grads):
+        np.testing.assert_array_equal(backend.to_numpy(p.grad), g)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ((np.int32,), "expected a floating dtype, got int32"),
+        (("gpu",), "expected a device .* or a floating dtype"),
+        (("cpu", "cpu"), "expected at most one device"),
+        ((), "expected a device, a dtype or both"),
+    ],
+)
+def test_to_refuses_bad_arguments_naming_the_module(args, message):
+    with pytest.raises(TypeError, match=r"Sequential\.to: " + message):
+        _model().to(*args)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("cupy") is not None, reason="CuPy is installed")
+def test_cuda_without_cupy_says_what_to_install():
+    model = _model()
+    with pytest.raises(nf.DeviceError, match=r"pip install 'nnframe\[cuda\]'"):
+        model.to("cuda")
+    assert all(type(a) is np.ndarray for a in _arrays(model))  # nothing moved
+    assert not nf.cuda_is_available()
+
+
+# ----------------------------------------------------------------------------- mixed devices
+def test_host_input_into_a_gpu_model_is_named_with_the_fix(on_fake_device):
+    model = _model().to("cuda")
+    x, _ = _data(4)
+    with pytest.raises(nf.DeviceError, match=r"Dense\(.*expected an input on cuda:0.*got an"):
+        model(x)
+    assert is_fake(model(nf.to_device(x, "cuda")))
+
+
+def test_gpu_input_into_a_host_model_is_named_too(on_fake_device):
+    x, _ = _data(4)
+    with pytest.raises(nf.DeviceError, match=r"expected an input on cpu.*model.to\('cuda:0'\)"):
+        _model()(nf.to_device(x, "cuda"))
+
+
+def test_to_device_moves_nested_data_and_leaves_the_rest(on_fake_device):
+    x, y = _data(4)
+    moved = nf.to_device({"x": x, "pair": (y, None), "n": 3}, "cuda")
+    assert is_fake(moved["x"]) and is_fake(moved["pair"][0])
+    assert moved["pair"][1] is None and moved["n"] == 3
+    assert nf.to_device(moved["x"], "cuda") is moved["x"]  # already there: no copy
+    back = nf.to_device(moved, "cpu")
+    assert type(back["x"]) is np.ndarray
+    np.testing.assert_array_equal(back["x"], x)
+
+
+# ----------------------------------------------------------------------------- training
+def _fit(device, optimizer="adam", epochs=3):
+    nf.manual_seed(0)
+    model = _model()
+    if device is not None:
+        model.to(device)
+    make = {"adam": nf.optim.Adam, "sgd": nf.optim.SGD}[optimizer]
+    opt = make(model.parameters(), lr=0.05)
+    trainer = nf.Trainer(model, nf.CrossEntropyLoss(), opt, metrics=["accuracy"])
+    x, y = _data()
+    history = trainer.fit(x, y, epochs=epochs, batch_size=16, verbose=0, validation_data=(x, y))
+    return model, trainer, history
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_training_on_the_device_matches_the_cpu(on_fake_device, optimizer):
+    cpu_model, _, cpu_history = _fit(None, optimizer)
+    gpu_model, trainer, gpu_history = _fit("cuda", optimizer)
+    assert all(is_fake(a) for a in _arrays(gpu_model))
+    assert all(
+        is_fake(v)
+        for s in trainer.optimizer.state.values()
+        for v in s.values()
+        if hasattr(v, "shape")
+    )
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        np.testing.assert_allclose(gpu_history.history[key], cpu_history.history[key], rtol=1e-5)
+    for a, b in zip(cpu_model.parameters(), gpu_model.parameters()):
+        np.testing.assert_allclose(backend.to_numpy(b.data), a.data, rtol=1e-5, atol=1e-6)
+
+
+def test_predict_returns_host_arrays_unless_asked(on_fake_device):
+    model, trainer, _ = _fit("cuda", epochs=1)
+    x, _ = _data(10)
+    out = trainer.predict(x, batch_size=4)
+    assert type(out) is np.ndarray and out.shape == (10, 3)
+    kept = trainer.predict(x, batch_size=4, device_output=True)
+    assert is_fake(kept)
+    np.testing.assert_allclose(backend.to_numpy(kept), out)
+    assert isinstance(trainer.evaluate(x, _data(10)[1])["accuracy"], float)
+
+
+def test_optimizer_state_follows_a_model_moved_after_steps(on_fake_device):
+    x, y = _data(16)
+
+    def run(move):
+        nf.manual_seed(0)
+        model = _model()
+        opt = nf.optim.Adam(model.parameters(), lr=0.01)
+        loss = nf.CrossEntropyLoss()
+        for step in range(4):
+            if step == 2 and move:
+                model.to("cuda")
+            xb = nf.to_device(x, "cuda") if move and step >= 2 else x
+            yb = nf.to_device(y, "cuda") if move and step >= 2 else y
+            opt.zero_grad()
+            loss(model(xb), yb)
+            model.backward(loss.backward())
+            opt.step()
+        return [backend.to_numpy(p.data) for p in model.parameters()], opt
+
+    expected, _ = run(False)
+    got, opt = run(True)
+    for a, b in zip(got, expected):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert all(is_fake(s["exp_avg"]) for s in opt.state.values())
+
+
+# ----------------------------------------------------------------------------- files
+def test_a_gpu_model_saves_the_same_file_and_loads_onto_a_device(on_fake_device, tmp_path):
+    model = _model().to("cuda")
+    nf.save(model, tmp_path / "m.safetensors")
+    host = nf.load(tmp_path / "m.safetensors")
+    assert nf.device_of(host) == "cpu"
+    for (k, a), b in zip(host.state_dict().items(), model.state_dict().values()):
+        np.testing.assert_array_equal(a, backend.to_numpy(b), err_msg=k)
+    on_gpu = nf.load(tmp_path / "m.safetensors", device="cuda")
+    assert nf.device_of(on_gpu) == "cuda:0" and all(is_fake(a) for a in _arrays(on_gpu))
+    nf.save_weights(model, tmp_path / "w.safetensors")
+    target = _model(seed=5).to("cuda")
+    nf.load_weights(target, tmp_path / "w.safetensors")
+    assert all(is_fake(a) for a in _arrays(target))
+
+
+def test_a_checkpoint_of_a_gpu_run_resumes_on_the_cpu(on_fake_device, tmp_path):
+    model, trainer, _ = _fit("cuda", epochs=1)
+    nf.save_checkpoint(tmp_path / "c.ckpt", model, trainer.optimizer)
+    host = _model(seed=9)
+    opt = nf.optim.Adam(host.parameters(), lr=0.05)
+    nf.load_checkpoint(tmp_path / "c.ckpt", host, opt)
+    for a, b in zip(host.parameters(), model.parameters()):
+        np.testing.assert_array_equal(a.data, backend.to_numpy(b.data))
+    assert all(type(s["exp_avg"]) is np.ndarray for s in opt.state.values())
