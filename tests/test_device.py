@@ -239,3 +239,52 @@ def test_a_checkpoint_of_a_gpu_run_resumes_on_the_cpu(on_fake_device, tmp_path):
     for a, b in zip(host.parameters(), model.parameters()):
         np.testing.assert_array_equal(a.data, backend.to_numpy(b.data))
     assert all(type(s["exp_avg"]) is np.ndarray for s in opt.state.values())
+
+
+# ----------------------------------------------------------------------------- data-parallel
+class _HostOnlyRank:
+    """Rank 0 of 2 whose collectives accept host arrays only (MPI without CUDA awareness): the
+    other rank holds ``other`` for every array averaged, and root's values for broadcasts."""
+
+    rank, size = 0, 2
+
+    def __init__(self, other: float):
+        self.other, self.seen = other, []
+
+    def _host(self, array):
+        assert type(array) is np.ndarray, f"a {type(array).__name__} reached MPI"
+        self.seen.append(array.size)
+
+    def allreduce_mean_(self, array):
+        self._host(array)
+        array[...] = (array + self.other) / 2
+        return array
+
+    def broadcast_(self, array, root=0):
+        self._host(array)
+        return array
+
+    def broadcast_object(self, obj, root=0):
+        return obj
+
+    def allgather(self, obj):
+        return [obj, obj]
+
+
+def test_data_parallel_stages_device_arrays_through_the_host(on_fake_device):
+    from nnframe.training.distributed import DataParallel
+
+    model = _model().to("cuda")
+    comm = _HostOnlyRank(other=1.0)
+    dp = DataParallel(model, nf.optim.SGD(model.parameters(), lr=0.1), comm=comm)
+    x, y = _data(8)
+    loss = nf.CrossEntropyLoss()
+    loss(model(nf.to_device(x, "cuda")), nf.to_device(y, "cuda"))
+    model.backward(loss.backward())
+    grads = [backend.to_numpy(p.grad).copy() for p in model.parameters()]
+    assert dp.average_gradients()
+    for p, g in zip(model.parameters(), grads):
+        assert is_fake(p.grad)
+        np.testing.assert_allclose(backend.to_numpy(p.grad), (g + 1.0) / 2, rtol=1e-6)
+    dp.average_buffers()
+    assert all(is_fake(a) for a in _arrays(model)) and comm.seen

@@ -23,6 +23,7 @@ import os
 
 import numpy as np
 
+from nnframe.core.backend import array_module, is_array, to_numpy
 from nnframe.core.errors import check_hyper
 from nnframe.optim.clip import clip_grad_norm_, clip_grad_value_
 from nnframe.optim.optimizer import NonFiniteUpdateError
@@ -131,6 +132,17 @@ def get_communicator():
     return MPICommunicator() if launched_by_mpi() else LocalCommunicator()
 
 
+def _staged(collective, array, *args) -> None:
+    """``collective(array, *args)`` in place, for an array of any device: MPI reads and writes
+    host memory, so a device array goes through a host copy (CUDA-aware MPI is not assumed)."""
+    if type(array) is np.ndarray:
+        collective(array, *args)
+        return
+    host = np.array(to_numpy(array))  # a copy of its own: the collective writes into it
+    collective(host, *args)
+    array[...] = array_module(array).asarray(host)
+
+
 class DataParallel:
     """Wraps an optimizer for synchronous data-parallel training.
 
@@ -210,10 +222,10 @@ class DataParallel:
         """Copies root's parameters, buffers and optimizer state to every rank (call it again
         after loading a checkpoint on root)."""
         for _, p in self._named:
-            self.comm.broadcast_(p.data, root)
+            _staged(self.comm.broadcast_, p.data, root)
         for _, buffer in self.model.named_buffers():
-            if isinstance(buffer, np.ndarray) and buffer.flags.c_contiguous:
-                self.comm.broadcast_(buffer, root)
+            if is_array(buffer) and buffer.flags.c_contiguous:
+                _staged(self.comm.broadcast_, buffer, root)
         state = self.comm.broadcast_object(self.optimizer.state_dict(), root)
         if self.comm.rank != root:
             self.optimizer.load_state_dict(state)
@@ -229,12 +241,12 @@ class DataParallel:
         if self.comm.size == 1:
             return
         for _, buffer in self.model.named_buffers():
-            if not (isinstance(buffer, np.ndarray) and buffer.flags.c_contiguous):
+            if not (is_array(buffer) and buffer.flags.c_contiguous):
                 continue
             if buffer.dtype.kind == "f":
-                self.comm.allreduce_mean_(buffer)
+                _staged(self.comm.allreduce_mean_, buffer)
             else:
-                self.comm.broadcast_(buffer, 0)
+                _staged(self.comm.broadcast_, buffer, 0)
 
     def zero_grad(self) -> None:
         self.optimizer.zero_grad()
@@ -254,14 +266,17 @@ class DataParallel:
                 self._flat_extra = np.empty(total + extra.size, dtype=self._flat.dtype)
             flat = self._flat_extra
             flat[total:] = extra.reshape(-1)
-        offset = 0
+        offset = 0  # the gradients meet in one host array (a GPU's are copied down and up)
         for _, p in self._named:
-            flat[offset : offset + p.size] = p.grad.reshape(-1)
+            flat[offset : offset + p.size] = to_numpy(p.grad).reshape(-1)
             offset += p.size
         self.comm.allreduce_mean_(flat)
         offset = 0
         for _, p in self._named:
-            p.grad[...] = flat[offset : offset + p.size].reshape(p.shape)
+            piece = flat[offset : offset + p.size].reshape(p.shape)
+            p.grad[...] = (
+                piece if type(p.grad) is np.ndarray else array_module(p.grad).asarray(piece)
+            )
             offset += p.size
         if extra is not None:
             extra[...] = flat[total:].reshape(extra.shape)
