@@ -206,7 +206,8 @@ def main() -> None:
     parser.add_argument(
         "--low-memory",
         action="store_true",
-        help="nnframe convolutions rebuild their columns in backward (save_columns=False)",
+        help="nnframe's strided convolutions rebuild their columns in backward "
+        "(save_columns=False); stride-1 ones, all of the CNN cases', always do",
     )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
