@@ -18,10 +18,28 @@ import numpy as np
 import pytest
 
 import nnframe as nf
+from nnframe.layers.conv import _ConvNd
 
 CONV = {1: "Conv1d", 2: "Conv2d", 3: "Conv3d"}
 
 # (dims, kwargs, input shape, images per chunk or None for the default chunking)
+@pytest.fixture(autouse=True)
+def _flat_at_any_size(monkeypatch):
+    """The small cases below take the stride-1 path too (it starts at FLAT_MIN_OUTPUTS)."""
+    monkeypatch.setattr(_ConvNd, "FLAT_MIN_OUTPUTS", 0)
+
+
+def test_small_batches_take_the_im2col_path_and_large_ones_the_flat_path(monkeypatch):
+    monkeypatch.setattr(_ConvNd, "FLAT_MIN_OUTPUTS", 1 << 17)
+    layer = nf.Conv2d(1, 32, 3, padding=1, rng=0)
+    small = np.ones((32, 1, 8, 8), np.float32)  # 65536 outputs
+    layer(small)
+    assert layer.saved[2] != "flat"
+    layer.backward(np.ones((32, 32, 8, 8), np.float32))
+    layer(np.ones((64, 1, 8, 8), np.float32))  # 131072 outputs
+    assert layer.saved[2] == "flat"
+
+
 FLAT_CASES = [
     (2, dict(in_channels=3, out_channels=5, kernel_size=3, padding=1), (7, 3, 6, 5), 2),
     (2, dict(in_channels=3, out_channels=5, kernel_size=3, padding=1), (7, 3, 6, 5), None),
