@@ -22,6 +22,7 @@ from nnframe.layers.conv import _ConvNd
 
 CONV = {1: "Conv1d", 2: "Conv2d", 3: "Conv3d"}
 
+
 # (dims, kwargs, input shape, images per chunk or None for the default chunking)
 @pytest.fixture(autouse=True)
 def _flat_at_any_size(monkeypatch):
