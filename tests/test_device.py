@@ -288,3 +288,35 @@ def test_data_parallel_stages_device_arrays_through_the_host(on_fake_device):
         np.testing.assert_allclose(backend.to_numpy(p.grad), (g + 1.0) / 2, rtol=1e-6)
     dp.average_buffers()
     assert all(is_fake(a) for a in _arrays(model)) and comm.seen
+
+
+def test_an_input_on_another_gpu_of_the_same_kind_is_named(on_fake):
+    # two stand-in GPUs: arrays remember the index they were moved to
+    from nnframe.core import device
+
+    where: dict = {}
+
+    def move(a, index):
+        out = _standin_copy(a)
+        where[id(out)] = index
+        return out
+
+    undo = device.register_device(
+        "cuda", on_fake, move=move, index_of=lambda a: where.get(id(a), 0)
+    )
+    try:
+        model = nf.Dense(4, 2, rng=0).to("cuda:1")
+        x = nf.to_device(np.ones((3, 4), np.float32), "cuda:0")
+        with pytest.raises(
+            nf.DeviceError, match=r"expected an input on cuda:1.*got an array on cuda:0"
+        ):
+            model(x)
+        assert model(nf.to_device(np.ones((3, 4), np.float32), "cuda:1")).shape == (3, 2)
+    finally:
+        undo()
+
+
+def _standin_copy(a):
+    from tests.standin import fake
+
+    return fake.array(np.asarray(backend.to_numpy(a)))

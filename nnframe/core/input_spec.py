@@ -139,9 +139,13 @@ def _check_device(module, x) -> None:
     """The input lives where the module's parameters do (a numpy input into a model moved to a
     GPU, or the reverse, is named with the fix instead of failing inside the layer)."""
     p = next(iter(module.parameters()), None)
-    if p is None or not hasattr(x, "dtype") or array_module(x) is array_module(p.data):
+    if p is None or not hasattr(x, "dtype"):
+        return
+    if array_module(x) is array_module(p.data) and module._device is None:
         return
     here, there = device_of(p.data), device_of(x)
+    if here == there:  # (on a GPU: the same one, cuda:0 is not cuda:1)
+        return
     raise DeviceError(
         expected_got(
             module._who(),
