@@ -49,8 +49,11 @@ class Device:
     """
 
     __slots__ = ("type", "index")
+    type: str
+    index: int | None
 
     def __init__(self, spec: Any, index: int | None = None):
+        given: int | None
         if isinstance(spec, Device):
             kind, given = spec.type, spec.index
         elif isinstance(spec, str):
