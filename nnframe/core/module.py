@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from nnframe.core.backend import array_module
+from nnframe.core.backend import array_module, is_array
 from nnframe.core.device import Device, array_mover, device_types
 from nnframe.core.errors import expected_got, fmt_shape
 from nnframe.core.hooks import (
@@ -409,20 +409,14 @@ class Module:
         :mod:`nnframe.core.device`); an optimizer's state follows at its next step.
         """
         device, dtype = _to_arguments(self, args, kwargs)
-        fns = []
-        if dtype is not None:
+        move = None if device is None else array_mover(device)
 
-            def cast(array):  # any array module's arrays (numpy, CuPy, ...): they have a dtype
-                if (isinstance(array, np.ndarray) or array_module(array) is not np) and (
-                    array.dtype.kind == "f"
-                ):
-                    return array.astype(dtype)
-                return array
+        def convert(array):  # any array module's arrays (numpy, CuPy, ...): they have a dtype
+            if dtype is not None and is_array(array) and array.dtype.kind == "f":
+                array = array.astype(dtype)
+            return array if move is None else move(array)
 
-            fns.append(cast)
-        if device is not None:
-            fns.append(array_mover(device))
-        self._apply(lambda a: functools.reduce(lambda v, fn: fn(v), fns, a))
+        self._apply(convert)
         for module in self.modules():
             if dtype is not None:
                 module._on_dtype_change(dtype)
@@ -448,8 +442,7 @@ class Module:
             data = fn(p.data)
             if data is not p.data:
                 p.data = data
-                grad = fn(p.grad)
-                p.grad = grad if grad.shape == data.shape else array_module(data).zeros_like(data)
+                p.grad = fn(p.grad)
         for module in self.modules():
             for name in module._buffer_names:
                 value = getattr(module, name)

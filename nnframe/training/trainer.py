@@ -269,11 +269,6 @@ def _concatenate(batches: list):
     return array_module(batches[0]).concatenate(batches, axis=0)
 
 
-def _host(*values):
-    """Host (numpy) copies of device arrays, nested in tuples/lists/dicts (for metrics)."""
-    return to_device(values, "cpu")
-
-
 def _labels(y) -> np.ndarray:
     y = np.asarray(first_array(y))  # several targets: the first one's classes
     if y.ndim == 2 and y.shape[1] > 1:
@@ -914,7 +909,7 @@ class Trainer:
 
     def _host_pair(self, y, pred) -> tuple:
         """Targets and predictions for the metrics, which compute on the host."""
-        return (y, pred) if self.model._device is None else _host(y, pred)
+        return (y, pred) if self.model._device is None else to_device((y, pred), "cpu")
 
     def predict_step(self, x):
         """The model's output for one batch of inputs ``x`` (under ``nf.no_grad()``, in eval
