@@ -182,6 +182,26 @@ def test_errors_name_the_layer():
         nf.Transformer(8, 2, 1, 1, device="cuda")
 
 
+def test_encoder_layer_takes_the_same_activations_as_the_decoder_layer(tmp_path):
+    x = np.random.default_rng(0).normal(size=(2, 3, 8))
+    by_name = nf.TransformerEncoderLayer(8, 2, 12, 0.0, "gelu", rng=0).to(np.float64)
+    by_function = nf.TransformerEncoderLayer(8, 2, 12, 0.0, torch.nn.functional.gelu, rng=0)
+    np.testing.assert_array_equal(by_function.to(np.float64)(x), by_name(x))
+    tanh = nf.TransformerEncoderLayer(8, 2, 12, 0.0, nf.GELU(approximate="tanh"), rng=0)
+    ref = torch.nn.TransformerEncoderLayer(
+        8, 2, 12, 0.0, lambda t: torch.nn.functional.gelu(t, approximate="tanh"), batch_first=True
+    ).double()
+    ref.load_state_dict({k: torch.tensor(v) for k, v in tanh.to(np.float64).state_dict().items()})
+    np.testing.assert_allclose(tanh(x), ref(torch.tensor(x)).detach().numpy(), rtol=1e-12)
+    nf.save(tanh, tmp_path / "layer.safetensors")
+    assert nf.load(tmp_path / "layer.safetensors").activation.approximate == "tanh"
+    model = nf.Transformer(8, 2, 1, 1, 12, 0.0, nf.GELU(approximate="tanh"), rng=0)
+    layers = [model.encoder.layers[0], model.decoder.layers[0]]
+    assert all(layer.activation.approximate == "tanh" for layer in layers)
+    with pytest.raises(ValueError, match=r"TransformerEncoderLayer: invalid activation='tanh'"):
+        nf.TransformerEncoderLayer(8, 2, activation="tanh")
+
+
 def test_activation_as_pytorch_function_or_nnframe_module():
     rng = np.random.default_rng(0)
     xs = _inputs(rng, 2, 3, 4, 8, True)

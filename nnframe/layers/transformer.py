@@ -29,6 +29,29 @@ def _layer_repr(layer) -> str:
     return s
 
 
+def _activation_name(activation):
+    """'relu' or 'gelu' for those strings and for PyTorch's ``F.relu``/``F.gelu`` (a callable
+    of that name); anything else is returned as given."""
+    name = getattr(activation, "__name__", None) if callable(activation) else activation
+    return name if name in ("relu", "gelu") else activation
+
+
+def _activation(who: str, activation) -> Module:
+    """The activation module: from a name (or PyTorch's function of that name), or a copy of
+    an nnframe activation Module given as is (``nf.GELU(approximate='tanh')``)."""
+    if isinstance(activation, Module):
+        return copy.deepcopy(activation)
+    activation = _activation_name(activation)
+    check_hyper(
+        who,
+        "activation",
+        activation,
+        activation in ("relu", "gelu"),
+        "must be 'relu', 'gelu', F.relu, F.gelu or an nnframe activation Module",
+    )
+    return ReLU() if activation == "relu" else GELU()
+
+
 class TransformerEncoderLayer(Module):
     """Self-attention then a feed-forward block, each with a residual connection and LayerNorm
     (PyTorch's ``nn.TransformerEncoderLayer``: the same sub-module names, so state_dicts match).
@@ -42,7 +65,8 @@ class TransformerEncoderLayer(Module):
         nhead: attention heads (must divide d_model).
         dim_feedforward: hidden features of the feed-forward block.
         dropout: dropout probability (attention weights, residual branches, feed-forward).
-        activation: 'relu' or 'gelu' (exact erf form).
+        activation: 'relu' or 'gelu' (exact erf form), PyTorch's ``F.relu``/``F.gelu`` (taken
+            by name), or an nnframe activation Module (copied; ``nf.GELU(approximate='tanh')``).
         layer_norm_eps: LayerNorm epsilon.
         batch_first: input (N, L, d_model) (default) or (L, N, d_model).
         norm_first: pre-norm instead of post-norm.
@@ -89,13 +113,7 @@ class TransformerEncoderLayer(Module):
         who = "TransformerEncoderLayer"
         check_device(who, device)
         dtype = resolve_dtype(dtype)
-        check_hyper(
-            who,
-            "activation",
-            activation,
-            activation in ("relu", "gelu"),
-            "must be 'relu' or 'gelu'",
-        )
+        activation_module = _activation(who, activation)
         check_size(who, "dim_feedforward", dim_feedforward)
         rng = get_rng(rng)
         self.self_attn = MultiheadAttention(
@@ -109,7 +127,7 @@ class TransformerEncoderLayer(Module):
         self.norm2 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, dtype=dtype)
         self.dropout1 = Dropout(dropout, rng=rng)
         self.dropout2 = Dropout(dropout, rng=rng)
-        self.activation = ReLU() if activation == "relu" else GELU()
+        self.activation = activation_module
         self.batch_first = bool(batch_first)
         self.d_model = int(d_model)
         self._args = (d_model, nhead, dim_feedforward, dropout, activation)

@@ -15,7 +15,6 @@ from nnframe.core.backend import array_module
 from nnframe.core.errors import ShapeError, check_hyper, check_size, expected_got, fmt_shape
 from nnframe.core.module import Module
 from nnframe.core.random import get_rng
-from nnframe.layers.activations import GELU, ReLU
 from nnframe.layers.attention import BatchFirstSpec, MultiheadAttention
 from nnframe.layers.dense import Dense
 from nnframe.layers.dropout import Dropout
@@ -24,6 +23,7 @@ from nnframe.layers.normalization import LayerNorm
 from nnframe.layers.transformer import (
     TransformerEncoder,
     TransformerEncoderLayer,
+    _activation,
     _layer_repr,
     _reseed,
 )
@@ -66,29 +66,6 @@ def _check_memory(who, x, memory, d_model: int, batch_first: bool) -> np.ndarray
             )
         )
     return memory
-
-
-def _activation_name(activation):
-    """'relu' or 'gelu' for those strings and for PyTorch's ``F.relu``/``F.gelu`` (a callable
-    of that name); anything else is returned as given."""
-    name = getattr(activation, "__name__", None) if callable(activation) else activation
-    return name if name in ("relu", "gelu") else activation
-
-
-def _activation(who: str, activation) -> Module:
-    """The activation module: from a name (or PyTorch's function of that name), or a copy of
-    an nnframe activation Module given as is (``nf.GELU(approximate='tanh')``)."""
-    if isinstance(activation, Module):
-        return copy.deepcopy(activation)
-    activation = _activation_name(activation)
-    check_hyper(
-        who,
-        "activation",
-        activation,
-        activation in ("relu", "gelu"),
-        "must be 'relu', 'gelu', F.relu, F.gelu or an nnframe activation Module",
-    )
-    return ReLU() if activation == "relu" else GELU()
 
 
 class TransformerDecoderLayer(Module):
@@ -348,8 +325,8 @@ class Transformer(Module):
         d_model, nhead, dim_feedforward, dropout, activation, layer_norm_eps, batch_first,
             norm_first, bias, device, dtype, rng: as :class:`TransformerDecoderLayer`
             (``batch_first=True`` by default, as nnframe's other sequence layers);
-            ``activation`` by name or as ``F.relu``/``F.gelu`` (the encoder layers take no
-            Module).
+            ``activation`` as the layers take it (a name, ``F.relu``/``F.gelu`` or an
+            nnframe activation Module, copied into every layer).
         num_encoder_layers, num_decoder_layers: the depth of each stack.
         custom_encoder, custom_decoder: modules used instead of the built stacks (called as the
             stacks are; their weights are left as given).
@@ -404,7 +381,6 @@ class Transformer(Module):
         for name, value in (("num_encoder_layers", num_encoder_layers), ("num_decoder_layers", num_decoder_layers)):  # fmt: skip
             ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
             check_hyper(who, name, value, ok and value > 0, "must be an int > 0")
-        activation = _activation_name(activation)  # F.relu / F.gelu: by name, for the encoder
         common = {
             "dim_feedforward": dim_feedforward, "dropout": dropout, "activation": activation,
             "layer_norm_eps": layer_norm_eps, "batch_first": batch_first,
