@@ -58,14 +58,17 @@ def test_the_default_train_step_is_the_fit_loop_bit_for_bit():
     x, y = blobs()
     a, b = mlp(), mlp()
     trainer_for(a, momentum=0.9).fit(x, y, epochs=1, batch_size=10, shuffle=False, verbose=0)
-    tb = trainer_for(b, momentum=0.9)
-    tb.fit(x[:10], y[:10], epochs=1, batch_size=10, shuffle=False, verbose=0)  # sets up fit
-    b.load_state_dict(mlp().state_dict())
-    tb.optimizer = nf.optim.SGD(b.parameters(), lr=0.1, momentum=0.9)
+    tb = trainer_for(b, momentum=0.9)  # train_step runs outside fit too: a hand-written loop
     for i in range(0, 40, 10):
         logs = tb.train_step((x[i : i + 10], y[i : i + 10]))
         assert logs["rejected"] is None and logs["batch_size"] == 10
     np.testing.assert_array_equal(flat(a), flat(b))
+
+
+def test_train_step_outside_fit_needs_an_optimizer_and_says_so():
+    x, y = blobs()
+    with pytest.raises(TypeError, match=r"Trainer.train_step: expected an optimizer, got None"):
+        nf.Trainer(mlp(), nf.CrossEntropyLoss()).train_step((x, y))
 
 
 def test_a_custom_test_step_changes_evaluate():
