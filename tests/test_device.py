@@ -171,10 +171,12 @@ def test_training_on_the_device_matches_the_cpu(on_fake_device, optimizer):
         for v in s.values()
         if hasattr(v, "shape")
     )
+    # float32 on a real GPU sums in another order, and Adam's m / sqrt(v) lets those last-bit
+    # differences grow over 12 steps: the tolerance is the float32 one of tests/test_gpu.py x 10
     for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
-        np.testing.assert_allclose(gpu_history.history[key], cpu_history.history[key], rtol=1e-5)
+        np.testing.assert_allclose(gpu_history.history[key], cpu_history.history[key], rtol=1e-4)
     for a, b in zip(cpu_model.parameters(), gpu_model.parameters()):
-        np.testing.assert_allclose(backend.to_numpy(b.data), a.data, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(backend.to_numpy(b.data), a.data, rtol=1e-4, atol=1e-5)
 
 
 def test_predict_returns_host_arrays_unless_asked(on_fake_device):
