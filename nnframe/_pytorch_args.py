@@ -3,8 +3,9 @@
 Every class that shares a name with a PyTorch class takes PyTorch's arguments in PyTorch's
 positional order (see docs/coming-from-pytorch.md). A few of them cannot change anything here:
 
-- ``device``: nnframe's layers hold numpy arrays in main memory. ``None`` and ``"cpu"`` (or a
-  ``torch.device("cpu")``) are accepted; any other device is refused, never silently ignored.
+- ``device``: nnframe's layers are built in main memory. ``None`` and ``"cpu"`` (or a
+  ``torch.device("cpu")``) are accepted; any other device is refused, never silently ignored,
+  with the fix: move the built model, ``model.to("cuda")``.
 - ``dtype``: a numpy dtype (or its name); ``None`` means nnframe's default, float32.
 - ``inplace``: nnframe never overwrites a layer's input (a layer called twice keeps both calls'
   inputs intact), so ``inplace=True`` returns a new array with the same values.
@@ -34,7 +35,8 @@ def check_device(who: str, device) -> None:
                 who,
                 "device None or 'cpu'",
                 repr(device),
-                "nnframe's layers hold numpy arrays in main memory",
+                "layers are built in main memory: move the model once it is built, "
+                f"model.to({text!r})",
             )
         )
 
