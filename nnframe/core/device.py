@@ -57,8 +57,8 @@ class Device:
         if isinstance(spec, Device):
             kind, given = spec.type, spec.index
         elif isinstance(spec, str):
-            kind, _, number = spec.partition(":")
-            given = _index_text(spec, number) if number else None
+            kind, colon, number = spec.partition(":")
+            given = _index_text(spec, number) if colon else None
         elif isinstance(getattr(spec, "type", None), str):  # torch.device
             kind, given = spec.type, getattr(spec, "index", None)
         else:
