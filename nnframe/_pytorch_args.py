@@ -3,9 +3,9 @@
 Every class that shares a name with a PyTorch class takes PyTorch's arguments in PyTorch's
 positional order (see docs/coming-from-pytorch.md). A few of them cannot change anything here:
 
-- ``device``: nnframe's layers are built in main memory. ``None`` and ``"cpu"`` (or a
-  ``torch.device("cpu")``) are accepted; any other device is refused, never silently ignored,
-  with the fix: move the built model, ``model.to("cuda")``.
+- ``device``: a layer is built in main memory and, given another device (``"cuda"``), moved
+  there once built (see :mod:`nnframe.core.device`); not recorded in its config, so a saved
+  model loads anywhere (``nf.load(path, device=...)`` places it).
 - ``dtype``: a numpy dtype (or its name); ``None`` means nnframe's default, float32.
 - ``inplace``: nnframe never overwrites a layer's input (a layer called twice keeps both calls'
   inputs intact), so ``inplace=True`` returns a new array with the same values.
@@ -21,24 +21,22 @@ import warnings
 
 import numpy as np
 
+from nnframe.core.device import Device
 from nnframe.core.errors import expected_got
 
 
 def check_device(who: str, device) -> None:
-    """Accepts ``None`` or a CPU device (``"cpu"``, ``"cpu:0"``, ``torch.device("cpu")``)."""
+    """Accepts ``None`` or a device (``"cpu"``, ``"cuda"``, ``"cuda:1"``, a ``torch.device``).
+    The layer is built in main memory; a constructor given another device moves the whole
+    layer there once it is built (``Module``'s constructor wrapper: one ``to(device)``)."""
     if device is None:
         return
-    text = device if isinstance(device, str) else str(getattr(device, "type", device))
-    if not (text == "cpu" or text.startswith("cpu:")):
+    try:
+        Device(device)
+    except (TypeError, ValueError):
         raise ValueError(
-            expected_got(
-                who,
-                "device None or 'cpu'",
-                repr(device),
-                "layers are built in main memory: move the model once it is built, "
-                f"model.to({text!r})",
-            )
-        )
+            expected_got(who, "device None or a device such as 'cpu' or 'cuda'", repr(device))
+        ) from None
 
 
 def resolve_dtype(dtype) -> np.dtype:

@@ -322,3 +322,24 @@ def _standin_copy(a):
     from tests.standin import fake
 
     return fake.array(np.asarray(backend.to_numpy(a)))
+
+
+# ----------------------------------------------------------------------------- constructors
+def test_constructors_take_pytorchs_device_and_configs_leave_it_out(on_fake_device, tmp_path):
+    model = nf.Transformer(8, 2, 1, 1, 16, 0.0, device="cuda", rng=0)
+    assert all(is_fake(a) for a in _arrays(model))
+    assert "device" not in model.get_config()["config"]
+    nf.save(model, tmp_path / "t.safetensors")
+    assert nf.device_of(nf.load(tmp_path / "t.safetensors")) == "cpu"  # loads anywhere
+
+
+def test_a_user_parameter_named_device_that_is_no_device_is_left_alone(on_fake_device):
+    class Sensor(nf.Module):
+        def __init__(self, device="thermometer-3"):
+            super().__init__()
+            self.device_name = device
+            self.scale = nf.Parameter(np.ones(2, np.float32))
+
+    assert type(Sensor().scale.data) is np.ndarray
+    assert type(Sensor("kitchen").scale.data) is np.ndarray
+    assert is_fake(Sensor("cuda").scale.data)  # a device after all: PyTorch's convention

@@ -178,8 +178,8 @@ def test_errors_name_the_layer():
         nf.ShapeError, match=r"Transformer\(\.\.\.\): expected tgt of shape \(2, T, 8\)"
     ):
         nf.Transformer(8, 2, 1, 1, 16, rng=0)(np.ones((2, 3, 8)), np.ones((3, 3, 8)))
-    with pytest.raises(ValueError, match=r"Transformer: expected device None or 'cpu'"):
-        nf.Transformer(8, 2, 1, 1, device="cuda")
+    with pytest.raises(ValueError, match=r"Transformer: expected device None or a device such"):
+        nf.Transformer(8, 2, 1, 1, device="gpu")
 
 
 def test_encoder_layer_takes_the_same_activations_as_the_decoder_layer(tmp_path):

@@ -702,9 +702,46 @@ def _recording_init(init):
 
     @functools.wraps(init)
     def __init__(self, *args, **kwargs):
-        if "_init_args" not in self.__dict__:
+        outermost = "_init_args" not in self.__dict__
+        if outermost:
             self.__dict__["_init_args"] = InitRecord(init, args, kwargs)
         init(self, *args, **kwargs)
+        if outermost:  # PyTorch's Linear(4, 3, device="cuda"): built here, then moved there
+            device = _device_argument(init, args, kwargs)
+            if device is not None and device.type != "cpu":
+                self.to(device)
 
     __init__._records_args = True
     return __init__
+
+
+def _device_argument(init, args: tuple, kwargs: dict) -> Device | None:
+    """The ``device`` a constructor was given (by keyword or at its position), when it names a
+    device; None otherwise (a parameter of that name meaning something else is left alone)."""
+    if "device" in kwargs:
+        value = kwargs["device"]
+    else:
+        position = _device_position(init)
+        value = args[position] if position is not None and position < len(args) else None
+    if value is None:
+        return None
+    try:
+        return Device(value)
+    except (TypeError, ValueError):
+        return None
+
+
+@functools.cache
+def _device_position(init) -> int | None:
+    """Where ``device`` sits among ``init``'s positional parameters after self, if it does."""
+    try:
+        names = list(inspect.signature(init).parameters)[1:]
+    except (TypeError, ValueError):
+        return None
+    kinds = inspect.signature(init).parameters
+    if "device" not in names or kinds["device"].kind not in (
+        inspect.Parameter.POSITIONAL_ONLY,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    ):
+        return None
+    return names.index("device")

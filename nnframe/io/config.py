@@ -170,8 +170,9 @@ def _signature(init) -> inspect.Signature:
 
 
 def _initial_weights_only(name: str, value) -> bool:
-    """Arguments that only decide the initial random weights: not part of the architecture."""
-    if isinstance(value, (np.random.Generator, np.random.RandomState)) or name == "rng":
+    """Arguments that only decide the initial random weights (or where they were built): not
+    part of the architecture."""
+    if isinstance(value, (np.random.Generator, np.random.RandomState)) or name in ("rng", "device"):
         return True
     return (
         callable(value)
