@@ -343,3 +343,15 @@ def test_a_user_parameter_named_device_that_is_no_device_is_left_alone(on_fake_d
     assert type(Sensor().scale.data) is np.ndarray
     assert type(Sensor("kitchen").scale.data) is np.ndarray
     assert is_fake(Sensor("cuda").scale.data)  # a device after all: PyTorch's convention
+
+
+def test_summary_clipping_and_anomaly_mode_work_on_a_gpu_model(on_fake_device):
+    model = _model().to("cuda")
+    table = str(nf.summary(model, (4,)))  # its zero batch goes to the model's device
+    assert "Dense" in table and "Trainable params: 83" in table
+    x, _ = _data(4)
+    with nf.detect_anomaly():
+        y = model(nf.to_device(x, "cuda"))
+        model.backward(nf.to_device(np.ones(y.shape, np.float32), "cuda"))
+    assert nf.clip_grad_norm_(model.parameters(), 1e-3) > 1e-3
+    assert all(is_fake(p.grad) for p in model.parameters())

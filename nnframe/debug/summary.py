@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from nnframe.core.backend import is_array
+from nnframe.core.device import to_device
 from nnframe.core.hooks import no_grad
 from nnframe.core.module import Module
 
@@ -198,8 +199,10 @@ def summary(
         shape = (int(batch_size), *tuple(int(s) for s in input_shape))
         input = np.zeros(shape, dtype=dtype or _input_dtype(model))
     else:
-        input = np.asarray(input)
+        input = input if is_array(input) else np.asarray(input)
         batch_size = input.shape[0]
+    if model._device is not None:  # a model on a GPU: its zero batch goes there too
+        input, inputs = to_device((input, inputs), model._device)
     records: list[list] = []
     depth = {id(model): -1}
     names = {}
