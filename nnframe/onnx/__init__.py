@@ -10,8 +10,11 @@ register theirs with :func:`register_exporter`; see docs/onnx.md.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
+from nnframe.core.backend import to_numpy
 from nnframe.onnx import (  # noqa: F401
     _attention,
     _basic,
@@ -39,7 +42,7 @@ def _as_inputs(example_input) -> list[np.ndarray]:
     items = example_input if isinstance(example_input, (tuple, list)) else (example_input,)
     arrays = []
     for item in items:
-        a = np.asarray(item)
+        a = np.asarray(to_numpy(item))  # a device array: its host copy
         if a.dtype.kind in "biu" and a.dtype != np.bool_:
             a = a.astype(np.int64)  # indices: ONNX's Gather takes int64
         elif a.dtype.kind != "f" and a.dtype != np.bool_:
@@ -132,6 +135,8 @@ def export(
         raise ValueError(
             f"nnframe.onnx.export: invalid opset={opset!r} (must be an int >= {MIN_OPSET})"
         )
+    if model._device is not None:  # a model on a GPU: a host copy is exported (the same file)
+        model = copy.deepcopy(model).to("cpu")
     graph_inputs = getattr(model, "input_names", None)  # a graph model (nf.Model)
     if isinstance(example_input, dict) and graph_inputs is not None:
         example_input = [example_input[k] for k in graph_inputs]
