@@ -12,6 +12,7 @@ import numbers
 
 import numpy as np
 
+from nnframe.core.backend import to_numpy
 from nnframe.core.errors import check_hyper
 from nnframe.training.callbacks import Callback
 
@@ -121,7 +122,7 @@ class TensorBoard(Callback):
         if self._active() and batch == 0 and self._histogram_epoch(self._epoch):
             for name, p in self.trainer.model.named_parameters():
                 if p.requires_grad:
-                    self.writer.add_histogram(f"grads/{name}", p.grad, self._epoch)
+                    self.writer.add_histogram(f"grads/{name}", to_numpy(p.grad), self._epoch)
 
     def on_batch_end(self, batch, logs) -> None:
         step = self._step
@@ -141,7 +142,7 @@ class TensorBoard(Callback):
                 self.writer.add_scalar(_tag(key), float(value), epoch)
         if self._histogram_epoch(epoch):
             for name, p in self.trainer.model.named_parameters():
-                self.writer.add_histogram(f"weights/{name}", p.data, epoch)
+                self.writer.add_histogram(f"weights/{name}", to_numpy(p.data), epoch)
         self._last_logs = {k: v for k, v in logs.items() if isinstance(v, numbers.Real)}
 
     def on_train_end(self, logs) -> None:
