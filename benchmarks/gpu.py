@@ -140,20 +140,10 @@ def synchronizer(framework: str, device: str):
     return lambda: cupy.cuda.Device().synchronize()
 
 
-def _cycle(n: int):
-    state = [-1]
-
-    def nxt():
-        state[0] = (state[0] + 1) % n
-        return state[0]
-
-    return nxt
-
-
 # ---------------------------------------------------------------------------- nnframe steps
 def _nf_step(model, loss_fn, opt, xs, ys):
     """One training step on batch i of the device pools; returns the loss as a float."""
-    nxt = _cycle(len(xs))
+    nxt = mlp.cycle(len(xs))
 
     def step():
         i = nxt()
@@ -226,7 +216,7 @@ def nf_rnn(kind, batch, device):
 # ---------------------------------------------------------------------------- PyTorch steps
 def _torch_step(torch, forward, opt, xs, ys):
     loss_fn = torch.nn.CrossEntropyLoss()
-    nxt = _cycle(len(xs))
+    nxt = mlp.cycle(len(xs))
 
     def step():
         i = nxt()

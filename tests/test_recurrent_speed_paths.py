@@ -15,6 +15,8 @@ import nnframe as nf
 
 torch = pytest.importorskip("torch")
 
+from tests.test_recurrent import _torch_run  # noqa: E402  (after the skip: needs torch)
+
 ATOL = 1e-10
 
 
@@ -24,22 +26,6 @@ def _pair(kind, f, h, rng_seed=1, **config):
     theirs = getattr(torch.nn, kind)(f, h, **config).double()
     theirs.load_state_dict({k: torch.tensor(v) for k, v in ours.state_dict().items()})
     return ours, theirs
-
-
-def _torch_forward(theirs, x, hx, lengths, batch_first):
-    xt = torch.tensor(x, requires_grad=True)
-    inp = xt
-    if lengths is not None:
-        inp = torch.nn.utils.rnn.pack_padded_sequence(
-            xt, torch.tensor(lengths), batch_first=batch_first, enforce_sorted=False
-        )
-    out, state = theirs(inp, hx)
-    if lengths is not None:
-        total = x.shape[1] if batch_first else x.shape[0]
-        out, _ = torch.nn.utils.rnn.pad_packed_sequence(
-            out, batch_first=batch_first, total_length=total
-        )
-    return xt, out, state
 
 
 def _states(kind, state):
@@ -86,7 +72,7 @@ def check_parity(
         hxt = (h0t, c0t) if kind == "LSTM" else h0t
 
     out, state = ours(x, hx, lengths=lengths)
-    xt, out_t, state_t = _torch_forward(theirs, x, hxt, lengths, batch_first)
+    xt, out_t, state_t = _torch_run(torch, theirs, x, hxt, lengths, batch_first)
     np.testing.assert_allclose(out, out_t.detach().numpy(), atol=ATOL)
     assert out.shape == tuple(out_t.shape)
     for a, b in zip(_states(kind, state), _states(kind, state_t)):
