@@ -156,25 +156,10 @@ def _nf_step(model, loss_fn, opt, xs, ys):
     return step
 
 
-def _nf_mlp_model(sizes):
-    import nnframe as nf
-
-    layers = []
-    for i, (d_in, d_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nf.Dense(d_in, d_out, rng=i))
-        if i < len(sizes) - 2:
-            layers.append(nf.ReLU())
-    model = nf.Sequential(*layers)
-    names = [n for n, _ in model.named_parameters()]
-    model.load_state_dict(dict(zip(names, mlp.init_weights(sizes))))  # PyTorch's Linear init
-    model.needs_input_grad = False  # x is data, as in the PyTorch version
-    return model
-
-
 def nf_mlp(sizes, batch, device):
     import nnframe as nf
 
-    model = _nf_mlp_model(sizes).to(device)
+    model = mlp.nnframe_model(sizes).to(device)
     xs, ys = nf.to_device(mlp.make_data(sizes, batch), device)
     opt = nf.optim.SGD(model.parameters(), lr=mlp.LR, momentum=mlp.MOMENTUM)
     return _nf_step(model, nf.CrossEntropyLoss(), opt, xs, ys)
@@ -246,7 +231,7 @@ def torch_mlp(torch, sizes, batch, device):
         if i < len(sizes) - 2:
             layers.append(torch.nn.ReLU())
     model = torch.nn.Sequential(*layers)
-    _load(torch, model, _nf_mlp_model(sizes).state_dict())
+    _load(torch, model, mlp.nnframe_model(sizes).state_dict())
     model.to(device)
     xs, ys = _torch_data(torch, mlp.make_data(sizes, batch), device)
     opt = torch.optim.SGD(model.parameters(), lr=mlp.LR, momentum=mlp.MOMENTUM)

@@ -45,7 +45,8 @@ def init_weights(sizes, seed=0):
 
 
 # ---------------------------------------------------------------- nnframe
-def nnframe_step(sizes, batch, optimizer):
+def nnframe_model(sizes):
+    """Dense/ReLU layers with the weights of init_weights (PyTorch's Linear init)."""
     import nnframe as nf
 
     layers = []
@@ -56,6 +57,13 @@ def nnframe_step(sizes, batch, optimizer):
     model = nf.Sequential(*layers)
     model.load_state_dict(dict(zip([n for n, _ in model.named_parameters()], init_weights(sizes))))
     model.needs_input_grad = False  # x is data, as in the numpy and PyTorch versions
+    return model
+
+
+def nnframe_step(sizes, batch, optimizer):
+    import nnframe as nf
+
+    model = nnframe_model(sizes)
     x, y = make_data(sizes, batch)
     nxt = cycle(POOL)
     loss_fn = nf.CrossEntropyLoss()
