@@ -355,3 +355,31 @@ def test_summary_clipping_and_anomaly_mode_work_on_a_gpu_model(on_fake_device):
         model.backward(nf.to_device(np.ones(y.shape, np.float32), "cuda"))
     assert nf.clip_grad_norm_(model.parameters(), 1e-3) > 1e-3
     assert all(is_fake(p.grad) for p in model.parameters())
+
+
+def test_the_trainer_works_inside_its_models_gpu(on_fake):
+    # CuPy makes new arrays on its current GPU: a model on cuda:1 is trained inside use(cuda:1)
+    import contextlib
+
+    from nnframe.core import device
+
+    entered = []
+
+    @contextlib.contextmanager
+    def use(index):
+        entered.append(index)
+        yield
+
+    undo = device.register_device("cuda", on_fake, move=lambda a, index: _standin_copy(a), use=use)
+    try:
+        model, trainer, _ = _fit("cuda:1", epochs=1)
+        assert entered == [1]  # fit (its validation inside it)
+        trainer.predict(_data(4)[0])
+        trainer.evaluate(*_data(4))
+        assert entered == [1, 1, 1]
+        _fit("cuda", epochs=1)  # GPU 0, CuPy's default: nothing to enter
+        assert entered == [1, 1, 1]
+        with nf.core.device.use("cuda:1"):
+            assert entered[-1] == 1 and len(entered) == 4
+    finally:
+        undo()

@@ -13,6 +13,7 @@ stand-in the tests use) are added with :func:`register_device`.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +31,7 @@ __all__ = [
     "device_types",
     "register_device",
     "to_device",
+    "use",
 ]
 
 
@@ -103,12 +105,14 @@ def _index_text(spec: str, number: str) -> int:
 
 class _Backend:
     """What a device type needs: its array module, how an array gets there (``move(a, index)``,
-    from any device), and which of its devices holds an array (``index_of(a)``)."""
+    from any device), which of its devices holds an array (``index_of(a)``), and a context
+    in which new arrays are made on device ``index`` (``use(index)``)."""
 
-    __slots__ = ("xp", "move", "index_of")
+    __slots__ = ("xp", "move", "index_of", "use")
 
-    def __init__(self, xp, move: Callable, index_of: Callable):
+    def __init__(self, xp, move: Callable, index_of: Callable, use: Callable | None = None):
         self.xp, self.move, self.index_of = xp, move, index_of
+        self.use = use or (lambda index: contextlib.nullcontext())
 
 
 _BACKENDS: dict[str, _Backend] = {
@@ -118,14 +122,21 @@ CPU = Device("cpu")
 
 
 def register_device(
-    type_name: str, xp, *, move: Callable, index_of: Callable | None = None
+    type_name: str,
+    xp,
+    *,
+    move: Callable,
+    index_of: Callable | None = None,
+    use: Callable | None = None,
 ) -> Callable[[], None]:
     """Adds (or replaces) a device type: ``move(array, index)`` returns the array on device
     ``index`` of this type (from any device, numpy included); ``index_of(array)`` says which
-    of them holds an array of module ``xp`` (default: 0). Returns a function that undoes it.
-    ``xp`` must be the array module :mod:`nnframe.core.backend` knows for those arrays."""
+    of them holds an array of module ``xp`` (default: 0); ``use(index)`` is a context manager in
+    which ``xp`` makes new arrays on device ``index`` (default: none needed). Returns a function
+    that undoes it. ``xp`` must be the array module :mod:`nnframe.core.backend` knows for those
+    arrays."""
     before = _BACKENDS.get(type_name)
-    backend = _BACKENDS[type_name] = _Backend(xp, move, index_of or (lambda a: 0))
+    backend = _BACKENDS[type_name] = _Backend(xp, move, index_of or (lambda a: 0), use)
 
     def unregister() -> None:
         if _BACKENDS.get(type_name) is backend:
@@ -160,7 +171,9 @@ def _cuda() -> _Backend:
         with cupy.cuda.Device(index):
             return cupy.array(a)  # a host array is copied up; another GPU's, across
 
-    return _BACKENDS.setdefault("cuda", _Backend(cupy, move, lambda a: a.device.id))
+    return _BACKENDS.setdefault(
+        "cuda", _Backend(cupy, move, lambda a: a.device.id, lambda index: cupy.cuda.Device(index))
+    )
 
 
 def _backend(device: Device) -> _Backend:
@@ -222,6 +235,14 @@ def _move(obj, backend: _Backend, index):
             return obj
         return backend.move(obj, index)
     return obj
+
+
+def use(device) -> contextlib.AbstractContextManager:
+    """A context in which new arrays of ``device``'s module are made on that device: CuPy
+    allocates on its *current* GPU, so work on a model on ``cuda:1`` runs inside
+    ``with use("cuda:1"):`` (``Trainer`` does it for its model). Nothing to do for the CPU."""
+    device = device if isinstance(device, Device) else Device(device)
+    return _backend(device).use(device.index)
 
 
 def array_mover(device: Device) -> Callable:

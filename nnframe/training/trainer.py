@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import os
 import sys
@@ -34,7 +35,7 @@ import numpy as np
 from scipy import sparse
 
 from nnframe.core.backend import array_module, to_numpy
-from nnframe.core.device import to_device
+from nnframe.core.device import to_device, use
 from nnframe.core.errors import ShapeError, check_hyper
 from nnframe.core.hooks import no_grad
 from nnframe.core.module import Module
@@ -253,6 +254,21 @@ def _check_count(who: str, name: str, value) -> None:
 
 def _rows(a) -> int:
     return a.shape[0] if hasattr(a, "shape") else rows(a)  # a list/dict: its first array's
+
+
+def _on_the_models_device(method):
+    """``method`` run inside ``use(model's device)``: new arrays land on the model's GPU (CuPy
+    makes them on its current one, GPU 0 unless told)."""
+
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        device = self.model._device
+        if device is None or not device.index:
+            return method(self, *args, **kwargs)
+        with use(device):
+            return method(self, *args, **kwargs)
+
+    return run
 
 
 def _as_output(out, host: bool):
@@ -561,6 +577,7 @@ class Trainer:
         return cw if wb is None else cw * np.asarray(wb, dtype=np.float64)
 
     # ------------------------------------------------------------------ fit
+    @_on_the_models_device
     def fit(
         self,
         x,
@@ -997,6 +1014,7 @@ class Trainer:
             cbs.on_test_end(dict(out))
         return out
 
+    @_on_the_models_device
     def evaluate(
         self, x, y=None, *, batch_size: int = 256, sample_weight=None, callbacks=()
     ) -> dict:
@@ -1011,6 +1029,7 @@ class Trainer:
         cbs = CallbackList(callbacks, self) if callbacks else None
         return self._evaluate(loader, batch_size, "evaluate", cbs)
 
+    @_on_the_models_device
     def predict(
         self, x, *, batch_size: int = 256, callbacks=(), device_output: bool = False
     ) -> np.ndarray:
