@@ -67,13 +67,15 @@ def test_dense_float32_by_default_and_no_upcast():
     assert layer.backward(np.ones((4, 2), dtype=np.float32)).dtype == np.float32
 
 
-@pytest.mark.parametrize("big", [False, True])
-def test_dense_weight_gradient_accumulates_on_every_path(monkeypatch, rng, big):
-    # big layers write dL/dW straight into a zeroed gradient, or add it through a scratch
-    # buffer when the gradient holds something: both must equal the plain g^T @ x sums
+@pytest.mark.parametrize("size", ["small", "direct", "scratch"])
+def test_dense_weight_gradient_accumulates_on_every_path(monkeypatch, rng, size):
+    # larger layers write dL/dW straight into a zeroed gradient, and the largest add it through
+    # a scratch buffer when the gradient holds something: all equal the plain g^T @ x sums
     import nnframe.layers.dense as dense_module
 
-    if big:
+    if size != "small":
+        monkeypatch.setattr(dense_module, "_DIRECT_MIN", 1)
+    if size == "scratch":
         monkeypatch.setattr(dense_module, "_SCRATCH_MIN", 1)
     layer = nf.Dense(5, 4, rng=0, dtype=np.float64)
     x1, x2 = rng.normal(size=(3, 5)), rng.normal(size=(2, 5))

@@ -21,6 +21,9 @@ from nnframe.layers.init import default_uniform, make_weight
 # nothing between calls, so it is no per-call state.
 _SCRATCH = threading.local()
 _SCRATCH_MIN = 1 << 22  # elements (16 MB of float32): smaller arrays come from the heap
+# from this many elements on, dL/dW goes straight into a zeroed gradient (one test of the
+# gradient instead of a new array and an add); below, the test costs more than it saves
+_DIRECT_MIN = 1 << 16
 
 
 def _scratch(shape: tuple, dtype) -> np.ndarray:
@@ -127,13 +130,13 @@ class Dense(Module):
             # but scipy ships a second OpenBLAS whose threads fight numpy's: 5x slower steps)
             x2 = x if x.ndim == 2 else x.reshape(-1, self.in_features)
             gw = w.grad
-            if not (
+            if gw.size < _DIRECT_MIN or not (
                 type(x2) is np.ndarray
                 and type(g2) is np.ndarray
                 and g2.dtype == x2.dtype == gw.dtype
                 and gw.flags.c_contiguous
             ):
-                gw += g2.T @ x2
+                gw += g2.T @ x2  # (small: a new array and an add cost less than the tests)
             elif not gw.any():
                 # a zeroed gradient (the first backward after zero_grad): the product goes
                 # straight into it. One read of the gradient instead of a new array that is
