@@ -24,6 +24,7 @@ def nnframe_step():
         def __init__(self):
             super().__init__()
             self.encoder = nf.TransformerEncoderLayer(D, HEADS, FF, dropout=0.0, rng=0)
+            self.encoder.needs_input_grad = False  # x is data, as in the PyTorch version
             self.head = nf.Dense(D, CLASSES, rng=1)
 
         def forward(self, x):

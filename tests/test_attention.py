@@ -317,3 +317,27 @@ def test_embedding_attention_classifier_learns_sentiment():
     tokens, lengths, y = make(500, 1)
     accuracy = (model(tokens, lengths).argmax(axis=1) == y).mean()
     assert accuracy > 0.95
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_self_attention_and_encoder_layer_skip_the_input_gradient_of_data(batch_first):
+    # the packed projections' backward (one product for q, k and v) with and without dL/dx:
+    # the parameter gradients are the same, and no input gradient comes back without it
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 5, 8))
+    g = rng.normal(size=(2, 5, 8))
+    if not batch_first:
+        x, g = x.transpose(1, 0, 2), g.transpose(1, 0, 2)
+    for make in (
+        lambda: nf.MultiheadAttention(8, 2, batch_first=batch_first, rng=0),
+        lambda: nf.TransformerEncoderLayer(8, 2, 16, 0.0, batch_first=batch_first, rng=0),
+    ):
+        full, data = make().to(np.float64), make().to(np.float64)
+        data.needs_input_grad = False
+        out = full(x)
+        dx = full.backward((g, None) if isinstance(out, tuple) else g)
+        out = data(x)
+        assert data.backward((g, None) if isinstance(out, tuple) else g) is None
+        assert dx is not None and dx.shape == x.shape
+        for (name, a), (_, b) in zip(full.named_parameters(), data.named_parameters()):
+            np.testing.assert_allclose(b.grad, a.grad, rtol=1e-12, atol=1e-14, err_msg=name)

@@ -372,6 +372,27 @@ class MultiheadAttention(Module):
             weights = pd.mean(axis=1) if average_attn_weights else pd
         return out, weights
 
+    def _packed_backward(self, x, d_heads) -> np.ndarray | None:
+        """The input projections' backward for self-attention with the packed in_proj_weight:
+        the three head gradients (N, heads, L, head_dim) laid side by side as dL/d[q k v]
+        (N, L, 3E), so that dL/dW, dL/db and dL/dx are one product or sum each (the input's
+        three gradients summed by the product itself). Returns dL/dx, batch first, or None
+        without ``needs_input_grad``."""
+        N, L, E = x.shape
+        h, d = self.num_heads, self.head_dim
+        d_cat = array_module(x).empty((N, L, 3, h, d), dtype=d_heads[0].dtype)
+        for i, dh in enumerate(d_heads):
+            d_cat[:, :, i] = dh.transpose(0, 2, 1, 3)  # (N, L, heads, head_dim)
+        d2 = d_cat.reshape(N * L, 3 * E)
+        w = self.in_proj_weight
+        if w.requires_grad:
+            w.grad += d2.T @ x.reshape(N * L, E)  # (3E, N*L) @ (N*L, E)
+        if self.in_proj_bias is not None and self.in_proj_bias.requires_grad:
+            self.in_proj_bias.grad += d2.sum(axis=0)
+        if not self.needs_input_grad:
+            return None
+        return (d2 @ w.data).reshape(N, L, E)  # (N*L, 3E) @ (3E, E): q's, k's and v's summed
+
     def backward(self, grad_output):
         """Args:
             grad_output: one gradient per output, ``(dL/doutput, dL/dweights)`` (dL/dweights
@@ -404,8 +425,11 @@ class MultiheadAttention(Module):
         d_s *= p
         d_qh = (d_s @ kh) * scale  # scores = (q * scale) @ k^T
         d_kh = (d_s.transpose(0, 1, 3, 2) @ qh) * scale
-        d_proj = [self._merge(d) for d in (d_qh, d_kh, d_vh)]  # each (N, L or S + extra, E)
         S = k_in.shape[1]
+        if self_attention and self._same_dims and self.bias_k is None and not self.add_zero_attn:
+            grad = self._packed_backward(q_in, (d_qh, d_kh, d_vh))
+            return grad if grad is None or self.batch_first else grad.transpose(1, 0, 2)
+        d_proj = [self._merge(d) for d in (d_qh, d_kh, d_vh)]  # each (N, L or S + extra, E)
         if self.bias_k is not None:  # position S of the keys and values is bias_k / bias_v
             for p_kv, d in ((self.bias_k, d_proj[1]), (self.bias_v, d_proj[2])):
                 if p_kv.requires_grad:
@@ -425,7 +449,9 @@ class MultiheadAttention(Module):
                     param.grad[rows] += dw
             if self.in_proj_bias is not None and self.in_proj_bias.requires_grad:
                 self.in_proj_bias.grad[i * E : (i + 1) * E] += d2.sum(axis=0)
-            grads_in.append(d @ self._weight(i))
+            grads_in.append(d @ self._weight(i) if self.needs_input_grad else None)
+        if not self.needs_input_grad:
+            return None if self_attention else (None, None, None)
         if not self.batch_first:
             grads_in = [g.transpose(1, 0, 2) for g in grads_in]
         if self_attention:

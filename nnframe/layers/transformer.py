@@ -176,6 +176,14 @@ class TransformerEncoderLayer(Module):
             g = self.norm2.backward(g)
             g = g + self._ff_backward(g)
             g = self.norm1.backward(g)
+            if not self.needs_input_grad:  # the input is data: attention skips dL/dx
+                attention = self.self_attn
+                own, attention.needs_input_grad = attention.needs_input_grad, False
+                try:
+                    self._sa_backward(g)
+                finally:
+                    attention.needs_input_grad = own
+                return None
             g = g + self._sa_backward(g)
         return g if self.batch_first else g.transpose(1, 0, 2)
 
