@@ -26,6 +26,7 @@ from nnframe.core.input_spec import InputSpec
 from nnframe.core.module import Module
 from nnframe.core.parameter import Parameter
 from nnframe.core.random import get_rng
+from nnframe.functional import rows_matmul
 from nnframe.layers.dense import Dense
 from nnframe.layers.init import xavier_normal, xavier_uniform
 
@@ -326,7 +327,7 @@ class MultiheadAttention(Module):
         S = k_in.shape[1]
         if self_attention and self._same_dims:
             # one GEMM for the three projections: (N*L, E) @ (E, 3E)
-            qkv = q_in @ self.in_proj_weight.data.T
+            qkv = rows_matmul(q_in, self.in_proj_weight.data.T)
             if self.in_proj_bias is not None:
                 qkv += self.in_proj_bias.data
             q, k, v = (qkv[..., i * E : (i + 1) * E] for i in range(3))
@@ -449,7 +450,7 @@ class MultiheadAttention(Module):
                     param.grad[rows] += dw
             if self.in_proj_bias is not None and self.in_proj_bias.requires_grad:
                 self.in_proj_bias.grad[i * E : (i + 1) * E] += d2.sum(axis=0)
-            grads_in.append(d @ self._weight(i) if self.needs_input_grad else None)
+            grads_in.append(rows_matmul(d, self._weight(i)) if self.needs_input_grad else None)
         if not self.needs_input_grad:
             return None if self_attention else (None, None, None)
         if not self.batch_first:
@@ -460,7 +461,7 @@ class MultiheadAttention(Module):
 
 
 def _affine(x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
-    y = x @ w.T
+    y = rows_matmul(x, w.T)
     if b is not None:
         y += b
     return y

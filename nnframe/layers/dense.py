@@ -13,6 +13,7 @@ from nnframe.core.input_spec import InputSpec
 from nnframe.core.module import Module
 from nnframe.core.parameter import Parameter
 from nnframe.core.random import get_rng
+from nnframe.functional import rows_matmul
 from nnframe.layers.init import default_uniform, make_weight
 
 # dL/dW of a large layer is computed into a per-thread scratch buffer, reused from call to call,
@@ -108,7 +109,7 @@ class Dense(Module):
         else:
             if type(x) is not np.ndarray or x.dtype != w.dtype:
                 x = as_float_input(self, x, w.dtype)
-            y = x @ w.T  # the transposed view costs no copy; BLAS reads it as is
+            y = rows_matmul(x, w.T)  # the transposed view costs no copy; BLAS reads it as is
         if self.bias is not None:
             y += self.bias.data  # in place: no second output array
         self.save_for_backward(x)
@@ -150,7 +151,7 @@ class Dense(Module):
             self.bias.grad += g2.sum(axis=0)  # dL/db: summed over the batch
         if not self.needs_input_grad:
             return None  # the input is data: skip a (N, D_out) @ (D_out, D_in) product
-        return grad_output @ w.data  # dL/dx: (N*, D_out) @ (D_out, D_in)
+        return rows_matmul(grad_output, w.data)  # dL/dx: (N*, D_out) @ (D_out, D_in)
 
 
 #: PyTorch's name for :class:`Dense`: the very same class (``nf.Linear is nf.Dense``).
