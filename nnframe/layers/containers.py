@@ -118,6 +118,8 @@ def _backward_with_flag(layer: Module, grad, needs_input_grad: bool):
     """``layer.backward(grad)`` with the container's ``needs_input_grad`` for this call only (a
     first layer that is also used elsewhere keeps its own flag for its other calls)."""
     own = layer.needs_input_grad
+    if own == needs_input_grad:
+        return layer.backward(grad)
     layer.needs_input_grad = needs_input_grad
     try:
         return layer.backward(grad)
