@@ -383,3 +383,30 @@ def test_the_trainer_works_inside_its_models_gpu(on_fake):
             assert entered[-1] == 1 and len(entered) == 4
     finally:
         undo()
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: nf.CrossEntropyLoss(weight=np.array([1, 2, 3], np.float32)),
+        lambda: nf.NLLLoss(weight=np.array([1, 2, 3], np.float32)),
+        lambda: nf.MultiMarginLoss(weight=np.array([1, 2, 3], np.float32)),
+    ],
+)
+def test_loss_weights_move_with_to_and_with_the_trainers_model(make, on_fake_device):
+    x, y = _data(8)
+    pred = np.random.default_rng(0).normal(size=(8, 3)).astype(np.float32)
+    host = make()
+    expected = host(pred, y), host.backward()
+    loss = make().to("cuda")
+    assert is_fake(loss.weight)
+    got = loss(nf.to_device(pred, "cuda"), nf.to_device(y, "cuda")), loss.backward()
+    assert is_fake(got[1])
+    np.testing.assert_allclose(float(got[0]), expected[0], rtol=1e-6)
+    np.testing.assert_allclose(backend.to_numpy(got[1]), expected[1], rtol=1e-6)
+    assert type(loss.cpu().weight) is np.ndarray
+    # a loss given to a Trainer follows its model to the device
+    model = _model().to("cuda")
+    trainer = nf.Trainer(model, make(), nf.optim.SGD(model.parameters(), lr=0.1))
+    trainer.fit(x, y, epochs=1, batch_size=4, verbose=0)
+    assert is_fake(trainer.loss.weight)

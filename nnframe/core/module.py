@@ -408,14 +408,7 @@ class Module:
         their parameters. The device is ``"cpu"`` or ``"cuda"``/``"cuda:N"`` (CuPy, see
         :mod:`nnframe.core.device`); an optimizer's state follows at its next step.
         """
-        device, dtype = _to_arguments(self, args, kwargs)
-        move = None if device is None else array_mover(device)
-
-        def convert(array):  # any array module's arrays (numpy, CuPy, ...): they have a dtype
-            if dtype is not None and is_array(array) and array.dtype.kind == "f":
-                array = array.astype(dtype)
-            return array if move is None else move(array)
-
+        device, dtype, convert = to_conversion(self, args, kwargs)
         self._apply(convert)
         for module in self.modules():
             if dtype is not None:
@@ -582,7 +575,22 @@ class InitRecord:
         self.init, self.args, self.kwargs = init, args, kwargs
 
 
-def _to_arguments(module: Module, args: tuple, kwargs: dict) -> tuple[Device | None, Any]:
+def to_conversion(owner, args: tuple, kwargs: dict) -> tuple[Device | None, Any, Callable]:
+    """``to``'s arguments (see ``_to_arguments``) and the function it applies to each array:
+    a floating array cast to the dtype, then any array moved to the device (what ``Module.to``
+    and ``Loss.to`` share)."""
+    device, dtype = _to_arguments(owner, args, kwargs)
+    move = None if device is None else array_mover(device)
+
+    def convert(array):  # any array module's arrays (numpy, CuPy, ...): they have a dtype
+        if dtype is not None and is_array(array) and array.dtype.kind == "f":
+            array = array.astype(dtype)
+        return array if move is None else move(array)
+
+    return device, dtype, convert
+
+
+def _to_arguments(module, args: tuple, kwargs: dict) -> tuple[Device | None, Any]:
     """``Module.to``'s arguments as (device or None, floating dtype or None), PyTorch's way:
     positional devices and dtypes in any order, or ``device=``/``dtype=`` (``non_blocking`` and
     ``copy`` are accepted and mean nothing here: numpy copies synchronously)."""

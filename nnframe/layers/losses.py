@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from nnframe.core.backend import array_module, scatter_add, special
+from nnframe.core.backend import array_module, is_array, scatter_add, special
 from nnframe.core.errors import ShapeError, as_float_input, check_hyper, expected_got, fmt_shape
+from nnframe.core.module import to_conversion
 from nnframe.functional import log_softmax
 
 
@@ -91,6 +92,24 @@ class Loss:
 
     def __call__(self, pred, target, sample_weight=None):
         return self.forward(pred, target, sample_weight=sample_weight)
+
+    def to(self, *args, **kwargs) -> Loss:
+        """Moves and/or casts the loss's own arrays (class ``weight``, ``pos_weight``) as
+        ``Module.to`` does a model's; returns self: ``nf.CrossEntropyLoss(weight=w).to("cuda")``.
+        (``Trainer`` moves its loss to its model's device by itself.)"""
+        _, _, convert = to_conversion(self, args, kwargs)
+        for name, value in list(vars(self).items()):
+            if is_array(value) and not name.startswith("_"):
+                setattr(self, name, convert(value))
+        return self
+
+    def cpu(self) -> Loss:
+        """``to("cpu")``."""
+        return self.to("cpu")
+
+    def cuda(self, device: int | None = None) -> Loss:
+        """``to("cuda")`` (GPU ``device`` when given)."""
+        return self.to("cuda" if device is None else f"cuda:{int(device)}")
 
     def forward(self, pred, target, sample_weight=None) -> float | np.ndarray:
         """The reduced loss as a Python float, or the per-element losses with 'none'."""

@@ -258,12 +258,16 @@ def _rows(a) -> int:
 
 def _on_the_models_device(method):
     """``method`` run inside ``use(model's device)``: new arrays land on the model's GPU (CuPy
-    makes them on its current one, GPU 0 unless told)."""
+    makes them on its current one, GPU 0 unless told); the loss's arrays move there first."""
 
     @functools.wraps(method)
     def run(self, *args, **kwargs):
         device = self.model._device
-        if device is None or not device.index:
+        if device is None:
+            return method(self, *args, **kwargs)
+        if callable(getattr(self.loss, "to", None)):
+            self.loss.to(device)  # its class weights follow the model (nothing moves twice)
+        if not device.index:
             return method(self, *args, **kwargs)
         with use(device):
             return method(self, *args, **kwargs)
