@@ -45,6 +45,7 @@ def test_device_parses_pytorchs_spellings(spec, text):
     device = nf.Device(*spec) if isinstance(spec, tuple) else nf.Device(spec)
     assert str(device) == text
     assert device == text and nf.Device(device) == device
+    assert device != "gpu" and device != 3  # comparing with no device is False, not an error
     assert hash(device) == hash(nf.Device(text))
 
 
