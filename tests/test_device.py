@@ -10,6 +10,8 @@ import importlib.util
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import nnframe as nf
 from nnframe.core import backend
@@ -411,3 +413,69 @@ def test_loss_weights_move_with_to_and_with_the_trainers_model(make, on_fake_dev
     trainer = nf.Trainer(model, make(), nf.optim.SGD(model.parameters(), lr=0.1))
     trainer.fit(x, y, epochs=1, batch_size=4, verbose=0)
     assert is_fake(trainer.loss.weight)
+
+
+# ----------------------------------------------------------------------------- properties
+
+
+@given(st.one_of(st.text(max_size=12), st.integers(), st.none(), st.floats()))
+def test_device_parsing_refuses_anything_else_with_nnframes_errors(spec):
+    try:
+        device = nf.Device(spec)
+    except (TypeError, ValueError) as error:
+        assert str(error).startswith("Device: expected")
+    else:
+        assert str(device) in ("cpu", f"cuda:{device.index}")
+        assert nf.Device(str(device)) == device
+
+
+_leaf = st.one_of(
+    st.none(),
+    st.integers(-5, 5),
+    st.builds(lambda n, s: np.arange(n, dtype=np.float32) * s, st.integers(0, 4), st.floats(-2, 2)),
+)
+_tree = st.recursive(
+    _leaf,
+    lambda kids: st.one_of(
+        st.lists(kids, max_size=3),
+        st.tuples(kids, kids),
+        st.dictionaries(st.text(max_size=3), kids, max_size=3),
+    ),
+    max_leaves=8,
+)
+
+
+@given(_tree)
+def test_to_device_and_back_keeps_every_value_and_structure(tree):
+    from nnframe.core import device as device_module
+    from tests.standin import fake
+
+    undo_kind = backend.register_array_module(
+        type(fake.zeros(1)), fake, to_numpy=lambda a: np.array(a.view(np.ndarray))
+    )
+    undo = device_module.register_device(
+        "cuda", fake, move=lambda a, index: fake.array(np.asarray(backend.to_numpy(a)))
+    )
+    try:
+        there = nf.to_device(tree, "cuda")
+        back = nf.to_device(there, "cpu")
+    finally:
+        undo()
+        undo_kind()
+
+    def same(a, b):
+        assert type(a) is type(b) or (isinstance(a, np.ndarray) and type(b) is np.ndarray)
+        if isinstance(a, dict):
+            assert a.keys() == b.keys()
+            for k in a:
+                same(a[k], b[k])
+        elif isinstance(a, (list, tuple)):
+            assert len(a) == len(b)
+            for x, y in zip(a, b):
+                same(x, y)
+        elif isinstance(a, np.ndarray):
+            np.testing.assert_array_equal(a, b)
+        else:
+            assert a == b
+
+    same(tree, back)
