@@ -57,7 +57,7 @@ def test_device_reads_a_torch_device():
     assert nf.Device(torch.device("cpu")) == "cpu"
 
 
-@pytest.mark.parametrize("bad", ["gpu", "cuda:x", "cuda:-1", "cuda:", "cpu:", 3, None])
+@pytest.mark.parametrize("bad", ["gpu", "cuda:x", "cuda:-1", "cuda:", "cpu:", "cuda:²", 3, None])
 def test_device_refuses_what_is_no_device_and_says_what_is(bad):
     with pytest.raises((ValueError, TypeError), match="Device: expected"):
         nf.Device(bad)

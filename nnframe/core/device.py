@@ -101,7 +101,7 @@ class Device:
 
 
 def _index_text(spec: str, number: str) -> int:
-    if not number.isdigit():
+    if not (number.isascii() and number.isdigit()):
         raise ValueError(expected_got("Device", "a device such as 'cuda:1'", repr(spec)))
     return int(number)
 
