@@ -184,6 +184,14 @@ def _backend(device: Device) -> _Backend:
     return backend if backend is not None else _cuda()
 
 
+def cuda_device(device: int | str | None = None) -> Device:
+    """What ``cuda(device)`` of a Module or a Loss means: GPU 0, GPU ``device`` (an int), or
+    the device named (``"cuda:1"``)."""
+    if device is None or isinstance(device, int):
+        return Device("cuda", device)
+    return Device(device)
+
+
 def device_types() -> set[str]:
     """The device types known: ``"cpu"``, ``"cuda"`` and any registered one."""
     return {*_BACKENDS, "cuda"}

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from nnframe.core.backend import array_module, is_array
-from nnframe.core.device import Device, array_mover, device_types
+from nnframe.core.device import Device, array_mover, cuda_device, device_types
 from nnframe.core.errors import expected_got, fmt_shape
 from nnframe.core.hooks import (
     CALL,
@@ -423,9 +423,7 @@ class Module:
 
     def cuda(self, device: int | str | None = None) -> Module:
         """``to("cuda")`` (GPU ``device`` when given: ``cuda(1)``)."""
-        if device is None or isinstance(device, int):
-            return self.to(Device("cuda", device))
-        return self.to(device)
+        return self.to(cuda_device(device))
 
     def _apply(self, fn) -> Module:
         """Replaces every parameter's data and every buffer by ``fn(array)`` (which returns the
@@ -590,11 +588,12 @@ def to_conversion(owner, args: tuple, kwargs: dict) -> tuple[Device | None, Any,
     return device, dtype, convert
 
 
-def _to_arguments(module, args: tuple, kwargs: dict) -> tuple[Device | None, Any]:
-    """``Module.to``'s arguments as (device or None, floating dtype or None), PyTorch's way:
-    positional devices and dtypes in any order, or ``device=``/``dtype=`` (``non_blocking`` and
-    ``copy`` are accepted and mean nothing here: numpy copies synchronously)."""
-    who = f"{type(module).__name__}.to"
+def _to_arguments(owner, args: tuple, kwargs: dict) -> tuple[Device | None, Any]:
+    """``to``'s arguments (of a Module or a Loss) as (device or None, floating dtype or None),
+    PyTorch's way: positional devices and dtypes in any order, or ``device=``/``dtype=``
+    (``non_blocking`` and ``copy`` are accepted and mean nothing here: numpy copies
+    synchronously)."""
+    who = f"{type(owner).__name__}.to"
     unknown = set(kwargs) - {"device", "dtype", "non_blocking", "copy"}
     if unknown:
         raise TypeError(f"{who}: got unexpected keyword arguments {sorted(unknown)}")
@@ -743,13 +742,11 @@ def _device_argument(init, args: tuple, kwargs: dict) -> Device | None:
 def _device_position(init) -> int | None:
     """Where ``device`` sits among ``init``'s positional parameters after self, if it does."""
     try:
-        names = list(inspect.signature(init).parameters)[1:]
+        parameters = list(inspect.signature(init).parameters.values())[1:]
     except (TypeError, ValueError):
         return None
-    kinds = inspect.signature(init).parameters
-    if "device" not in names or kinds["device"].kind not in (
-        inspect.Parameter.POSITIONAL_ONLY,
-        inspect.Parameter.POSITIONAL_OR_KEYWORD,
-    ):
-        return None
-    return names.index("device")
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    for i, parameter in enumerate(parameters):
+        if parameter.name == "device":
+            return i if parameter.kind in positional else None
+    return None

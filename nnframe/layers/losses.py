@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from nnframe.core.backend import array_module, is_array, scatter_add, special
+from nnframe.core.device import cuda_device
 from nnframe.core.errors import ShapeError, as_float_input, check_hyper, expected_got, fmt_shape
 from nnframe.core.module import to_conversion
 from nnframe.functional import log_softmax
@@ -107,9 +108,9 @@ class Loss:
         """``to("cpu")``."""
         return self.to("cpu")
 
-    def cuda(self, device: int | None = None) -> Loss:
-        """``to("cuda")`` (GPU ``device`` when given)."""
-        return self.to("cuda" if device is None else f"cuda:{int(device)}")
+    def cuda(self, device: int | str | None = None) -> Loss:
+        """``to("cuda")`` (GPU ``device`` when given: ``cuda(1)``)."""
+        return self.to(cuda_device(device))
 
     def forward(self, pred, target, sample_weight=None) -> float | np.ndarray:
         """The reduced loss as a Python float, or the per-element losses with 'none'."""
