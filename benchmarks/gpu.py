@@ -225,14 +225,7 @@ def _load(torch, module, state, prefix=""):
 
 
 def torch_mlp(torch, sizes, batch, device):
-    layers = []
-    for i, (d_in, d_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(torch.nn.Linear(d_in, d_out))
-        if i < len(sizes) - 2:
-            layers.append(torch.nn.ReLU())
-    model = torch.nn.Sequential(*layers)
-    _load(torch, model, mlp.nnframe_model(sizes).state_dict())
-    model.to(device)
+    model = mlp.torch_model(sizes).to(device)  # nnframe_model's weights
     xs, ys = _torch_data(torch, mlp.make_data(sizes, batch), device)
     opt = torch.optim.SGD(model.parameters(), lr=mlp.LR, momentum=mlp.MOMENTUM)
     return _torch_step(torch, model, opt, xs, ys)

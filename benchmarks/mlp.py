@@ -83,14 +83,7 @@ def nnframe_step(sizes, batch, optimizer):
 
 
 def nnframe_inference(sizes, batch):
-    import nnframe as nf
-
-    layers = []
-    for i, (d_in, d_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nf.Dense(d_in, d_out, rng=i))
-        if i < len(sizes) - 2:
-            layers.append(nf.ReLU())
-    model = nf.Sequential(*layers).eval()
+    model = nnframe_model(sizes).eval()
     x = make_data(sizes, batch)[0][0]
     return lambda: model(x)
 
@@ -174,7 +167,8 @@ def numpy_inference(sizes, batch):
 
 
 # ---------------------------------------------------------------- PyTorch
-def torch_step(sizes, batch, optimizer):
+def torch_model(sizes):
+    """The PyTorch twin of nnframe_model: Linear/ReLU layers with the weights of init_weights."""
     import torch
 
     layers = []
@@ -186,6 +180,13 @@ def torch_step(sizes, batch, optimizer):
     with torch.no_grad():
         for p, w in zip(model.parameters(), init_weights(sizes)):
             p.copy_(torch.from_numpy(w))
+    return model
+
+
+def torch_step(sizes, batch, optimizer):
+    import torch
+
+    model = torch_model(sizes)
     xs, ys = make_data(sizes, batch)
     xs, ys = torch.from_numpy(xs), torch.from_numpy(ys)
     nxt = cycle(POOL)
@@ -211,12 +212,7 @@ def torch_step(sizes, batch, optimizer):
 def torch_inference(sizes, batch):
     import torch
 
-    layers = []
-    for i, (d_in, d_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(torch.nn.Linear(d_in, d_out))
-        if i < len(sizes) - 2:
-            layers.append(torch.nn.ReLU())
-    model = torch.nn.Sequential(*layers).eval()
+    model = torch_model(sizes).eval()
     x = torch.from_numpy(make_data(sizes, batch)[0][0])
 
     def forward():
