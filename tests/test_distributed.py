@@ -34,13 +34,15 @@ WORKER = pathlib.Path(__file__).with_name("mpi_worker.py")
 MPIEXEC = pathlib.Path(sys.executable).parent / "mpiexec"
 
 
-def mpirun(scenario, ranks, tmp_path, timeout=120):
+def mpirun(scenario, ranks, tmp_path, timeout=120, worker=WORKER):
+    """Runs ``scenario`` of ``worker`` on ``ranks`` MPI ranks; returns (process, each rank's
+    JSON result, seconds)."""
     if not MPIEXEC.exists():
         if os.environ.get("CI") == "true":
             pytest.fail("mpiexec missing in CI: the test command must install nnframe[mpi]")
         pytest.skip("mpiexec not installed (pip install 'nnframe[mpi]')")
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
-    env["PYTHONPATH"] = str(WORKER.parent.parent) + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = str(worker.parent.parent) + os.pathsep + env.get("PYTHONPATH", "")
     cmd = [
         str(MPIEXEC),
         "-n",
@@ -48,7 +50,7 @@ def mpirun(scenario, ranks, tmp_path, timeout=120):
         sys.executable,
         "-m",
         "mpi4py",
-        str(WORKER),
+        str(worker),
         scenario,
         str(tmp_path),
     ]

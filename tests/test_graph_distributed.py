@@ -1,34 +1,15 @@
 """Data-parallel training of a graph model (two inputs, two outputs) on 2 MPI ranks equals one
 process with the global batch. The scenario lives in tests/mpi_graph_worker.py."""
 
-import json
-import os
 import pathlib
-import subprocess
-import sys
 
-import pytest
+from tests.test_distributed import mpirun as run_workers
 
 WORKER = pathlib.Path(__file__).with_name("mpi_graph_worker.py")
-MPIEXEC = pathlib.Path(sys.executable).parent / "mpiexec"
 
 
 def mpirun(scenario, ranks, tmp_path, timeout=120):
-    if not MPIEXEC.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail("mpiexec missing in CI: the test command must install nnframe[mpi]")
-        pytest.skip("mpiexec not installed (pip install 'nnframe[mpi]')")
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
-    env["PYTHONPATH"] = str(WORKER.parent.parent) + os.pathsep + env.get("PYTHONPATH", "")
-    cmd = [str(MPIEXEC), "-n", str(ranks), sys.executable, "-m", "mpi4py", str(WORKER)]
-    proc = subprocess.run(
-        [*cmd, scenario, str(tmp_path)], capture_output=True, text=True, timeout=timeout, env=env
-    )
-    results = [
-        json.loads((tmp_path / f"{scenario}_{r}.json").read_text())
-        for r in range(ranks)
-        if (tmp_path / f"{scenario}_{r}.json").exists()
-    ]
+    proc, results, _ = run_workers(scenario, ranks, tmp_path, timeout, worker=WORKER)
     return proc, results
 
 
