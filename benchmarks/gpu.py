@@ -47,6 +47,7 @@ import platform
 import statistics
 import sys
 import time
+import traceback
 
 import numpy as np
 
@@ -474,8 +475,14 @@ def main(argv=None) -> int:
     )
     print(HEADER)
     rows, kept = [], []
+    failed = []
     for name in args.cases:
-        row, steps, syncs = run_case(name, args.device, torch, warmup, repeats, min_time)
+        try:
+            row, steps, syncs = run_case(name, args.device, torch, warmup, repeats, min_time)
+        except Exception:  # one broken case must not hide the others' figures
+            print(f"{name:<15} FAILED:\n{traceback.format_exc()}", flush=True)
+            failed.append(name)
+            continue
         rows.append(row)
         kept.append((steps, syncs))
         print(row_text(name, row), flush=True)
@@ -490,7 +497,8 @@ def main(argv=None) -> int:
         # after every timing, so that the profiler cannot slow a timed case down
         print("\nwhere the time goes (PyTorch's profiler, 5 steps; '-': it saw no kernels)")
         print(PROFILE_HEADER)
-        for name, row, (steps, syncs) in zip(args.cases, rows, kept):
+        for row, (steps, syncs) in zip(rows, kept):
+            name = row["case"]
             for fw in steps:
                 row[fw]["profile"] = kernel_profile(steps[fw], syncs[fw], row[fw]["median_ms"])
             print(profile_text(name, row), flush=True)
@@ -507,7 +515,9 @@ def main(argv=None) -> int:
         pathlib.Path(out_path).parent.mkdir(parents=True, exist_ok=True)
         pathlib.Path(out_path).write_text(json.dumps(result, indent=1) + "\n")
         print(f"wrote {out_path}")
-    return 0
+    if failed:
+        print(f"failed cases: {' '.join(failed)}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

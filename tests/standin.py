@@ -80,7 +80,28 @@ def _host_array(a, dtype=None, copy=True):
     """What fake.asarray/array copy from: a tagged array is used as is (no copy needed)."""
     if type(a) is TaggedArray:
         a = a.view(np.ndarray)
-    return np.array(a, dtype=dtype, copy=copy)
+    a = np.array(a, dtype=dtype, copy=copy)
+    if a.dtype == object:
+        raise LeakError(f"fake.asarray: no device array of Python objects ({a!r})")
+    return a
+
+
+# what CuPy's functions take from the host: these create arrays or describe types; every other
+# function of the module wants a device array (or a list of them) first, and refuses a numpy
+# scalar or array there (``cupy.expand_dims(np.float32(2), -1)`` is a TypeError)
+_FROM_HOST = {
+    "array", "asarray", "ascontiguousarray", "asfortranarray", "asanyarray", "zeros", "ones",
+    "empty", "full", "arange", "linspace", "logspace", "eye", "identity", "tri", "finfo",
+    "iinfo", "dtype", "result_type", "promote_types", "can_cast", "isscalar", "ndim", "shape",
+    "issubdtype", "errstate", "default_rng",
+}  # fmt: skip
+
+
+def _host_first(args) -> bool:
+    first = args[0] if args else None
+    if isinstance(first, (list, tuple)) and first:
+        first = first[0]
+    return isinstance(first, np.generic) or type(first) is np.ndarray
 
 
 class _Namespace:
@@ -98,6 +119,8 @@ class _Namespace:
         ):
 
             def call(*args, **kwargs):
+                if name not in _FROM_HOST and _host_first(args):
+                    raise LeakError(f"fake.{name}: a host value {args[0]!r} as a device array")
                 return _wrap(attr(*args, **kwargs))
 
             return call

@@ -333,6 +333,9 @@ class _ConvNd(Module):
     #: the stride-1 path's chunk (columns, outputs, padded images): larger chunks make wider
     #: GEMMs; 2 MiB measured 2-3 % faster per training step than 1 MiB (cnn_mnist, cnn_cifar)
     FLAT_CHUNK_BYTES = 1 << 21
+    #: the chunk on a GPU: there is no cache to fit, and every chunk costs kernel launches
+    #: (about ten), so a chunk is the whole batch unless its buffers would pass this size
+    DEVICE_CHUNK_BYTES = 1 << 30
     #: stride-1 dL/dW image by image (exact columns, no copy of dL/dy) below this many column
     #: rows Cg*K, on the flat grid from there: first layers on 1 or 3 channels
     IMAGE_WGRAD_ROWS = 64
@@ -496,12 +499,16 @@ class _ConvNd(Module):
         return y
 
     # ------------------------------------------------------------------ chunked path
+    def _on_cpu(self) -> bool:
+        return type(self.weight.data) is np.ndarray or array_module(self.weight.data) is np
+
     def _chunk(self, n: int, out_shape) -> int:
         """Images per chunk: their columns and outputs fit in about CHUNK_BYTES (in cache)."""
         p = int(np.prod(out_shape))
         k = int(np.prod(self.kernel_size))
         per_image = (self.in_channels * k + 2 * self.out_channels) * p * self.weight.data.itemsize
-        return max(1, min(n, self.CHUNK_BYTES // per_image))
+        budget = self.CHUNK_BYTES if self._on_cpu() else self.DEVICE_CHUNK_BYTES
+        return max(1, min(n, budget // per_image))
 
     def _forward_chunked(self, x, w3, out_shape):
         """The forward GEMM over chunks of a few images: each chunk's columns are built, used
@@ -544,9 +551,11 @@ class _ConvNd(Module):
     # ------------------------------------------------------------------ stride-1 path
     def _images_per_chunk(self, n: int, elements_per_image: int) -> int:
         """Images per chunk so that the buffers of a chunk (``elements_per_image`` each) fit
-        in FLAT_CHUNK_BYTES, i.e. stay in cache between their uses."""
+        in FLAT_CHUNK_BYTES, i.e. stay in cache between their uses (DEVICE_CHUNK_BYTES on a
+        GPU)."""
         per_image = elements_per_image * self.weight.data.itemsize
-        return max(1, min(n, self.FLAT_CHUNK_BYTES // max(1, per_image)))
+        budget = self.FLAT_CHUNK_BYTES if self._on_cpu() else self.DEVICE_CHUNK_BYTES
+        return max(1, min(n, budget // max(1, per_image)))
 
     def _forward_flat(self, x, out_shape):
         """Stride 1: per chunk of m images, the flat columns (see :mod:`._im2col`) and one GEMM
@@ -562,7 +571,8 @@ class _ConvNd(Module):
         length = flat_length(padded, out_shape)
         rows = c // g * int(np.prod(kernel))  # Cg*K
         wb = self._weight_rows(with_bias=self.bias is not None)  # (G, Og, rows [+ 1])
-        step = self._images_per_chunk(n, (wb.shape[-1] * g + o) * length + c * int(np.prod(padded)))
+        per_image = (wb.shape[-1] * g + o) * length + c * int(np.prod(padded))
+        step = self._images_per_chunk(n, per_image)
         windows_of = ChunkWindows(x, pads, mode, step, kernel, self.dilation, out_shape)
         r = wb.shape[-1]
         cols = xm.empty((g, r, step, length), dtype=dtype)

@@ -36,6 +36,12 @@ def _expand_classes(g):
     return g.reshape(g.shape[:1] + (1,) + g.shape[1:]) if np.ndim(g) else g
 
 
+def _expand_last(g):
+    """A per-sample array (N, ...) as (N, ..., 1), to broadcast along a last axis (a scalar,
+    numpy's even for device arrays, stays a scalar)."""
+    return g[..., None] if np.ndim(g) else g
+
+
 class Loss:
     """Base class of every loss. A subclass writes two methods:
 
@@ -117,7 +123,8 @@ class Loss:
         self._reduced = None
         pred = self.as_pred(pred)
         xp = array_module(*pred) if isinstance(pred, (tuple, list)) else array_module(pred)
-        target = xp.asarray(target)
+        if target is not None:  # (None: a loss of its inputs alone, such as a triplet loss)
+            target = xp.asarray(target)
         self._unbatched = unbatched = (
             self.unbatched_rank is not None
             and (pred[0] if isinstance(pred, tuple) else pred).ndim == self.unbatched_rank
@@ -1014,7 +1021,7 @@ class MultiLabelSoftMarginLoss(Loss):
         d = (special(x).expit(x) - y) / c  # d/dx of the bracket is sigmoid(x) - y
         if w is not None:
             d = d * w
-        return d * array_module(d).expand_dims(g, -1)
+        return d * _expand_last(g)
 
 
 class MultiLabelMarginLoss(Loss):
@@ -1082,9 +1089,7 @@ class MultiLabelMarginLoss(Loss):
 
     def grad(self, g):
         active, ti, c, shape = self.saved
-        gn = (
-            array_module(active).broadcast_to(g, shape[:-1]).reshape(-1, 1, 1) / c
-        )  # one factor per sample
+        gn = (g.reshape(-1, 1, 1) if np.ndim(g) else g) / c  # one factor per sample
         a = active * gn
         d = a.sum(axis=1)  # + for every non-target x[i] in an active hinge
         scatter_add(
@@ -1206,7 +1211,7 @@ class TripletMarginLoss(Loss):
 
     def grad(self, g):
         d_ap, v_ap, d_an, v_an, d_pn, v_pn, swapped, active = self.saved
-        c = active * array_module(active).expand_dims(g, -1)
+        c = active * _expand_last(g)
         g_ap = c * pnorm_grad(v_ap, d_ap, self.p)  # d d(a, p) / da; the negative for p
         ga, gp = g_ap, -g_ap
         if self.swap:

@@ -490,8 +490,9 @@ class Optimizer:
         # what a block-guarded step backs up and checks: the parameter and the state arrays
         # (update_with passes the gradient, which is only read, second)
         written = None if guard is None else [a for a in (first, *arrays[2:]) if a is not None]
-        if n <= self.CHUNK:
-            w0, w1 = self._block(n, first.dtype, array_module(first))
+        xp = array_module(first)
+        if n <= self.CHUNK or xp is not np:  # (blocks are for a CPU's caches; a GPU takes all)
+            w0, w1 = self._block(n, first.dtype, xp)
             if first.ndim != 1:
                 w0, w1 = w0.reshape(first.shape), w1.reshape(first.shape)
             if guard is None:
@@ -512,7 +513,7 @@ class Optimizer:
             guard.check(written)
             return out
         flat = [None if a is None else a.ravel(order="K") for a in arrays]
-        w0, w1 = self._block(self.CHUNK, first.dtype, array_module(first))
+        w0, w1 = self._block(self.CHUNK, first.dtype)
         if guard is not None:
             written = guard.entries(written, [f for f in (flat[0], *flat[2:]) if f is not None])
         out = None
@@ -538,7 +539,7 @@ class Optimizer:
 
     def _block(self, n: int, dtype, xp=np) -> tuple[np.ndarray, np.ndarray]:
         """Two flat scratch arrays of ``n`` elements of ``dtype`` (grown once to the largest n:
-        at most CHUNK)."""
+        at most CHUNK on the CPU)."""
         key = ("block", np.dtype(dtype)) if xp is np else ("block", np.dtype(dtype), xp)
         buf = self._workspace.get(key)
         if buf is None or buf.shape[1] < n:
@@ -785,6 +786,20 @@ def _block_finite(a: np.ndarray) -> bool:
     return bool(np.isfinite(a).all())
 
 
+def _device_finite(arrays) -> bool:
+    """True when no array of a device holds NaN or Inf, with one synchronization: the sum of
+    every ``a . a`` is NaN or Inf when an element is (or when it overflowed: then each array
+    is checked element by element)."""
+    xp = array_module(arrays[0])
+    total = xp.zeros((), dtype=np.float64)
+    for a in arrays:
+        v = a.ravel()
+        total += xp.dot(v, v)
+    if math.isfinite(float(total)):
+        return True
+    return all(bool(xp.isfinite(a).all()) for a in arrays)
+
+
 def _all_finite(a: np.ndarray) -> bool:
     """True when ``a`` holds no NaN or Inf: one NaN or Inf makes the sum NaN or Inf, so a
     finite sum answers at once (no allocation); a sum that is not finite (or overflowed) is
@@ -828,13 +843,14 @@ class _FusedGroup:
         if any(p.data.dtype != dtype for p in params):
             return None
         total = sum(p.data.size for p in params)
-        if total > opt.FUSE_MEAN_SIZE * len(params):
-            return None
+        xp = array_module(params[0].data)
+        if total > opt.FUSE_MEAN_SIZE * len(params) and xp is np:
+            return None  # (on a GPU always: a dozen launches per step instead of per parameter)
         slices, offset = [], 0
         for p in params:
             slices.append(slice(offset, offset + p.data.size))
             offset += p.data.size
-        flat = Parameter(array_module(params[0].data).empty(total, dtype=dtype))
+        flat = Parameter(xp.empty(total, dtype=dtype))
         states = [opt.state.get(p) for p in params]
         if all(s is None for s in states):
             state = opt.init_state(flat, group)
@@ -891,15 +907,16 @@ class _FusedGroup:
 
     def finite(self) -> bool:
         """Whether the updated flat vector and every state value are finite."""
-        if not _block_finite(self.param.data):
-            return False
+        arrays = [self.param.data]
         for v in self.state.values():
             if isinstance(v, np.ndarray) or is_array(v):
-                if v.dtype.kind in "fc" and not _block_finite(v):
-                    return False
+                if v.dtype.kind in "fc":
+                    arrays.append(v)
             elif isinstance(v, float) and not math.isfinite(v):
                 return False
-        return True
+        if array_module(self.param.data) is np:
+            return all(_block_finite(a) for a in arrays)
+        return _device_finite(arrays)
 
     def backup(self) -> dict:
         """The state as it is (arrays copied), for ``restore``."""

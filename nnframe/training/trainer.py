@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import sparse
 
-from nnframe.core.backend import array_module, to_numpy
+from nnframe.core.backend import array_module, is_array, to_numpy
 from nnframe.core.device import to_device, use
 from nnframe.core.errors import ShapeError, check_hyper
 from nnframe.core.hooks import no_grad
@@ -221,14 +221,14 @@ class _BufferGuard:
 
     def snapshot(self) -> None:
         self.saved = [(m, a, getattr(m, a)) for m, a in self.slots]
-        self.saved = [(m, a, v, None if v is None else np.array(v, copy=True))
+        self.saved = [(m, a, v, None if v is None else v.copy() if is_array(v) else np.array(v))
                       for m, a, v in self.saved]  # fmt: skip
 
     def finite(self) -> bool:
         """True when no float buffer holds NaN or Inf (after this batch's forward pass)."""
         for module, attr, _, _ in self.saved:
             value = getattr(module, attr)
-            if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+            if is_array(value) and value.dtype.kind == "f":
                 if not np.isfinite(value).all():
                     return False
         return True
