@@ -10,6 +10,7 @@ so that ``model.to("cuda")`` runs every device path on the CPU.
 
 from __future__ import annotations
 
+import re
 import types
 
 import numpy as np
@@ -176,6 +177,51 @@ class _FakeSpecial:
         return lambda *args: _wrap(f(*_unwrap(args, name)))
 
 
+_KERNEL_FUNCTIONS = {"tanh": np.tanh, "exp": np.exp, "log": np.log, "sqrt": np.sqrt,
+                     "fabs": np.abs, "max": np.maximum, "min": np.minimum}  # fmt: skip
+
+
+def _fake_elementwise(spec):
+    """CuPy's ElementwiseKernel on the CPU: the C body read as numpy, statement by statement
+    over all elements at once. It reads what nnframe's kernels use: ``T name = expr;`` and
+    ``out = expr;`` or ``out[index] = expr;`` statements with arithmetic, ``(T)`` casts and
+    math functions; ``raw`` arrays indexed by the element index ``i`` (0 .. size - 1, a numpy
+    range here), which must then be contiguous (their flat views are written). Arguments must
+    be device arrays or Python numbers, as for CuPy."""
+    params = [q.split() for q in f"{spec.inputs}, {spec.outputs}".split(",")]
+    names = [q[-1] for q in params]
+    raw = {q[-1] for q in params if q[0] == "raw"}
+    outputs = [q.split()[-1] for q in spec.outputs.split(",")]
+    lines = []
+    for statement in filter(None, (part.strip() for part in spec.body.split(";"))):
+        match = re.fullmatch(r"(?:T\s+)?([\w\[\]\s+*]+?)\s*=\s*(.+)", statement, re.S)
+        if match is None:
+            raise LeakError(f"stand-in kernel {spec.name}: cannot read {statement!r}")
+        target, expr = match.groups()
+        expr = re.sub(r"\(T\)\s*", "", expr)
+        whole = target in outputs and target not in raw  # an element-wise output: all of it
+        lines.append(f"{target}[...] = {expr}" if whole else f"{target} = {expr}")
+    code = compile("\n".join(lines), f"<kernel {spec.name}>", "exec")
+
+    def run(*args, size=None):
+        if len(args) != len(names):
+            raise TypeError(f"kernel {spec.name}: {len(args)} arguments for {names}")
+        env = {} if size is None else {"i": np.arange(size)}
+        for name, a in zip(names, args):
+            if type(a) is np.ndarray or isinstance(a, np.generic):
+                raise LeakError(f"kernel {spec.name}: a host value for {name}")
+            if name in outputs and type(a) is not TaggedArray:
+                raise LeakError(f"kernel {spec.name}: output {name} is no device array")
+            if name in raw:
+                if not a.flags.c_contiguous:
+                    raise LeakError(f"kernel {spec.name}: raw {name} {a.shape} not contiguous")
+                a = a.reshape(-1)
+            env[name] = a.view(np.ndarray) if type(a) is TaggedArray else a
+        exec(code, dict(_KERNEL_FUNCTIONS), env)
+
+    return run
+
+
 @pytest.fixture
 def on_fake():
     undo = backend.register_array_module(
@@ -186,6 +232,7 @@ def on_fake():
         default_rng=_FakeGenerator,
         to_numpy=lambda a: np.array(a.view(np.ndarray)),
         special=_FakeSpecial(),
+        elementwise=_fake_elementwise,
     )
     yield fake
     undo()

@@ -15,6 +15,11 @@ backend). numpy's ufuncs (``np.exp(x)``, ``np.maximum(a, b, out=c)``) and the fu
 dispatch through ``__array_function__`` (``np.concatenate``, ``np.zeros_like``, ``np.einsum``)
 already follow their arguments' kind; what creates or converts arrays must go through ``xp``.
 
+A device module may also compile fused element-wise kernels: :func:`elementwise` gives a layer
+the kernel of an :class:`Elementwise` spec (C code for one element, CuPy's
+``ElementwiseKernel`` on a GPU), or None for numpy, where the layer keeps its numpy code. One
+launch then does what a dozen numpy calls do, which on a GPU is a dozen kernel launches.
+
 Where numpy and the other modules differ, this module has the one helper layers call:
 :func:`as_strided` (window views), :func:`scatter_add` (unbuffered ``a[idx] += v``, numpy's
 ``np.add.at``), :func:`random_generator` (a generator of the array module's kind),
@@ -27,14 +32,16 @@ from __future__ import annotations
 
 import types
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import scipy.special
 from numpy.lib.stride_tricks import as_strided as _np_as_strided
 
 __all__ = [
+    "Elementwise",
     "array_module",
+    "elementwise",
     "as_strided",
     "is_array",
     "random_generator",
@@ -45,18 +52,42 @@ __all__ = [
 ]
 
 
+class Elementwise(NamedTuple):
+    """A fused element-wise kernel: C code run once per element (CuPy's ``ElementwiseKernel``).
+
+    ``inputs`` and ``outputs`` declare the parameters, ``"T x, T y"`` (T: the arrays' float
+    type, bound at the call); ``body`` assigns the outputs, and may read an output before
+    writing it (an in-out array). Arrays broadcast against each other and may be strided
+    views. Example (``y = a * x + b`` in one pass)::
+
+        AXPB = Elementwise("axpb", "T a, T x, T b", "T y", "y = a * x + b")
+        kernel = elementwise(xp, AXPB)  # None for numpy: use numpy there
+        kernel(a, x, b, y)
+    """
+
+    name: str
+    inputs: str
+    outputs: str
+    body: str
+
+
 class _Kind:
     """One array module and its versions of the operations where it differs from numpy."""
 
-    __slots__ = ("xp", "as_strided", "scatter_add", "default_rng", "to_numpy", "special")
+    __slots__ = (
+        "xp", "as_strided", "scatter_add", "default_rng", "to_numpy", "special", "compile",
+        "kernels",
+    )  # fmt: skip
 
-    def __init__(self, xp, as_strided, scatter_add, default_rng, to_numpy, special):
+    def __init__(self, xp, as_strided, scatter_add, default_rng, to_numpy, special, compile=None):
         self.xp = xp
         self.as_strided = as_strided
         self.scatter_add = scatter_add
         self.default_rng = default_rng
         self.to_numpy = to_numpy
         self.special = special
+        self.compile = compile  # Elementwise -> kernel, or None: no fused kernels
+        self.kernels: dict[Elementwise, Callable] = {}
 
 
 _NUMPY = _Kind(np, _np_as_strided, np.add.at, np.random.default_rng, np.asarray, scipy.special)
@@ -74,6 +105,7 @@ def register_array_module(
     default_rng: Callable | None = None,
     to_numpy: Callable | None = None,
     special=None,
+    elementwise: Callable | None = None,
 ) -> Callable[[], None]:
     """Makes ``xp`` the array module of ``array_type`` (and of its subclasses).
 
@@ -81,8 +113,10 @@ def register_array_module(
     arguments are its versions of the operations where modules differ; each defaults to the
     numpy-named one in ``xp`` (``xp.lib.stride_tricks.as_strided``, ``xp.add.at``,
     ``xp.random.default_rng``, ``xp.asnumpy`` or else ``numpy.asarray``); ``special`` is a namespace
-    with scipy.special's ``expit``, ``xlogy`` and ``erfc`` for its arrays (default ``xp.special``).
-    Returns a function that undoes the registration.
+    with scipy.special's ``expit``, ``xlogy`` and ``erfc`` for its arrays (default ``xp.special``);
+    ``elementwise`` compiles an :class:`Elementwise` spec into a kernel (None: the module has no
+    fused kernels, and layers use their array code). Returns a function that undoes the
+    registration.
     """
     kind = _Kind(
         xp,
@@ -91,6 +125,7 @@ def register_array_module(
         default_rng or xp.random.default_rng,
         to_numpy or getattr(xp, "asnumpy", np.asarray),
         special if special is not None else getattr(xp, "special", None),
+        elementwise,
     )
     _KINDS[array_type] = kind
     _BY_MODULE[id(xp)] = kind
@@ -121,6 +156,9 @@ def _load_cupy() -> _Kind:
         default_rng=cupy.random.default_rng,
         to_numpy=cupy.asnumpy,
         special=cupyx.scipy.special,
+        elementwise=lambda spec: cupy.ElementwiseKernel(
+            spec.inputs, spec.outputs, spec.body, f"nnframe_{spec.name}"
+        ),
     )
     return _KINDS[cupy.ndarray]
 
@@ -225,3 +263,17 @@ def special(*arrays):
                     raise TypeError(f"{kind.xp!r} was registered without special functions")
                 return kind.special
     return scipy.special
+
+
+def elementwise(xp, spec: Elementwise) -> Callable | None:
+    """The kernel of ``spec`` for arrays of module ``xp`` (compiled once, on first use), or None
+    where ``xp`` has no fused kernels (numpy: the caller runs its numpy code instead)."""
+    if xp is np:
+        return None
+    kind = _BY_MODULE.get(id(xp))
+    if kind is None or kind.compile is None:
+        return None
+    kernel = kind.kernels.get(spec)
+    if kernel is None:
+        kernel = kind.kernels[spec] = kind.compile(spec)
+    return kernel

@@ -28,7 +28,13 @@ import math
 import numpy as np
 
 from nnframe._pytorch_args import check_device, resolve_dtype
-from nnframe.core.backend import array_module, random_generator, to_numpy
+from nnframe.core.backend import (
+    Elementwise,
+    array_module,
+    elementwise,
+    random_generator,
+    to_numpy,
+)
 from nnframe.core.errors import (
     ShapeError,
     as_float_input,
@@ -156,6 +162,135 @@ class _Prepared:
     def to_torch_order(self, d: np.ndarray) -> np.ndarray:
         """A gradient with gate rows in kernel order, back in PyTorch's order."""
         return d if self.perm is None else d[self.perm]
+
+
+# ---------------------------------------------------------------------------------------------
+# fused step kernels (a GPU: one launch instead of a dozen; numpy keeps the code below them)
+#
+# The same math as the numpy steps, one thread per element of the (H, N) state (``i``, in
+# 0 .. hn - 1 with hn = H*N), on contiguous blocks read by flat index: a block of several
+# (H, N) slices, such as an LSTM step's [c, g, f, i, o, tanh(c')], holds slice j at j*hn.
+# Few, whole-block arguments: CuPy spends microseconds per argument on every launch. Sigmoid
+# gates arrive as x/2 (their weight rows are halved, see above): sigmoid(x) = tanh(x/2)/2 + 1/2.
+# ---------------------------------------------------------------------------------------------
+def _step_kernel(name: str, inputs: str, outputs: str, body: str, grad_in: bool = False):
+    """The kernel ``name``; with ``grad_in``, two: dL/dh' = dh + gzp (no gradient from the
+    outputs) and dL/dh' = dh + gzp + dout, with ``gzp`` the part of dL/dh that bypassed the
+    previous step's GEMM (zero for the LSTM)."""
+    if not grad_in:
+        return Elementwise(name, inputs, outputs, body)
+    return (
+        Elementwise(
+            name, f"raw T dh, raw T gzp, {inputs}", outputs, "T du = dh[i] + gzp[i];" + body
+        ),
+        Elementwise(
+            f"{name}_out",
+            f"raw T dout, raw T dh, raw T gzp, {inputs}",
+            outputs,
+            "T du = (dh[i] + gzp[i]) + dout[i];" + body,
+        ),
+    )
+
+
+# z: the step's pre-activations [g, f, i, o]; cell: its block [c, g, f, i, o, tanh(c')], c
+# read, the rest written; c' goes to the next step's block (c_next), h' = o tanh(c') to h
+_LSTM_STEP = _step_kernel(
+    "lstm_step",
+    "raw T z, int64 hn",
+    "raw T cell, raw T c_next, raw T h",
+    """
+    T gg = tanh(z[i]);
+    T gf = tanh(z[i + hn]) * (T)0.5 + (T)0.5;
+    T gi = tanh(z[i + 2 * hn]) * (T)0.5 + (T)0.5;
+    T go = tanh(z[i + 3 * hn]) * (T)0.5 + (T)0.5;
+    T cn = gf * cell[i] + gi * gg;
+    T tc = tanh(cn);
+    cell[i + hn] = gg;
+    cell[i + 2 * hn] = gf;
+    cell[i + 3 * hn] = gi;
+    cell[i + 4 * hn] = go;
+    cell[i + 5 * hn] = tc;
+    c_next[i] = cn;
+    h[i] = go * tc;
+    """,
+)
+
+# the same, also writing h' into the next step's right-hand side (when the outputs are not it)
+_LSTM_STEP_OWN = _LSTM_STEP._replace(
+    name="lstm_step_own",
+    outputs=_LSTM_STEP.outputs + ", raw T h_next",
+    body=_LSTM_STEP.body + "h_next[i] = h[i];",
+)
+
+# dL/dc' = dc + du o (1 - tanh(c')^2); da = dL/d[g, f, i, o] pre-activations: dc' i (1 - g^2),
+# dc' c f (1 - f), dc' g i (1 - i), du tanh(c') o (1 - o); then dL/dc = dc' f (dc: in and out)
+_LSTM_STEP_BACK = _step_kernel(
+    "lstm_step_back",
+    "raw T cell, int64 hn",
+    "raw T da, raw T dc",
+    """
+    T c = cell[i];
+    T gg = cell[i + hn];
+    T gf = cell[i + 2 * hn];
+    T gi = cell[i + 3 * hn];
+    T go = cell[i + 4 * hn];
+    T tc = cell[i + 5 * hn];
+    T dcp = dc[i] + du * (go * ((T)1 - tc * tc));
+    da[i] = dcp * (gi * ((T)1 - gg * gg));
+    da[i + hn] = (dcp * c) * (gf * ((T)1 - gf));
+    da[i + 2 * hn] = (dcp * gg) * (gi * ((T)1 - gi));
+    da[i + 3 * hn] = (du * tc) * (go * ((T)1 - go));
+    dc[i] = dcp * gf;
+    """,
+    grad_in=True,
+)
+
+# x: the step's input pre-activations [r, z, n]; hh: W_hh h (the same rows); b: b_hn as (H, N);
+# a: [r, z, n] written; r, z = sigmoid(x + W h); n = tanh(x_n + r (W_hn h + b_hn));
+# h' = n + z (h - n)
+_GRU_STEP = _step_kernel(
+    "gru_step",
+    "raw T x, raw T hh, raw T b, raw T h, int64 hn",
+    "raw T a, raw T hhn, raw T h_new, raw T h_prev",
+    """
+    T ar = tanh(x[i] + hh[i]) * (T)0.5 + (T)0.5;
+    T az = tanh(x[i + hn] + hh[i + hn]) * (T)0.5 + (T)0.5;
+    T hb = hh[i + 2 * hn] + b[i];
+    T an = tanh(ar * hb + x[i + 2 * hn]);
+    T hp = h[i];
+    a[i] = ar;
+    a[i + hn] = az;
+    a[i + 2 * hn] = an;
+    hhn[i] = hb;
+    h_prev[i] = hp;
+    h_new[i] = (hp - an) * az + an;
+    """,
+)
+
+# dL/dn_pre = du (1 - z) (1 - n^2); dL/dr_pre = dn_pre (W_hn h + b_hn) r (1 - r);
+# dL/dz_pre = du (h - n) z (1 - z); dx: the three; dhh: the hidden side (its n rows r dn_pre);
+# gz = du z, the part of dL/dh that bypasses the GEMM (added by the next step's kernel)
+_GRU_STEP_BACK = _step_kernel(
+    "gru_step_back",
+    "raw T a, raw T hhn, raw T h_prev, int64 hn",
+    "raw T dx, raw T dhh, raw T gz",
+    """
+    T ar = a[i];
+    T az = a[i + hn];
+    T an = a[i + 2 * hn];
+    T dnp = (du * ((T)1 - az)) * ((T)1 - an * an);
+    T dr = (dnp * hhn[i]) * (ar * ((T)1 - ar));
+    T dz = (du * (h_prev[i] - an)) * (az * ((T)1 - az));
+    dx[i] = dr;
+    dx[i + hn] = dz;
+    dx[i + 2 * hn] = dnp;
+    dhh[i] = dr;
+    dhh[i + hn] = dz;
+    dhh[i + 2 * hn] = dnp * ar;
+    gz[i] = du * az;
+    """,
+    grad_in=True,
+)
 
 
 def _stack_weights(w_hh: np.ndarray, w_ih: np.ndarray, b: np.ndarray | None) -> np.ndarray:
@@ -307,6 +442,9 @@ def _lstm_forward(xt, h0, c0, kw, mask, reverse, zero_init=False, own_output=Fal
     )  # fmt: skip
     w_x, rhs_x = w[:, P:], rhs[:, P:]  # without the recurrent columns and rows
     first = zero_init
+    fused = None
+    if mask is None and w_hr is None:
+        fused = elementwise(xm, _LSTM_STEP_OWN if own else _LSTM_STEP)
     for t in _order(T, reverse):
         k = t + r  # this step's slot
         if first:  # h0 = 0: the first step's recurrent product is zero, skip its columns
@@ -314,6 +452,10 @@ def _lstm_forward(xt, h0, c0, kw, mask, reverse, zero_init=False, own_output=Fal
             first = False
         else:
             np.matmul(w, rhs[k], out=z2)
+        if fused is not None:  # the step below in one kernel
+            next_h = (hst[t + 1 - r],) if own else ()
+            fused(z, H * N, cells[k], cs[t + 1 - r], hs[t], *next_h, size=H * N)
+            continue
         np.tanh(z, out=gates[k])  # sigmoid rows: tanh(x/2), the weights' rows are halved
         s = sigs[k]
         s *= 0.5  # sigmoid(x) = (1 + tanh(x/2)) / 2
@@ -377,6 +519,23 @@ def _lstm_backward(cache, dout, dh, dc, kw, mask, reverse, wg, need_dh0=True, ne
     up_fi, up_o = up[:2], up[2]
     w_hh_t = kw.w_hh_t
     last = 0 if not reverse else T - 1  # the first step in time: its dL/dh may not be needed
+    fused = None
+    if mask is None and w_hr is None:
+        fused = elementwise(xm, _LSTM_STEP_BACK[dout is not None])
+    if fused is not None:  # one kernel per step; the weight gradients in one GEMM at the end
+        dA_all = dA if dA is not None else xm.empty((T, 4, H, N), dtype=dtype)
+        dh, dc = xm.ascontiguousarray(dh), xm.ascontiguousarray(dc)  # (dc: this function's)
+        zero = xm.zeros((H, N), dtype=dtype)
+        for t in _order(T, not reverse):
+            k = t + r
+            fused(*(() if dout is None else (dout[t],)), dh, zero, cells[k], H * N, dA_all[t],
+                  dc, size=H * N)  # fmt: skip
+            if t == last and not need_dh0:
+                dh = dc = None
+                break
+            dh = w_hh_t @ dA_all[t].reshape(G, N)
+        wg.add_steps(dA_all.reshape(T, G, N))
+        return (None if dA is None else dA.reshape(T, G, N)), dh, dc, None
     for t in _order(T, not reverse):
         da = da_buf if dA is None else dA[t]  # (4, H, N): g, f, i, o
         g_h = dh if dout is None else np.add(dout[t], dh, out=g_buf)  # dL/dh' (not mutated)
@@ -435,6 +594,15 @@ def _gru_forward(xp, h0, kw, mask, reverse):
     hs_prev = xm.empty((T, H, N), dtype=dtype)
     hh = xm.empty((G, N), dtype=dtype)
     h = h0
+    fused = None if mask is not None else elementwise(xm, _GRU_STEP)
+    if fused is not None:  # one kernel per step after its GEMM
+        b = xm.zeros((H, N), dtype) if kw.b_hn is None else xm.broadcast_to(kw.b_hn, (H, N))
+        b, h = xm.ascontiguousarray(b), xm.ascontiguousarray(h)
+        for t in _order(T, reverse):
+            np.matmul(kw.w_hh_s, h, out=hh)
+            fused(xp[t], hh, b, h, H * N, acts[t], hhn[t], hs[t], hs_prev[t], size=H * N)
+            h = hs[t]
+        return hs, h, None, (acts, hhn, hs_prev)
     for t in _order(T, reverse):
         hs_prev[t] = h
         a = acts[t]
@@ -478,6 +646,20 @@ def _gru_backward(cache, dout, dh, dc, kw, mask, reverse, wg):
     g_buf = xm.empty((H, N), dtype=dtype)
     tmp = xm.empty((H, N), dtype=dtype)
     sd = xm.empty((2 * H, N), dtype=dtype)
+    fused = None if mask is not None else elementwise(xm, _GRU_STEP_BACK[dout is not None])
+    if fused is not None:  # one kernel per step; the weight gradients in two GEMMs at the end
+        dhh_all = xm.empty((T, G, N), dtype=dtype)
+        gzs = xm.zeros((2, H, N), dtype=dtype)  # du z of the step before, and of this one
+        dh = xm.ascontiguousarray(dh)
+        for t in _order(T, not reverse):
+            fused(*(() if dout is None else (dout[t],)), dh, gzs[0], acts[t], hhn[t],
+                  hs_prev[t], H * N, dxp[t], dhh_all[t], gzs[1], size=H * N)  # fmt: skip
+            dh = kw.w_hh_t @ dhh_all[t]
+            gzs = gzs[::-1]
+        dh += gzs[0]
+        wg[0].add_steps(dxp)
+        wg[1].add_steps(dhh_all)
+        return dxp, dh, None, None
     for t in _order(T, not reverse):
         g = dh if dout is None else np.add(dout[t], dh, out=g_buf)  # dL/dh' (not mutated)
         if mask is not None:
@@ -558,6 +740,13 @@ class _WeightGrads:
             self.current = b
         j = (t - b * self.k) * self.N
         self.block[:, j : j + self.N] = da
+
+    def add_steps(self, da: np.ndarray) -> None:
+        """Every step's gradient at once, da (T, R, N): one GEMM per right-hand side over all
+        steps (on a GPU, where per-step launches cost more than the copies of a fold)."""
+        folded = _fold(da)
+        for r, grad in zip(self.rhs, self.grads):
+            grad += folded @ _unfold_t(r)
 
     def flush(self) -> list:
         b, self.current = self.current, None

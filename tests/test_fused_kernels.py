@@ -1,0 +1,96 @@
+"""The fused element-wise kernels of the recurrent layers (nnframe.core.backend.elementwise).
+
+On a GPU an LSTM or GRU step is one kernel forward and one backward instead of a dozen numpy
+calls. CI has no GPU: the CPU stand-in (tests/standin.py) reads each kernel's C body as numpy,
+so these tests run the kernel path (its arguments, views and step order) and compare it with
+the numpy path in float64; tests/test_gpu.py compares the compiled kernels on a real GPU.
+"""
+
+import numpy as np
+import pytest
+
+import nnframe as nf
+from nnframe.core import backend
+from nnframe.layers import recurrent
+
+CHECKED_MODULES: list = []  # the kernel path against the numpy path, not gradient checks
+
+
+@pytest.fixture
+def launched(on_fake_device, monkeypatch):
+    """The names of the kernels the layers launch (on the stand-in device)."""
+    names: set[str] = set()
+
+    def spy(xp, spec):
+        kernel = backend.elementwise(xp, spec)
+
+        def run(*args, **kwargs):
+            names.add(spec.name)
+            return kernel(*args, **kwargs)
+
+        return None if kernel is None else run
+
+    monkeypatch.setattr(recurrent, "elementwise", spy)
+    return names
+
+
+def _run(make, device, x, grads):
+    model = make().to(device, np.float64)
+    move = (lambda a: nf.to_device(a, device)) if device != "cpu" else (lambda a: a)
+    out, state = model(move(x))
+    g_out, g_state = grads(out, state)
+    dx = model.backward((None if g_out is None else move(g_out), nf.to_device(g_state, device)))
+    arrays = [out, *(state if isinstance(state, tuple) else (state,)), dx]
+    arrays += [p.grad for p in model.parameters()]
+    return [backend.to_numpy(a) for a in arrays]
+
+
+def _output_grads(out, state):
+    rng = np.random.default_rng(1)
+    shaped = tuple(
+        rng.normal(size=s.shape) for s in (state if isinstance(state, tuple) else (state,))
+    )
+    return rng.normal(size=out.shape), shaped if isinstance(state, tuple) else shaped[0]
+
+
+def _state_grads_only(out, state):
+    _, g_state = _output_grads(out, state)
+    return None, g_state
+
+
+@pytest.mark.parametrize("grads", [_output_grads, _state_grads_only], ids=["dout", "no dout"])
+@pytest.mark.parametrize(
+    "make, kernels",
+    [
+        (lambda: nf.LSTM(3, 5, batch_first=True, rng=0), {"lstm_step_own", "lstm_step_back"}),
+        (
+            lambda: nf.LSTM(3, 5, num_layers=2, bidirectional=True, rng=0),
+            {"lstm_step", "lstm_step_back"},
+        ),
+        (lambda: nf.GRU(3, 5, batch_first=True, rng=0), {"gru_step", "gru_step_back"}),
+        (
+            lambda: nf.GRU(3, 5, num_layers=2, bidirectional=True, bias=False, rng=0),
+            {"gru_step", "gru_step_back"},
+        ),
+    ],
+    ids=["LSTM", "LSTM(2 layers, bidirectional)", "GRU", "GRU(2 layers, bidirectional, no bias)"],
+)
+def test_recurrent_kernels_give_the_numpy_numbers(launched, make, kernels, grads):
+    x = np.random.default_rng(0).normal(size=(4, 6, 3))
+    want = _run(make, "cpu", x, grads)
+    assert not launched  # numpy: no kernels
+    got = _run(make, "cuda", x, grads)
+    with_dout = grads is _output_grads
+    expected = {k + "_out" if "back" in k and with_dout else k for k in kernels}
+    assert expected <= launched, launched
+    for i, (a, b) in enumerate(zip(want, got)):
+        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12, err_msg=f"array {i}")
+
+
+def test_packed_sequences_keep_the_array_path(launched):
+    """Masked steps (per-sequence lengths) run the array code on a device: no kernel."""
+    model = nf.LSTM(3, 4, batch_first=True, rng=0).to("cuda")
+    x = nf.to_device(np.ones((2, 5, 3), np.float32), "cuda")
+    out, _ = model(x, lengths=np.array([5, 3]))
+    model.backward((nf.to_device(np.ones(out.shape, np.float32), "cuda"), None))
+    assert not launched
