@@ -1,7 +1,8 @@
-"""The fused element-wise kernels of the recurrent layers (nnframe.core.backend.elementwise).
+"""The fused element-wise kernels (nnframe.core.backend.elementwise) of the recurrent layers
+and the optimizers.
 
-On a GPU an LSTM or GRU step is one kernel forward and one backward instead of a dozen numpy
-calls. CI has no GPU: the CPU stand-in (tests/standin.py) reads each kernel's C body as numpy,
+On a GPU an LSTM or GRU step is one kernel forward and one backward, and an SGD or Adam update
+one kernel, instead of a dozen numpy calls each. CI has no GPU: the CPU stand-in (tests/standin.py) reads each kernel's C body as numpy,
 so these tests run the kernel path (its arguments, views and step order) and compare it with
 the numpy path in float64; tests/test_gpu.py compares the compiled kernels on a real GPU.
 """
@@ -12,13 +13,14 @@ import pytest
 import nnframe as nf
 from nnframe.core import backend
 from nnframe.layers import recurrent
+from nnframe.optim import adam, sgd
 
 CHECKED_MODULES: list = []  # the kernel path against the numpy path, not gradient checks
 
 
 @pytest.fixture
 def launched(on_fake_device, monkeypatch):
-    """The names of the kernels the layers launch (on the stand-in device)."""
+    """The names of the kernels the layers and optimizers launch (on the stand-in device)."""
     names: set[str] = set()
 
     def spy(xp, spec):
@@ -30,7 +32,8 @@ def launched(on_fake_device, monkeypatch):
 
         return None if kernel is None else run
 
-    monkeypatch.setattr(recurrent, "elementwise", spy)
+    for module in (recurrent, sgd, adam):
+        monkeypatch.setattr(module, "elementwise", spy)
     return names
 
 
@@ -94,3 +97,50 @@ def test_packed_sequences_keep_the_array_path(launched):
     out, _ = model(x, lengths=np.array([5, 3]))
     model.backward((nf.to_device(np.ones(out.shape, np.float32), "cuda"), None))
     assert not launched
+
+
+@pytest.mark.parametrize(
+    "make, kernel",
+    [
+        (lambda ps: nf.optim.SGD(ps, lr=0.1), "sgd_step"),
+        (lambda ps: nf.optim.SGD(ps, lr=0.1, weight_decay=0.01, maximize=True), "sgd_step"),
+        (lambda ps: nf.optim.SGD(ps, lr=0.1, momentum=0.9, dampening=0.2), "sgd_step_momentum"),
+        (
+            lambda ps: nf.optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.1),
+            "sgd_step_momentum_nesterov",
+        ),
+        (lambda ps: nf.optim.Adam(ps, lr=0.01), "adam_step"),
+        (lambda ps: nf.optim.Adam(ps, lr=0.01, weight_decay=0.1, maximize=True), "adam_step"),
+        (lambda ps: nf.optim.AdamW(ps, lr=0.01, weight_decay=0.1), "adam_step"),
+    ],
+    ids=[
+        "SGD",
+        "SGD(wd, maximize)",
+        "SGD(momentum, dampening)",
+        "SGD(nesterov, wd)",
+        "Adam",
+        "Adam(wd, maximize)",
+        "AdamW",
+    ],  # fmt: skip
+)
+def test_optimizer_kernels_give_the_numpy_numbers(launched, make, kernel):
+    """Three steps (the first momentum step differs) on two parameters, float64."""
+    rng = np.random.default_rng(0)
+    values = [rng.normal(size=(3, 4)), rng.normal(size=(5,))]
+    grads = [[rng.normal(size=v.shape) for v in values] for _ in range(3)]
+
+    def run(device):
+        params = [nf.Parameter(nf.to_device(v.copy(), device)) for v in values]
+        opt = make(params)
+        for step in grads:
+            for p, g in zip(params, step):
+                p.grad[...] = nf.to_device(g, device)
+            opt.step()
+        return [backend.to_numpy(p.data) for p in params]
+
+    want = run("cpu")
+    assert not launched
+    got = run("cuda")
+    assert kernel in launched, launched
+    for a, b in zip(want, got):
+        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-14)

@@ -48,6 +48,7 @@ __all__ = [
     "register_array_module",
     "scatter_add",
     "special",
+    "stepped_matmul",
     "to_numpy",
 ]
 
@@ -76,7 +77,7 @@ class _Kind:
 
     __slots__ = (
         "xp", "as_strided", "scatter_add", "default_rng", "to_numpy", "special", "compile",
-        "kernels",
+        "kernels", "stepped_matmul",
     )  # fmt: skip
 
     def __init__(self, xp, as_strided, scatter_add, default_rng, to_numpy, special, compile=None):
@@ -88,6 +89,7 @@ class _Kind:
         self.special = special
         self.compile = compile  # Elementwise -> kernel, or None: no fused kernels
         self.kernels: dict[Elementwise, Callable] = {}
+        self.stepped_matmul: Callable | None = None  # (a, b, out) -> step(i, j), or None
 
 
 _NUMPY = _Kind(np, _np_as_strided, np.add.at, np.random.default_rng, np.asarray, scipy.special)
@@ -160,7 +162,91 @@ def _load_cupy() -> _Kind:
             spec.inputs, spec.outputs, spec.body, f"nnframe_{spec.name}"
         ),
     )
-    return _KINDS[cupy.ndarray]
+    kind = _KINDS[cupy.ndarray]
+    kind.stepped_matmul = _cublas_stepped_matmul
+    return kind
+
+
+def _cublas_stepped_matmul(a, b, out):
+    """stepped_matmul for CuPy: each step one cuBLAS GEMM on pointers computed from the step
+    indices (CuPy's matmul spends about 35 us of Python per call, this about 5), or None where
+    the layouts or the dtype do not suit it (the caller then uses matmul)."""
+    import cupy
+    from cupy_backends.cuda.libs import cublas
+
+    gemm = {np.dtype(np.float32): cublas.sgemm, np.dtype(np.float64): cublas.dgemm}.get(b.dtype)
+    it = b.dtype.itemsize
+    if (
+        gemm is None
+        or not a.device.id == b.device.id == out.device.id == cupy.cuda.Device().id
+        or not a.dtype == b.dtype == out.dtype
+        or a.strides[1] != it
+        or b.strides[2] != it
+        or out.strides[2] != it
+        or any(s % it for s in (*a.strides, *b.strides, *out.strides))
+    ):
+        return None
+    (m, k), n = a.shape, b.shape[2]
+    # row-major out (m, n) = a (m, k) @ b (k, n) is column-major out^T = b^T a^T: cuBLAS's
+    # (n x k) @ (k x m) on the same memory, leading dimensions the row strides
+    lda, ldb, ldc = a.strides[0] // it, b.strides[1] // it, out.strides[1] // it
+    scalars = np.array([1, 0], dtype=b.dtype)  # alpha, beta on the host (kept alive below)
+    one, zero = scalars.ctypes.data, scalars.ctypes.data + it
+    handle = cupy.cuda.device.get_cublas_handle()
+    cublas.setPointerMode(handle, cublas.CUBLAS_POINTER_MODE_HOST)
+    pa, pb, po = a.data.ptr, b.data.ptr, out.data.ptr
+    sb, so = b.strides[0], out.strides[0]
+
+    def step(i: int, j: int) -> None:
+        gemm(handle, 0, 0, n, m, k, one, pb + i * sb, ldb, pa, lda, zero, po + j * so, ldc)
+
+    step.keep = (scalars, a, b, out)  # type: ignore[attr-defined]
+    return step
+
+
+def stepped_matmul(a, b, out) -> Callable[[int, int], None]:
+    """A function ``step(i, j)`` that computes ``out[j] = a @ b[i]`` in place, for a recurrent
+    loop's per-step products: ``a`` (M, K), ``b`` (S, K, N), ``out`` (S', M, N), each with unit
+    stride along its last axis (row slices and column blocks are fine).
+
+    numpy runs ``np.matmul(a, b[i], out=out[j])``; on a GPU each step is one GEMM call on
+    precomputed pointers, without the views and checks of a matmul call (the step's cost is
+    then the launch alone). Checked once per process against matmul on the GPU; where they
+    differ (an unexpected library version), matmul is used.
+    """
+    kind = _kind(b)
+    if kind.stepped_matmul is not None and _raw_gemm_ok(kind):
+        step = kind.stepped_matmul(a, b, out)
+        if step is not None:
+            return step
+
+    def matmul_step(i: int, j: int) -> None:
+        np.matmul(a, b[i], out=out[j])
+
+    return matmul_step
+
+
+_RAW_GEMM_OK: dict[int, bool] = {}
+
+
+def _raw_gemm_ok(kind: _Kind) -> bool:
+    """Whether the module's stepped GEMM gives matmul's numbers (a column block of a wider
+    matrix, a row block of a stack, a stacked output), tried once."""
+    ok = _RAW_GEMM_OK.get(id(kind.xp))
+    if ok is None:
+        xp = kind.xp
+        rng = np.random.default_rng(0)
+        wide = xp.asarray(rng.normal(size=(3, 7)))
+        b = xp.asarray(rng.normal(size=(2, 9, 4)))
+        out = xp.zeros((3, 3, 4))
+        try:
+            kind.stepped_matmul(wide[:, 2:], b[:, 4:], out)(1, 2)
+            want = xp.matmul(wide[:, 2:], b[1, 4:])
+            ok = bool(xp.allclose(out[2], want, rtol=1e-12, atol=0)) and not bool(out[:2].any())
+        except Exception:
+            ok = False
+        _RAW_GEMM_OK[id(kind.xp)] = ok
+    return ok
 
 
 def _kind_of_type(t: type) -> _Kind:

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from nnframe.core.backend import Elementwise, array_module, elementwise
 from nnframe.optim.optimizer import (
     Optimizer,
     effective_grad,
@@ -13,6 +14,23 @@ from nnframe.optim.optimizer import (
     scratch,
     square_avg_,
     zeros_state,
+)
+
+# The step below in one kernel on a GPU (in-out: param and both moments), the same operations
+# in the same order. decay: 1 - lr*wd when decoupled, else 1; wd: the coupled decay, else 0;
+# sign: -1 when maximizing; w1 = 1 - beta1, w2 = 1 - beta2; bc2 = sqrt(1 - beta2^step);
+# step_size = lr / (1 - beta1^step)
+_ADAM_STEP = Elementwise(
+    "adam_step",
+    "T grad, T decay, T wd, T sign, T w1, T beta2, T w2, T bc2, T eps, T step_size",
+    "T param, T exp_avg, T exp_avg_sq",
+    """
+    T p = param * decay;
+    T g = sign * grad + wd * p;
+    exp_avg = exp_avg + (g - exp_avg) * w1;
+    exp_avg_sq = exp_avg_sq * beta2 + (g * g) * w2;
+    param = p - (exp_avg / (sqrt(exp_avg_sq) / bc2 + eps)) * step_size;
+    """,
 )
 
 
@@ -42,6 +60,16 @@ def adam_update(
     amsgrad: v_max = max(v_max, v), used for v below
     param -= lr / (1 - beta1^step) * m / (sqrt(v) / sqrt(1 - beta2^step) + eps)
     """
+    kernel = None if amsgrad else elementwise(array_module(param), _ADAM_STEP)
+    if kernel is not None:
+        decoupled = bool(weight_decay and decoupled_weight_decay)
+        kernel(
+            grad, 1.0 - lr * weight_decay if decoupled else 1.0,
+            0.0 if decoupled else weight_decay, -1.0 if maximize else 1.0, 1.0 - beta1, beta2,
+            1.0 - beta2, math.sqrt(1.0 - beta2**step), eps, lr / (1.0 - beta1**step),
+            param, exp_avg, exp_avg_sq,
+        )  # fmt: skip
+        return
     w0, w1 = scratch(param, work)
     if weight_decay and decoupled_weight_decay:
         param *= 1.0 - lr * weight_decay

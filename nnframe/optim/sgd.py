@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
 
+from nnframe.core.backend import Elementwise, array_module, elementwise
 from nnframe.core.errors import check_hyper
 from nnframe.optim.optimizer import Optimizer, effective_grad, scratch
+
+
+@functools.cache
+def _sgd_step(momentum: bool, first: bool, nesterov: bool) -> Elementwise:
+    """The step below as one kernel for a GPU: the same operations in the same order, for one
+    case of the options (sign: -1 when maximizing; damp = 1 - dampening)."""
+    body = "T g = sign * grad + wd * param;"
+    if momentum:
+        body += "buf = g;" if first else "buf = buf * momentum + g * damp;"
+        body += "g = buf * momentum + g;" if nesterov else "g = buf;"
+    body += "param = param - g * lr;"
+    name = f"sgd_step{'_momentum' * momentum}{'_first' * first}{'_nesterov' * nesterov}"
+    outputs = "T param, T buf" if momentum else "T param"
+    return Elementwise(name, "T grad, T lr, T sign, T wd, T momentum, T damp", outputs, body)
 
 
 def sgd_update(
@@ -33,6 +49,12 @@ def sgd_update(
 
     ``buf`` (the momentum buffer) is updated in place; ``work`` holds two scratch arrays.
     """
+    kernel = elementwise(array_module(param), _sgd_step(bool(momentum), first_step, nesterov))
+    if kernel is not None:
+        buf_ = (buf,) if momentum else ()
+        kernel(grad, lr, -1.0 if maximize else 1.0, weight_decay, momentum, 1.0 - dampening,
+               param, *buf_)  # fmt: skip
+        return
     w0, w1 = scratch(param, work)
     g = effective_grad(param, grad, weight_decay, maximize, w0)
     if momentum:
