@@ -144,3 +144,16 @@ def test_optimizer_kernels_give_the_numpy_numbers(launched, make, kernel):
     assert kernel in launched, launched
     for a, b in zip(want, got):
         np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-14)
+
+
+def test_stepped_matmul_gives_matmuls_numbers(on_fake_device):
+    """out[j] = a @ b[i] for a column block of a wider matrix and row blocks of a stack (the
+    layouts the recurrent layers use), on numpy and on the stand-in device."""
+    rng = np.random.default_rng(0)
+    wide, b = rng.normal(size=(5, 9)), rng.normal(size=(4, 12, 6))
+    for move in (lambda a: a, lambda a: nf.to_device(a, "cuda")):
+        out = move(np.zeros((3, 5, 6)))
+        backend.stepped_matmul(move(wide)[:, 2:], move(b)[:, 5:], out)(3, 1)
+        got = backend.to_numpy(out)
+        np.testing.assert_allclose(got[1], wide[:, 2:] @ b[3, 5:], rtol=1e-13)
+        assert not got[[0, 2]].any()

@@ -225,6 +225,24 @@ def test_cuda_arrays_report_their_device():
     assert nf.to_device(x, nf.Device("cuda", 0)) is x  # already there: no copy
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_stepped_matmul_runs_on_cublas_and_gives_matmuls_numbers(dtype):
+    """The recurrent layers' per-step GEMM: cuBLAS on pointers (checked once against matmul
+    when first used; a mismatch would fall back to matmul, which this test reports)."""
+    import cupy
+
+    rng = np.random.default_rng(0)
+    wide = cupy.asarray(rng.normal(size=(5, 9)).astype(dtype))
+    b = cupy.asarray(rng.normal(size=(4, 12, 6)).astype(dtype))
+    out = cupy.zeros((3, 5, 6), dtype)
+    step = backend.stepped_matmul(wide[:, 2:], b[:, 5:], out)
+    assert step.__name__ == "step", "the cuBLAS path was not taken (self-check failed?)"
+    step(3, 1)
+    want = backend.to_numpy(wide[:, 2:] @ b[3, 5:])
+    _assert_close(backend.to_numpy(out[1]), want, RTOL[dtype], "stepped GEMM")
+    assert not bool(out[0].any()) and not bool(out[2].any())
+
+
 # ----------------------------------------------------------------------------- a second GPU
 def _second_gpu():
     import cupy

@@ -36,6 +36,14 @@ def _expand_classes(g):
     return g.reshape(g.shape[:1] + (1,) + g.shape[1:]) if np.ndim(g) else g
 
 
+def _indices_within(target, n: int) -> bool:
+    """Whether every index of ``target`` is in [0, n): two reductions on the CPU; on a device
+    one test, so that the host waits for the device once."""
+    if type(target) is np.ndarray:
+        return bool(target.min() >= 0 and target.max() < n)
+    return not bool(((target < 0) | (target >= n)).any())
+
+
 def _expand_last(g):
     """A per-sample array (N, ...) as (N, ..., 1), to broadcast along a last axis (a scalar,
     numpy's even for device arrays, stays a scalar)."""
@@ -738,8 +746,7 @@ class CrossEntropyLoss(NLLLoss):
             and self.weight is None
             and not self.label_smoothing
             and not 0 <= self.ignore_index < pred.shape[1]  # (it cannot match a valid index)
-            and target.min() >= 0
-            and target.max() < pred.shape[1]
+            and _indices_within(target, pred.shape[1])
         )
 
     def _plain_elements(self, pred, target):

@@ -33,6 +33,7 @@ from nnframe.core.backend import (
     array_module,
     elementwise,
     random_generator,
+    stepped_matmul,
     to_numpy,
 )
 from nnframe.core.errors import (
@@ -167,129 +168,132 @@ class _Prepared:
 # ---------------------------------------------------------------------------------------------
 # fused step kernels (a GPU: one launch instead of a dozen; numpy keeps the code below them)
 #
-# The same math as the numpy steps, one thread per element of the (H, N) state (``i``, in
-# 0 .. hn - 1 with hn = H*N), on contiguous blocks read by flat index: a block of several
-# (H, N) slices, such as an LSTM step's [c, g, f, i, o, tanh(c')], holds slice j at j*hn.
-# Few, whole-block arguments: CuPy spends microseconds per argument on every launch. Sigmoid
-# gates arrive as x/2 (their weight rows are halved, see above): sigmoid(x) = tanh(x/2)/2 + 1/2.
+# The same math as the numpy steps, one thread per element ``i`` of the (H, N) state (0 .. hn - 1,
+# hn = H*N). Every array is passed whole and read by flat index at a step's offset (an LSTM
+# step's block [c, g, f, i, o, tanh(c')] at ``cell``, its slice j at cell + j*hn): a step then
+# creates no views, and CuPy's per-launch cost stays that of a few arguments. Each step's GEMM
+# is a stepped_matmul call (cuBLAS on precomputed pointers). Sigmoid gates arrive as x/2 (their
+# weight rows are halved, see above): sigmoid(x) = tanh(x/2) / 2 + 1/2.
 # ---------------------------------------------------------------------------------------------
-def _step_kernel(name: str, inputs: str, outputs: str, body: str, grad_in: bool = False):
-    """The kernel ``name``; with ``grad_in``, two: dL/dh' = dh + gzp (no gradient from the
-    outputs) and dL/dh' = dh + gzp + dout, with ``gzp`` the part of dL/dh that bypassed the
-    previous step's GEMM (zero for the LSTM)."""
-    if not grad_in:
-        return Elementwise(name, inputs, outputs, body)
+def _with_and_without_dout(name: str, inputs: str, outputs: str, body: str):
+    """A backward step's kernel in two forms: without and with the gradient from the step's
+    output, ``dout`` (read at offset ``d_o``); ``{dout}`` in ``body`` is where it is added."""
     return (
-        Elementwise(
-            name, f"raw T dh, raw T gzp, {inputs}", outputs, "T du = dh[i] + gzp[i];" + body
-        ),
+        Elementwise(name, inputs, outputs, body.format(dout="")),
         Elementwise(
             f"{name}_out",
-            f"raw T dout, raw T dh, raw T gzp, {inputs}",
+            f"raw T dout, int64 d_o, {inputs}",
             outputs,
-            "T du = (dh[i] + gzp[i]) + dout[i];" + body,
+            body.format(dout=" + dout[d_o + i]"),
         ),
     )
 
 
-# z: the step's pre-activations [g, f, i, o]; cell: its block [c, g, f, i, o, tanh(c')], c
-# read, the rest written; c' goes to the next step's block (c_next), h' = o tanh(c') to h
-_LSTM_STEP = _step_kernel(
+# z: the step's pre-activations [g, f, i, o]; cells: every step's block [c, g, f, i, o, tc],
+# this step's at ``cell``: c read, the rest written; c' to the next block's c (at ``nxt``),
+# h' = o tanh(c') into hout at ``ho``
+_LSTM_STEP = Elementwise(
     "lstm_step",
-    "raw T z, int64 hn",
-    "raw T cell, raw T c_next, raw T h",
+    "raw T z, int64 hn, int64 cell, int64 nxt, int64 ho",
+    "raw T cells, raw T hout",
     """
     T gg = tanh(z[i]);
     T gf = tanh(z[i + hn]) * (T)0.5 + (T)0.5;
     T gi = tanh(z[i + 2 * hn]) * (T)0.5 + (T)0.5;
     T go = tanh(z[i + 3 * hn]) * (T)0.5 + (T)0.5;
-    T cn = gf * cell[i] + gi * gg;
+    T cn = gf * cells[cell + i] + gi * gg;
     T tc = tanh(cn);
-    cell[i + hn] = gg;
-    cell[i + 2 * hn] = gf;
-    cell[i + 3 * hn] = gi;
-    cell[i + 4 * hn] = go;
-    cell[i + 5 * hn] = tc;
-    c_next[i] = cn;
-    h[i] = go * tc;
+    cells[cell + hn + i] = gg;
+    cells[cell + 2 * hn + i] = gf;
+    cells[cell + 3 * hn + i] = gi;
+    cells[cell + 4 * hn + i] = go;
+    cells[cell + 5 * hn + i] = tc;
+    cells[nxt + i] = cn;
+    hout[ho + i] = go * tc;
     """,
 )
 
-# the same, also writing h' into the next step's right-hand side (when the outputs are not it)
+# the same, when the outputs are an array of their own: h' also into the next step's
+# right-hand side (rhs at ``ro``)
 _LSTM_STEP_OWN = _LSTM_STEP._replace(
     name="lstm_step_own",
-    outputs=_LSTM_STEP.outputs + ", raw T h_next",
-    body=_LSTM_STEP.body + "h_next[i] = h[i];",
+    inputs=_LSTM_STEP.inputs + ", int64 ro",
+    outputs=_LSTM_STEP.outputs + ", raw T rhs",
+    body=_LSTM_STEP.body + "rhs[ro + i] = hout[ho + i];",
 )
 
-# dL/dc' = dc + du o (1 - tanh(c')^2); da = dL/d[g, f, i, o] pre-activations: dc' i (1 - g^2),
-# dc' c f (1 - f), dc' g i (1 - i), du tanh(c') o (1 - o); then dL/dc = dc' f (dc: in and out)
-_LSTM_STEP_BACK = _step_kernel(
+# du = dL/dh' (dh at ``dho``, plus dout); dL/dc' = dc + du o (1 - tanh(c')^2); dA at ``dao``:
+# dL/d[g, f, i, o] pre-activations dc' i (1 - g^2), dc' c f (1 - f), dc' g i (1 - i),
+# du tanh(c') o (1 - o); then dL/dc = dc' f (dc: in and out)
+_LSTM_STEP_BACK = _with_and_without_dout(
     "lstm_step_back",
-    "raw T cell, int64 hn",
-    "raw T da, raw T dc",
+    "raw T dh, int64 dho, raw T cells, int64 hn, int64 cell, int64 dao",
+    "raw T dA, raw T dc",
     """
-    T c = cell[i];
-    T gg = cell[i + hn];
-    T gf = cell[i + 2 * hn];
-    T gi = cell[i + 3 * hn];
-    T go = cell[i + 4 * hn];
-    T tc = cell[i + 5 * hn];
+    T du = dh[dho + i]{dout};
+    T c = cells[cell + i];
+    T gg = cells[cell + hn + i];
+    T gf = cells[cell + 2 * hn + i];
+    T gi = cells[cell + 3 * hn + i];
+    T go = cells[cell + 4 * hn + i];
+    T tc = cells[cell + 5 * hn + i];
     T dcp = dc[i] + du * (go * ((T)1 - tc * tc));
-    da[i] = dcp * (gi * ((T)1 - gg * gg));
-    da[i + hn] = (dcp * c) * (gf * ((T)1 - gf));
-    da[i + 2 * hn] = (dcp * gg) * (gi * ((T)1 - gi));
-    da[i + 3 * hn] = (du * tc) * (go * ((T)1 - go));
+    dA[dao + i] = dcp * (gi * ((T)1 - gg * gg));
+    dA[dao + hn + i] = (dcp * c) * (gf * ((T)1 - gf));
+    dA[dao + 2 * hn + i] = (dcp * gg) * (gi * ((T)1 - gi));
+    dA[dao + 3 * hn + i] = (du * tc) * (go * ((T)1 - go));
     dc[i] = dcp * gf;
     """,
-    grad_in=True,
 )
 
-# x: the step's input pre-activations [r, z, n]; hh: W_hh h (the same rows); b: b_hn as (H, N);
-# a: [r, z, n] written; r, z = sigmoid(x + W h); n = tanh(x_n + r (W_hn h + b_hn));
-# h' = n + z (h - n)
-_GRU_STEP = _step_kernel(
+# x: every step's input pre-activations [r, z, n] (this step's at ``xo``); hh: W_hh h (the same
+# rows); b: b_hn as (H, N); hbuf: the states, h read at ``hi`` and h' written at ``hw``;
+# r, z = sigmoid(x + W h); n = tanh(x_n + r (W_hn h + b_hn)); h' = n + z (h - n); the step's
+# [r, z, n] to acts (at ``xo``), W_hn h + b_hn to hhn and h to hs_prev (at ``so``)
+_GRU_STEP = Elementwise(
     "gru_step",
-    "raw T x, raw T hh, raw T b, raw T h, int64 hn",
-    "raw T a, raw T hhn, raw T h_new, raw T h_prev",
+    "raw T x, raw T hh, raw T b, int64 hn, int64 xo, int64 hi, int64 hw, int64 so",
+    "raw T acts, raw T hhn, raw T hbuf, raw T hs_prev",
     """
-    T ar = tanh(x[i] + hh[i]) * (T)0.5 + (T)0.5;
-    T az = tanh(x[i + hn] + hh[i + hn]) * (T)0.5 + (T)0.5;
-    T hb = hh[i + 2 * hn] + b[i];
-    T an = tanh(ar * hb + x[i + 2 * hn]);
-    T hp = h[i];
-    a[i] = ar;
-    a[i + hn] = az;
-    a[i + 2 * hn] = an;
-    hhn[i] = hb;
-    h_prev[i] = hp;
-    h_new[i] = (hp - an) * az + an;
+    T ar = tanh(x[xo + i] + hh[i]) * (T)0.5 + (T)0.5;
+    T az = tanh(x[xo + hn + i] + hh[hn + i]) * (T)0.5 + (T)0.5;
+    T hb = hh[2 * hn + i] + b[i];
+    T an = tanh(ar * hb + x[xo + 2 * hn + i]);
+    T hp = hbuf[hi + i];
+    acts[xo + i] = ar;
+    acts[xo + hn + i] = az;
+    acts[xo + 2 * hn + i] = an;
+    hhn[so + i] = hb;
+    hs_prev[so + i] = hp;
+    hbuf[hw + i] = (hp - an) * az + an;
     """,
 )
 
+# du = dL/dh' (dh at ``dho`` plus the previous step's gz at ``gp``, plus dout);
 # dL/dn_pre = du (1 - z) (1 - n^2); dL/dr_pre = dn_pre (W_hn h + b_hn) r (1 - r);
-# dL/dz_pre = du (h - n) z (1 - z); dx: the three; dhh: the hidden side (its n rows r dn_pre);
-# gz = du z, the part of dL/dh that bypasses the GEMM (added by the next step's kernel)
-_GRU_STEP_BACK = _step_kernel(
+# dL/dz_pre = du (h - n) z (1 - z); dxp: the three; dhh: the hidden side (its n rows
+# r dn_pre); gz = du z (at ``gw``), the part of dL/dh that bypasses the GEMM
+_GRU_STEP_BACK = _with_and_without_dout(
     "gru_step_back",
-    "raw T a, raw T hhn, raw T h_prev, int64 hn",
-    "raw T dx, raw T dhh, raw T gz",
+    "raw T dh, int64 dho, raw T acts, raw T hhn, raw T hs_prev, int64 hn, int64 xo, int64 so, "
+    "int64 gp, int64 gw",
+    "raw T dxp, raw T dhh, raw T gzs",
     """
-    T ar = a[i];
-    T az = a[i + hn];
-    T an = a[i + 2 * hn];
+    T du = (dh[dho + i] + gzs[gp + i]){dout};
+    T ar = acts[xo + i];
+    T az = acts[xo + hn + i];
+    T an = acts[xo + 2 * hn + i];
     T dnp = (du * ((T)1 - az)) * ((T)1 - an * an);
-    T dr = (dnp * hhn[i]) * (ar * ((T)1 - ar));
-    T dz = (du * (h_prev[i] - an)) * (az * ((T)1 - az));
-    dx[i] = dr;
-    dx[i + hn] = dz;
-    dx[i + 2 * hn] = dnp;
-    dhh[i] = dr;
-    dhh[i + hn] = dz;
-    dhh[i + 2 * hn] = dnp * ar;
-    gz[i] = du * az;
+    T dr = (dnp * hhn[so + i]) * (ar * ((T)1 - ar));
+    T dz = (du * (hs_prev[so + i] - an)) * (az * ((T)1 - az));
+    dxp[xo + i] = dr;
+    dxp[xo + hn + i] = dz;
+    dxp[xo + 2 * hn + i] = dnp;
+    dhh[xo + i] = dr;
+    dhh[xo + hn + i] = dz;
+    dhh[xo + 2 * hn + i] = dnp * ar;
+    gzs[gw + i] = du * az;
     """,
-    grad_in=True,
 )
 
 
@@ -445,17 +449,25 @@ def _lstm_forward(xt, h0, c0, kw, mask, reverse, zero_init=False, own_output=Fal
     fused = None
     if mask is None and w_hr is None:
         fused = elementwise(xm, _LSTM_STEP_OWN if own else _LSTM_STEP)
-    for t in _order(T, reverse):
+    if fused is not None:  # per step: one GEMM and one kernel (see the kernels above)
+        hn, K = H * N, w.shape[1]
+        gemm, gemm_x = stepped_matmul(w, rhs, z2[None]), stepped_matmul(w_x, rhs_x, z2[None])
+        for t in _order(T, reverse):
+            k = t + r
+            (gemm_x if first else gemm)(k, 0)
+            first = False
+            at = (k * 6 * hn, (t + 1 - r) * 6 * hn)  # this step's block, the next step's
+            if own:
+                fused(z, hn, *at, t * hn, (t + 1 - r) * K * N, cells, hs, rhs, size=hn)
+            else:
+                fused(z, hn, *at, (t + 1 - r) * K * N, cells, rhs, size=hn)
+    for t in _order(T, reverse) if fused is None else ():
         k = t + r  # this step's slot
         if first:  # h0 = 0: the first step's recurrent product is zero, skip its columns
             np.matmul(w_x, rhs_x[k], out=z2)
             first = False
         else:
             np.matmul(w, rhs[k], out=z2)
-        if fused is not None:  # the step below in one kernel
-            next_h = (hst[t + 1 - r],) if own else ()
-            fused(z, H * N, cells[k], cs[t + 1 - r], hs[t], *next_h, size=H * N)
-            continue
         np.tanh(z, out=gates[k])  # sigmoid rows: tanh(x/2), the weights' rows are halved
         s = sigs[k]
         s *= 0.5  # sigmoid(x) = (1 + tanh(x/2)) / 2
@@ -522,18 +534,26 @@ def _lstm_backward(cache, dout, dh, dc, kw, mask, reverse, wg, need_dh0=True, ne
     fused = None
     if mask is None and w_hr is None:
         fused = elementwise(xm, _LSTM_STEP_BACK[dout is not None])
-    if fused is not None:  # one kernel per step; the weight gradients in one GEMM at the end
+    if fused is not None:  # one kernel and one GEMM per step; the weight gradients at the end
+        hn = H * N
         dA_all = dA if dA is not None else xm.empty((T, 4, H, N), dtype=dtype)
-        dh, dc = xm.ascontiguousarray(dh), xm.ascontiguousarray(dc)  # (dc: this function's)
-        zero = xm.zeros((H, N), dtype=dtype)
+        dhs = xm.empty((2, P, N), dtype=dtype)  # dL/dh of the steps, alternating
+        gemm = stepped_matmul(w_hh_t, dA_all.reshape(T, G, N), dhs)
+        dh, dho, j = xm.ascontiguousarray(dh), 0, 0
+        dc = xm.ascontiguousarray(dc)  # (this function's own: updated in place)
+        grad_out = () if dout is None else (xm.ascontiguousarray(dout), 0)
         for t in _order(T, not reverse):
-            k = t + r
-            fused(*(() if dout is None else (dout[t],)), dh, zero, cells[k], H * N, dA_all[t],
-                  dc, size=H * N)  # fmt: skip
+            if grad_out:
+                grad_out = (grad_out[0], t * hn)
+            fused(*grad_out, dh, dho, cells, hn, (t + r) * 6 * hn, t * 4 * hn, dA_all, dc,
+                  size=hn)  # fmt: skip
             if t == last and not need_dh0:
                 dh = dc = None
                 break
-            dh = w_hh_t @ dA_all[t].reshape(G, N)
+            gemm(t, j)
+            dh, dho, j = dhs, j * hn, 1 - j
+        if dh is not None:
+            dh = dhs[1 - j]
         wg.add_steps(dA_all.reshape(T, G, N))
         return (None if dA is None else dA.reshape(T, G, N)), dh, dc, None
     for t in _order(T, not reverse):
@@ -595,14 +615,18 @@ def _gru_forward(xp, h0, kw, mask, reverse):
     hh = xm.empty((G, N), dtype=dtype)
     h = h0
     fused = None if mask is not None else elementwise(xm, _GRU_STEP)
-    if fused is not None:  # one kernel per step after its GEMM
+    if fused is not None:  # one GEMM and one kernel per step (see the kernels above)
+        hn, r = H * N, 1 if reverse else 0
+        hbuf = xm.empty((T + 1, H, N), dtype=dtype)  # the states; step t reads slot t + r
+        hbuf[T * r] = h0
         b = xm.zeros((H, N), dtype) if kw.b_hn is None else xm.broadcast_to(kw.b_hn, (H, N))
-        b, h = xm.ascontiguousarray(b), xm.ascontiguousarray(h)
+        b = xm.ascontiguousarray(b)
+        gemm = stepped_matmul(kw.w_hh_s, hbuf, hh[None])
         for t in _order(T, reverse):
-            np.matmul(kw.w_hh_s, h, out=hh)
-            fused(xp[t], hh, b, h, H * N, acts[t], hhn[t], hs[t], hs_prev[t], size=H * N)
-            h = hs[t]
-        return hs, h, None, (acts, hhn, hs_prev)
+            gemm(t + r, 0)
+            fused(xp, hh, b, hn, t * G * N, (t + r) * hn, (t + 1 - r) * hn, t * hn, acts, hhn,
+                  hbuf, hs_prev, size=hn)  # fmt: skip
+        return hbuf[1 - r : T + 1 - r], hbuf[T * (1 - r)], None, (acts, hhn, hs_prev)
     for t in _order(T, reverse):
         hs_prev[t] = h
         a = acts[t]
@@ -647,16 +671,22 @@ def _gru_backward(cache, dout, dh, dc, kw, mask, reverse, wg):
     tmp = xm.empty((H, N), dtype=dtype)
     sd = xm.empty((2 * H, N), dtype=dtype)
     fused = None if mask is not None else elementwise(xm, _GRU_STEP_BACK[dout is not None])
-    if fused is not None:  # one kernel per step; the weight gradients in two GEMMs at the end
+    if fused is not None:  # one kernel and one GEMM per step; the weight gradients at the end
+        hn = H * N
         dhh_all = xm.empty((T, G, N), dtype=dtype)
         gzs = xm.zeros((2, H, N), dtype=dtype)  # du z of the step before, and of this one
-        dh = xm.ascontiguousarray(dh)
+        dhs = xm.empty((2, H, N), dtype=dtype)  # dL/dh through the GEMM, alternating
+        gemm = stepped_matmul(kw.w_hh_t, dhh_all, dhs)
+        dh, dho, j, gp = xm.ascontiguousarray(dh), 0, 0, 0
+        grad_out = () if dout is None else (xm.ascontiguousarray(dout), 0)
         for t in _order(T, not reverse):
-            fused(*(() if dout is None else (dout[t],)), dh, gzs[0], acts[t], hhn[t],
-                  hs_prev[t], H * N, dxp[t], dhh_all[t], gzs[1], size=H * N)  # fmt: skip
-            dh = kw.w_hh_t @ dhh_all[t]
-            gzs = gzs[::-1]
-        dh += gzs[0]
+            if grad_out:
+                grad_out = (grad_out[0], t * hn)
+            fused(*grad_out, dh, dho, acts, hhn, hs_prev, hn, t * G * N, t * hn, gp * hn,
+                  (1 - gp) * hn, dxp, dhh_all, gzs, size=hn)  # fmt: skip
+            gemm(t, j)
+            dh, dho, j, gp = dhs, j * hn, 1 - j, 1 - gp
+        dh = dhs[1 - j] + gzs[gp]  # the last step's: through the GEMM, and around it
         wg[0].add_steps(dxp)
         wg[1].add_steps(dhh_all)
         return dxp, dh, None, None
