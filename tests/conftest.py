@@ -1,7 +1,8 @@
 """Test configuration: hypothesis profiles and shared fixtures.
 
-Profiles: ``dev`` (quick, the default) and ``ci`` (more examples, derandomized, no deadline),
-chosen by ``HYPOTHESIS_PROFILE`` or, when unset, by ``CI=true``.
+Profiles: ``dev`` (quick, the default), ``ci`` (more examples, derandomized, no deadline) and
+``deep`` (500 random examples, for hunting defects by hand), chosen by ``HYPOTHESIS_PROFILE``
+or, when unset, by ``CI=true``.
 """
 
 import os
@@ -22,6 +23,10 @@ settings.register_profile(
     derandomize=True,
     print_blob=True,
     suppress_health_check=[HealthCheck.too_slow],
+)
+# for hunting defects by hand: HYPOTHESIS_PROFILE=deep pytest tests/test_hostile.py
+settings.register_profile(
+    "deep", max_examples=500, deadline=None, suppress_health_check=list(HealthCheck)
 )
 settings.load_profile(
     os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") == "true" else "dev")

@@ -157,3 +157,23 @@ def test_stepped_matmul_gives_matmuls_numbers(on_fake_device):
         got = backend.to_numpy(out)
         np.testing.assert_allclose(got[1], wide[:, 2:] @ b[3, 5:], rtol=1e-13)
         assert not got[[0, 2]].any()
+
+
+@pytest.mark.parametrize("norm_type", [2.0, 1.0, 3.0, float("inf")])
+def test_gradient_norms_on_a_device_match_the_host(on_fake_device, norm_type):
+    """clip_grad_norm_ on device gradients combines the per-array terms there (one wait for
+    the device) and gives the host's norm and clipped gradients."""
+    rng = np.random.default_rng(0)
+    grads = [rng.normal(size=(4, 3)), rng.normal(size=(5,)), np.zeros((0, 2))]
+
+    def clip(device):
+        params = [nf.Parameter(nf.to_device(np.zeros_like(g), device)) for g in grads]
+        for p, g in zip(params, grads):
+            p.grad[...] = nf.to_device(g, device)
+        norm = nf.clip_grad_norm_(params, max_norm=0.5, norm_type=norm_type)
+        return norm, [backend.to_numpy(p.grad) for p in params]
+
+    (want, want_grads), (got, got_grads) = clip("cpu"), clip("cuda")
+    assert got == pytest.approx(want, rel=1e-14)
+    for a, b in zip(want_grads, got_grads):
+        np.testing.assert_allclose(b, a, rtol=1e-14)

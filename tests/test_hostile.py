@@ -336,8 +336,10 @@ def test_odd_fit_arguments_train_or_are_refused_by_name(
                     nan_policy="skip_batch", **kwargs)  # fmt: skip
     except (ValueError, TypeError, KeyError) as error:
         assert names_itself(error), repr(error)
-        if not trainer.history.epoch:  # refused before training: nothing changed
+        if not trainer.state.step:  # refused before any update: nothing changed
             assert (model_state(model), optimizer_state(opt)) == before
+        else:  # refused by a later batch (a last batch of one row for the batch norm)
+            assert "batch_size" in str(error), repr(error)
         return
     for k, v in model.state_dict().items():
         assert np.isfinite(v).all(), k
@@ -376,3 +378,34 @@ def test_a_mutated_scheduler_state_is_refused_or_loaded_with_finite_rates(build,
             assert names_itself(error), repr(error)
             break
         assert all(math.isfinite(g["lr"]) for g in opt.param_groups)
+
+
+@pytest.mark.parametrize("class_weight", [{}, []])
+def test_empty_class_weights_weigh_every_class_one(class_weight):
+    """No class named: every class weighs 1 (it was an IndexError)."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(8, 3)).astype(np.float32), rng.integers(0, 2, size=8)
+
+    def fit(cw):
+        nf.manual_seed(0)
+        model = small_model()
+        nf.Trainer(model, nf.CrossEntropyLoss(), nf.optim.SGD(model.parameters(), lr=0.1)).fit(
+            x, y, class_weight=cw, batch_size=4, shuffle=False, verbose=0
+        )
+        return model_state(model)
+
+    assert fit(class_weight) == fit(None)
+
+
+def test_a_short_sample_weight_with_validation_split_is_refused_by_shape():
+    """It was an IndexError from inside the split."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(20, 3)).astype(np.float32), rng.integers(0, 2, size=20)
+    model = small_model()
+    opt = nf.optim.SGD(model.parameters(), lr=0.1)
+    before = (model_state(model), optimizer_state(opt))
+    with pytest.raises(ValueError, match=r"sample_weight of shape \(20,\).*got shape \(3,\)"):
+        nf.Trainer(model, nf.CrossEntropyLoss(), opt).fit(
+            x, y, sample_weight=np.ones(3), validation_split=0.5, verbose=0
+        )
+    assert (model_state(model), optimizer_state(opt)) == before

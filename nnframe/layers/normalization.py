@@ -218,11 +218,18 @@ class _BatchNorm(_NormBase):
         if count == 0:  # an empty batch: empty output, running statistics kept (as PyTorch)
             return self._empty_forward(x)
         if count < 2 and self.training:
+            hint = (
+                "A batch of one row, such as the last one of an epoch: pick a batch_size that "
+                "leaves none, or drop_last=True in a DataLoader"
+                if x.shape[0] == 1
+                else ""
+            )
             raise ValueError(
                 expected_got(
                     self,
                     "more than 1 value per channel when training",
                     f"input of shape {fmt_shape(x.shape)}",
+                    hint,
                 )
             )
         mean, var, xhat, inv_std = _normalize(x, axes, self.eps)

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from nnframe.core.backend import array_module
 from nnframe.core.parameter import Parameter
 
 
@@ -36,6 +37,9 @@ def total_norm(grads: list[np.ndarray], norm_type: float = 2.0) -> float:
     """
     if not grads:
         return 0.0
+    xp = array_module(grads[0])
+    if xp is not np:  # on a device: one reduction per array, then one wait for the result
+        return _device_norm(xp, grads, norm_type)
     if norm_type == math.inf:
         norm = 0.0
         for g in grads:
@@ -56,6 +60,25 @@ def total_norm(grads: list[np.ndarray], norm_type: float = 2.0) -> float:
         total = sum(float(np.sum(np.abs(g) ** norm_type)) for g in grads)
     norm = float(total ** (1.0 / norm_type))
     if norm == math.inf:
+        return _scaled_norm(grads, norm_type)
+    return norm
+
+
+def _device_norm(xp, grads: list, norm_type: float) -> float:
+    """total_norm of device arrays: the per-array terms are combined on the device (in
+    float64, as the host sums them) and read once, instead of once per array."""
+    acc = xp.zeros((), dtype=np.float64)
+    if norm_type == math.inf:
+        for g in grads:
+            if g.size:
+                acc = xp.maximum(acc, xp.abs(g).max())  # (NaN wins, as on the host)
+        return float(acc)
+    for g in grads:
+        v = g.ravel()
+        acc += xp.dot(v, v) if norm_type == 2.0 else xp.sum(xp.abs(v) ** norm_type)
+    total = float(acc)
+    norm = math.sqrt(total) if norm_type == 2.0 else total ** (1.0 / norm_type)
+    if norm == math.inf:  # the float32 terms overflowed while the norm itself is finite
         return _scaled_norm(grads, norm_type)
     return norm
 

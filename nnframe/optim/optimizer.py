@@ -25,7 +25,7 @@ from nnframe.core.backend import array_module, is_array, to_numpy
 from nnframe.core.errors import check_hyper
 from nnframe.core.parameter import Parameter
 from nnframe.io import schema as S
-from nnframe.optim.clip import clip_grad_norm_, clip_grad_value_
+from nnframe.optim.clip import clip_grad_norm_, clip_grad_value_, total_norm
 
 
 class NonFiniteUpdateError(FloatingPointError):
@@ -786,20 +786,6 @@ def _block_finite(a: np.ndarray) -> bool:
     return bool(np.isfinite(a).all())
 
 
-def _device_finite(arrays) -> bool:
-    """True when no array of a device holds NaN or Inf, with one synchronization: the sum of
-    every ``a . a`` is NaN or Inf when an element is (or when it overflowed: then each array
-    is checked element by element)."""
-    xp = array_module(arrays[0])
-    total = xp.zeros((), dtype=np.float64)
-    for a in arrays:
-        v = a.ravel()
-        total += xp.dot(v, v)
-    if math.isfinite(float(total)):
-        return True
-    return all(bool(xp.isfinite(a).all()) for a in arrays)
-
-
 def _all_finite(a: np.ndarray) -> bool:
     """True when ``a`` holds no NaN or Inf: one NaN or Inf makes the sum NaN or Inf, so a
     finite sum answers at once (no allocation); a sum that is not finite (or overflowed) is
@@ -916,7 +902,8 @@ class _FusedGroup:
                 return False
         if array_module(self.param.data) is np:
             return all(_block_finite(a) for a in arrays)
-        return _device_finite(arrays)
+        # on a device: one norm over every array, read once (NaN or Inf when an element is)
+        return math.isfinite(total_norm(arrays))
 
     def backup(self) -> dict:
         """The state as it is (arrays copied), for ``restore``."""

@@ -510,6 +510,11 @@ class Trainer:
         w = None if sample_weight is None else np.asarray(sample_weight)
         take = take_rows  # rows of an array, or of every array of a list/dict
         n = _rows(x)
+        if w is not None and (w.ndim != 1 or len(w) != n):
+            raise ValueError(
+                f"Trainer.fit: expected sample_weight of shape ({n},) (one weight per row of x), "
+                f"got shape {w.shape}"
+            )
         n_val = max(1, round(validation_split * n))
         if n_val >= n:
             raise ValueError(
@@ -537,8 +542,8 @@ class Trainer:
     def _class_weights(self, class_weight):
         """``(classes, weights)``: sorted class indices and their weights (a dict), or a dense
         table (a sequence: index = class); None without class weights."""
-        if class_weight is None:
-            return None
+        if class_weight is None or (isinstance(class_weight, dict) and not class_weight):
+            return None  # (no class named: every class weighs 1, as in Keras)
         who = "Trainer.fit"
         if isinstance(class_weight, dict):
             # "3" as written by JSON is class 3; anything else that is not an integer is refused
@@ -562,6 +567,8 @@ class Trainer:
             values = list(np.asarray(class_weight, dtype=np.float64).reshape(-1))
             classes = np.arange(len(values), dtype=np.int64)
         weights = np.array(values, dtype=np.float64)
+        if not len(weights):
+            return None
         if not np.isfinite(weights).all() or (weights < 0).any():
             raise ValueError(f"{who}: expected finite class weights >= 0, got {values[:10]}")
         order = np.argsort(classes)
