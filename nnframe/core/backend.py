@@ -197,10 +197,9 @@ def _cublas_stepped_matmul(a, b, out):
     pa, pb, po = a.data.ptr, b.data.ptr, out.data.ptr
     sb, so = b.strides[0], out.strides[0]
 
-    def step(i: int, j: int) -> None:
+    def step(i: int, j: int, _alive=(scalars, a, b, out)) -> None:  # (the memory it points to)
         gemm(handle, 0, 0, n, m, k, one, pb + i * sb, ldb, pa, lda, zero, po + j * so, ldc)
 
-    step.keep = (scalars, a, b, out)  # type: ignore[attr-defined]
     return step
 
 
@@ -215,8 +214,9 @@ def stepped_matmul(a, b, out) -> Callable[[int, int], None]:
     differ (an unexpected library version), matmul is used.
     """
     kind = _kind(b)
-    if kind.stepped_matmul is not None and _raw_gemm_ok(kind):
-        step = kind.stepped_matmul(a, b, out)
+    stepped = kind.stepped_matmul
+    if stepped is not None and _raw_gemm_ok(kind.xp, stepped):
+        step = stepped(a, b, out)
         if step is not None:
             return step
 
@@ -229,23 +229,22 @@ def stepped_matmul(a, b, out) -> Callable[[int, int], None]:
 _RAW_GEMM_OK: dict[int, bool] = {}
 
 
-def _raw_gemm_ok(kind: _Kind) -> bool:
-    """Whether the module's stepped GEMM gives matmul's numbers (a column block of a wider
+def _raw_gemm_ok(xp, stepped: Callable) -> bool:
+    """Whether module ``xp``'s stepped GEMM gives matmul's numbers (a column block of a wider
     matrix, a row block of a stack, a stacked output), tried once."""
-    ok = _RAW_GEMM_OK.get(id(kind.xp))
+    ok = _RAW_GEMM_OK.get(id(xp))
     if ok is None:
-        xp = kind.xp
         rng = np.random.default_rng(0)
         wide = xp.asarray(rng.normal(size=(3, 7)))
         b = xp.asarray(rng.normal(size=(2, 9, 4)))
         out = xp.zeros((3, 3, 4))
         try:
-            kind.stepped_matmul(wide[:, 2:], b[:, 4:], out)(1, 2)
+            stepped(wide[:, 2:], b[:, 4:], out)(1, 2)
             want = xp.matmul(wide[:, 2:], b[1, 4:])
             ok = bool(xp.allclose(out[2], want, rtol=1e-12, atol=0)) and not bool(out[:2].any())
         except Exception:
             ok = False
-        _RAW_GEMM_OK[id(kind.xp)] = ok
+        _RAW_GEMM_OK[id(xp)] = ok
     return ok
 
 
