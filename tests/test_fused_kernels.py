@@ -23,8 +23,8 @@ def launched(on_fake_device, monkeypatch):
     """The names of the kernels the layers and optimizers launch (on the stand-in device)."""
     names: set[str] = set()
 
-    def spy(xp, spec):
-        kernel = backend.elementwise(xp, spec)
+    def spy(xp, spec, dtype):
+        kernel = backend.elementwise(xp, spec, dtype)
 
         def run(*args, **kwargs):
             names.add(spec.name)
@@ -177,3 +177,11 @@ def test_gradient_norms_on_a_device_match_the_host(on_fake_device, norm_type):
     assert got == pytest.approx(want, rel=1e-14)
     for a, b in zip(want_grads, got_grads):
         np.testing.assert_allclose(b, a, rtol=1e-14)
+
+
+def test_float16_keeps_the_array_path(launched):
+    """The kernels are written for float32 and float64: a float16 model runs the array code."""
+    model = nf.GRU(3, 4, rng=0).to("cuda", np.float16)
+    out, _ = model(nf.to_device(np.ones((2, 5, 3), np.float16), "cuda"))
+    model.backward((nf.to_device(np.ones(out.shape, np.float16), "cuda"), None))
+    assert out.dtype == np.float16 and not launched

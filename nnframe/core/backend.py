@@ -62,7 +62,7 @@ class Elementwise(NamedTuple):
     views. Example (``y = a * x + b`` in one pass)::
 
         AXPB = Elementwise("axpb", "T a, T x, T b", "T y", "y = a * x + b")
-        kernel = elementwise(xp, AXPB)  # None for numpy: use numpy there
+        kernel = elementwise(xp, AXPB, x.dtype)  # None for numpy: use numpy there
         kernel(a, x, b, y)
     """
 
@@ -350,10 +350,15 @@ def special(*arrays):
     return scipy.special
 
 
-def elementwise(xp, spec: Elementwise) -> Callable | None:
-    """The kernel of ``spec`` for arrays of module ``xp`` (compiled once, on first use), or None
-    where ``xp`` has no fused kernels (numpy: the caller runs its numpy code instead)."""
-    if xp is np:
+_KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def elementwise(xp, spec: Elementwise, dtype) -> Callable | None:
+    """The kernel of ``spec`` for arrays of module ``xp`` and float type ``dtype`` (compiled
+    once, on first use), or None where there is none: numpy (the caller runs its numpy code
+    instead), a module without fused kernels, or a dtype other than float32 and float64 (the
+    C math functions of the kernels are those of these two)."""
+    if xp is np or np.dtype(dtype) not in _KERNEL_DTYPES:
         return None
     kind = _BY_MODULE.get(id(xp))
     if kind is None or kind.compile is None:

@@ -448,7 +448,7 @@ def _lstm_forward(xt, h0, c0, kw, mask, reverse, zero_init=False, own_output=Fal
     first = zero_init
     fused = None
     if mask is None and w_hr is None:
-        fused = elementwise(xm, _LSTM_STEP_OWN if own else _LSTM_STEP)
+        fused = elementwise(xm, _LSTM_STEP_OWN if own else _LSTM_STEP, dtype)
     if fused is not None:  # per step: one GEMM and one kernel (see the kernels above)
         hn, K = H * N, w.shape[1]
         gemm, gemm_x = stepped_matmul(w, rhs, z2[None]), stepped_matmul(w_x, rhs_x, z2[None])
@@ -533,7 +533,7 @@ def _lstm_backward(cache, dout, dh, dc, kw, mask, reverse, wg, need_dh0=True, ne
     last = 0 if not reverse else T - 1  # the first step in time: its dL/dh may not be needed
     fused = None
     if mask is None and w_hr is None:
-        fused = elementwise(xm, _LSTM_STEP_BACK[dout is not None])
+        fused = elementwise(xm, _LSTM_STEP_BACK[dout is not None], dtype)
     if fused is not None:  # one kernel and one GEMM per step; the weight gradients at the end
         hn = H * N
         dA_all = dA if dA is not None else xm.empty((T, 4, H, N), dtype=dtype)
@@ -614,7 +614,7 @@ def _gru_forward(xp, h0, kw, mask, reverse):
     hs_prev = xm.empty((T, H, N), dtype=dtype)
     hh = xm.empty((G, N), dtype=dtype)
     h = h0
-    fused = None if mask is not None else elementwise(xm, _GRU_STEP)
+    fused = None if mask is not None else elementwise(xm, _GRU_STEP, dtype)
     if fused is not None:  # one GEMM and one kernel per step (see the kernels above)
         hn, r = H * N, 1 if reverse else 0
         hbuf = xm.empty((T + 1, H, N), dtype=dtype)  # the states; step t reads slot t + r
@@ -670,7 +670,7 @@ def _gru_backward(cache, dout, dh, dc, kw, mask, reverse, wg):
     g_buf = xm.empty((H, N), dtype=dtype)
     tmp = xm.empty((H, N), dtype=dtype)
     sd = xm.empty((2 * H, N), dtype=dtype)
-    fused = None if mask is not None else elementwise(xm, _GRU_STEP_BACK[dout is not None])
+    fused = None if mask is not None else elementwise(xm, _GRU_STEP_BACK[dout is not None], dtype)
     if fused is not None:  # one kernel and one GEMM per step; the weight gradients at the end
         hn = H * N
         dhh_all = xm.empty((T, G, N), dtype=dtype)

@@ -60,7 +60,7 @@ def adam_update(
     amsgrad: v_max = max(v_max, v), used for v below
     param -= lr / (1 - beta1^step) * m / (sqrt(v) / sqrt(1 - beta2^step) + eps)
     """
-    kernel = None if amsgrad else elementwise(array_module(param), _ADAM_STEP)
+    kernel = None if amsgrad else elementwise(array_module(param), _ADAM_STEP, param.dtype)
     if kernel is not None:
         decoupled = bool(weight_decay and decoupled_weight_decay)
         kernel(

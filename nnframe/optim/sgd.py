@@ -49,7 +49,9 @@ def sgd_update(
 
     ``buf`` (the momentum buffer) is updated in place; ``work`` holds two scratch arrays.
     """
-    kernel = elementwise(array_module(param), _sgd_step(bool(momentum), first_step, nesterov))
+    kernel = elementwise(
+        array_module(param), _sgd_step(bool(momentum), first_step, nesterov), param.dtype
+    )
     if kernel is not None:
         buf_ = (buf,) if momentum else ()
         kernel(grad, lr, -1.0 if maximize else 1.0, weight_decay, momentum, 1.0 - dampening,
