@@ -59,7 +59,9 @@ class Elementwise(NamedTuple):
     ``inputs`` and ``outputs`` declare the parameters, ``"T x, T y"`` (T: the arrays' float
     type, bound at the call); ``body`` assigns the outputs, and may read an output before
     writing it (an in-out array). Arrays broadcast against each other and may be strided
-    views. Example (``y = a * x + b`` in one pass)::
+    views. A ``raw T a`` parameter is instead read by flat index (``a[i + offset]``, ``i`` the
+    element index; ``int64`` scalars carry offsets), and the call then says how many elements
+    it runs over (``kernel(..., size=n)``). Example (``y = a * x + b`` in one pass)::
 
         AXPB = Elementwise("axpb", "T a, T x, T b", "T y", "y = a * x + b")
         kernel = elementwise(xp, AXPB, x.dtype)  # None for numpy: use numpy there
