@@ -25,8 +25,12 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 # for hunting defects by hand: HYPOTHESIS_PROFILE=deep pytest tests/test_hostile.py
+# (HYPOTHESIS_DEEP_EXAMPLES=3000 for a longer hunt)
 settings.register_profile(
-    "deep", max_examples=500, deadline=None, suppress_health_check=list(HealthCheck)
+    "deep",
+    max_examples=int(os.environ.get("HYPOTHESIS_DEEP_EXAMPLES", "500")),
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
 )
 settings.load_profile(
     os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") == "true" else "dev")

@@ -1,10 +1,11 @@
-"""The fused element-wise kernels (nnframe.core.backend.elementwise) of the recurrent layers
-and the optimizers.
+"""The device fast paths: fused element-wise kernels (nnframe.core.backend.elementwise) of the
+recurrent layers and the optimizers, the stepped GEMM, and gradient norms read once.
 
 On a GPU an LSTM or GRU step is one kernel forward and one backward, and an SGD or Adam update
-one kernel, instead of a dozen numpy calls each. CI has no GPU: the CPU stand-in (tests/standin.py) reads each kernel's C body as numpy,
-so these tests run the kernel path (its arguments, views and step order) and compare it with
-the numpy path in float64; tests/test_gpu.py compares the compiled kernels on a real GPU.
+one kernel, instead of a dozen numpy calls each. CI has no GPU: the CPU stand-in
+(tests/standin.py) reads each kernel's C body as numpy, so these tests run the kernel path (its
+arguments, offsets and step order) and compare it with the numpy path in float64;
+tests/test_gpu.py compares the compiled kernels on a real GPU.
 """
 
 import numpy as np
