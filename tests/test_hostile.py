@@ -409,3 +409,29 @@ def test_a_short_sample_weight_with_validation_split_is_refused_by_shape():
             x, y, sample_weight=np.ones(3), validation_split=0.5, verbose=0
         )
     assert (model_state(model), optimizer_state(opt)) == before
+
+
+def test_a_state_key_of_unicode_digits_is_refused_by_name():
+    """'¹' is a digit to str.isdigit but not to int(): it was a raw int() ValueError."""
+    model = small_model()
+    opt = nf.optim.RMSprop(model.parameters(), lr=0.01)
+    state = opt.state_dict()
+    state["state"] = {"¹": None}
+    before = optimizer_state(opt)
+    with pytest.raises((ValueError, TypeError, KeyError)) as info:
+        opt.load_state_dict(state)
+    assert names_itself(info.value) and "RMSprop" in str(info.value), info.value
+    assert optimizer_state(opt) == before
+
+
+def test_a_scheduler_state_that_needs_betas_is_refused_for_sgd():
+    """OneCycleLR's use_beta1 set in a saved state, on an optimizer without betas: it was a raw
+    KeyError('betas') from the trial of the rates."""
+    model = small_model()
+    opt = nf.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    sched = nf.optim.OneCycleLR(opt, max_lr=0.1, total_steps=20)
+    state = sched.state_dict()
+    state["use_beta1"] = True
+    with pytest.raises(ValueError, match="fits this optimizer.*'betas'.*SGD"):
+        sched.load_state_dict(state)
+    assert sched.use_beta1 is False

@@ -683,8 +683,9 @@ def check_lrs(who: str, lrs, negative: bool = False) -> list[float]:
 
 
 def _index(key):
-    """A state key as saved (an int) or as JSON writes it (a decimal string)."""
-    if isinstance(key, str) and key.isdigit() and len(key) < 10:
+    """A state key as saved (an int) or as JSON writes it (a decimal string of ASCII digits:
+    ``int`` refuses other digits, such as '¹')."""
+    if isinstance(key, str) and key.isascii() and key.isdigit() and len(key) < 10:
         return int(key)
     return key
 

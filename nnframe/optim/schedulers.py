@@ -96,6 +96,11 @@ class _SavedState:
                 check_lrs(who, trial.get_lr(), negative=True)
             except NotImplementedError:  # a scheduler that delegates (SequentialLR)
                 return
+            except KeyError as e:  # a setting that needs an option this optimizer lacks
+                raise S.SchemaError(
+                    f"{who}: expected a state that fits this optimizer, got one that needs its "
+                    f"option {e} (which {type(self.optimizer).__name__} does not have)"
+                ) from None
             except (ValueError, OverflowError, ZeroDivisionError, TypeError, IndexError) as e:
                 raise S.SchemaError(
                     f"{who}: expected a state giving finite rates, got {e}"
