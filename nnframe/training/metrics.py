@@ -346,8 +346,9 @@ def roc_auc_score(y_true, y_score, *, average: str | None = "macro", sample_weig
     """Area under the ROC curve, binary or one-vs-rest multi-class.
 
     Binary: ``y_true`` in {0, 1}, ``y_score`` the positive class's scores (N,) or (N, 1), or
-    two-column scores (N, 2) (logits or probabilities: column 1 minus column 0 ranks samples as
-    the positive probability does). Multi-class: ``y_score`` (N, C); each class against the rest,
+    two-column scores (N, 2): probabilities (rows in [0, 1] summing to 1) are ranked by column 1,
+    as scikit-learn does (so rounding ties stay ties), logits by column 1 minus column 0 (which
+    ranks as the positive probability does). Multi-class: ``y_score`` (N, C); each class against the rest,
     then ``average``: 'macro', 'weighted' (by true support), 'micro' (all classes' decisions
     pooled) or None (the per-class array). scikit-learn asks for probabilities here (rows summing
     to 1); nnframe ranks whatever scores it is given, so pass softmax probabilities to get
@@ -364,7 +365,8 @@ def roc_auc_score(y_true, y_score, *, average: str | None = "macro", sample_weig
     if s.ndim == 2 and s.shape[1] == 1:
         s = s[:, 0]
     elif s.ndim == 2 and s.shape[1] == 2:
-        s = s[:, 1] - s[:, 0]  # monotone in the positive probability, for logits and probs
+        probabilities = s.min() >= 0 and s.max() <= 1 and np.allclose(s.sum(axis=1), 1)
+        s = s[:, 1] if probabilities else s[:, 1] - s[:, 0]  # logits: monotone in p1
     if s.ndim not in (1, 2):
         raise ShapeError(
             f"{who}: expected y_score of shape (N,) or (N, C), got {fmt_shape(s.shape)}"
