@@ -52,6 +52,7 @@ import traceback
 import numpy as np
 
 from benchmarks import bench_cnn, bench_rnn, mlp
+from nnframe.core.device import cuda_missing
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEFAULT_JSON = ROOT / "benchmarks" / "results" / "gpu.json"
@@ -60,19 +61,6 @@ CNN_POOL = 8
 
 
 # ---------------------------------------------------------------------------- the machine
-def gpu_missing() -> str | None:
-    """None where CuPy imports and sees a GPU, else why not."""
-    try:
-        import cupy
-    except ImportError as error:
-        return f"CuPy is not installed ({error}); pip install 'nnframe[cuda]'"
-    try:
-        count = cupy.cuda.runtime.getDeviceCount()
-    except Exception as error:  # CUDARuntimeError: no driver or no device
-        return f"CuPy sees no CUDA GPU ({error})"
-    return None if count > 0 else "CuPy sees no CUDA GPU"
-
-
 def blocking_sync() -> str:
     """Asks the driver to block (not spin) the host thread that waits for GPU 0, so that the
     process's CPU time is its own work. Must run before any CUDA context exists (CuPy and
@@ -263,44 +251,33 @@ def torch_rnn(torch, kind, batch, device):
 
 
 MNIST, WIDE = mlp.SIZES["mnist_mlp"][0], mlp.SIZES["wide_mlp"][0]
+
+
 # name -> (what, batch, goal (max ratio) or None, nnframe builder, torch builder)
+def _mlp_case(what: str, sizes, batch: int, goal):
+    """A CASES entry for an MLP of ``sizes``."""
+    return (
+        what, batch, goal,
+        lambda b, d: nf_mlp(sizes, b, d), lambda t, b, d: torch_mlp(t, sizes, b, d),
+    )  # fmt: skip
+
+
+def _rnn_case(kind: str):
+    """A CASES entry for bench_rnn's classifier with an LSTM or GRU."""
+    return (
+        f"{kind} T=50 h=128 + Dense, Adam", 512, 3.0,
+        lambda b, d: nf_rnn(kind, b, d), lambda t, b, d: torch_rnn(t, kind, b, d),
+    )  # fmt: skip
+
+
+# case -> (what, batch, the issue's goal or None, nnframe step builder, PyTorch step builder)
 CASES = {
-    "mnist_mlp": (
-        "MLP 784-512-256-10, SGD",
-        1024,
-        1.5,
-        lambda b, d: nf_mlp(MNIST, b, d),
-        lambda t, b, d: torch_mlp(t, MNIST, b, d),
-    ),
-    "wide_mlp": (
-        "MLP 1024-4096-4096-1024, SGD",
-        256,
-        1.3,
-        lambda b, d: nf_mlp(WIDE, b, d),
-        lambda t, b, d: torch_mlp(t, WIDE, b, d),
-    ),
+    "mnist_mlp": _mlp_case("MLP 784-512-256-10, SGD", MNIST, 1024, 1.5),
+    "wide_mlp": _mlp_case("MLP 1024-4096-4096-1024, SGD", WIDE, 256, 1.3),
     "mnist_cnn": ("bench_cnn MNIST CNN, SGD", 512, 2.0, nf_cnn, torch_cnn),
-    "lstm": (
-        "LSTM T=50 h=128 + Dense, Adam",
-        512,
-        3.0,
-        lambda b, d: nf_rnn("LSTM", b, d),
-        lambda t, b, d: torch_rnn(t, "LSTM", b, d),
-    ),
-    "gru": (
-        "GRU T=50 h=128 + Dense, Adam",
-        512,
-        3.0,
-        lambda b, d: nf_rnn("GRU", b, d),
-        lambda t, b, d: torch_rnn(t, "GRU", b, d),
-    ),
-    "mnist_mlp_8192": (
-        "MLP 784-512-256-10, SGD (GPU busy)",
-        8192,
-        None,
-        lambda b, d: nf_mlp(MNIST, b, d),
-        lambda t, b, d: torch_mlp(t, MNIST, b, d),
-    ),
+    "lstm": _rnn_case("LSTM"),
+    "gru": _rnn_case("GRU"),
+    "mnist_mlp_8192": _mlp_case("MLP 784-512-256-10, SGD (GPU busy)", MNIST, 8192, None),
 }
 
 
@@ -455,7 +432,7 @@ def main(argv=None) -> int:
 
     sync_mode = "not applicable"
     if args.device == "cuda":
-        why = gpu_missing()  # imports CuPy; creates no CUDA context
+        why = cuda_missing()  # imports CuPy; creates no CUDA context
         if why is not None:
             print(f"skipped: no GPU/CuPy ({why})")
             return 0

@@ -31,30 +31,14 @@ import pytest
 
 import nnframe as nf
 from nnframe.core import backend
+from nnframe.core.device import cuda_missing
 from tests import test_device
 from tests.test_backend import LAYERS, LOSSES, OPTIMIZERS, _loss_run, _optimizer_run, _run
 
 CHECKED_MODULES: list = []  # numbers on a device, not gradient checks
 
 
-def _why_no_gpu() -> str | None:
-    """None where CuPy imports and sees a GPU, else why not (the skip reason)."""
-    try:
-        import cupy
-    except ImportError as error:
-        return f"CuPy is not installed ({error}); pip install 'nnframe[cuda]' on a GPU machine"
-    try:
-        count = cupy.cuda.runtime.getDeviceCount()
-    except Exception as error:  # CUDARuntimeError: no driver, no device
-        return f"CuPy sees no CUDA GPU: {error}"
-    if count < 1:
-        return "CuPy sees no CUDA GPU"
-    if not nf.cuda_is_available():
-        return "nf.cuda_is_available() is False although CuPy sees a GPU"
-    return None
-
-
-NO_GPU = _why_no_gpu()
+NO_GPU = cuda_missing()  # None where CuPy imports and sees a GPU, else why not
 pytestmark = pytest.mark.skipif(NO_GPU is not None, reason=f"no GPU: {NO_GPU}")
 
 # relative tolerance per dtype, of each array's largest magnitude (see the module docstring)

@@ -27,6 +27,7 @@ __all__ = [
     "Device",
     "DeviceError",
     "cuda_is_available",
+    "cuda_missing",
     "device_of",
     "device_types",
     "register_device",
@@ -197,13 +198,19 @@ def device_types() -> set[str]:
     return {*_BACKENDS, "cuda"}
 
 
-def cuda_is_available() -> bool:
-    """Whether ``"cuda"`` can be used: CuPy imports and sees at least one GPU."""
+def cuda_missing() -> str | None:
+    """Why ``"cuda"`` cannot be used (CuPy missing, or no GPU visible), or None when it can.
+    Imports CuPy but creates no CUDA context."""
     try:
         _backend(Device("cuda"))
-    except DeviceError:
-        return False
-    return True
+    except DeviceError as error:
+        return str(error)
+    return None
+
+
+def cuda_is_available() -> bool:
+    """Whether ``"cuda"`` can be used: CuPy imports and sees at least one GPU."""
+    return cuda_missing() is None
 
 
 def device_of(obj) -> Device:
